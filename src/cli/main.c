@@ -1,0 +1,158 @@
+/* pyti entry point: global options, then dispatch to a command. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#ifndef PYTI_VERSION
+#define PYTI_VERSION "0.0"
+#endif
+#ifndef PYTI_LIBEXECDIR
+#define PYTI_LIBEXECDIR "/usr/local/libexec/pyti"
+#endif
+
+static const struct {
+	const char *name;
+	int (*fn)(struct cli_ctx *, int, char **);
+	const char *help;
+} commands[] = {
+	{"run", cmd_run, "run a recipe for a distribution in a sandbox and report raw data"},
+	{"image", cmd_image, "build, list and remove guest images"},
+	{"disk", cmd_disk, "DiskHandler: read and write ext4 images without mounting them"},
+	{"vm", cmd_vm, "VManager: define, start, stop, snapshot, roll back libvirt domains"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: pyti [--state-dir DIR] [-v] [--version] COMMAND [ARGS]\n\n"
+		   "Python Testing Infrastructure: run a Python distribution's install, import and test\n"
+		   "tasks in a throwaway sandbox with no network, and record raw data for each task.\n\n"
+		   "commands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n`pyti COMMAND --help` describes a command. Exit status: 0 all passed, 1 a task failed,\n"
+		   "2 usage or configuration error, 3 infrastructure error.\n");
+}
+
+int cli_fail(const struct pyti_err *err)
+{
+	fprintf(stderr, "pyti: error: %s\n", pyti_err_str(err));
+	return err->status ? (int)err->status : PYTI_EXIT_INFRA;
+}
+
+int cli_usage(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("pyti: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return PYTI_EXIT_USAGE;
+}
+
+char *cli_find_helper(const char *name)
+{
+	char env[128] = "PYTI_";
+	size_t k = strlen(env);
+	for (const char *p = name; *p && k < sizeof env - 1; p++)
+		env[k++] = (*p == '-') ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+	env[k] = '\0';
+	const char *e = getenv(env);
+	if (e && *e)
+		return xstrdup(e);
+
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			/* build tree: build/src/cli/pyti -> build/src/<module>/<name> */
+			const char *short_name = strncmp(name, "pyti-", 5) == 0 ? name + 5 : name;
+			char *c = xasprintf("%s/../%s/%s", self, short_name, name);
+			if (access(c, X_OK) == 0)
+				return c;
+			free(c);
+			c = xasprintf("%s/%s", self, name);
+			if (access(c, X_OK) == 0)
+				return c;
+			free(c);
+		}
+	}
+	return xasprintf("%s/%s", PYTI_LIBEXECDIR, name);
+}
+
+static char *default_state_dir(void)
+{
+	const char *e = getenv("PYTI_STATE_DIR");
+	if (e && *e)
+		return xstrdup(e);
+	e = getenv("XDG_CACHE_HOME");
+	if (e && *e)
+		return xasprintf("%s/pyti", e);
+	e = getenv("HOME");
+	return xasprintf("%s/.cache/pyti", e && *e ? e : "/tmp");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	_cleanup_free_ char *state = NULL;
+	struct cli_ctx ctx = {.tty = isatty(2)};
+	int c;
+	/* '+': stop at the first non-option so that command options are the command's own. */
+	while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			free(state);
+			state = xstrdup(optarg);
+			break;
+		case 'v':
+			ctx.verbose++;
+			break;
+		case 'V':
+			printf("pyti %s\n", PYTI_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return PYTI_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return PYTI_EXIT_USAGE;
+	}
+	pyti_log_level = PYTI_LOG_WARN + ctx.verbose;
+	if (!state)
+		state = default_state_dir();
+	ctx.state_dir = state;
+
+	const char *name = argv[optind];
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(commands[i].name, name) == 0) {
+			int sub_argc = argc - optind;
+			char **sub_argv = argv + optind;
+			optind = 1; /* commands parse with getopt from their own argv[0] */
+			return commands[i].fn(&ctx, sub_argc, sub_argv);
+		}
+	}
+	if (strcmp(name, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	return cli_usage("unknown command '%s' (try 'pyti --help')", name);
+}

@@ -1,0 +1,177 @@
+/* core: errors, cleanup helpers, the one growable buffer, safe paths, JSON helpers, logging.
+ *
+ * Everything here needs only libc and jansson, so the static guest agent can link it too.
+ * Conventions (see docs/HACKING.md):
+ *   - fallible functions return 0 (or a non-negative value) on success and -1 on error, filling a
+ *     struct pyti_err; callers add context with pyti_err_prefix() and pass it up; only cli prints.
+ *   - _free() functions accept NULL; locals are released by the _cleanup_*_ attributes.
+ */
+#ifndef PYTI_CORE_H
+#define PYTI_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+/* ---- failure classes: why a job or task failed, independent of how it is reported ---- */
+enum pyti_fclass {
+	PYTI_FC_NONE = 0,
+	PYTI_FC_OOM,       /* memory limit reached */
+	PYTI_FC_TIMEOUT,   /* wall-clock or CPU timeout */
+	PYTI_FC_NOOUTPUT,  /* silent past no_output_timeout */
+	PYTI_FC_NOSPACE,   /* disk or file-size limit reached */
+	PYTI_FC_NETWORK,   /* could not reach an index / network needed */
+	PYTI_FC_DEPENDSON, /* a task it needs did not pass */
+	PYTI_FC_PIDS,      /* process-count limit reached */
+	PYTI_FC_CRASH,     /* sandbox/guest died (kernel panic, agent gone) */
+	PYTI_FC_FETCH,     /* distribution could not be resolved or downloaded */
+	PYTI_FC_INFRA,     /* pyti's own machinery failed */
+	PYTI_FC_COUNT
+};
+const char *pyti_fclass_name(enum pyti_fclass fc); /* "OOM", "Timeout", …; NULL for NONE */
+int pyti_fclass_parse(const char *name);           /* -1 if unknown */
+
+/* ---- errors ---- */
+enum pyti_estatus {
+	PYTI_EXIT_OK = 0,
+	PYTI_EXIT_FAILED = 1, /* a task failed */
+	PYTI_EXIT_USAGE = 2,  /* usage or configuration error */
+	PYTI_EXIT_INFRA = 3,  /* infrastructure error */
+};
+
+struct pyti_err {
+	int errnum;              /* errno, or 0 */
+	enum pyti_fclass fclass; /* set when the error is about a job */
+	enum pyti_estatus status;/* what the CLI should exit with; defaults to PYTI_EXIT_INFRA */
+	char msg[2048];
+};
+
+/* All return -1 so that `return pyti_err_set(err, …);` reads naturally. err may be NULL. */
+int pyti_err_set(struct pyti_err *err, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A usage/configuration error (exit status 2). */
+int pyti_err_usage(struct pyti_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An error that carries a failure class. */
+int pyti_err_class(struct pyti_err *err, enum pyti_fclass fc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Prepend "context: " to the message. */
+int pyti_err_prefix(struct pyti_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void pyti_err_clear(struct pyti_err *err);
+/* "msg: strerror(errnum)" when errnum is set, else msg. Points into a static-per-thread buffer. */
+const char *pyti_err_str(const struct pyti_err *err);
+
+/* ---- cleanup attributes ---- */
+static inline void pyti_freep(void *p) { free(*(void **)p); }
+static inline void pyti_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+static inline void pyti_fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+static inline void pyti_json_decrefp(json_t **j)
+{
+	if (*j)
+		json_decref(*j);
+}
+static inline void *pyti_steal(void *pp)
+{
+	void **p = pp, *v = *p;
+	*p = NULL;
+	return v;
+}
+static inline int pyti_steal_fd(int *fd)
+{
+	int v = *fd;
+	*fd = -1;
+	return v;
+}
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(pyti_freep)
+#define _cleanup_close_ _cleanup_(pyti_closep)
+#define _cleanup_fclose_ _cleanup_(pyti_fclosep)
+#define _cleanup_json_ _cleanup_(pyti_json_decrefp)
+#define steal_pointer(pp) pyti_steal(pp)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation that never returns NULL: out of memory on the host is not recoverable. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- the one growable buffer, with a hard cap (curl's dynbuf idea) ----
+ * max == 0 means no cap. Appending past max keeps what fits, sets truncated and returns -1.
+ * data is always NUL-terminated (when non-NULL), so it may be used as a C string if it holds no NUL. */
+struct buf {
+	char *data;
+	size_t len, cap, max;
+	bool truncated;
+};
+#define BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes), false}
+void buf_init(struct buf *b, size_t max);
+int buf_append(struct buf *b, const void *p, size_t n);
+int buf_puts(struct buf *b, const char *s);
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+char *buf_steal(struct buf *b); /* caller frees; returns "" (allocated) for an empty buffer */
+static inline void buf_freep(struct buf *b) { buf_free(b); }
+#define _cleanup_buf_ _cleanup_(buf_freep)
+
+/* ---- files and paths ---- */
+/* true when rel is a relative path with no "..", no empty or absolute components, no NUL. */
+bool path_is_safe_rel(const char *rel);
+/* root + "/" + rel after path_is_safe_rel(rel); caller frees *out. */
+int path_join_safe(const char *root, const char *rel, char **out, struct pyti_err *err);
+int mkdir_p(const char *path, unsigned mode, struct pyti_err *err);
+/* Remove a tree without following symlinks; a missing path is not an error. */
+int rm_rf(const char *path, struct pyti_err *err);
+/* Read a whole file into b (respecting b->max: larger files are an error). */
+int read_file(const char *path, struct buf *b, struct pyti_err *err);
+/* Write via a temporary file in the same directory + fsync + rename. */
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, struct pyti_err *err);
+int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *err);
+bool path_exists(const char *path);
+bool path_is_dir(const char *path);
+
+/* ---- JSON helpers over jansson ---- */
+json_t *pj_load_file(const char *path, struct pyti_err *err);
+json_t *pj_loads(const char *s, size_t len, struct pyti_err *err);
+int pj_dump_file(const json_t *j, const char *path, struct pyti_err *err); /* atomic */
+const char *pj_str(const json_t *obj, const char *key, const char *dflt);
+long long pj_int(const json_t *obj, const char *key, long long dflt);
+double pj_num(const json_t *obj, const char *key, double dflt); /* accepts int or real */
+bool pj_bool(const json_t *obj, const char *key, bool dflt);
+/* Build a JSON string from untrusted bytes: invalid UTF-8 is replaced with U+FFFD. */
+json_t *pj_string_lossy(const char *p, size_t n);
+
+/* ---- time ---- */
+double now_mono(void);                       /* seconds, CLOCK_MONOTONIC */
+void iso8601_utc(char out[32], double epoch); /* "2026-11-23T10:00:00Z" */
+double now_wall(void);
+
+/* ---- logging (stderr); only cli and the agent's main decide the level ---- */
+enum pyti_loglevel { PYTI_LOG_ERROR, PYTI_LOG_WARN, PYTI_LOG_INFO, PYTI_LOG_DEBUG };
+extern int pyti_log_level;
+void pyti_log(enum pyti_loglevel lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_warn(...) pyti_log(PYTI_LOG_WARN, __VA_ARGS__)
+#define log_info(...) pyti_log(PYTI_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) pyti_log(PYTI_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- hashing (for the cache and image manifests) ---- */
+/* sha256 of a file / bytes as 64 lowercase hex chars + NUL. */
+int sha256_file(const char *path, char out[65], struct pyti_err *err);
+void sha256_hex(const void *data, size_t len, char out[65]);
+
+#endif

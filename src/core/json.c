@@ -1,0 +1,110 @@
+/* A thin layer over jansson: file I/O with clear errors, typed getters with defaults, and strings
+ * built from untrusted bytes. */
+#include <errno.h>
+#include <string.h>
+
+#include "core.h"
+
+json_t *pj_load_file(const char *path, struct pyti_err *err)
+{
+	json_error_t je;
+	json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!j)
+		pyti_err_set(err, 0, "%s:%d: %s", path, je.line, je.text);
+	return j;
+}
+
+json_t *pj_loads(const char *s, size_t len, struct pyti_err *err)
+{
+	json_error_t je;
+	json_t *j = json_loadb(s, len, JSON_REJECT_DUPLICATES, &je);
+	if (!j)
+		pyti_err_set(err, 0, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+	return j;
+}
+
+int pj_dump_file(const json_t *j, const char *path, struct pyti_err *err)
+{
+	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (!s)
+		return pyti_err_set(err, ENOMEM, "serialise JSON for %s", path);
+	size_t n = strlen(s);
+	s[n] = '\n'; /* replace NUL with newline; write n+1 bytes */
+	return write_file_atomic(path, s, n + 1, 0644, err);
+}
+
+const char *pj_str(const json_t *obj, const char *key, const char *dflt)
+{
+	const json_t *v = json_object_get(obj, key);
+	return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+long long pj_int(const json_t *obj, const char *key, long long dflt)
+{
+	const json_t *v = json_object_get(obj, key);
+	if (json_is_integer(v))
+		return json_integer_value(v);
+	if (json_is_real(v))
+		return (long long)json_real_value(v);
+	return dflt;
+}
+
+double pj_num(const json_t *obj, const char *key, double dflt)
+{
+	const json_t *v = json_object_get(obj, key);
+	return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+bool pj_bool(const json_t *obj, const char *key, bool dflt)
+{
+	const json_t *v = json_object_get(obj, key);
+	return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+/* Length of a valid UTF-8 sequence at p (at most n bytes), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	size_t len;
+	unsigned min;
+	if (c < 0x80)
+		return 1;
+	else if ((c & 0xe0) == 0xc0)
+		len = 2, min = 0x80, c &= 0x1f;
+	else if ((c & 0xf0) == 0xe0)
+		len = 3, min = 0x800, c &= 0x0f;
+	else if ((c & 0xf8) == 0xf0)
+		len = 4, min = 0x10000, c &= 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (p[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	return len;
+}
+
+json_t *pj_string_lossy(const char *s, size_t n)
+{
+	struct buf b = BUF_INIT(0);
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < n) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (k == 0 || p[i] == 0) {
+			buf_append(&b, "\xef\xbf\xbd", 3); /* U+FFFD */
+			i++;
+		} else {
+			buf_append(&b, p + i, k);
+			i += k;
+		}
+	}
+	json_t *j = json_stringn(b.data ? b.data : "", b.len);
+	buf_free(&b);
+	return j;
+}

@@ -1,0 +1,180 @@
+/* Files and paths. Paths that come from outside (archives, job files, disk images) go through
+ * path_is_safe_rel() before they are joined to anything. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core.h"
+
+bool path_is_safe_rel(const char *rel)
+{
+	if (!rel || !*rel || rel[0] == '/')
+		return false;
+	const char *p = rel;
+	while (*p) {
+		const char *e = strchr(p, '/');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n == 0 && e) /* "a//b" */
+			return false;
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return strlen(rel) < PATH_MAX;
+}
+
+int path_join_safe(const char *root, const char *rel, char **out, struct pyti_err *err)
+{
+	/* A trailing slash (directory entries in archives) is allowed; strip it. */
+	_cleanup_free_ char *r = xstrdup(rel);
+	size_t n = strlen(r);
+	while (n > 1 && r[n - 1] == '/')
+		r[--n] = '\0';
+	if (!path_is_safe_rel(r))
+		return pyti_err_set(err, 0, "unsafe path '%s' (absolute, empty or with '..')", rel);
+	*out = xasprintf("%s/%s", root, r);
+	return 0;
+}
+
+int mkdir_p(const char *path, unsigned mode, struct pyti_err *err)
+{
+	_cleanup_free_ char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return pyti_err_set(err, errno, "mkdir %s", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return pyti_err_set(err, errno, "mkdir %s", p);
+	if (!path_is_dir(p))
+		return pyti_err_set(err, ENOTDIR, "%s", p);
+	return 0;
+}
+
+static int rm_one(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)ftw;
+	/* A directory we cannot enter (mode 000 left by a test suite) is made writable first. */
+	if (type == FTW_DNR)
+		chmod(fpath, 0700);
+	int r = (type == FTW_DP || type == FTW_DNR || (S_ISDIR(sb->st_mode) && type != FTW_SL))
+			? rmdir(fpath)
+			: unlink(fpath);
+	return (r < 0 && errno != ENOENT) ? -1 : 0;
+}
+
+int rm_rf(const char *path, struct pyti_err *err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : pyti_err_set(err, errno, "stat %s", path);
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlink(path) < 0 && errno != ENOENT)
+			return pyti_err_set(err, errno, "unlink %s", path);
+		return 0;
+	}
+	if (nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+		return pyti_err_set(err, errno, "remove %s", path);
+	return 0;
+}
+
+int read_file(const char *path, struct buf *b, struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "open %s", path);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof chunk);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return pyti_err_set(err, errno, "read %s", path);
+		}
+		if (n == 0)
+			break;
+		if (buf_append(b, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, EFBIG, "read %s: larger than %zu bytes", path, b->max);
+	}
+	if (!b->data)
+		buf_append(b, "", 0);
+	return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, struct pyti_err *err)
+{
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "create %s", tmp);
+	if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return pyti_err_set(err, e, "write %s", tmp);
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return pyti_err_set(err, e, "rename %s", path);
+	}
+	return 0;
+}
+
+int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *err)
+{
+	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return pyti_err_set(err, errno, "open %s", src);
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (out < 0)
+		return pyti_err_set(err, errno, "create %s", dst);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(in, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_set(err, errno, "read %s", src);
+		if (n == 0)
+			break;
+		if (write_all(out, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, errno, "write %s", dst);
+	}
+	return 0;
+}
+
+bool path_exists(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0;
+}
+
+bool path_is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

@@ -1,0 +1,114 @@
+/* Unit tests for core: buffers with caps, safe paths, JSON round trips, errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+
+static void test_buf_cap(void **state)
+{
+	(void)state;
+	_cleanup_buf_ struct buf b = BUF_INIT(10);
+	assert_int_equal(buf_puts(&b, "hello"), 0);
+	assert_int_equal(buf_puts(&b, " world!"), -1);
+	assert_true(b.truncated);
+	assert_int_equal(b.len, 10);
+	assert_string_equal(b.data, "hello worl");
+	buf_reset(&b);
+	assert_int_equal(buf_printf(&b, "%d-%s", 42, "x"), 0);
+	assert_string_equal(b.data, "42-x");
+}
+
+static void test_path_safe(void **state)
+{
+	(void)state;
+	assert_true(path_is_safe_rel("a/b/c.py"));
+	assert_true(path_is_safe_rel("a..b/c"));
+	assert_false(path_is_safe_rel(""));
+	assert_false(path_is_safe_rel("/etc/passwd"));
+	assert_false(path_is_safe_rel("../x"));
+	assert_false(path_is_safe_rel("a/../../x"));
+	assert_false(path_is_safe_rel("a/./b"));
+	assert_false(path_is_safe_rel("a//b"));
+	assert_false(path_is_safe_rel(".."));
+	char *out = NULL;
+	struct pyti_err err = {0};
+	assert_int_equal(path_join_safe("/root", "pkg/", &out, &err), 0);
+	assert_string_equal(out, "/root/pkg");
+	free(out);
+	assert_int_equal(path_join_safe("/root", "pkg/../../etc", &out, &err), -1);
+	assert_non_null(strstr(err.msg, "unsafe path"));
+}
+
+static void test_files(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	_cleanup_free_ char *deep = xasprintf("%s/a/b/c", tmpl);
+	assert_int_equal(mkdir_p(deep, 0755, &err), 0);
+	_cleanup_free_ char *f = xasprintf("%s/file", deep);
+	assert_int_equal(write_file_atomic(f, "data", 4, 0644, &err), 0);
+	_cleanup_buf_ struct buf b = BUF_INIT(3);
+	assert_int_equal(read_file(f, &b, &err), -1); /* larger than the cap */
+	struct buf b2 = BUF_INIT(0);
+	assert_int_equal(read_file(f, &b2, &err), 0);
+	assert_string_equal(b2.data, "data");
+	buf_free(&b2);
+	_cleanup_free_ char *link = xasprintf("%s/a/escape", tmpl);
+	assert_int_equal(symlink("/etc", link), 0);
+	chmod(deep, 0); /* rm_rf must cope with unreadable directories */
+	assert_int_equal(rm_rf(tmpl, &err), 0);
+	assert_false(path_exists(tmpl));
+	assert_true(path_exists("/etc/hostname") || path_exists("/etc/passwd")); /* link not followed */
+}
+
+static void test_json(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	const char *doc = "{\"a\": 1, \"b\": 2.5, \"s\": \"x\", \"t\": true}";
+	_cleanup_json_ json_t *j = pj_loads(doc, strlen(doc), &err);
+	assert_non_null(j);
+	assert_int_equal(pj_int(j, "a", 0), 1);
+	assert_true(pj_num(j, "b", 0) == 2.5);
+	assert_true(pj_num(j, "a", 0) == 1.0);
+	assert_string_equal(pj_str(j, "s", ""), "x");
+	assert_string_equal(pj_str(j, "missing", "d"), "d");
+	assert_true(pj_bool(j, "t", false));
+	assert_null(pj_loads("{\"a\": 1, \"a\": 2}", 16, &err)); /* duplicates refused */
+	assert_null(pj_loads("{", 1, &err));
+	_cleanup_json_ json_t *s = pj_string_lossy("ok\xff\xfe\0end", 8);
+	assert_string_equal(json_string_value(s), "ok\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "end");
+}
+
+static void test_err(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	assert_int_equal(pyti_err_usage(&err, "unknown key '%s'", "timout"), -1);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	pyti_err_prefix(&err, "recipe.ini:%d", 12);
+	assert_string_equal(err.msg, "recipe.ini:12: unknown key 'timout'");
+	pyti_err_class(&err, PYTI_FC_OOM, "killed");
+	assert_string_equal(pyti_fclass_name(err.fclass), "OOM");
+	assert_int_equal(pyti_fclass_parse("NoOutput"), PYTI_FC_NOOUTPUT);
+	assert_int_equal(pyti_fclass_parse("bogus"), -1);
+	char h[65];
+	sha256_hex("abc", 3, h);
+	assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
+		cmocka_unit_test(test_json), cmocka_unit_test(test_err),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
