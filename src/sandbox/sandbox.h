@@ -1,0 +1,40 @@
+/* sandbox: run the guest agent on a job's I/O directory in a throwaway sandbox, and throw it away.
+ * Backends: "ns" (Linux namespaces, sandbox_ns.c) and "vm" (libvirt/QEMU, sandbox_vm.c).
+ * Both run the same agent on the same job.json and leave the same out/ in the I/O directory. */
+#ifndef PYTI_SANDBOX_H
+#define PYTI_SANDBOX_H
+
+#include "core.h"
+
+struct sandbox_spec {
+	const char *backend;   /* "ns" or "vm" */
+	const char *image_dir; /* $STATE/images/<suite>: rootfs/, manifest.json, vmlinuz, initrd.img, base.qcow2 */
+	const char *io_dir;    /* host directory with job.json, wheels/, src/; the agent writes out/ there */
+	const char *agent_path;/* host path of the static pyti-agent binary */
+	const char *state_dir;
+	bool network;          /* fetch sandbox only: keep the host's network (ns backend only) */
+	const char *const *ro_binds; /* NULL-terminated host paths made visible read-only at the same path */
+	double timeout_s;      /* backstop for the whole sandbox, above the tasks' own timeouts; 0 = none */
+	bool cold;             /* vm: boot instead of restoring the warm snapshot */
+	const char *vm_uri;    /* vm: libvirt URI (NULL = default) */
+	/* Called with each "@pyti {…}" event the agent prints (borrowed reference); may be NULL. */
+	void (*on_event)(void *arg, json_t *event);
+	void *arg;
+};
+
+struct sandbox_result {
+	double wall_s;           /* sandbox start → sandbox gone */
+	double setup_s;          /* sandbox start → agent running (ns) / agent ready (vm) */
+	enum pyti_fclass fclass; /* Crash/Timeout when the sandbox itself died or hung */
+	int agent_status;        /* agent exit status (ns), or -1 */
+};
+
+/* Runs the agent to completion. Returns 0 when the agent ran and wrote out/results.json; -1 with
+ * err (and res->fclass where it applies) otherwise. Nothing of the sandbox is left behind. */
+int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
+
+/* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
+ * Shared by both backends' stream readers. */
+size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);
+
+#endif
