@@ -1,0 +1,57 @@
+/* proc: the one process runner (fork/exec with rusage, limits, timeouts, capped output capture).
+ * libc + core only, so the static guest agent uses it as well as the host (debootstrap, qemu-img…).
+ *
+ * Output (stdout and stderr merged) is untrusted bytes: it is counted, optionally written to a log
+ * file up to output_limit, and kept in memory only as head + tail (never unbounded). */
+#ifndef PYTI_PROC_H
+#define PYTI_PROC_H
+
+#include "core.h"
+
+struct proc_limits {
+	double timeout_s;           /* wall clock, 0 = none                    -> PYTI_FC_TIMEOUT */
+	double no_output_timeout_s; /* silence, 0 = none                       -> PYTI_FC_NOOUTPUT */
+	uint64_t memory_bytes;      /* peak memory of the process tree, 0 = none -> PYTI_FC_OOM */
+	unsigned pids;              /* processes in the tree, 0 = none         -> PYTI_FC_PIDS */
+	uint64_t output_limit;      /* bytes of output written to log_path, 0 = unlimited (never a failure) */
+	uint64_t fsize_bytes;       /* RLIMIT_FSIZE, 0 = none                  -> PYTI_FC_NOSPACE */
+	double cpu_s;               /* RLIMIT_CPU, 0 = none                    -> PYTI_FC_TIMEOUT */
+};
+
+struct proc_spec {
+	char *const *argv;    /* argv[0] is searched in PATH */
+	char *const *envp;    /* NULL = inherit the caller's environment */
+	const char *cwd;      /* NULL = inherit */
+	struct proc_limits lim;
+	const char *log_path; /* full output (capped at lim.output_limit) also written here; NULL = none */
+	size_t keep_head, keep_tail; /* bytes kept in proc_result.output; 0 = 32 KiB each */
+	/* Optional callbacks, called from proc_run's own loop. */
+	void (*on_line)(void *arg, const char *line, size_t n); /* each complete output line */
+	void (*on_heartbeat)(void *arg, double wall_s, uint64_t output_bytes);
+	double heartbeat_s; /* 0 = no heartbeats */
+	void *arg;
+};
+
+struct proc_result {
+	int exit_code;            /* -1 when killed by a signal */
+	int signal;               /* 0 when it exited */
+	enum pyti_fclass fclass;  /* why pyti stopped it (a limit), or PYTI_FC_NONE */
+	double wall_s, cpu_user_s, cpu_sys_s; /* CPU of the whole reaped tree */
+	long max_rss_kb;          /* peak RSS of the largest process in the tree */
+	char *output;             /* head + "\n[… N bytes omitted …]\n" + tail, NUL-terminated */
+	size_t output_len;
+	uint64_t output_bytes;    /* everything the tree wrote */
+	bool output_truncated;    /* output_bytes > what output (and log_path) kept */
+};
+
+/* Run to completion (or until a limit stops it; then the whole process tree is killed).
+ * Returns 0 whenever the process could be started, whatever its exit status; -1 with err when it
+ * could not be started at all. */
+int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_err *err);
+void proc_result_free(struct proc_result *res);
+
+/* For host tools: run argv; 0 if it exits 0, else -1 with err naming the command, its status and
+ * the tail of its output. */
+int proc_run_simple(char *const *argv, const char *cwd, double timeout_s, struct pyti_err *err);
+
+#endif
