@@ -1,0 +1,42 @@
+"""Shared fixtures for integration tests that drive the real pyti binary against real components.
+
+PYTI_BIN          the pyti binary (default: build/src/cli/pyti)
+PYTI_TEST_STATE   a state directory that already holds the built bookworm image
+                  (scripts/test builds it before running the suite; default: .state/ in the repo)
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def pyti_bin():
+    p = Path(os.environ.get("PYTI_BIN", REPO / "build" / "src" / "cli" / "pyti"))
+    assert p.exists(), f"pyti binary not found at {p}; build first (scripts/test does)"
+    return str(p)
+
+
+@pytest.fixture(scope="session")
+def state_dir():
+    return str(Path(os.environ.get("PYTI_TEST_STATE", REPO / ".state")))
+
+
+@pytest.fixture
+def pyti(pyti_bin, state_dir):
+    """Run pyti with the shared state dir; returns CompletedProcess (text, captured)."""
+
+    def run(*args, check=False, timeout=900, env=None, state=None):
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        cmd = [pyti_bin, "--state-dir", state or state_dir, *map(str, args)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd} -> {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+        return r
+
+    return run
