@@ -1,0 +1,54 @@
+/* sandbox: backend dispatch and the event-line parser both backends share. */
+#include <string.h>
+
+#include "sandbox.h"
+#if PYTI_HAVE_NS
+#include "sandbox-ns.h"
+#endif
+#if PYTI_HAVE_VM
+#include "sandbox-vm.h"
+#endif
+
+int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
+{
+	*res = (struct sandbox_result){.agent_status = -1};
+	const char *b = spec->backend ? spec->backend : "ns";
+#if PYTI_HAVE_NS
+	if (strcmp(b, "ns") == 0)
+		return sandbox_ns_run(spec, res, err);
+#endif
+#if PYTI_HAVE_VM
+	if (strcmp(b, "vm") == 0)
+		return sandbox_vm_run(spec, res, err);
+#endif
+	return pyti_err_usage(err, "unknown or unavailable sandbox backend '%s' (this build has:%s%s)", b,
+			      PYTI_HAVE_NS ? " ns" : "", PYTI_HAVE_VM ? " vm" : "");
+}
+
+size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg)
+{
+	static const char tag[] = "@pyti ";
+	size_t used = 0;
+	for (;;) {
+		const char *nl = memchr(data + used, '\n', n - used);
+		if (!nl)
+			break;
+		const char *line = data + used;
+		size_t len = (size_t)(nl - line);
+		used += len + 1;
+		if (len && line[len - 1] == '\r') /* serial consoles add CR */
+			len--;
+		/* The tag may follow console noise on the same line (kernel messages interleave). */
+		const char *at = memmem(line, len, tag, sizeof tag - 1);
+		if (!at || !on_event)
+			continue;
+		const char *js = at + sizeof tag - 1;
+		json_error_t je;
+		json_t *ev = json_loadb(js, len - (size_t)(js - line), 0, &je);
+		if (ev && json_is_object(ev))
+			on_event(arg, ev);
+		if (ev)
+			json_decref(ev);
+	}
+	return used;
+}
