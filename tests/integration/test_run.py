@@ -1,0 +1,209 @@
+"""`pyti run` end to end with the ns backend: real pip fetch, real sandbox, real pytest."""
+import base64
+import json
+import os
+import socket
+import subprocess
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from pkgs import make_demo_project, make_evil_sdist
+
+
+def run_json(pyti, *args, **kw):
+    r = pyti("run", "--json", "-q", *args, **kw)
+    assert r.stdout.strip(), f"no JSON on stdout; rc={r.returncode}\nstderr:\n{r.stderr}"
+    return r, json.loads(r.stdout)
+
+
+def task(res, name):
+    return next(t for t in res["tasks"] if t["task"] == name)
+
+
+def py(code):
+    """A one-line shell command running a multi-line Python program (INI values are one line)."""
+    b = base64.b64encode(code.encode()).decode()
+    return f"python3 -c 'import base64; exec(base64.b64decode(\"{b}\"))'"
+
+
+def write_recipe(tmp_path, body, name="r.ini"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo_project(tmp_path_factory.mktemp("demo"))
+
+
+def test_local_project_counts(pyti, demo, tmp_path):
+    junit = tmp_path / "out.xml"
+    r, res = run_json(pyti, "--junit", junit, demo)
+    assert r.returncode == 1, r.stderr  # one test fails
+    assert res["status"] == "failed"
+    assert res["backend"] == "ns"
+    assert [t["task"] for t in res["tasks"]] == ["install", "import", "test"]
+    assert task(res, "install")["status"] == "passed"
+    assert task(res, "import")["status"] == "passed"
+    t = task(res, "test")
+    assert t["status"] == "failed" and t["exit_code"] == 1
+    assert t["tests"] == {"passed": 1, "failed": 1, "skipped": 0, "errors": 0}
+    for k in ("wall_s", "cpu_user_s", "cpu_sys_s", "max_rss_kb", "output", "output_bytes",
+              "output_truncated", "started_at"):
+        assert k in t, k
+    assert t["max_rss_kb"] > 1000 and t["wall_s"] > 0
+    assert "test_fail_0" in t["output"]
+    assert junit.read_text().count("<testcase") == 3
+
+
+def test_real_pypi_package_and_cache(pyti):
+    r, res = run_json(pyti, "six")
+    assert r.returncode == 0, r.stderr + json.dumps(res, indent=1)[:4000]
+    assert res["status"] == "passed"
+    assert res["dist"].startswith("six==")
+    tests = task(res, "test")["tests"]
+    assert tests["passed"] > 50 and tests["failed"] == 0
+    # A second run of the same DIST fetches nothing: pip's index is made unreachable and it still works.
+    r2, res2 = run_json(pyti, "six", env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+                                          "PIP_NO_INDEX": "1"})
+    assert r2.returncode == 0, r2.stderr
+    assert task(res2, "test")["tests"] == tests
+
+
+def test_table_output(pyti, demo):
+    r = pyti("run", "-q", demo)
+    assert r.returncode == 1
+    assert "TASK" in r.stdout and "install" in r.stdout and "1 passed, 1 failed" in r.stdout
+
+
+def test_no_network_inside(pyti, demo, tmp_path):
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(5)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    accepted = []
+    tcp.settimeout(10)
+    th = threading.Thread(target=lambda: accepted.append(tcp.accept()), daemon=True)
+    th.start()
+    probe = textwrap.dedent(f"""\
+        import socket
+        out = []
+        try:
+            socket.create_connection(("127.0.0.1", {tcp.getsockname()[1]}), timeout=3); out.append("tcp-open")
+        except OSError as e:
+            out.append("tcp-blocked")
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"leak", ("127.0.0.1", {udp.getsockname()[1]})); out.append("udp-sent")
+        except OSError:
+            out.append("udp-blocked")
+        try:
+            socket.getaddrinfo("python.org", 443); out.append("dns-open")
+        except OSError:
+            out.append("dns-blocked")
+        print(" ".join(out))
+        """)
+    recipe = write_recipe(tmp_path, f"[recipe]\nname = netprobe\n[task:probe]\nrun = {py(probe)}\ntimeout = 60\n")
+    r, res = run_json(pyti, "--recipe", recipe, demo)
+    t = task(res, "probe")
+    assert "tcp-blocked" in t["output"], t["output"]
+    assert "dns-blocked" in t["output"], t["output"]
+    # A UDP send inside an empty network namespace may "succeed" locally; it must never arrive.
+    with pytest.raises(socket.timeout):
+        udp.recvfrom(100)
+    assert not accepted
+
+
+HOSTILE = {
+    "oom": ("memory = 512M\nrun = " + py("b = bytearray(4 << 30)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"),
+            "failed", "OOM"),
+    "pids": ("pids = 64\ntimeout = 120\nrun = " + py(
+        "import os, time\nfor i in range(500):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\ntime.sleep(30)\n"),
+             "failed", "Pids"),
+    "timeout": ("timeout = 3\nrun = " + py("while True:\n    pass\n"), "failed", "Timeout"),
+    "nooutput": ("no_output_timeout = 2\nrun = echo start && sleep 60", "failed", "NoOutput"),
+    "output": ("run = head -c 1000000000 /dev/zero | tr '\\0' x", "passed", None),
+}
+
+
+def host_state():
+    mounts = Path("/proc/mounts").read_text()
+    procs = subprocess.run(["ps", "-eo", "pid,uid,args"], capture_output=True, text=True).stdout
+    return mounts, procs
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_task(pyti, demo, tmp_path, kind):
+    body, status, fclass = HOSTILE[kind]
+    mounts_before, _ = host_state()
+    recipe = write_recipe(tmp_path, f"[recipe]\nname = hostile\n[task:bad]\n{body}\n"
+                                    "[task:after]\nrun = echo clean\n")
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    bad = task(res, "bad")
+    assert bad["status"] == status, json.dumps(bad)[:2000]
+    assert bad["failure_class"] == fclass, json.dumps(bad)[:2000]
+    if kind == "output":
+        assert bad["output_truncated"] is True
+        assert bad["output_bytes"] == 1000000000
+        assert len(bad["output"]) < 1 << 20
+    # The next task of the same job and the next job run clean.
+    assert task(res, "after")["status"] == "passed"
+    r2, res2 = run_json(pyti, "--recipe", write_recipe(tmp_path, "[task:ok]\nrun = echo ok\n", "ok.ini"), demo)
+    assert res2["status"] == "passed", r2.stderr
+    mounts_after, procs = host_state()
+    assert mounts_after == mounts_before
+    assert "time.sleep(30)" not in procs and "while True" not in procs
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device", "bomb"])
+def test_hostile_sdist_refused(pyti, tmp_path, state_dir, kind):
+    evil = make_evil_sdist(tmp_path / "evil-1.0.tar.gz", kind)
+    r = pyti("run", "-q", evil)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "pyti: error:" in r.stderr and "refus" in r.stderr.lower(), r.stderr
+    assert not Path("/tmp/pyti-evil-absolute.txt").exists()
+    assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_unknown_distribution(pyti):
+    r = pyti("run", "-q", "pyti-no-such-distribution-xyzzy==0.0.1")
+    assert r.returncode == 3
+    err = [l for l in r.stderr.splitlines() if l.startswith("pyti: error:")]
+    assert len(err) == 1 and "pyti-no-such-distribution-xyzzy" in err[0], r.stderr
+
+
+def test_unreachable_index(pyti):
+    r = pyti("run", "-q", "iniconfig==2.0.0",
+             env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"})
+    assert r.returncode == 3
+    assert "pyti: error:" in r.stderr and ("Network" in r.stderr or "reach" in r.stderr), r.stderr
+
+
+def test_bad_recipe(pyti, demo, tmp_path):
+    recipe = write_recipe(tmp_path, "[recipe]\nname = x\n[task:test]\nrun = true\ntimout = 3\n")
+    r = pyti("run", "-q", "--recipe", recipe, demo)
+    assert r.returncode == 2
+    assert f"{recipe}:5:" in r.stderr and "timout" in r.stderr, r.stderr
+
+
+def test_missing_image(pyti, demo, tmp_path):
+    r = pyti("run", "-q", demo, state=str(tmp_path / "empty-state"))
+    assert r.returncode == 2
+    assert "pyti image build" in r.stderr
+    # nothing half-written
+    assert not any((tmp_path / "empty-state").glob("jobs/*"))
+
+
+def test_usage_errors(pyti):
+    assert pyti("run").returncode == 2
+    assert pyti("run", "--backend", "xen", "six").returncode == 2
+    assert pyti("frobnicate").returncode == 2
+    h = pyti("run", "--help")
+    assert h.returncode == 0 and "--backend" in h.stdout
