@@ -1,0 +1,319 @@
+/* manager: one job end to end (the seed's Manager).
+ *
+ *   image → recipe → I/O directory → (local sdist/dir: stage src first, refusing hostile archives
+ *   before anything runs) → fetch in the fetch sandbox → wheel metadata (name, version, extras,
+ *   top-level modules; read, never executed) → job.json → sandbox run → results.json + test counts →
+ *   logs kept under runs/<job>/ → I/O directory removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fetch.h"
+#include "image.h"
+#include "manager.h"
+#include "pyti_archive.h"
+#include "recipe.h"
+#include "sandbox.h"
+
+#define VENV "/tmp/pyti-venv"
+/* Extras that conventionally carry a project's test dependencies. */
+static const char *const test_extras[] = {"test", "tests", "testing"};
+
+static void progress(const struct manager_opts *o, const char *phase, const json_t *ev)
+{
+	if (o->on_progress)
+		o->on_progress(o->arg, phase, ev);
+}
+
+static char *new_job_id(void)
+{
+	char ts[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(ts, sizeof ts, "%Y%m%dT%H%M%S", &tm);
+	unsigned r = 0;
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (read(fd, &r, sizeof r) != sizeof r)
+			r = (unsigned)getpid();
+		close(fd);
+	}
+	return xasprintf("%s-%06x", ts, r & 0xffffff);
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+	size_t n = strlen(s), k = strlen(suf);
+	return n >= k && strcmp(s + n - k, suf) == 0;
+}
+
+static bool is_sdist_name(const char *p)
+{
+	return has_suffix(p, ".tar.gz") || has_suffix(p, ".tgz") || has_suffix(p, ".tar.bz2") ||
+	       has_suffix(p, ".tar.xz") || has_suffix(p, ".zip");
+}
+
+/* Copy a source directory into the job's src/: regular files, directories and relative symlinks
+ * that stay inside; nothing is followed. VCS and build litter are skipped. */
+static const char *copy_dst;
+static size_t copy_root_len;
+static struct pyti_err *copy_err;
+
+static int copy_one(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
+{
+	const char *rel = fpath + copy_root_len;
+	while (*rel == '/')
+		rel++;
+	const char *base = fpath + ftw->base;
+	if (type == FTW_D && ftw->level > 0 &&
+	    (strcmp(base, ".git") == 0 || strcmp(base, ".hg") == 0 || strcmp(base, ".tox") == 0 ||
+	     strcmp(base, "__pycache__") == 0 || strcmp(base, ".venv") == 0 || strcmp(base, "build") == 0))
+		return FTW_SKIP_SUBTREE;
+	_cleanup_free_ char *dst = *rel ? xasprintf("%s/%s", copy_dst, rel) : xstrdup(copy_dst);
+	if (type == FTW_D) {
+		if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+			return pyti_err_set(copy_err, errno, "mkdir %s", dst), FTW_STOP;
+	} else if (type == FTW_F && S_ISREG(sb->st_mode)) {
+		if (copy_file(fpath, dst, (sb->st_mode & 0111) ? 0755 : 0644, copy_err) < 0)
+			return FTW_STOP;
+	} else if (type == FTW_SL) {
+		char target[4096];
+		ssize_t n = readlink(fpath, target, sizeof target - 1);
+		if (n < 0)
+			return FTW_CONTINUE;
+		target[n] = '\0';
+		if (target[0] == '/' || strstr(target, ".."))
+			return FTW_CONTINUE; /* would point outside the copy: leave it out */
+		if (symlink(target, dst) < 0 && errno != EEXIST)
+			return pyti_err_set(copy_err, errno, "symlink %s", dst), FTW_STOP;
+	}
+	return FTW_CONTINUE;
+}
+
+static int copy_tree(const char *src, const char *dst, struct pyti_err *err)
+{
+	copy_dst = dst;
+	copy_root_len = strlen(src);
+	copy_err = err;
+	pyti_err_clear(err);
+	int r = nftw(src, copy_one, 32, FTW_PHYS | FTW_ACTIONRETVAL);
+	if (r == FTW_STOP)
+		return -1;
+	if (r < 0)
+		return pyti_err_set(err, errno, "copy %s", src);
+	return 0;
+}
+
+/* Unpack an sdist into src/ with the archive module's checks. */
+static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *err)
+{
+	struct archive_opts ao = ARCHIVE_OPTS_SDIST;
+	if (archive_unpack(sdist, src_dir, &ao, err) < 0)
+		return pyti_err_prefix(err, "refusing sdist %s", sdist);
+	return 0;
+}
+
+static json_t *task_env(void)
+{
+	return json_pack("{ssssssssssss}", "PATH", VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			 "HOME", "/tmp/home", "LANG", "C.UTF-8", "VIRTUAL_ENV", VENV, "PYTHONUNBUFFERED", "1",
+			 "PIP_DISABLE_PIP_VERSION_CHECK", "1");
+}
+
+static double sandbox_backstop(const json_t *tasks)
+{
+	double total = 0;
+	size_t i;
+	json_t *t;
+	json_array_foreach(tasks, i, t) {
+		double to = pj_num(t, "timeout", 0);
+		if (to <= 0)
+			return 0; /* a task without a timeout: no backstop either */
+		total += to + 5;
+	}
+	return total + 120;
+}
+
+struct run_state {
+	const struct manager_opts *o;
+};
+
+static void on_event(void *arg, json_t *ev)
+{
+	struct run_state *rs = arg;
+	progress(rs->o, "sandbox", ev);
+}
+
+/* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. */
+static char *keep_outputs(const char *state_dir, const char *job_id, const char *io_dir, struct pyti_err *err)
+{
+	_cleanup_free_ char *runs = xasprintf("%s/runs", state_dir);
+	if (mkdir_p(runs, 0755, err) < 0)
+		return NULL;
+	char *dst = xasprintf("%s/%s", runs, job_id);
+	_cleanup_free_ char *out = xasprintf("%s/out", io_dir);
+	if (rename(out, dst) < 0) {
+		pyti_err_set(err, errno, "keep %s", dst);
+		free(dst);
+		return NULL;
+	}
+	return dst;
+}
+
+int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)
+{
+	*results = NULL;
+	struct image_info img = {0};
+	_cleanup_recipe_ struct recipe *recipe = NULL;
+	int rc = -1;
+	char *io = NULL, *job_id = NULL;
+	json_t *job = NULL, *res = NULL;
+	struct fetch_result fr = {0};
+	struct wheel_meta wm = {0};
+
+	if (image_find(o->state_dir, o->suite, &img, err) < 0)
+		goto out;
+	if (recipe_load(o->recipe_path ? o->recipe_path : "default", &recipe, err) < 0)
+		goto out;
+	if (access(o->agent_path, X_OK) < 0) {
+		pyti_err_set(err, errno, "guest agent %s", o->agent_path);
+		goto out;
+	}
+
+	job_id = new_job_id();
+	_cleanup_free_ char *jobs = xasprintf("%s/jobs", o->state_dir);
+	io = xasprintf("%s/%s", jobs, job_id);
+	_cleanup_free_ char *src = xasprintf("%s/src", io), *wheels = xasprintf("%s/wheels", io),
+			    *outd = xasprintf("%s/out", io);
+	if (mkdir_p(src, 0755, err) < 0 || mkdir_p(wheels, 0755, err) < 0 || mkdir_p(outd, 0755, err) < 0)
+		goto out;
+
+	/* A local sdist or source tree is staged first: a hostile archive is refused before any of
+	 * its code could run anywhere. */
+	struct stat st;
+	bool local = stat(o->dist, &st) == 0;
+	if (local && S_ISREG(st.st_mode) && is_sdist_name(o->dist)) {
+		progress(o, "stage: unpacking sdist", NULL);
+		if (stage_sdist(o->dist, src, err) < 0)
+			goto out;
+	} else if (local && S_ISDIR(st.st_mode)) {
+		progress(o, "stage: copying source tree", NULL);
+		if (copy_tree(o->dist, src, err) < 0)
+			goto out;
+	} else if (local && !(S_ISREG(st.st_mode) && has_suffix(o->dist, ".whl"))) {
+		pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory", o->dist);
+		goto out;
+	}
+
+	progress(o, "fetch: resolving and downloading with the guest's pip (network on, in a fetch sandbox)", NULL);
+	struct fetch_req freq = {
+		.dist = o->dist,
+		.state_dir = o->state_dir,
+		.image_dir = img.dir,
+		.image_hash = img.hash,
+		.agent_path = o->agent_path,
+		.io_dir = io,
+		.requires = (const char *const *)recipe->requires,
+		.n_requires = recipe->n_requires,
+	};
+	if (fetch_dist(&freq, &fr, err) < 0)
+		goto out;
+	if (fr.from_cache)
+		progress(o, "fetch: all from the cache", NULL);
+	if (!local && fr.sdist) {
+		progress(o, "stage: unpacking sdist", NULL);
+		if (stage_sdist(fr.sdist, src, err) < 0)
+			goto out;
+	}
+
+	/* Name, version, extras and importable modules from the dist's own wheel. */
+	_cleanup_free_ char *whl = xasprintf("%s/%s", wheels, fr.wheel);
+	if (wheel_read_meta(whl, &wm, err) < 0) {
+		pyti_err_prefix(err, "reading the metadata of %s", fr.wheel);
+		goto out;
+	}
+	const char *extras[ARRAY_SIZE(test_extras)];
+	size_t n_extras = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(test_extras); i++)
+		for (size_t k = 0; k < wm.n_extras; k++)
+			if (strcmp(wm.extras[k], test_extras[i]) == 0)
+				extras[n_extras++] = test_extras[i];
+	_cleanup_free_ char *dist_pin = xasprintf("%s==%s", wm.name, wm.version);
+	struct recipe_vars vars = {
+		.dist = dist_pin,
+		.name = wm.name,
+		.version = wm.version,
+		.extras = extras,
+		.n_extras = n_extras,
+		.modules = (const char *const *)wm.modules,
+		.n_modules = wm.n_modules,
+	};
+	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
+	if (!tasks)
+		goto out;
+	job = json_pack("{sssssssssssoso}", "job", job_id, "dist", dist_pin, "recipe", recipe->name, "backend",
+			o->backend, "image", img.display, "env", task_env(), "tasks", tasks);
+	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
+	if (pj_dump_file(job, job_path, err) < 0)
+		goto out;
+
+	progress(o, o->cold ? "sandbox: starting (cold)" : "sandbox: starting", NULL);
+	struct run_state rs = {.o = o};
+	struct sandbox_spec spec = {
+		.backend = o->backend,
+		.image_dir = img.dir,
+		.io_dir = io,
+		.agent_path = o->agent_path,
+		.state_dir = o->state_dir,
+		.timeout_s = sandbox_backstop(tasks),
+		.cold = o->cold,
+		.vm_uri = o->vm_uri,
+		.on_event = on_event,
+		.arg = &rs,
+	};
+	struct sandbox_result sr;
+	if (sandbox_run(&spec, &sr, err) < 0)
+		goto out;
+
+	progress(o, "collect", NULL);
+	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", io);
+	res = pj_load_file(res_path, err);
+	if (!res) {
+		pyti_err_prefix(err, "the sandbox left no results");
+		err->fclass = PYTI_FC_CRASH;
+		goto out;
+	}
+	report_add_test_counts(res, job, io, err);
+	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
+	char *kept = keep_outputs(o->state_dir, job_id, io, err);
+	if (!kept)
+		goto out;
+	json_object_set_new(res, "logs", json_string(kept));
+	_cleanup_free_ char *kept_res = xasprintf("%s/results.json", kept);
+	free(kept);
+	if (pj_dump_file(res, kept_res, err) < 0)
+		goto out;
+	*results = steal_pointer(&res);
+	rc = 0;
+out:
+	if (io && !o->keep) {
+		struct pyti_err e2 = {0};
+		if (rm_rf(io, &e2) < 0)
+			log_warn("%s", pyti_err_str(&e2));
+	} else if (io) {
+		log_info("job directory kept: %s", io);
+	}
+	fetch_result_free(&fr);
+	wheel_meta_free(&wm);
+	image_info_free(&img);
+	json_decref(job);
+	json_decref(res);
+	free(io);
+	free(job_id);
+	return rc;
+}

@@ -1,0 +1,38 @@
+/* manager: one job end to end (the seed's Manager):
+ *   fetch → stage (I/O directory) → sandbox run → collect → report.
+ * Also the report helpers that turn a job's raw data into a table, JUnit XML and test counts. */
+#ifndef PYTI_MANAGER_H
+#define PYTI_MANAGER_H
+
+#include "core.h"
+
+struct manager_opts {
+	const char *state_dir;
+	const char *dist;        /* name, name==version (any requirement), sdist/wheel file, or source dir */
+	const char *suite;       /* guest image, default "bookworm" */
+	const char *recipe_path; /* NULL = the built-in default recipe */
+	const char *backend;     /* "ns" (default) or "vm" */
+	bool cold;               /* vm: boot instead of restoring the warm snapshot */
+	const char *vm_uri;      /* vm: libvirt URI */
+	bool keep;               /* keep the job's I/O directory */
+	const char *agent_path;  /* the static pyti-agent */
+	/* Progress: phase is "fetch", "stage", "sandbox", "collect"; event is an agent event or NULL. */
+	void (*on_progress)(void *arg, const char *phase, const json_t *event);
+	void *arg;
+};
+
+/* Run one job. On success *results is the job's raw data (results.json plus "tests" counts and
+ * "logs", the directory that keeps its logs) — a failing task is still success here. On -1, err says
+ * why (err->status: 2 for usage/configuration, 3 for infrastructure; err->fclass when it applies). */
+int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err);
+
+/* Test counts {"passed","failed","skipped","errors"} from a JUnit XML file (untrusted input). */
+json_t *report_junit_counts(const char *path, struct pyti_err *err);
+/* For each task of job.json that names a junit file, add "tests" to its entry in results. */
+int report_add_test_counts(json_t *results, const json_t *job, const char *io_dir, struct pyti_err *err);
+/* The human table; show_failures adds the last lines of each failed task's output (escaped). */
+void report_table(FILE *f, const json_t *results, bool show_failures);
+/* One <testcase> per task. */
+int report_junit_write(const json_t *results, const char *path, struct pyti_err *err);
+
+#endif

@@ -1,0 +1,263 @@
+/* Reports of a job's raw data: test counts from JUnit XML, the terminal table, JUnit XML out.
+ * Everything printed from a task's output is untrusted: control characters are neutralised for the
+ * terminal and dropped for XML. */
+#include <errno.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/xmlwriter.h>
+
+#include "manager.h"
+
+#define JUNIT_MAX_BYTES (64u << 20)
+
+static long attr_long(xmlNode *n, const char *name)
+{
+	xmlChar *v = xmlGetProp(n, (const xmlChar *)name);
+	if (!v)
+		return 0;
+	char *end;
+	long r = strtol((const char *)v, &end, 10);
+	xmlFree(v);
+	return (r < 0) ? 0 : r;
+}
+
+static void sum_suites(xmlNode *n, long c[4], int depth)
+{
+	for (; n && depth < 32; n = n->next) {
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		if (xmlStrcmp(n->name, (const xmlChar *)"testsuite") == 0) {
+			c[0] += attr_long(n, "tests");
+			c[1] += attr_long(n, "failures");
+			c[2] += attr_long(n, "errors");
+			c[3] += attr_long(n, "skipped");
+		} else if (xmlStrcmp(n->name, (const xmlChar *)"testsuites") == 0) {
+			sum_suites(n->children, c, depth + 1);
+		}
+	}
+}
+
+json_t *report_junit_counts(const char *path, struct pyti_err *err)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);
+	if (read_file(path, &b, err) < 0)
+		return NULL;
+	/* No network, no entity substitution, no DTD loading: the file comes from untrusted code. */
+	xmlDoc *doc = xmlReadMemory(b.data, (int)b.len, path, NULL,
+				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	if (!doc) {
+		pyti_err_set(err, 0, "%s: not a JUnit XML file", path);
+		return NULL;
+	}
+	long c[4] = {0};
+	sum_suites(xmlDocGetRootElement(doc), c, 0);
+	xmlFreeDoc(doc);
+	long passed = c[0] - c[1] - c[2] - c[3];
+	return json_pack("{sIsIsIsI}", "passed", (json_int_t)(passed > 0 ? passed : 0), "failed",
+			 (json_int_t)c[1], "skipped", (json_int_t)c[3], "errors", (json_int_t)c[2]);
+}
+
+int report_add_test_counts(json_t *results, const json_t *job, const char *io_dir, struct pyti_err *err)
+{
+	(void)err;
+	json_t *jtasks = json_object_get(job, "tasks"), *rtasks = json_object_get(results, "tasks");
+	size_t i;
+	json_t *jt;
+	json_array_foreach(jtasks, i, jt) {
+		const char *junit = pj_str(jt, "junit", NULL), *name = pj_str(jt, "name", "");
+		if (!junit)
+			continue;
+		/* "/io/out/junit-test.xml" or "out/junit-test.xml" → io_dir/out/junit-test.xml */
+		const char *rel = strncmp(junit, "/io/", 4) == 0 ? junit + 4 : junit;
+		_cleanup_free_ char *p = NULL;
+		struct pyti_err e2 = {0};
+		if (path_join_safe(io_dir, rel, &p, &e2) < 0 || !path_exists(p))
+			continue;
+		json_t *counts = report_junit_counts(p, &e2);
+		if (!counts) {
+			log_warn("task %s: %s", name, pyti_err_str(&e2));
+			continue;
+		}
+		size_t k;
+		json_t *rt;
+		bool placed = false;
+		json_array_foreach(rtasks, k, rt) {
+			if (strcmp(pj_str(rt, "task", ""), name) == 0) {
+				json_object_set(rt, "tests", counts);
+				placed = true;
+			}
+		}
+		(void)placed;
+		json_decref(counts);
+	}
+	return 0;
+}
+
+/* Copy s to f with terminal control sequences neutralised (ESC, C0 except \n \t, DEL, C1). */
+static void put_safe(FILE *f, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\n' || c == '\t' || (c >= 0x20 && c != 0x7f))
+			fputc(c, f);
+		else
+			fprintf(f, "\\x%02x", c);
+	}
+}
+
+static void fmt_mem(char out[32], long kb)
+{
+	if (kb <= 0)
+		snprintf(out, 32, "-");
+	else if (kb >= 1024 * 1024)
+		snprintf(out, 32, "%.1f GiB", (double)kb / (1024.0 * 1024.0));
+	else
+		snprintf(out, 32, "%.1f MiB", (double)kb / 1024.0);
+}
+
+static void fmt_tests(char out[96], const json_t *t)
+{
+	out[0] = '\0';
+	if (!json_is_object(t))
+		return;
+	snprintf(out, 96, "%lld passed, %lld failed, %lld skipped%s", pj_int(t, "passed", 0),
+		 pj_int(t, "failed", 0) + pj_int(t, "errors", 0), pj_int(t, "skipped", 0),
+		 pj_int(t, "errors", 0) ? " (incl. errors)" : "");
+}
+
+/* The last `lines` lines of s. */
+static const char *tail_lines(const char *s, size_t n, int lines, size_t *len)
+{
+	const char *p = s + n;
+	while (n && p > s && (p[-1] == '\n'))
+		p--, n--;
+	const char *end = p;
+	int seen = 0;
+	while (p > s) {
+		if (p[-1] == '\n' && ++seen >= lines)
+			break;
+		p--;
+	}
+	*len = (size_t)(end - p);
+	return p;
+}
+
+void report_table(FILE *f, const json_t *r, bool show_failures)
+{
+	fputs("", f);
+	const char *dist = pj_str(r, "dist", "?");
+	fputs("pyti: ", f);
+	put_safe(f, dist, strlen(dist));
+	fprintf(f, " on %s, backend %s, recipe %s\n", pj_str(r, "image", "?"), pj_str(r, "backend", "?"),
+		pj_str(r, "recipe", "?"));
+	fprintf(f, "%-12s %-8s %-10s %9s %9s %10s  %s\n", "TASK", "STATUS", "CLASS", "WALL", "CPU", "PEAK MEM",
+		"TESTS");
+	size_t i;
+	json_t *t;
+	json_array_foreach(json_object_get(r, "tasks"), i, t) {
+		char wall[32] = "-", cpu[32] = "-", mem[32], tests[96];
+		const char *st = pj_str(t, "status", "?");
+		if (strcmp(st, "skipped") != 0) {
+			snprintf(wall, sizeof wall, "%.2fs", pj_num(t, "wall_s", 0));
+			snprintf(cpu, sizeof cpu, "%.2fs", pj_num(t, "cpu_user_s", 0) + pj_num(t, "cpu_sys_s", 0));
+		}
+		fmt_mem(mem, (long)pj_int(t, "max_rss_kb", 0));
+		fmt_tests(tests, json_object_get(t, "tests"));
+		const char *fc = pj_str(t, "failure_class", "");
+		fprintf(f, "%-12.40s %-8s %-10s %9s %9s %10s  %s\n", pj_str(t, "task", "?"), st, fc, wall, cpu,
+			mem, tests);
+	}
+	if (show_failures) {
+		json_array_foreach(json_object_get(r, "tasks"), i, t) {
+			if (strcmp(pj_str(t, "status", ""), "failed") != 0)
+				continue;
+			const char *out = pj_str(t, "output", "");
+			size_t len;
+			const char *tl = tail_lines(out, strlen(out), 15, &len);
+			fprintf(f, "\n--- %s: last lines of output", pj_str(t, "task", "?"));
+			if (json_is_integer(json_object_get(t, "exit_code")))
+				fprintf(f, " (exit status %lld)", pj_int(t, "exit_code", 0));
+			else if (json_is_integer(json_object_get(t, "signal")))
+				fprintf(f, " (signal %lld)", pj_int(t, "signal", 0));
+			fputs(" ---\n", f);
+			put_safe(f, tl, len);
+			fputc('\n', f);
+		}
+	}
+	fprintf(f, "\nresult: %s in %.1fs", pj_str(r, "status", "?"), pj_num(r, "wall_s", 0));
+	const char *logs = pj_str(r, "logs", NULL);
+	if (logs)
+		fprintf(f, "; logs in %s", logs);
+	fputc('\n', f);
+}
+
+/* XML 1.0 allows \t \n \r and >= 0x20 only; invalid UTF-8 was already replaced by the JSON layer. */
+static char *xml_clean(const char *s)
+{
+	char *o = xstrdup(s);
+	for (char *p = o; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+			*p = '?';
+	}
+	return o;
+}
+
+int report_junit_write(const json_t *r, const char *path, struct pyti_err *err)
+{
+	xmlBufferPtr xb = xmlBufferCreate();
+	xmlTextWriterPtr w = xmlNewTextWriterMemory(xb, 0);
+	if (!w) {
+		xmlBufferFree(xb);
+		return pyti_err_set(err, ENOMEM, "JUnit writer");
+	}
+	json_t *tasks = json_object_get(r, "tasks");
+	size_t i, nfail = 0, nskip = 0;
+	json_t *t;
+	json_array_foreach(tasks, i, t) {
+		const char *st = pj_str(t, "status", "");
+		nfail += strcmp(st, "failed") == 0;
+		nskip += strcmp(st, "skipped") == 0;
+	}
+	_cleanup_free_ char *dist = xml_clean(pj_str(r, "dist", "?"));
+	xmlTextWriterSetIndent(w, 1);
+	xmlTextWriterStartDocument(w, NULL, "UTF-8", NULL);
+	xmlTextWriterStartElement(w, BAD_CAST "testsuites");
+	xmlTextWriterStartElement(w, BAD_CAST "testsuite");
+	xmlTextWriterWriteAttribute(w, BAD_CAST "name", BAD_CAST dist);
+	xmlTextWriterWriteFormatAttribute(w, BAD_CAST "tests", "%zu", json_array_size(tasks));
+	xmlTextWriterWriteFormatAttribute(w, BAD_CAST "failures", "%zu", nfail);
+	xmlTextWriterWriteFormatAttribute(w, BAD_CAST "skipped", "%zu", nskip);
+	xmlTextWriterWriteFormatAttribute(w, BAD_CAST "errors", "0");
+	xmlTextWriterWriteFormatAttribute(w, BAD_CAST "time", "%.3f", pj_num(r, "wall_s", 0));
+	json_array_foreach(tasks, i, t) {
+		const char *st = pj_str(t, "status", "");
+		xmlTextWriterStartElement(w, BAD_CAST "testcase");
+		xmlTextWriterWriteFormatAttribute(w, BAD_CAST "classname", "pyti.%s", pj_str(r, "recipe", "recipe"));
+		_cleanup_free_ char *name = xml_clean(pj_str(t, "task", "?"));
+		xmlTextWriterWriteAttribute(w, BAD_CAST "name", BAD_CAST name);
+		xmlTextWriterWriteFormatAttribute(w, BAD_CAST "time", "%.3f", pj_num(t, "wall_s", 0));
+		const char *fc = pj_str(t, "failure_class", NULL);
+		if (strcmp(st, "failed") == 0) {
+			xmlTextWriterStartElement(w, BAD_CAST "failure");
+			xmlTextWriterWriteFormatAttribute(w, BAD_CAST "type", "%s", fc ? fc : "Failed");
+			if (json_is_integer(json_object_get(t, "exit_code")))
+				xmlTextWriterWriteFormatAttribute(w, BAD_CAST "message", "exit status %lld",
+								  pj_int(t, "exit_code", 0));
+			xmlTextWriterEndElement(w);
+		} else if (strcmp(st, "skipped") == 0) {
+			xmlTextWriterStartElement(w, BAD_CAST "skipped");
+			xmlTextWriterWriteFormatAttribute(w, BAD_CAST "message", "%s", fc ? fc : "skipped");
+			xmlTextWriterEndElement(w);
+		}
+		_cleanup_free_ char *out = xml_clean(pj_str(t, "output", ""));
+		xmlTextWriterWriteElement(w, BAD_CAST "system-out", BAD_CAST out);
+		xmlTextWriterEndElement(w);
+	}
+	xmlTextWriterEndDocument(w);
+	xmlFreeTextWriter(w);
+	int rc = write_file_atomic(path, xb->content, (size_t)xb->use, 0644, err);
+	xmlBufferFree(xb);
+	return rc;
+}
