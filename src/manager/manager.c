@@ -12,9 +12,17 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "manager.h"
+#ifndef PYTI_MANAGER_READY
+int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)
+{
+	(void)o;
+	*results = NULL;
+	return pyti_err_set(err, 0, "pyti run is not built yet (fetch/archive missing)");
+}
+#else
 #include "fetch.h"
 #include "image.h"
-#include "manager.h"
 #include "pyti_archive.h"
 #include "recipe.h"
 #include "sandbox.h"
@@ -317,3 +325,4 @@ out:
 	free(job_id);
 	return rc;
 }
+#endif
