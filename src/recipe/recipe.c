@@ -1,0 +1,974 @@
+/* Recipe parsing and validation.
+ *
+ * inih splits "key = value" lines; everything it cannot tell us (line numbers: Debian builds it
+ * without INI_HANDLER_LINENO; untruncated section names: it keeps 50 bytes; sections without keys)
+ * comes from our own reader, which hands inih one whole line at a time and classifies that line
+ * exactly the way inih is about to. So when the handler runs, ctx->lineno is its line. */
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <string.h>
+
+#include "recipe.h"
+
+#define RECIPE_MAX_LINE 65536       /* longest line we accept */
+#define RECIPE_MAX_SIZE (1u << 20)  /* largest recipe file */
+#define RECIPE_MAX_TASKS 256
+#define RECIPE_MAX_LIST 1024        /* needs/requires/env entries per task */
+
+enum line_kind { LK_BLANK, LK_SECTION, LK_KEY, LK_CONT };
+enum sec_kind { SEC_NONE, SEC_RECIPE, SEC_TASK };
+
+/* Keys, with the bit used to catch duplicates inside one section. */
+enum {
+	K_NAME = 1u << 0, K_DESCRIPTION = 1u << 1, K_REQUIRES = 1u << 2, K_RUN = 1u << 3,
+	K_NEEDS = 1u << 4, K_CWD = 1u << 5, K_TIMEOUT = 1u << 6, K_NOOUT = 1u << 7,
+	K_MEMORY = 1u << 8, K_PIDS = 1u << 9, K_OUTLIMIT = 1u << 10, K_ENV = 1u << 11,
+	K_JUNIT = 1u << 12,
+};
+
+struct parse_ctx {
+	const char *src;
+	const char *data;
+	size_t len, pos;
+	int lineno;
+	enum line_kind kind;
+	bool have_prev_key; /* mirrors inih's prev_name: continuation lines are possible */
+
+	enum sec_kind sec;
+	char *sec_name; /* full "[...]" text, for messages */
+	unsigned keys_seen;
+	unsigned cur_key; /* key bit of the last key line, for continuations */
+
+	struct recipe *r;
+	size_t cap_tasks;
+	int *needs_line; /* per task: line of its needs key */
+	int recipe_line;
+
+	struct pyti_err *err;
+	bool failed;
+};
+
+static int perr(struct parse_ctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int perr(struct parse_ctx *c, int line, const char *fmt, ...)
+{
+	if (c->failed)
+		return -1;
+	char msg[1536];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	c->failed = true;
+	if (line > 0)
+		return pyti_err_usage(c->err, "%s:%d: %s", c->src, line, msg);
+	return pyti_err_usage(c->err, "%s: %s", c->src, msg);
+}
+
+static void strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void strv_push(char ***v, size_t *n, const char *s)
+{
+	*v = xrealloc(*v, (*n + 1) * sizeof **v);
+	(*v)[(*n)++] = xstrdup(s);
+}
+
+static void task_clear(struct recipe_task *t)
+{
+	free(t->name);
+	free(t->description);
+	free(t->run);
+	strv_free(t->needs, t->n_needs);
+	free(t->cwd);
+	strv_free(t->env, t->n_env);
+	free(t->junit);
+}
+
+void recipe_free(struct recipe *r)
+{
+	if (!r)
+		return;
+	free(r->name);
+	free(r->description);
+	free(r->source);
+	strv_free(r->requires, r->n_requires);
+	for (size_t i = 0; i < r->n_tasks; i++)
+		task_clear(&r->tasks[i]);
+	free(r->tasks);
+	free(r);
+}
+
+const struct recipe_task *recipe_find_task(const struct recipe *r, const char *name)
+{
+	for (size_t i = 0; r && i < r->n_tasks; i++)
+		if (strcmp(r->tasks[i].name, name) == 0)
+			return &r->tasks[i];
+	return NULL;
+}
+
+/* ---- value parsers ---- */
+
+static int parse_u64_suffix(const char *s, uint64_t *out, bool bytes)
+{
+	if (!s)
+		return -1;
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	uint64_t v = 0;
+	while (isdigit((unsigned char)*s)) {
+		unsigned d = (unsigned)(*s++ - '0');
+		if (v > ((uint64_t)INT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	while (isspace((unsigned char)*s))
+		s++;
+	uint64_t mul = 1;
+	char u = (char)tolower((unsigned char)*s);
+	if (bytes) {
+		const char *units = "kmgt";
+		const char *p = u ? strchr(units, u) : NULL;
+		if (u == 'b' && !s[1]) {
+			s++;
+		} else if (p) {
+			for (const char *q = units; q <= p; q++)
+				mul *= 1024;
+			s++;
+			if (tolower((unsigned char)s[0]) == 'i' && tolower((unsigned char)s[1]) == 'b')
+				s += 2;
+			else if (tolower((unsigned char)s[0]) == 'b')
+				s++;
+		}
+	} else {
+		switch (u) {
+		case 's': mul = 1; s++; break;
+		case 'm': mul = 60; s++; break;
+		case 'h': mul = 3600; s++; break;
+		case 'd': mul = 86400; s++; break;
+		default: break;
+		}
+	}
+	while (isspace((unsigned char)*s))
+		s++;
+	if (*s)
+		return -1;
+	if (v && mul > (uint64_t)INT64_MAX / v)
+		return -1;
+	*out = v * mul;
+	return 0;
+}
+
+int recipe_parse_duration(const char *s, uint64_t *out) { return parse_u64_suffix(s, out, false); }
+int recipe_parse_bytes(const char *s, uint64_t *out) { return parse_u64_suffix(s, out, true); }
+
+static bool valid_task_name(const char *s)
+{
+	if (!*s || strlen(s) > 64 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+			return false;
+	return true;
+}
+
+static bool valid_env_key(const char *s, size_t n)
+{
+	if (!n || isdigit((unsigned char)s[0]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return false;
+	return true;
+}
+
+/* ---- placeholders ---- */
+
+static const char *const placeholder_names[] = {"dist", "name", "version", "requirement", "module"};
+
+/* One pass over tmpl. With vars == NULL only checks that every placeholder is known. */
+static int expand(const char *tmpl, const struct recipe_vars *vars, struct buf *out, struct pyti_err *err);
+
+static bool is_ident_char(char ch, bool first)
+{
+	return ch == '_' || isalpha((unsigned char)ch) || (!first && isdigit((unsigned char)ch));
+}
+
+/* ---- sections, from the reader ---- */
+
+static struct recipe_task *cur_task(struct parse_ctx *c)
+{
+	return &c->r->tasks[c->r->n_tasks - 1];
+}
+
+static void begin_section(struct parse_ctx *c, const char *name, size_t n)
+{
+	free(c->sec_name);
+	c->sec_name = xasprintf("%.*s", (int)n, name);
+	c->keys_seen = 0;
+	c->cur_key = 0;
+	/* trim spaces inside the brackets: "[ task: test ]" */
+	char *s = c->sec_name, *e = s + strlen(s);
+	while (*s == ' ' || *s == '\t')
+		s++;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		*--e = '\0';
+	memmove(c->sec_name, s, strlen(s) + 1);
+	s = c->sec_name;
+
+	if (strcmp(s, "recipe") == 0) {
+		if (c->recipe_line) {
+			perr(c, c->lineno, "duplicate section [recipe] (first at line %d)", c->recipe_line);
+			return;
+		}
+		c->recipe_line = c->lineno;
+		c->sec = SEC_RECIPE;
+		return;
+	}
+	if (strncmp(s, "task:", 5) == 0) {
+		const char *tn = s + 5;
+		while (*tn == ' ' || *tn == '\t')
+			tn++;
+		if (!valid_task_name(tn)) {
+			perr(c, c->lineno, "bad task name '%s' in [%s] (letters, digits, '.', '_', '-'; at most 64)",
+			     tn, s);
+			return;
+		}
+		const struct recipe_task *dup = recipe_find_task(c->r, tn);
+		if (dup) {
+			perr(c, c->lineno, "duplicate task '%s' (first defined at line %d)", tn, dup->line);
+			return;
+		}
+		if (c->r->n_tasks >= RECIPE_MAX_TASKS) {
+			perr(c, c->lineno, "too many tasks (at most %d)", RECIPE_MAX_TASKS);
+			return;
+		}
+		if (c->r->n_tasks == c->cap_tasks) {
+			c->cap_tasks = c->cap_tasks ? 2 * c->cap_tasks : 8;
+			c->r->tasks = xrealloc(c->r->tasks, c->cap_tasks * sizeof *c->r->tasks);
+			c->needs_line = xrealloc(c->needs_line, c->cap_tasks * sizeof *c->needs_line);
+		}
+		struct recipe_task *t = &c->r->tasks[c->r->n_tasks];
+		memset(t, 0, sizeof *t);
+		c->needs_line[c->r->n_tasks] = 0;
+		c->r->n_tasks++;
+		t->name = xstrdup(tn);
+		t->line = c->lineno;
+		t->output_limit = RECIPE_DEFAULT_OUTPUT_LIMIT;
+		c->sec = SEC_TASK;
+		return;
+	}
+	perr(c, c->lineno, "unknown section [%s] (expected [recipe] or [task:NAME])", s);
+}
+
+/* fgets-like: exactly one line per call, so that line numbers are ours to count. */
+static char *ctx_reader(char *str, int num, void *stream)
+{
+	struct parse_ctx *c = stream;
+	if (c->failed || c->pos >= c->len)
+		return NULL;
+	const char *p = c->data + c->pos;
+	size_t rest = c->len - c->pos;
+	const char *nl = memchr(p, '\n', rest);
+	size_t n = nl ? (size_t)(nl - p) + 1 : rest;
+	c->lineno++;
+	if (memchr(p, '\0', n)) {
+		perr(c, c->lineno, "NUL byte in recipe");
+		return NULL;
+	}
+	if (n + 1 > (size_t)num || n > RECIPE_MAX_LINE - 3) {
+		perr(c, c->lineno, "line too long (more than %d bytes)", RECIPE_MAX_LINE - 3);
+		return NULL;
+	}
+	memcpy(str, p, n);
+	str[n] = '\0';
+	c->pos += n;
+
+	/* classify as inih will (ini.c: lskip(rstrip(line)), comment, continuation, section, key) */
+	const char *s = str;
+	if (c->lineno == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
+	    (unsigned char)s[2] == 0xBF)
+		s += 3;
+	const char *line0 = s;
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	size_t len = strlen(s);
+	while (len && isspace((unsigned char)s[len - 1]))
+		len--;
+	if (!len || *s == ';' || *s == '#') {
+		c->kind = LK_BLANK;
+	} else if (c->have_prev_key && s > line0) {
+		c->kind = LK_CONT;
+	} else if (*s == '[') {
+		const char *e = memchr(s, ']', len);
+		if (!e) {
+			perr(c, c->lineno, "section header without ']'");
+			return NULL;
+		}
+		c->kind = LK_SECTION;
+		c->have_prev_key = false;
+		begin_section(c, s + 1, (size_t)(e - s - 1));
+		if (c->failed)
+			return NULL;
+	} else {
+		const char *e = s;
+		while (e < s + len && *e != '=' && *e != ':')
+			e++;
+		if (e == s + len) {
+			perr(c, c->lineno, "expected 'key = value', '[section]' or a comment");
+			return NULL;
+		}
+		const char *ke = e;
+		while (ke > s && isspace((unsigned char)ke[-1]))
+			ke--;
+		if (ke == s) {
+			perr(c, c->lineno, "empty key");
+			return NULL;
+		}
+		c->kind = LK_KEY;
+		c->have_prev_key = true;
+	}
+	return str;
+}
+
+/* ---- keys, from inih's handler ---- */
+
+static void split_list(struct parse_ctx *c, const char *v, char ***out, size_t *n, bool spaces)
+{
+	/* Separators: ',' (outside [...] so "pkg[a,b]" stays one), and whitespace for `needs`. */
+	size_t i = 0, len = strlen(v);
+	while (i < len) {
+		while (i < len && (v[i] == ',' || isspace((unsigned char)v[i])))
+			i++;
+		size_t st = i;
+		int depth = 0;
+		while (i < len) {
+			if (v[i] == '[')
+				depth++;
+			else if (v[i] == ']' && depth)
+				depth--;
+			else if (!depth && (v[i] == ',' || (spaces && isspace((unsigned char)v[i]))))
+				break;
+			i++;
+		}
+		size_t e = i;
+		while (e > st && isspace((unsigned char)v[e - 1]))
+			e--;
+		if (e == st)
+			continue;
+		if (*n >= RECIPE_MAX_LIST) {
+			perr(c, c->lineno, "too many entries");
+			return;
+		}
+		_cleanup_free_ char *item = xasprintf("%.*s", (int)(e - st), v + st);
+		bool dup = false;
+		for (size_t k = 0; k < *n; k++)
+			dup |= strcmp((*out)[k], item) == 0;
+		if (!dup)
+			strv_push(out, n, item);
+	}
+}
+
+static void check_placeholders(struct parse_ctx *c, const char *key, const char *v)
+{
+	struct pyti_err e = {0};
+	_cleanup_buf_ struct buf b = BUF_INIT(0);
+	if (expand(v, NULL, &b, &e) < 0)
+		perr(c, c->lineno, "%s in '%s' of [%s]", e.msg, key, c->sec_name);
+}
+
+static void set_str(struct parse_ctx *c, char **dst, const char *v, const char *sep)
+{
+	if (c->kind == LK_CONT && *dst) {
+		char *n = xasprintf("%s%s%s", *dst, sep, v);
+		free(*dst);
+		*dst = n;
+	} else {
+		free(*dst);
+		*dst = xstrdup(v);
+	}
+}
+
+static void add_env(struct parse_ctx *c, struct recipe_task *t, const char *v)
+{
+	const char *eq = strchr(v, '=');
+	if (!eq || !valid_env_key(v, (size_t)(eq - v))) {
+		perr(c, c->lineno, "bad value for 'env' in [%s]: expected KEY=VALUE, got '%s'", c->sec_name, v);
+		return;
+	}
+	size_t kl = (size_t)(eq - v);
+	for (size_t i = 0; i < t->n_env; i++)
+		if (strncmp(t->env[i], v, kl) == 0 && t->env[i][kl] == '=') {
+			perr(c, c->lineno, "duplicate env variable '%.*s' in [%s]", (int)kl, v, c->sec_name);
+			return;
+		}
+	if (t->n_env >= RECIPE_MAX_LIST) {
+		perr(c, c->lineno, "too many env entries in [%s]", c->sec_name);
+		return;
+	}
+	check_placeholders(c, "env", eq + 1);
+	strv_push(&t->env, &t->n_env, v);
+}
+
+static void task_key(struct parse_ctx *c, unsigned bit, const char *key, const char *v)
+{
+	struct recipe_task *t = cur_task(c);
+	uint64_t *num = NULL;
+	bool bytes = false;
+	switch (bit) {
+	case K_RUN:
+		if (!*v && c->kind == LK_KEY) {
+			perr(c, c->lineno, "empty 'run' in [%s]", c->sec_name);
+			return;
+		}
+		check_placeholders(c, key, v);
+		set_str(c, &t->run, v, "\n");
+		return;
+	case K_DESCRIPTION:
+		set_str(c, &t->description, v, " ");
+		return;
+	case K_NEEDS:
+		if (c->kind == LK_KEY)
+			c->needs_line[c->r->n_tasks - 1] = c->lineno;
+		split_list(c, v, &t->needs, &t->n_needs, true);
+		return;
+	case K_ENV:
+		if (*v || c->kind == LK_CONT)
+			add_env(c, t, v);
+		return;
+	case K_CWD:
+		if (v[0] != '/' && v[0] != '{') {
+			perr(c, c->lineno, "bad value for 'cwd' in [%s]: '%s' is not an absolute path", c->sec_name, v);
+			return;
+		}
+		check_placeholders(c, key, v);
+		set_str(c, &t->cwd, v, "");
+		return;
+	case K_JUNIT: {
+		const char *p = v;
+		if (strncmp(p, "/io/", 4) == 0)
+			p += 4;
+		if (!path_is_safe_rel(p) || strncmp(p, "out/", 4) != 0 || !p[4]) {
+			perr(c, c->lineno,
+			     "bad value for 'junit' in [%s]: '%s' is not a path under /io/out (e.g. out/junit-%s.xml)",
+			     c->sec_name, v, t->name);
+			return;
+		}
+		set_str(c, &t->junit, p, "");
+		return;
+	}
+	case K_TIMEOUT: num = &t->timeout; break;
+	case K_NOOUT: num = &t->no_output_timeout; break;
+	case K_MEMORY: num = &t->memory; bytes = true; break;
+	case K_OUTLIMIT: num = &t->output_limit; bytes = true; break;
+	case K_PIDS: num = &t->pids; break;
+	default: return;
+	}
+	int r;
+	if (bit == K_PIDS) {
+		/* a count: no unit suffixes */
+		char *end;
+		errno = 0;
+		unsigned long long x = strtoull(v, &end, 10);
+		r = (!isdigit((unsigned char)v[0]) || *end || errno || x > INT64_MAX) ? -1 : 0;
+		if (!r)
+			*num = x;
+	} else {
+		r = bytes ? recipe_parse_bytes(v, num) : recipe_parse_duration(v, num);
+	}
+	if (r < 0)
+		perr(c, c->lineno, "bad value for '%s' in [%s]: '%s' (expected %s)", key, c->sec_name, v,
+		     bit == K_PIDS ? "a count" : bytes ? "bytes, e.g. 512M or 2G" : "seconds, e.g. 300, 5m or 1h");
+}
+
+static const struct {
+	const char *name;
+	unsigned bit;
+	bool task;         /* valid in [task:NAME] (else [recipe]) */
+	bool multiline;    /* continuation lines allowed */
+} keys[] = {
+	{"name", K_NAME, false, false},          {"description", K_DESCRIPTION, false, true},
+	{"requires", K_REQUIRES, false, true},   {"description", K_DESCRIPTION, true, true},
+	{"run", K_RUN, true, true},              {"needs", K_NEEDS, true, true},
+	{"cwd", K_CWD, true, false},             {"timeout", K_TIMEOUT, true, false},
+	{"no_output_timeout", K_NOOUT, true, false}, {"memory", K_MEMORY, true, false},
+	{"pids", K_PIDS, true, false},           {"output_limit", K_OUTLIMIT, true, false},
+	{"env", K_ENV, true, true},              {"junit", K_JUNIT, true, false},
+};
+
+static int ini_handler_cb(void *user, const char *section, const char *name, const char *value)
+{
+	(void)section; /* inih truncates it; ours is c->sec_name */
+	struct parse_ctx *c = user;
+	if (c->failed)
+		return 0;
+	if (c->sec == SEC_NONE) {
+		perr(c, c->lineno, "key '%s' outside a section (start with [recipe] or [task:NAME])", name);
+		return 0;
+	}
+	bool in_task = c->sec == SEC_TASK;
+	unsigned bit = 0;
+	bool multi = false;
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (keys[i].task == in_task && strcmp(keys[i].name, name) == 0) {
+			bit = keys[i].bit;
+			multi = keys[i].multiline;
+		}
+	if (!bit) {
+		perr(c, c->lineno, "unknown key '%s' in [%s]", name, c->sec_name);
+		return 0;
+	}
+	if (c->kind == LK_CONT) {
+		if (!multi) {
+			perr(c, c->lineno, "'%s' in [%s] takes a single line (indented line continues it)", name,
+			     c->sec_name);
+			return 0;
+		}
+	} else {
+		if ((c->keys_seen & bit) && bit != K_ENV) {
+			perr(c, c->lineno, "duplicate key '%s' in [%s]", name, c->sec_name);
+			return 0;
+		}
+		c->keys_seen |= bit;
+	}
+	if (in_task) {
+		task_key(c, bit, name, value);
+	} else if (bit == K_NAME) {
+		if (!*value) {
+			perr(c, c->lineno, "empty 'name' in [recipe]");
+			return 0;
+		}
+		set_str(c, &c->r->name, value, "");
+	} else if (bit == K_DESCRIPTION) {
+		set_str(c, &c->r->description, value, " ");
+	} else if (bit == K_REQUIRES) {
+		split_list(c, value, &c->r->requires, &c->r->n_requires, false);
+	}
+	return c->failed ? 0 : 1;
+}
+
+/* ---- validation: needs, cycles, order ---- */
+
+static int task_index(const struct recipe *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_tasks; i++)
+		if (strcmp(r->tasks[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int validate_and_order(struct parse_ctx *c)
+{
+	struct recipe *r = c->r;
+	size_t n = r->n_tasks;
+	if (!n)
+		return perr(c, 0, "empty recipe: no [task:NAME] section");
+	for (size_t i = 0; i < n; i++) {
+		struct recipe_task *t = &r->tasks[i];
+		if (!t->run)
+			return perr(c, t->line, "[task:%s] has no 'run'", t->name);
+		for (size_t k = 0; k < t->n_needs; k++)
+			if (task_index(r, t->needs[k]) < 0)
+				return perr(c, c->needs_line[i] ? c->needs_line[i] : t->line,
+					    "[task:%s] needs unknown task '%s'", t->name, t->needs[k]);
+		if (!t->cwd)
+			t->cwd = xstrdup(RECIPE_DEFAULT_CWD);
+	}
+
+	/* Kahn's algorithm; the lowest file index among ready tasks goes first. */
+	_cleanup_free_ bool *placed = xcalloc(n, sizeof *placed);
+	_cleanup_free_ size_t *order = xcalloc(n, sizeof *order);
+	size_t done = 0;
+	while (done < n) {
+		size_t pick = n;
+		for (size_t i = 0; i < n && pick == n; i++) {
+			if (placed[i])
+				continue;
+			bool ready = true;
+			for (size_t k = 0; k < r->tasks[i].n_needs && ready; k++)
+				ready = placed[task_index(r, r->tasks[i].needs[k])];
+			if (ready)
+				pick = i;
+		}
+		if (pick == n)
+			break;
+		placed[pick] = true;
+		order[done++] = pick;
+	}
+	if (done < n) {
+		/* Every unplaced task waits for an unplaced one: walk until a task repeats. */
+		_cleanup_free_ int *seen_at = xcalloc(n, sizeof *seen_at); /* position+1 in path */
+		_cleanup_free_ size_t *path = xcalloc(n + 1, sizeof *path);
+		size_t cur = 0, len = 0;
+		while (placed[cur])
+			cur++;
+		while (!seen_at[cur]) {
+			seen_at[cur] = (int)++len;
+			path[len - 1] = cur;
+			const struct recipe_task *t = &r->tasks[cur];
+			for (size_t k = 0; k < t->n_needs; k++) {
+				size_t nx = (size_t)task_index(r, t->needs[k]);
+				if (!placed[nx]) {
+					cur = nx;
+					break;
+				}
+			}
+		}
+		/* path[seen_at[cur]-1 .. len-1] is the cycle, each needing the next */
+		_cleanup_buf_ struct buf b = BUF_INIT(1024);
+		for (size_t i = (size_t)seen_at[cur] - 1; i < len; i++)
+			buf_printf(&b, "%s -> ", r->tasks[path[i]].name);
+		buf_puts(&b, r->tasks[cur].name);
+		return perr(c, r->tasks[cur].line, "dependency cycle: %s", b.data);
+	}
+	struct recipe_task *sorted = xcalloc(n, sizeof *sorted);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = r->tasks[order[i]];
+	free(r->tasks);
+	r->tasks = sorted;
+	return 0;
+}
+
+static char *default_name(const char *src)
+{
+	const char *b = strrchr(src, '/');
+	b = b ? b + 1 : src;
+	size_t n = strlen(b);
+	if (n > 4 && strcmp(b + n - 4, ".ini") == 0)
+		n -= 4;
+	return xasprintf("%.*s", (int)n, b);
+}
+
+int recipe_load_buffer(const char *source_name, const char *data, size_t len, struct recipe **out,
+		       struct pyti_err *err)
+{
+	if (len > RECIPE_MAX_SIZE)
+		return pyti_err_usage(err, "%s: recipe larger than %u bytes", source_name, RECIPE_MAX_SIZE);
+	struct parse_ctx c = {.src = source_name, .data = data, .len = len, .err = err};
+	c.r = xcalloc(1, sizeof *c.r);
+	c.r->source = xstrdup(source_name);
+
+	/* Debian's inih makes its compile-time options run-time globals. We own all INI parsing in
+	 * pyti, so set what recipes need on every call: whole lines up to our limit, no inline
+	 * comments (';' is shell syntax), multi-line values. */
+	ini_use_stack = false;
+	ini_allow_realloc = false;
+	ini_max_line = RECIPE_MAX_LINE;
+	ini_initial_alloc = RECIPE_MAX_LINE;
+	ini_allow_inline_comments = false;
+	ini_allow_multiline = true;
+	ini_allow_no_value = false;
+	ini_allow_bom = true;
+	ini_stop_on_first_error = true;
+
+	int rc = ini_parse_stream(ctx_reader, &c, ini_handler_cb, &c);
+	if (!c.failed && rc == -2)
+		pyti_err_set(err, ENOMEM, "%s: out of memory", source_name), c.failed = true;
+	else if (!c.failed && rc > 0)
+		perr(&c, rc, "syntax error");
+	if (!c.failed)
+		validate_and_order(&c);
+	if (!c.failed && !c.r->name)
+		c.r->name = default_name(source_name);
+	free(c.sec_name);
+	free(c.needs_line);
+	if (c.failed) {
+		recipe_free(c.r);
+		return -1;
+	}
+	*out = c.r;
+	return 0;
+}
+
+int recipe_load_file(const char *path, struct recipe **out, struct pyti_err *err)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(RECIPE_MAX_SIZE);
+	if (read_file(path, &b, err) < 0) {
+		err->status = PYTI_EXIT_USAGE;
+		return pyti_err_prefix(err, "recipe");
+	}
+	return recipe_load_buffer(path, b.data, b.len, out, err);
+}
+
+/* ---- built-in recipes ---- */
+
+static const char builtin_default[] =
+	"[recipe]\n"
+	"name = default\n"
+	"description = install the distribution, import its modules, run its tests with pytest\n"
+	"requires = pytest\n"
+	"\n"
+	"[task:install]\n"
+	"description = create a venv over the image's Python and install from the job's wheelhouse\n"
+	"run = python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
+	"  /tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input\n"
+	"  --no-index --find-links /io/wheels '{requirement}'\n"
+	"timeout = 10m\n"
+	"\n"
+	"[task:import]\n"
+	"description = import every top-level module of the distribution\n"
+	"needs = install\n"
+	"run = /tmp/pyti-venv/bin/python -c 'import {module}'\n"
+	"cwd = /tmp\n"
+	"timeout = 5m\n"
+	"\n"
+	"[task:test]\n"
+	"description = run the distribution's own tests (from the unpacked sdist)\n"
+	"needs = install\n"
+	"run = /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml\n"
+	"cwd = /io/src\n"
+	"junit = out/junit-test.xml\n"
+	"timeout = 900\n"
+	"no_output_timeout = 300\n"
+	"memory = 2G\n";
+
+static const struct {
+	const char *name, *text;
+} builtins[] = {{"default", builtin_default}};
+
+static const char *const builtin_names[] = {"default", NULL};
+
+const char *const *recipe_builtin_names(void) { return builtin_names; }
+
+const char *recipe_builtin_text(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(builtins); i++)
+		if (strcmp(builtins[i].name, name) == 0)
+			return builtins[i].text;
+	return NULL;
+}
+
+int recipe_builtin(const char *name, struct recipe **out, struct pyti_err *err)
+{
+	const char *text = recipe_builtin_text(name);
+	if (!text)
+		return pyti_err_usage(err, "unknown recipe '%s' (built-in: default; or a path to an .ini file)",
+				      name);
+	_cleanup_free_ char *src = xasprintf("<builtin:%s>", name);
+	return recipe_load_buffer(src, text, strlen(text), out, err);
+}
+
+int recipe_load(const char *name_or_path, struct recipe **out, struct pyti_err *err)
+{
+	size_t n = strlen(name_or_path);
+	if (strchr(name_or_path, '/') || (n > 4 && strcmp(name_or_path + n - 4, ".ini") == 0))
+		return recipe_load_file(name_or_path, out, err);
+	return recipe_builtin(name_or_path, out, err);
+}
+
+/* ---- expansion ---- */
+
+static bool valid_pep508_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 200 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return false;
+	return true;
+}
+
+static bool valid_version(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 200)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr(".+!_-", s[i]))
+			return false;
+	return true;
+}
+
+static bool valid_module(const char *s)
+{
+	bool first = true;
+	if (!*s || strlen(s) > 200)
+		return false;
+	for (; *s; s++) {
+		if (*s == '.' && !first && s[1]) {
+			first = true;
+			continue;
+		}
+		if (!is_ident_char(*s, first))
+			return false;
+		first = false;
+	}
+	return true;
+}
+
+/* Free text from the user (a dist spec, a requirement): anything printable but a single quote, so
+ * that recipes may put it in '...'. */
+static bool valid_quotable(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s == '\'' || (unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
+}
+
+static int expand_var(const char *var, const struct recipe_vars *v, struct buf *out, struct pyti_err *err)
+{
+	if (strcmp(var, "dist") == 0) {
+		if (!v->dist || !valid_quotable(v->dist))
+			return pyti_err_set(err, 0, "{dist}: %s", v->dist ? "contains a quote or control character" : "not known");
+		return buf_puts(out, v->dist) < 0 ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
+	if (strcmp(var, "name") == 0 || strcmp(var, "requirement") == 0) {
+		if (strcmp(var, "requirement") == 0 && v->requirement) {
+			if (!valid_quotable(v->requirement))
+				return pyti_err_set(err, 0, "{requirement}: contains a quote or control character");
+			buf_puts(out, v->requirement);
+		} else {
+			if (!v->name || !valid_pep508_name(v->name))
+				return pyti_err_set(err, 0, "{%s}: %s '%s'", var, v->name ? "invalid project name" : "project name not known",
+						    v->name ? v->name : "");
+			buf_puts(out, v->name);
+			if (strcmp(var, "requirement") == 0) {
+				for (size_t i = 0; i < v->n_extras; i++) {
+					if (!valid_pep508_name(v->extras[i]))
+						return pyti_err_set(err, 0, "{requirement}: invalid extra name '%s'", v->extras[i]);
+					buf_puts(out, i ? "," : "[");
+					buf_puts(out, v->extras[i]);
+				}
+				if (v->n_extras)
+					buf_puts(out, "]");
+				if (v->version) {
+					if (!valid_version(v->version))
+						return pyti_err_set(err, 0, "{requirement}: invalid version '%s'", v->version);
+					buf_printf(out, "==%s", v->version);
+				}
+			}
+		}
+		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
+	if (strcmp(var, "version") == 0) {
+		if (!v->version || !valid_version(v->version))
+			return pyti_err_set(err, 0, "{version}: %s '%s'", v->version ? "invalid version" : "version not known",
+					    v->version ? v->version : "");
+		buf_puts(out, v->version);
+		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
+	if (strcmp(var, "module") == 0) {
+		if (!v->n_modules)
+			return pyti_err_set(err, 0, "{module}: no importable top-level module known for this distribution");
+		for (size_t i = 0; i < v->n_modules; i++) {
+			if (!valid_module(v->modules[i]))
+				return pyti_err_set(err, 0, "{module}: '%s' is not a Python module name", v->modules[i]);
+			if (i)
+				buf_puts(out, ", ");
+			buf_puts(out, v->modules[i]);
+		}
+		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
+	return pyti_err_usage(err, "unknown placeholder {%s}", var);
+}
+
+static int expand(const char *tmpl, const struct recipe_vars *vars, struct buf *out, struct pyti_err *err)
+{
+	for (const char *p = tmpl; *p;) {
+		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+			buf_append(out, p, 1);
+			p += 2;
+			continue;
+		}
+		if (p[0] == '$' && p[1] == '{') {
+			buf_append(out, p, 2);
+			p += 2;
+			continue;
+		}
+		if (p[0] == '{' && is_ident_char(p[1], true)) {
+			const char *e = p + 1;
+			while (is_ident_char(*e, false))
+				e++;
+			if (*e == '}') {
+				char var[64];
+				size_t n = (size_t)(e - p - 1);
+				if (n >= sizeof var)
+					return pyti_err_usage(err, "unknown placeholder {%.32s...}", p + 1);
+				memcpy(var, p + 1, n);
+				var[n] = '\0';
+				bool known = false;
+				for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++)
+					known |= strcmp(var, placeholder_names[i]) == 0;
+				if (!known)
+					return pyti_err_usage(err,
+							      "unknown placeholder {%s} (known: {dist} {name} {version} "
+							      "{requirement} {module}; write {{ for a literal brace)",
+							      var);
+				if (vars && expand_var(var, vars, out, err) < 0)
+					return -1;
+				p = e + 1;
+				continue;
+			}
+		}
+		buf_append(out, p, 1);
+		p++;
+	}
+	if (out->truncated)
+		return pyti_err_set(err, E2BIG, "expansion too long");
+	if (!out->data)
+		buf_append(out, "", 0);
+	return 0;
+}
+
+int recipe_expand(const char *tmpl, const struct recipe_vars *vars, char **out, struct pyti_err *err)
+{
+	static const struct recipe_vars none = {0};
+	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
+	if (expand(tmpl, vars ? vars : &none, &b, err) < 0)
+		return -1;
+	*out = buf_steal(&b);
+	return 0;
+}
+
+json_t *recipe_to_job_tasks(const struct recipe *r, const struct recipe_vars *vars, struct pyti_err *err)
+{
+	_cleanup_json_ json_t *arr = json_array();
+	for (size_t i = 0; i < r->n_tasks; i++) {
+		const struct recipe_task *t = &r->tasks[i];
+		_cleanup_free_ char *run = NULL, *cwd = NULL;
+		if (recipe_expand(t->run, vars, &run, err) < 0 || recipe_expand(t->cwd, vars, &cwd, err) < 0) {
+			pyti_err_prefix(err, "%s: [task:%s]", r->source, t->name);
+			return NULL;
+		}
+		json_t *needs = json_array(), *env = json_object();
+		json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o}", "name", t->name,
+				      "run", run, "needs", needs, "cwd", cwd, "env", env, "timeout",
+				      (json_int_t)t->timeout, "no_output_timeout", (json_int_t)t->no_output_timeout,
+				      "memory", (json_int_t)t->memory, "pids", (json_int_t)t->pids, "output_limit",
+				      (json_int_t)t->output_limit, "junit",
+				      t->junit ? json_string(t->junit) : json_null());
+		if (!o) {
+			pyti_err_set(err, 0, "%s: [task:%s]: cannot build JSON (invalid UTF-8?)", r->source, t->name);
+			return NULL;
+		}
+		json_array_append_new(arr, o);
+		for (size_t k = 0; k < t->n_needs; k++)
+			json_array_append_new(needs, json_string(t->needs[k]));
+		for (size_t k = 0; k < t->n_env; k++) {
+			const char *eq = strchr(t->env[k], '=');
+			_cleanup_free_ char *key = xasprintf("%.*s", (int)(eq - t->env[k]), t->env[k]);
+			_cleanup_free_ char *val = NULL;
+			if (recipe_expand(eq + 1, vars, &val, err) < 0) {
+				pyti_err_prefix(err, "%s: [task:%s] env %s", r->source, t->name, key);
+				return NULL;
+			}
+			json_t *js = json_string(val);
+			if (!js) {
+				pyti_err_set(err, 0, "%s: [task:%s] env %s: not UTF-8", r->source, t->name, key);
+				return NULL;
+			}
+			json_object_set_new(env, key, js);
+		}
+	}
+	return steal_pointer(&arr);
+}

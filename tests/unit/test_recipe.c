@@ -1,0 +1,428 @@
+/* Unit tests for the recipe module: parsing, every error message, the built-in recipe, DAG order,
+ * placeholder expansion and the job.json "tasks" shape. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "recipe.h"
+
+static struct recipe *load_ok(const char *text)
+{
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	int rc = recipe_load_buffer("recipe.ini", text, strlen(text), &r, &err);
+	if (rc != 0)
+		fail_msg("unexpected error: %s", err.msg);
+	assert_non_null(r);
+	return r;
+}
+
+static void expect_err(const char *text, const char *msg)
+{
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	int rc = recipe_load_buffer("recipe.ini", text, strlen(text), &r, &err);
+	if (rc == 0) {
+		recipe_free(r);
+		fail_msg("expected error '%s', got success", msg);
+	}
+	assert_null(r);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	assert_string_equal(err.msg, msg);
+}
+
+static void test_parse_full(void **state)
+{
+	(void)state;
+	struct recipe *r = load_ok("; a comment\n"
+				   "# another\n"
+				   "[recipe]\n"
+				   "name = mine\n"
+				   "description = a recipe\n"
+				   "requires = pytest, pytest-xdist[psutil,setproctitle]\n"
+				   "  hypothesis\n"
+				   "\n"
+				   "[task:build]\n"
+				   "run = echo a; echo b\n"
+				   "  echo c\n"
+				   "timeout = 5m\n"
+				   "no_output_timeout = 1h\n"
+				   "memory = 512M\n"
+				   "output_limit = 1K\n"
+				   "pids = 64\n"
+				   "env = A=1\n"
+				   "env = B=x=y\n"
+				   "  C=3\n"
+				   "cwd = /io/src\n"
+				   "junit = /io/out/j.xml\n"
+				   "description = builds\n");
+	assert_string_equal(r->name, "mine");
+	assert_string_equal(r->description, "a recipe");
+	assert_string_equal(r->source, "recipe.ini");
+	assert_int_equal(r->n_requires, 3);
+	assert_string_equal(r->requires[0], "pytest");
+	assert_string_equal(r->requires[1], "pytest-xdist[psutil,setproctitle]");
+	assert_string_equal(r->requires[2], "hypothesis");
+	assert_int_equal(r->n_tasks, 1);
+	const struct recipe_task *t = &r->tasks[0];
+	assert_string_equal(t->name, "build");
+	assert_string_equal(t->run, "echo a; echo b\necho c");
+	assert_int_equal(t->timeout, 300);
+	assert_int_equal(t->no_output_timeout, 3600);
+	assert_int_equal(t->memory, 512ULL << 20);
+	assert_int_equal(t->output_limit, 1024);
+	assert_int_equal(t->pids, 64);
+	assert_int_equal(t->n_env, 3);
+	assert_string_equal(t->env[0], "A=1");
+	assert_string_equal(t->env[1], "B=x=y");
+	assert_string_equal(t->env[2], "C=3");
+	assert_string_equal(t->cwd, "/io/src");
+	assert_string_equal(t->junit, "out/j.xml");
+	assert_string_equal(t->description, "builds");
+	assert_int_equal(t->line, 9);
+	recipe_free(r);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	const char *text = "[task:a]\nrun = true\n";
+	assert_int_equal(recipe_load_buffer("dir/smoke.ini", text, strlen(text), &r, &err), 0);
+	assert_string_equal(r->name, "smoke");
+	assert_null(r->description);
+	assert_int_equal(r->n_requires, 0);
+	assert_string_equal(r->tasks[0].cwd, "/io");
+	assert_int_equal(r->tasks[0].timeout, 0);
+	assert_int_equal(r->tasks[0].output_limit, RECIPE_DEFAULT_OUTPUT_LIMIT);
+	assert_null(r->tasks[0].junit);
+	recipe_free(r);
+}
+
+static void test_values(void **state)
+{
+	(void)state;
+	uint64_t v;
+	assert_int_equal(recipe_parse_duration("300", &v), 0), assert_int_equal(v, 300);
+	assert_int_equal(recipe_parse_duration("300s", &v), 0), assert_int_equal(v, 300);
+	assert_int_equal(recipe_parse_duration("5m", &v), 0), assert_int_equal(v, 300);
+	assert_int_equal(recipe_parse_duration("1h", &v), 0), assert_int_equal(v, 3600);
+	assert_int_equal(recipe_parse_duration("2d", &v), 0), assert_int_equal(v, 172800);
+	assert_int_equal(recipe_parse_duration("0", &v), 0), assert_int_equal(v, 0);
+	assert_int_equal(recipe_parse_duration("-1", &v), -1);
+	assert_int_equal(recipe_parse_duration("5x", &v), -1);
+	assert_int_equal(recipe_parse_duration("", &v), -1);
+	assert_int_equal(recipe_parse_duration("1.5h", &v), -1);
+	assert_int_equal(recipe_parse_duration("99999999999999999999", &v), -1);
+	assert_int_equal(recipe_parse_bytes("2G", &v), 0), assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(recipe_parse_bytes("64k", &v), 0), assert_int_equal(v, 64ULL << 10);
+	assert_int_equal(recipe_parse_bytes("1GiB", &v), 0), assert_int_equal(v, 1ULL << 30);
+	assert_int_equal(recipe_parse_bytes("16MB", &v), 0), assert_int_equal(v, 16ULL << 20);
+	assert_int_equal(recipe_parse_bytes("1T", &v), 0), assert_int_equal(v, 1ULL << 40);
+	assert_int_equal(recipe_parse_bytes("100", &v), 0), assert_int_equal(v, 100);
+	assert_int_equal(recipe_parse_bytes("100b", &v), 0), assert_int_equal(v, 100);
+	assert_int_equal(recipe_parse_bytes("10Q", &v), -1);
+	assert_int_equal(recipe_parse_bytes("G", &v), -1);
+	assert_int_equal(recipe_parse_bytes("99999999999T", &v), -1);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	expect_err("[task:test]\nrun = x\ntimout = 5\n", "recipe.ini:3: unknown key 'timout' in [task:test]");
+	expect_err("[recipe]\nrun = x\n", "recipe.ini:2: unknown key 'run' in [recipe]");
+	expect_err("[tasks:x]\nrun = x\n",
+		   "recipe.ini:1: unknown section [tasks:x] (expected [recipe] or [task:NAME])");
+	expect_err("[task:a]\nrun = x\ntimeout = soon\n",
+		   "recipe.ini:3: bad value for 'timeout' in [task:a]: 'soon' (expected seconds, e.g. 300, 5m or 1h)");
+	expect_err("[task:a]\nrun = x\nmemory = lots\n",
+		   "recipe.ini:3: bad value for 'memory' in [task:a]: 'lots' (expected bytes, e.g. 512M or 2G)");
+	expect_err("[task:a]\nrun = x\npids = 1k\n",
+		   "recipe.ini:3: bad value for 'pids' in [task:a]: '1k' (expected a count)");
+	expect_err("[task:a]\nrun = x\nenv = NOEQUALS\n",
+		   "recipe.ini:3: bad value for 'env' in [task:a]: expected KEY=VALUE, got 'NOEQUALS'");
+	expect_err("[task:a]\nrun = x\nenv = A=1\n  A=2\n", "recipe.ini:4: duplicate env variable 'A' in [task:a]");
+	expect_err("[task:a]\nrun = x\ncwd = src\n",
+		   "recipe.ini:3: bad value for 'cwd' in [task:a]: 'src' is not an absolute path");
+	expect_err("[task:a]\nrun = x\njunit = /tmp/j.xml\n",
+		   "recipe.ini:3: bad value for 'junit' in [task:a]: '/tmp/j.xml' is not a path under /io/out "
+		   "(e.g. out/junit-a.xml)");
+	expect_err("[task:a]\nrun = x\njunit = out/../../etc/x\n",
+		   "recipe.ini:3: bad value for 'junit' in [task:a]: 'out/../../etc/x' is not a path under /io/out "
+		   "(e.g. out/junit-a.xml)");
+	expect_err("[task:a]\nrun = x\n\n[task:b]\nrun = y\n[task:a]\nrun = z\n",
+		   "recipe.ini:6: duplicate task 'a' (first defined at line 1)");
+	expect_err("[task:a]\nrun = x\nrun = y\n", "recipe.ini:3: duplicate key 'run' in [task:a]");
+	expect_err("[recipe]\nname = x\n[recipe]\n", "recipe.ini:3: duplicate section [recipe] (first at line 1)");
+	expect_err("[recipe]\nname = x\n\n[task:a]\ntimeout = 5\n", "recipe.ini:4: [task:a] has no 'run'");
+	expect_err("[task:a]\n", "recipe.ini:1: [task:a] has no 'run'");
+	expect_err("[task:a]\nrun = x\nneeds = b\n", "recipe.ini:3: [task:a] needs unknown task 'b'");
+	expect_err("[recipe]\nname = x\n", "recipe.ini: empty recipe: no [task:NAME] section");
+	expect_err("", "recipe.ini: empty recipe: no [task:NAME] section");
+	expect_err("run = x\n", "recipe.ini:1: key 'run' outside a section (start with [recipe] or [task:NAME])");
+	expect_err("[task:a]\nrun = x\njust words\n",
+		   "recipe.ini:3: expected 'key = value', '[section]' or a comment");
+	expect_err("[task:a\nrun = x\n", "recipe.ini:1: section header without ']'");
+	expect_err("[task:a b]\nrun = x\n",
+		   "recipe.ini:1: bad task name 'a b' in [task:a b] (letters, digits, '.', '_', '-'; at most 64)");
+	expect_err("[task:../x]\nrun = x\n",
+		   "recipe.ini:1: bad task name '../x' in [task:../x] (letters, digits, '.', '_', '-'; at most 64)");
+	expect_err("[task:a]\nrun = x\ntimeout = 5\n  6\n",
+		   "recipe.ini:4: 'timeout' in [task:a] takes a single line (indented line continues it)");
+	expect_err("[task:a]\nrun = echo {nope}\n",
+		   "recipe.ini:2: unknown placeholder {nope} (known: {dist} {name} {version} {requirement} "
+		   "{module}; write {{ for a literal brace) in 'run' of [task:a]");
+	expect_err("[task:a]\nrun = x\nenv = A={bad}\n",
+		   "recipe.ini:3: unknown placeholder {bad} (known: {dist} {name} {version} {requirement} "
+		   "{module}; write {{ for a literal brace) in 'env' of [task:a]");
+	expect_err("[task:a]\nrun =\n", "recipe.ini:2: empty 'run' in [task:a]");
+}
+
+static void test_nul_and_long_lines(void **state)
+{
+	(void)state;
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	const char text[] = "[task:a]\nrun = a\0b\n";
+	assert_int_equal(recipe_load_buffer("recipe.ini", text, sizeof text - 1, &r, &err), -1);
+	assert_string_equal(err.msg, "recipe.ini:2: NUL byte in recipe");
+
+	/* a long line within the limit is kept whole (inih's default limit is 200 bytes) */
+	size_t n = 20000;
+	char *big = xmalloc(n + 64);
+	int off = sprintf(big, "[task:a]\nrun = ");
+	memset(big + off, 'x', n);
+	strcpy(big + off + n, "\n");
+	assert_int_equal(recipe_load_buffer("recipe.ini", big, strlen(big), &r, &err), 0);
+	assert_int_equal(strlen(r->tasks[0].run), n);
+	recipe_free(r);
+	free(big);
+
+	n = 70000;
+	big = xmalloc(n + 64);
+	off = sprintf(big, "[task:a]\nrun = ");
+	memset(big + off, 'x', n);
+	strcpy(big + off + n, "\n");
+	assert_int_equal(recipe_load_buffer("recipe.ini", big, strlen(big), &r, &err), -1);
+	assert_string_equal(err.msg, "recipe.ini:2: line too long (more than 65533 bytes)");
+	free(big);
+
+	/* long section names are not truncated (inih keeps 50 bytes of them) */
+	const char *lt = "[task:a-very-long-task-name-that-goes-past-fifty-bytes-xyz]\nrun = x\ntimout = 1\n";
+	assert_int_equal(recipe_load_buffer("recipe.ini", lt, strlen(lt), &r, &err), -1);
+	assert_string_equal(err.msg, "recipe.ini:3: unknown key 'timout' in "
+				     "[task:a-very-long-task-name-that-goes-past-fifty-bytes-xyz]");
+}
+
+static void test_cycles(void **state)
+{
+	(void)state;
+	expect_err("[task:a]\nrun = x\nneeds = a\n", "recipe.ini:1: dependency cycle: a -> a");
+	expect_err("[task:a]\nrun = x\nneeds = b\n[task:b]\nrun = x\nneeds = c\n[task:c]\nrun = x\nneeds = a\n",
+		   "recipe.ini:1: dependency cycle: a -> b -> c -> a");
+	/* the cycle is reported without the task that merely leads into it */
+	expect_err("[task:z]\nrun = x\nneeds = a\n[task:a]\nrun = x\nneeds = b\n[task:b]\nrun = x\nneeds = a\n",
+		   "recipe.ini:4: dependency cycle: a -> b -> a");
+}
+
+static void test_order(void **state)
+{
+	(void)state;
+	struct recipe *r = load_ok("[task:report]\nrun = r\nneeds = test, lint\n"
+				   "[task:test]\nrun = t\nneeds = install\n"
+				   "[task:lint]\nrun = l\n"
+				   "[task:install]\nrun = i\n"
+				   "[task:docs]\nrun = d\nneeds = install,install\n");
+	const char *want[] = {"lint", "install", "test", "report", "docs"};
+	assert_int_equal(r->n_tasks, 5);
+	for (size_t i = 0; i < 5; i++)
+		assert_string_equal(r->tasks[i].name, want[i]);
+	/* every need comes first */
+	for (size_t i = 0; i < r->n_tasks; i++)
+		for (size_t k = 0; k < r->tasks[i].n_needs; k++) {
+			const struct recipe_task *d = recipe_find_task(r, r->tasks[i].needs[k]);
+			assert_non_null(d);
+			assert_true(d < &r->tasks[i]);
+		}
+	assert_int_equal(recipe_find_task(r, "docs")->n_needs, 1); /* duplicates dropped */
+	assert_null(recipe_find_task(r, "nope"));
+	recipe_free(r);
+}
+
+static void test_builtin_default(void **state)
+{
+	(void)state;
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	assert_int_equal(recipe_builtin("default", &r, &err), 0);
+	assert_string_equal(r->name, "default");
+	assert_int_equal(r->n_requires, 1);
+	assert_string_equal(r->requires[0], "pytest");
+	assert_int_equal(r->n_tasks, 3);
+	assert_string_equal(r->tasks[0].name, "install");
+	assert_string_equal(r->tasks[1].name, "import");
+	assert_string_equal(r->tasks[2].name, "test");
+	const struct recipe_task *t = &r->tasks[2];
+	assert_string_equal(t->cwd, "/io/src");
+	assert_string_equal(t->junit, "out/junit-test.xml");
+	assert_int_equal(t->timeout, 900);
+	assert_int_equal(t->no_output_timeout, 300);
+	assert_int_equal(t->memory, 2ULL << 30);
+	assert_int_equal(t->n_needs, 1);
+	assert_string_equal(t->needs[0], "install");
+	assert_non_null(strstr(t->run, "pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml"));
+	assert_non_null(strstr(r->tasks[0].run, "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv"));
+	assert_non_null(strstr(r->tasks[0].run, "--no-index --find-links /io/wheels '{requirement}'"));
+	recipe_free(r);
+
+	assert_int_equal(recipe_load("default", &r, &err), 0);
+	recipe_free(r);
+	assert_int_equal(recipe_builtin("nope", &r, &err), -1);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	assert_int_equal(recipe_load("./missing.ini", &r, &err), -1);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	assert_string_equal(recipe_builtin_names()[0], "default");
+	assert_null(recipe_builtin_names()[1]);
+}
+
+static void test_load_file(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/pyti-test-recipe-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	_cleanup_free_ char *path = xasprintf("%s/recipe.ini", dir);
+	const char *text = "[task:test]\nrun = x\ntimout = 5\n";
+	struct pyti_err err = {0};
+	assert_int_equal(write_file_atomic(path, text, strlen(text), 0644, &err), 0);
+	struct recipe *r = NULL;
+	assert_int_equal(recipe_load_file(path, &r, &err), -1);
+	_cleanup_free_ char *want = xasprintf("%s:3: unknown key 'timout' in [task:test]", path);
+	assert_string_equal(err.msg, want);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	assert_int_equal(rm_rf(dir, &err), 0);
+}
+
+static void test_expand(void **state)
+{
+	(void)state;
+	const char *extras[] = {"test", "socks"};
+	const char *mods[] = {"six", "foo.bar"};
+	struct recipe_vars v = {.dist = "six==1.17.0", .name = "six", .version = "1.17.0", .extras = extras,
+				.n_extras = 2, .modules = mods, .n_modules = 2};
+	struct pyti_err err = {0};
+	char *out = NULL;
+	assert_int_equal(recipe_expand("pip install '{requirement}' # {dist} {name} {version}", &v, &out, &err), 0);
+	assert_string_equal(out, "pip install 'six[test,socks]==1.17.0' # six==1.17.0 six 1.17.0");
+	free(out);
+	assert_int_equal(recipe_expand("python -c 'import {module}'", &v, &out, &err), 0);
+	assert_string_equal(out, "python -c 'import six, foo.bar'");
+	free(out);
+	assert_int_equal(recipe_expand("{{literal}} ${HOME} { x } {a,b} }", &v, &out, &err), 0);
+	assert_string_equal(out, "{literal} ${HOME} { x } {a,b} }");
+	free(out);
+
+	v.n_extras = 0;
+	v.version = NULL;
+	assert_int_equal(recipe_expand("{requirement}", &v, &out, &err), 0);
+	assert_string_equal(out, "six");
+	free(out);
+	assert_int_equal(recipe_expand("{version}", &v, &out, &err), -1);
+
+	/* hostile metadata never reaches the shell */
+	v.name = "six;rm -rf /";
+	assert_int_equal(recipe_expand("{name}", &v, &out, &err), -1);
+	assert_string_equal(err.msg, "{name}: invalid project name 'six;rm -rf /'");
+	v.name = "six";
+	v.version = "1.0$(id)";
+	assert_int_equal(recipe_expand("{requirement}", &v, &out, &err), -1);
+	const char *bad_mods[] = {"os; import shutil"};
+	v.modules = bad_mods;
+	v.n_modules = 1;
+	assert_int_equal(recipe_expand("{module}", &v, &out, &err), -1);
+	v.n_modules = 0;
+	assert_int_equal(recipe_expand("{module}", &v, &out, &err), -1);
+	assert_string_equal(err.msg, "{module}: no importable top-level module known for this distribution");
+	v.dist = "x'y";
+	assert_int_equal(recipe_expand("{dist}", &v, &out, &err), -1);
+	v.requirement = "six>=1";
+	assert_int_equal(recipe_expand("{requirement}", &v, &out, &err), 0);
+	assert_string_equal(out, "six>=1");
+	free(out);
+	assert_int_equal(recipe_expand("{what}", &v, &out, &err), -1);
+}
+
+static void test_job_tasks(void **state)
+{
+	(void)state;
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	assert_int_equal(recipe_builtin("default", &r, &err), 0);
+	const char *mods[] = {"six"};
+	struct recipe_vars v = {.dist = "six==1.17.0", .name = "six", .version = "1.17.0", .modules = mods,
+				.n_modules = 1};
+	json_t *tasks = recipe_to_job_tasks(r, &v, &err);
+	if (!tasks)
+		fail_msg("%s", err.msg);
+	assert_true(json_is_array(tasks));
+	assert_int_equal(json_array_size(tasks), 3);
+
+	json_t *inst = json_array_get(tasks, 0);
+	assert_string_equal(pj_str(inst, "name", ""), "install");
+	assert_non_null(strstr(pj_str(inst, "run", ""), "--find-links /io/wheels 'six==1.17.0'"));
+	assert_int_equal(json_array_size(json_object_get(inst, "needs")), 0);
+	assert_string_equal(pj_str(inst, "cwd", ""), "/io");
+	assert_true(json_is_object(json_object_get(inst, "env")));
+	assert_int_equal(pj_int(inst, "timeout", -1), 600);
+	assert_int_equal(pj_int(inst, "output_limit", -1), 16777216);
+	assert_true(json_is_null(json_object_get(inst, "junit")));
+	assert_int_equal(json_object_size(inst), 11);
+
+	json_t *imp = json_array_get(tasks, 1);
+	assert_string_equal(pj_str(imp, "run", ""), "/tmp/pyti-venv/bin/python -c 'import six'");
+	assert_string_equal(pj_str(imp, "cwd", ""), "/tmp");
+
+	json_t *test = json_array_get(tasks, 2);
+	assert_string_equal(pj_str(test, "name", ""), "test");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(test, "needs"), 0)), "install");
+	assert_string_equal(pj_str(test, "junit", ""), "out/junit-test.xml");
+	assert_int_equal(pj_int(test, "memory", -1), 2LL << 30);
+	assert_int_equal(pj_int(test, "no_output_timeout", -1), 300);
+	assert_int_equal(pj_int(test, "pids", -1), 0);
+	json_decref(tasks);
+	recipe_free(r);
+
+	/* env values are expanded, keys kept in order */
+	r = load_ok("[task:a]\nrun = echo {name}\nenv = PKG={name}\n  V={version}\ncwd = /io/{name}\n");
+	tasks = recipe_to_job_tasks(r, &v, &err);
+	assert_non_null(tasks);
+	json_t *a = json_array_get(tasks, 0);
+	assert_string_equal(pj_str(a, "run", ""), "echo six");
+	assert_string_equal(pj_str(a, "cwd", ""), "/io/six");
+	assert_string_equal(pj_str(json_object_get(a, "env"), "PKG", ""), "six");
+	assert_string_equal(pj_str(json_object_get(a, "env"), "V", ""), "1.17.0");
+	json_decref(tasks);
+
+	/* an expansion error names the recipe and task */
+	v.name = "bad name";
+	assert_null(recipe_to_job_tasks(r, &v, &err));
+	assert_string_equal(err.msg, "recipe.ini: [task:a]: {name}: invalid project name 'bad name'");
+	recipe_free(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_full),    cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_values),        cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_nul_and_long_lines), cmocka_unit_test(test_cycles),
+		cmocka_unit_test(test_order),         cmocka_unit_test(test_builtin_default),
+		cmocka_unit_test(test_load_file),     cmocka_unit_test(test_expand),
+		cmocka_unit_test(test_job_tasks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
