@@ -357,6 +357,7 @@ struct proc_run_state {
 	struct proc_tree tree;
 	pid_t child;
 	bool child_reaped;
+	double reaped_at;
 	int status;
 	double ru_user, ru_sys;
 	long ru_maxrss;
@@ -383,6 +384,7 @@ static void proc_reap(struct proc_run_state *st)
 		if (w < 0 && errno == ECHILD && !st->child_reaped) {
 			/* SIGCHLD ignored by our caller: the kernel reaped it, status unknown. */
 			st->child_reaped = true;
+			st->reaped_at = now_mono();
 			st->status = W_EXITCODE(255, 0);
 		}
 		if (w <= 0)
@@ -390,6 +392,7 @@ static void proc_reap(struct proc_run_state *st)
 		fold_rusage(st, &ru);
 		if (w == st->child) {
 			st->child_reaped = true;
+			st->reaped_at = now_mono();
 			st->status = status;
 		}
 		if (!st->tree.reaper)
@@ -631,7 +634,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 			spec->on_heartbeat(spec->arg, now - start, o.total);
 			next_hb = now + spec->heartbeat_s;
 		}
-		if (st.child_reaped && rfd >= 0 && now >= drain_until)
+		if (st.child_reaped && rfd >= 0 && drain_until > 0 && now >= drain_until)
 			close(pyti_steal_fd(&rfd)); /* a writer escaped the tree: stop waiting for EOF */
 		if (rfd < 0 && st.child_reaped)
 			break;
@@ -683,10 +686,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				break;
 			}
 		}
-		bool was = st.child_reaped;
 		proc_reap(&st);
-		if (st.child_reaped && !was) {
-			res->wall_s = now_mono() - start;
+		if (st.child_reaped && drain_until == 0) {
 			proc_kill_tree(&st); /* leftovers of a finished command */
 			drain_until = now_mono() + PROC_DRAIN_S;
 		}
@@ -700,8 +701,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 			fold_rusage(&st, &ru);
 			st.status = status;
 		}
-		res->wall_s = now_mono() - start;
+		st.reaped_at = now_mono();
 	}
+	res->wall_s = st.reaped_at - start;
 	proc_kill_tree(&st);
 	free(chunk);
 

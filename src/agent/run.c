@@ -1,0 +1,187 @@
+/* agent: running a job — tasks in order under proc_run, logs, results.json, events. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "agent.h"
+
+void agent_emit(int fd, const json_t *ev)
+{
+	_cleanup_free_ char *line = agent_event_line(ev);
+	size_t n = strlen(line), done = 0;
+	while (done < n) {
+		ssize_t w = write(fd, line + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		done += (size_t)w;
+	}
+}
+
+struct agent_hb {
+	int fd;
+	const char *task;
+};
+
+static void agent_on_heartbeat(void *arg, double wall_s, uint64_t output_bytes)
+{
+	struct agent_hb *hb = arg;
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:s, s:f, s:I}", "event", "heartbeat", "task", hb->task,
+					      "wall_s", (double)(long long)(wall_s * 10) / 10, "output_bytes",
+					      (json_int_t)output_bytes);
+	agent_emit(hb->fd, ev);
+}
+
+/* After a task: nothing it started may survive into the next one. As PID 1 everything else in the
+ * namespace (or guest) is the task's; otherwise proc_run already killed our descendants (we are a
+ * subreaper) and only zombies may remain. */
+static void agent_sweep(bool pid1)
+{
+	if (pid1)
+		kill(-1, SIGKILL);
+	double until = now_mono() + 5;
+	for (;;) {
+		pid_t w = waitpid(-1, NULL, WNOHANG | __WALL);
+		if (w > 0)
+			continue;
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 || !pid1 || now_mono() > until)
+			return; /* ECHILD: nobody left */
+		struct timespec ts = {0, 2000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int agent_write_results(const char *path, const json_t *results, struct pyti_err *err)
+{
+	_cleanup_free_ char *s = json_dumps(results, JSON_INDENT(2) | JSON_REAL_PRECISION(12));
+	if (!s)
+		return pyti_err_set(err, ENOMEM, "serialise %s", path);
+	size_t n = strlen(s);
+	s[n] = '\n';
+	return write_file_atomic(path, s, n + 1, 0644, err);
+}
+
+/* Run one task that is allowed to run; returns its result object. */
+static json_t *agent_run_task(const struct agent_opts *opts, const struct agent_job *job,
+			      const struct agent_task *t, enum agent_status *st, enum pyti_fclass *fc)
+{
+	double started = now_wall();
+	char **envp = agent_envp(job->env, t->env);
+	const char *home = agent_envp_get(envp, "HOME");
+	if (home && strncmp(home, "/tmp/", 5) == 0 && !path_exists(home))
+		mkdir_p(home, 0755, NULL); /* failure shows up in the task itself */
+	_cleanup_free_ char *log_rel = xasprintf("out/logs/%s.log", t->name);
+	_cleanup_free_ char *log_path = xasprintf("%s/%s", opts->io_dir, log_rel);
+	char *argv[] = {"/bin/sh", "-c", (char *)t->run, NULL};
+	struct agent_hb hb = {opts->event_fd, t->name};
+	struct proc_spec spec = {
+		.argv = argv,
+		.envp = envp,
+		.cwd = t->cwd ? t->cwd : opts->io_dir,
+		.lim = t->lim,
+		.log_path = log_path,
+		.on_heartbeat = agent_on_heartbeat,
+		.heartbeat_s = job->heartbeat_s,
+		.arg = &hb,
+	};
+	struct proc_result res;
+	struct pyti_err err = {0};
+	json_t *o;
+	if (proc_run(&spec, &res, &err) < 0) {
+		*st = AGENT_FAILED;
+		*fc = PYTI_FC_INFRA;
+		_cleanup_free_ char *msg = xasprintf("pyti-agent: cannot start task %s: %s\n", t->name,
+						     pyti_err_str(&err));
+		/* Leave the reason in the log as well, where people look first. */
+		write_file_atomic(log_path, msg, strlen(msg), 0644, NULL);
+		o = agent_task_result(t->name, *st, *fc, NULL, msg, started, log_rel);
+	} else {
+		*st = agent_task_status(&res);
+		*fc = res.fclass;
+		o = agent_task_result(t->name, *st, *fc, &res, NULL, started, log_rel);
+		proc_result_free(&res);
+	}
+	agent_envp_free(envp);
+	return o;
+}
+
+int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *err)
+{
+	*passed = false;
+	double t0 = now_mono(), started = now_wall();
+	_cleanup_free_ char *job_path = xasprintf("%s/job.json", opts->io_dir);
+	_cleanup_free_ char *out_dir = xasprintf("%s/out", opts->io_dir);
+	_cleanup_free_ char *logs_dir = xasprintf("%s/out/logs", opts->io_dir);
+	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", opts->io_dir);
+	struct agent_job job;
+	if (agent_job_load(job_path, &job, err) < 0) {
+		agent_job_free(&job);
+		return -1;
+	}
+	_cleanup_free_ enum agent_status *status = xcalloc(job.n_tasks ? job.n_tasks : 1, sizeof *status);
+	_cleanup_json_ json_t *tasks = json_array();
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:s?, s:I}", "event", "job_start", "job", job.job, "tasks",
+					      (json_int_t)job.n_tasks);
+	agent_emit(opts->event_fd, ev);
+	bool all = true;
+	int rc = 0;
+	for (size_t i = 0; i < job.n_tasks; i++) {
+		const struct agent_task *t = &job.tasks[i];
+		if (mkdir_p(logs_dir, 0755, err) < 0) {
+			rc = -1;
+			break;
+		}
+		enum pyti_fclass fc = PYTI_FC_NONE;
+		json_t *o;
+		const char *unmet = agent_needs_unmet(&job, i, status);
+		if (unmet) {
+			status[i] = AGENT_SKIPPED;
+			fc = PYTI_FC_DEPENDSON;
+			_cleanup_free_ char *why = xasprintf("skipped: needs %s, which did not pass\n", unmet);
+			o = agent_task_result(t->name, status[i], fc, NULL, why, now_wall(), NULL);
+		} else {
+			json_decref(ev);
+			ev = json_pack("{s:s, s:s, s:I, s:I}", "event", "task_start", "task", t->name, "i",
+				       (json_int_t)(i + 1), "n", (json_int_t)job.n_tasks);
+			agent_emit(opts->event_fd, ev);
+			o = agent_run_task(opts, &job, t, &status[i], &fc);
+			agent_sweep(opts->pid1);
+		}
+		if (status[i] != AGENT_PASSED)
+			all = false;
+		json_array_append_new(tasks, o);
+		json_decref(ev);
+		ev = json_pack("{s:s, s:s, s:s, s:O, s:O}", "event", "task_end", "task", t->name, "status",
+			       agent_status_name(status[i]), "wall_s", json_object_get(o, "wall_s"),
+			       "failure_class", json_object_get(o, "failure_class"));
+		agent_emit(opts->event_fd, ev);
+		/* Partial results after each task: if the guest dies, the host still learns how far it got. */
+		if (i + 1 < job.n_tasks) {
+			_cleanup_json_ json_t *partial = agent_results(&job, tasks, "running", now_mono() - t0, started);
+			agent_write_results(res_path, partial, NULL);
+		}
+	}
+	if (rc == 0 && mkdir_p(out_dir, 0755, err) < 0)
+		rc = -1;
+	if (rc == 0) {
+		_cleanup_json_ json_t *results =
+			agent_results(&job, tasks, all ? "passed" : "failed", now_mono() - t0, started);
+		rc = agent_write_results(res_path, results, err);
+	}
+	if (rc == 0) {
+		*passed = all;
+		if (opts->emit_job_end) {
+			json_decref(ev);
+			ev = json_pack("{s:s, s:s}", "event", "job_end", "status", all ? "passed" : "failed");
+			agent_emit(opts->event_fd, ev);
+		}
+	}
+	agent_job_free(&job);
+	return rc;
+}

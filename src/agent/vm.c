@@ -1,0 +1,231 @@
+/* agent --vm: the VM guest's PID 1.
+ *
+ * Protocol with the host (the vm backend), all on the serial console (default /dev/ttyS0), one line
+ * each, anything not starting with "@pyti " is to be ignored by the host:
+ *
+ *   1. boot: mount /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /tmp and /run (tmpfs) unless
+ *      already mounted; bring up the loopback interface; open the console (raw, no echo).
+ *   2. print  @pyti {"event":"ready"}           <- the warm-snapshot point: nothing of the job has
+ *                                                  been read yet; the host may save the VM here.
+ *   3. wait for a line "go" or "go EPOCH"       -> EPOCH (unix seconds, may have a fraction) sets the
+ *      guest clock, which is stale after a snapshot restore; other lines are ignored.
+ *   4. flush the block cache of the I/O device (default /dev/vdb; the disk may have been swapped
+ *      while the VM was saved), mount it as ext4 at /io, run /io/job.json exactly as the ns backend
+ *      does (events job_start, task_start, heartbeat, task_end on the console).
+ *   5. sync, unmount /io, then print  @pyti {"event":"job_end","status":"passed"|"failed"}:
+ *      once job_end is seen, the I/O disk is clean and complete.
+ *   6. power off (reboot(RB_POWER_OFF)); the domain needs <features><acpi/></features>.
+ *
+ * On any error: print @pyti {"event":"error","message":"…"} and power off all the same. PID 1 never
+ * exits (an exiting init panics the kernel): after requesting power-off it sleeps forever.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <net/if.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+
+#include "agent.h"
+
+static int vm_console = 2;
+
+static void vm_event_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void vm_event_error(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	_cleanup_json_ json_t *ev = json_object();
+	json_object_set_new(ev, "event", json_string("error"));
+	json_object_set_new(ev, "message", pj_string_lossy(msg, strlen(msg)));
+	agent_emit(vm_console, ev);
+}
+
+static __attribute__((noreturn)) void vm_power_off(void)
+{
+	sync();
+	tcdrain(vm_console);
+	reboot(RB_POWER_OFF);
+	for (;;)
+		pause();
+}
+
+/* Already a mount point when it lives on another device than its parent. */
+static bool vm_is_mounted(const char *dir)
+{
+	struct stat a, b;
+	_cleanup_free_ char *parent = xasprintf("%s/..", dir);
+	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static int vm_mount(const char *src, const char *dir, const char *type, unsigned long flags,
+		    const char *data)
+{
+	mkdir(dir, 0755);
+	if (vm_is_mounted(dir))
+		return 0;
+	if (mount(src, dir, type, flags, data) < 0) {
+		vm_event_error("mount %s on %s: %s", type, dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void vm_loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	struct ifreq ifr = {0};
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+}
+
+static int vm_open_console(const char *console)
+{
+	int fd = open(console, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct termios tio;
+	if (tcgetattr(fd, &tio) == 0) {
+		cfmakeraw(&tio);
+		tio.c_oflag |= OPOST | ONLCR; /* keep "\r\n" on output, like any console */
+		tcsetattr(fd, TCSANOW, &tio);
+	}
+	/* Stray messages (ours, or of anything that writes to fd 1/2) go to the console too. */
+	dup2(fd, 1);
+	dup2(fd, 2);
+	return fd;
+}
+
+/* Block until "go" or "go EPOCH". */
+static void vm_wait_go(void)
+{
+	char line[128];
+	size_t n = 0;
+	for (;;) {
+		char c;
+		ssize_t r = read(vm_console, &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			struct timespec ts = {0, 100000000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (c != '\n' && c != '\r') {
+			if (n < sizeof line - 1)
+				line[n++] = c;
+			continue;
+		}
+		line[n] = '\0';
+		n = 0;
+		if (strncmp(line, "go", 2) != 0 || (line[2] != '\0' && line[2] != ' '))
+			continue;
+		char *end;
+		double epoch = strtod(line + 2, &end);
+		if (end != line + 2 && epoch > 1e9) {
+			struct timespec ts = {(time_t)epoch, (long)((epoch - (double)(time_t)epoch) * 1e9)};
+			clock_settime(CLOCK_REALTIME, &ts);
+		}
+		return;
+	}
+}
+
+static int vm_mount_io(const char *dev)
+{
+	mkdir("/io", 0755);
+	/* The disk behind dev may have been swapped while the VM was saved: forget cached blocks. */
+	int fd = -1;
+	for (int i = 0; i < 100 && fd < 0; i++) {
+		fd = open(dev, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			struct timespec ts = {0, 100000000}; /* wait for the device node, up to 10 s */
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (fd < 0) {
+		vm_event_error("open I/O device %s: %s", dev, strerror(errno));
+		return -1;
+	}
+	ioctl(fd, BLKFLSBUF, 0);
+	close(fd);
+	if (mount(dev, "/io", "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "") < 0) {
+		vm_event_error("mount %s on /io: %s", dev, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void vm_umount_io(void)
+{
+	sync();
+	for (int i = 0; i < 3; i++) {
+		if (umount("/io") == 0)
+			return;
+		kill(-1, SIGKILL); /* something still holds it */
+		while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
+			;
+		struct timespec ts = {0, 100000000};
+		nanosleep(&ts, NULL);
+	}
+	/* Last resort: at least leave the file system clean. */
+	if (mount(NULL, "/io", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		vm_event_error("umount /io: %s", strerror(errno));
+}
+
+void agent_vm_main(const char *io_dev, const char *console)
+{
+	signal(SIGPIPE, SIG_IGN);
+	vm_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	vm_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	vm_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	int fd = vm_open_console(console);
+	if (fd >= 0)
+		vm_console = fd;
+	vm_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
+	vm_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	vm_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	vm_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	if (fd < 0)
+		vm_event_error("open console %s: %s", console, strerror(errno));
+	vm_loopback_up();
+
+	_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "ready");
+	agent_emit(vm_console, ev);
+	vm_wait_go();
+
+	if (vm_mount_io(io_dev) < 0)
+		vm_power_off();
+	struct agent_opts opts = {.io_dir = "/io", .event_fd = vm_console, .emit_job_end = false,
+				  .pid1 = true};
+	struct pyti_err err = {0};
+	bool passed = false;
+	int rc = agent_run_job(&opts, &passed, &err);
+	if (rc < 0)
+		vm_event_error("%s", pyti_err_str(&err));
+	vm_umount_io();
+	if (rc == 0) {
+		json_decref(ev);
+		ev = json_pack("{s:s, s:s}", "event", "job_end", "status", passed ? "passed" : "failed");
+		agent_emit(vm_console, ev);
+	}
+	vm_power_off();
+}
