@@ -1,10 +1,230 @@
-/* placeholder: replaced when the command lands */
+/* `pyti disk`: the DiskHandler from the command line (mkfs, upload, download, ls, rm). */
+#include <getopt.h>
+#include <string.h>
+#include <time.h>
+
 #include "cli.h"
+#include "disk.h"
+
+static const char *const disk_usage_text =
+	"usage: pyti disk COMMAND [ARGS]\n\n"
+	"Read and write raw ext4 images without mounting them (no root, no FUSE, no appliance).\n"
+	"Guest paths are absolute paths inside the image.\n\n"
+	"commands:\n"
+	"  mkfs IMAGE SIZE                      create an empty ext4 image (SIZE: bytes or K/M/G/T)\n"
+	"  upload IMAGE HOSTPATH GUESTPATH      copy a file or directory tree into the image\n"
+	"  download IMAGE GUESTPATH HOSTPATH    copy a file or directory tree out of the image\n"
+	"  ls [-l] [--json] IMAGE [PATH]        list a directory (default /)\n"
+	"  rm [-r] IMAGE PATH                   remove a file (or a tree with -r)\n\n"
+	"`pyti disk COMMAND --help` describes a command.\n";
+
+static const struct {
+	const char *name, *help;
+} sub_help[] = {
+	{"mkfs", "usage: pyti disk mkfs IMAGE SIZE\n\n"
+		 "Create IMAGE as a sparse raw ext4 image of SIZE bytes (suffixes K, M, G, T are powers of\n"
+		 "1024; at least 1M). An existing IMAGE is replaced.\n"},
+	{"upload", "usage: pyti disk upload IMAGE HOSTPATH GUESTPATH\n\n"
+		   "Copy HOSTPATH (a file, symlink or directory tree) to GUESTPATH in IMAGE. Missing parent\n"
+		   "directories are created; an existing directory receives a directory's contents, or a file\n"
+		   "under its own name; existing files are overwritten. Modes and mtimes are kept; owner and\n"
+		   "group become root.\n"},
+	{"download", "usage: pyti disk download [--skip-unsafe-links] IMAGE GUESTPATH HOSTPATH\n\n"
+		     "Copy GUESTPATH (a file, symlink or directory tree) from IMAGE to HOSTPATH. Nothing is\n"
+		     "written outside HOSTPATH and no host symlink is followed. A symlink in the image whose\n"
+		     "target is absolute or leaves HOSTPATH makes the download fail, unless\n"
+		     "--skip-unsafe-links is given (then it is skipped with a warning). setuid/setgid bits are\n"
+		     "dropped.\n"},
+	{"ls", "usage: pyti disk ls [-l] [--json] IMAGE [PATH]\n\n"
+	       "List the directory PATH (default /) of IMAGE, or PATH itself when it is not a directory.\n"
+	       "  -l, --long   mode, links, owner, group, size, mtime (UTC), name and symlink target\n"
+	       "  --json       a JSON array of {name,type,mode,uid,gid,nlink,size,mtime,ino[,target]}\n"},
+	{"rm", "usage: pyti disk rm [-r] IMAGE PATH\n\n"
+	       "Remove PATH from IMAGE; a directory only with -r (--recursive), with all it holds.\n"},
+};
+
+static const char *help_for(const char *sub)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(sub_help); i++)
+		if (strcmp(sub_help[i].name, sub) == 0)
+			return sub_help[i].help;
+	return NULL;
+}
+
+/* Names come from images: print control bytes escaped so they cannot drive the terminal. */
+static void put_name(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f || *p == '\\')
+			printf("\\x%02x", *p);
+		else
+			putchar(*p);
+	}
+}
+
+static void mode_string(uint32_t mode, char type, char out[11])
+{
+	out[0] = type == 'f' ? '-' : type == '?' ? '?' : type;
+	const char *rwx = "rwxrwxrwx";
+	for (int i = 0; i < 9; i++)
+		out[1 + i] = (mode & (0400u >> i)) ? rwx[i] : '-';
+	if (mode & 04000)
+		out[3] = (mode & 0100) ? 's' : 'S';
+	if (mode & 02000)
+		out[6] = (mode & 010) ? 's' : 'S';
+	if (mode & 01000)
+		out[9] = (mode & 01) ? 't' : 'T';
+	out[10] = '\0';
+}
+
+static int ls_short_cb(void *arg, const struct disk_entry *e)
+{
+	(void)arg;
+	put_name(e->name);
+	putchar('\n');
+	return 0;
+}
+
+static int ls_long_cb(void *arg, const struct disk_entry *e)
+{
+	(void)arg;
+	char m[11], when[32];
+	mode_string(e->mode, e->type, m);
+	time_t t = (time_t)e->mtime;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+	printf("%s %3u %5u %5u %10llu %s ", m, e->nlink, e->uid, e->gid, (unsigned long long)e->size, when);
+	put_name(e->name);
+	if (e->target) {
+		fputs(" -> ", stdout);
+		put_name(e->target);
+	}
+	putchar('\n');
+	return 0;
+}
+
+/* Parse sub-command options; returns -1 on a usage error (already reported), 1 for --help. */
+static int parse(int argc, char **argv, const char *sub, bool *opt_l, bool *opt_r, bool *opt_json,
+		 bool *opt_skip, int *rc)
+{
+	static const struct option opts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"long", no_argument, NULL, 'l'},
+		{"recursive", no_argument, NULL, 'r'},
+		{"json", no_argument, NULL, 'j'},
+		{"skip-unsafe-links", no_argument, NULL, 's'},
+		{0},
+	};
+	bool is_ls = strcmp(sub, "ls") == 0, is_rm = strcmp(sub, "rm") == 0, is_dl = strcmp(sub, "download") == 0;
+	int c;
+	optind = 0; /* full re-initialisation of glibc's getopt for this argv */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, is_ls ? "hl" : is_rm ? "hrR" : "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(help_for(sub), stdout);
+			*rc = 0;
+			return 1;
+		case 'l':
+			if (!is_ls)
+				goto bad;
+			*opt_l = true;
+			break;
+		case 'r':
+		case 'R':
+			if (!is_rm)
+				goto bad;
+			*opt_r = true;
+			break;
+		case 'j':
+			if (!is_ls)
+				goto bad;
+			*opt_json = true;
+			break;
+		case 's':
+			if (!is_dl)
+				goto bad;
+			*opt_skip = true;
+			break;
+		default:
+			goto bad;
+		}
+	}
+	return 0;
+bad:
+	*rc = cli_usage("disk %s: unknown option '%s'\n%s", sub, argv[optind - 1], help_for(sub));
+	return -1;
+}
 
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 {
-	(void)ctx;
-	(void)argc;
-	(void)argv;
-	return cli_usage("'disk' is not built yet");
+	if (argc < 2) {
+		fputs(disk_usage_text, stderr);
+		return PYTI_EXIT_USAGE;
+	}
+	const char *sub = argv[1];
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+		fputs(disk_usage_text, stdout);
+		return 0;
+	}
+	if (!help_for(sub))
+		return cli_usage("disk: unknown command '%s' (try 'pyti disk --help')", sub);
+	bool opt_l = false, opt_r = false, opt_json = ctx->json, opt_skip = false;
+	int rc = 0;
+	int p = parse(argc - 1, argv + 1, sub, &opt_l, &opt_r, &opt_json, &opt_skip, &rc);
+	if (p != 0)
+		return rc;
+	char **args = argv + 1 + optind;
+	int nargs = argc - 1 - optind;
+	struct pyti_err err = {0};
+
+#define NEED(lo, hi)                                                                                  \
+	do {                                                                                          \
+		if (nargs < (lo) || nargs > (hi))                                                     \
+			return cli_usage("disk %s: wrong number of arguments\n%s", sub, help_for(sub)); \
+	} while (0)
+
+	if (strcmp(sub, "mkfs") == 0) {
+		NEED(2, 2);
+		uint64_t size;
+		if (disk_parse_size(args[1], &size, &err) < 0 || disk_mkfs(args[0], size, &err) < 0)
+			return cli_fail(&err);
+		return 0;
+	}
+	if (strcmp(sub, "upload") == 0) {
+		NEED(3, 3);
+		if (disk_upload(args[0], args[1], args[2], &err) < 0)
+			return cli_fail(&err);
+		return 0;
+	}
+	if (strcmp(sub, "download") == 0) {
+		NEED(3, 3);
+		if (disk_download_flags(args[0], args[1], args[2], opt_skip ? DISK_DL_SKIP_UNSAFE_LINKS : 0, &err) < 0)
+			return cli_fail(&err);
+		return 0;
+	}
+	if (strcmp(sub, "ls") == 0) {
+		NEED(1, 2);
+		const char *path = nargs > 1 ? args[1] : "/";
+		if (opt_json) {
+			_cleanup_json_ json_t *a = NULL;
+			if (disk_ls_json(args[0], path, &a, &err) < 0)
+				return cli_fail(&err);
+			char *s = json_dumps(a, JSON_INDENT(2));
+			if (s)
+				puts(s);
+			free(s);
+			return 0;
+		}
+		if (disk_ls(args[0], path, opt_l ? ls_long_cb : ls_short_cb, NULL, &err) != 0)
+			return cli_fail(&err);
+		return 0;
+	}
+	/* rm */
+	NEED(2, 2);
+	if (disk_rm(args[0], args[1], opt_r, &err) < 0)
+		return cli_fail(&err);
+	return 0;
+#undef NEED
 }
