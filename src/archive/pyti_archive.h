@@ -40,6 +40,9 @@ struct archive_opts {
 	uint64_t max_entries; /* 0 = ARCHIVE_DEFAULT_MAX_ENTRIES */
 	double max_ratio;     /* expanded / compressed file size; 0 = ARCHIVE_DEFAULT_MAX_RATIO */
 };
+/* Initialisers: an sdist ("name-1.0/..." stripped) and a wheel (unpacked as it is). */
+#define ARCHIVE_OPTS_SDIST {.strip_top = true}
+#define ARCHIVE_OPTS_WHEEL {.strip_top = false}
 
 /* Unpack path into dest_dir (created if missing; existing content is left in place, but nothing
  * is written through existing symlinks). opts may be NULL (defaults, no stripping). On a refused

@@ -183,6 +183,16 @@ static void test_errors(void **state)
 	expect_err("[task:a]\nrun =\n", "recipe.ini:2: empty 'run' in [task:a]");
 }
 
+static char *long_run_line(size_t n)
+{
+	struct buf b = BUF_INIT(0);
+	buf_puts(&b, "[task:a]\nrun = ");
+	for (size_t i = 0; i < n; i++)
+		buf_append(&b, "x", 1);
+	buf_puts(&b, "\n");
+	return buf_steal(&b);
+}
+
 static void test_nul_and_long_lines(void **state)
 {
 	(void)state;
@@ -194,20 +204,14 @@ static void test_nul_and_long_lines(void **state)
 
 	/* a long line within the limit is kept whole (inih's default limit is 200 bytes) */
 	size_t n = 20000;
-	char *big = xmalloc(n + 64);
-	int off = sprintf(big, "[task:a]\nrun = ");
-	memset(big + off, 'x', n);
-	strcpy(big + off + n, "\n");
+	char *big = long_run_line(n);
 	assert_int_equal(recipe_load_buffer("recipe.ini", big, strlen(big), &r, &err), 0);
 	assert_int_equal(strlen(r->tasks[0].run), n);
 	recipe_free(r);
 	free(big);
 
 	n = 70000;
-	big = xmalloc(n + 64);
-	off = sprintf(big, "[task:a]\nrun = ");
-	memset(big + off, 'x', n);
-	strcpy(big + off + n, "\n");
+	big = long_run_line(n);
 	assert_int_equal(recipe_load_buffer("recipe.ini", big, strlen(big), &r, &err), -1);
 	assert_string_equal(err.msg, "recipe.ini:2: line too long (more than 65533 bytes)");
 	free(big);
