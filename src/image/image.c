@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <ftw.h>
 #include <signal.h>
 #include <string.h>
@@ -57,7 +58,14 @@ static int info_load(const char *state_dir, const char *suite, struct image_info
 {
 	*out = (struct image_info){0};
 	out->suite = xstrdup(suite);
-	out->dir = xasprintf("%s/images/%s", state_dir, suite);
+	/* Absolute paths: the sandbox and vm modules hand them to mounts and to libvirt. */
+	_cleanup_free_ char *rel = xasprintf("%s/images/%s", state_dir, suite);
+	out->dir = realpath(rel, NULL);
+	if (!out->dir) {
+		int e = errno;
+		image_info_free(out);
+		return pyti_err_set(err, e, "%s", rel);
+	}
 	out->rootfs = xasprintf("%s/rootfs", out->dir);
 	out->manifest = xasprintf("%s/manifest.json", out->dir);
 	_cleanup_json_ json_t *m = pj_load_file(out->manifest, err);
