@@ -1,0 +1,745 @@
+/* The "ns" sandbox backend: the guest agent as PID 1 of its own user, mount, pid, ipc, uts and
+ * cgroup namespaces (and a network namespace holding only "lo", unless the spec keeps the host's
+ * network for a fetch), on the image's root file system mounted read-only.
+ *
+ * Order of set-up (the child, after clone):
+ *   1. wait until the parent has written uid_map/gid_map;
+ *   2. open every host path it will bind (image root, /io, agent, devices, ro_binds) while its
+ *      credentials are still the caller's: for root that lets it traverse 0700 state directories
+ *      such as /root/.cache, which the unprivileged sandbox uid could not;
+ *   3. become uid/gid 0 of the new user namespace (the mapped, unprivileged host uid);
+ *   4. make "/" private, mount an empty tmpfs as the new root and pivot_root into it, keeping the
+ *      old root at /.old only for as long as the binds below need it;
+ *   5. fill the new root: one read-only bind per top-level entry of the image (a bind of the image
+ *      root itself would leave no place for /io), tmpfs on /tmp /run /var/tmp /dev/shm, a new
+ *      /proc, a minimal /dev of bound host device nodes, /io read-write, the agent read-only;
+ *   6. detach the old root, make the root tmpfs read-only, bring "lo" up, drop every capability,
+ *      set no_new_privs, exec the agent.
+ * Binds use open_tree(OPEN_TREE_CLONE) + mount_setattr + move_mount on the fds from step 2, so no
+ * host path is looked up after step 3. Everything lives in the private mount namespace: when the
+ * agent (PID 1) exits, the kernel kills what is left in its pid namespace and the mounts vanish. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "sandbox-ns.h"
+
+/* Sandbox uids for root callers are drawn from here, one per run, so RLIMIT_NPROC and signals
+ * never reach across runs or into host users. */
+#define NS_UID_BASE 0x50000000u
+#define NS_UID_SPAN 0x01000000u
+
+#define NS_MAX_RO_BINDS 64
+#define NS_LINE_MAX (1u << 20)   /* an event line longer than this is dropped */
+#define NS_STDERR_TAIL 4096
+
+static const char *const ns_devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+struct ns_ctx {
+	const struct sandbox_spec *spec;
+	char rootfs[4096];
+	bool setgroups_allowed;
+	int sync_fd, err_fd, out_fd, errout_fd;
+};
+
+/* ---------------------------------------------------------------- child side (no return) ---- */
+
+__attribute__((noreturn, format(printf, 3, 4))) static void child_die(const struct ns_ctx *c, int errnum,
+								       const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof msg)
+		n = sizeof msg - 1;
+	if (errnum)
+		n += snprintf(msg + n, sizeof msg - (size_t)n, ": %s", strerror(errnum));
+	if ((size_t)n >= sizeof msg)
+		n = sizeof msg - 1;
+	if (write(c->err_fd, msg, (size_t)n) < 0) {
+		/* nothing more we can do */
+	}
+	_exit(127);
+}
+
+/* Clone the mount at dirfd/name (or dirfd itself when name is "") and attach it at target. */
+static int ns_bind_at(int dirfd, const char *name, const char *target, uint64_t attrs)
+{
+	unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW;
+	if (!*name)
+		flags |= AT_EMPTY_PATH;
+	int tree = open_tree(dirfd, name, flags);
+	if (tree < 0)
+		return -1;
+	if (attrs) {
+		struct mount_attr a = {.attr_set = attrs};
+		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) < 0) {
+			int e = errno;
+			close(tree);
+			errno = e;
+			return -1;
+		}
+	}
+	int r = move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+	int e = errno;
+	close(tree);
+	errno = e;
+	return r;
+}
+
+#define NS_RO (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+static void ns_make_file(const struct ns_ctx *c, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 && errno != EEXIST)
+		child_die(c, errno, "create mount point %s", path);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void ns_mkdir(const struct ns_ctx *c, const char *path, mode_t mode)
+{
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		child_die(c, errno, "mkdir %s", path);
+}
+
+static void ns_tmpfs(const struct ns_ctx *c, const char *path, const char *opts, unsigned long flags)
+{
+	if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
+		child_die(c, errno, "mount tmpfs on %s", path);
+}
+
+static bool ns_skip(const char *name, const char *const *skip)
+{
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return true;
+	for (; skip && *skip; skip++)
+		if (!strcmp(name, *skip))
+			return true;
+	return false;
+}
+
+/* Recreate the entries of the directory srcfd under dst (a writable tmpfs): directories and files
+ * as read-only binds, symlinks as copies; anything else (device nodes, sockets) is left out. */
+static void ns_populate(const struct ns_ctx *c, int srcfd, const char *dst, const char *const *skip)
+{
+	int dfd = openat(srcfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		child_die(c, errno, "open image directory for %s", dst);
+	DIR *d = fdopendir(dfd);
+	if (!d)
+		child_die(c, errno, "fdopendir");
+	struct dirent *e;
+	char path[4096], link[4096];
+	while ((e = readdir(d))) {
+		if (ns_skip(e->d_name, skip))
+			continue;
+		struct stat st;
+		if (fstatat(srcfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", strcmp(dst, "/") ? dst : "", e->d_name);
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlinkat(srcfd, e->d_name, link, sizeof link - 1);
+			if (n < 0)
+				continue;
+			link[n] = '\0';
+			if (symlink(link, path) < 0 && errno != EEXIST)
+				child_die(c, errno, "symlink %s", path);
+		} else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+			if (S_ISDIR(st.st_mode))
+				ns_mkdir(c, path, 0755);
+			else
+				ns_make_file(c, path);
+			if (ns_bind_at(srcfd, e->d_name, path, NS_RO) < 0)
+				child_die(c, errno, "bind image %s", path);
+		}
+	}
+	closedir(d);
+}
+
+/* Make `path` (absolute, inside the new root) exist as a directory or an empty file, so that a
+ * host path can be bound there. A missing component under a read-only image directory is made
+ * by shadowing that directory: a tmpfs over it holding binds of its original entries. */
+static void ns_ensure_target(const struct ns_ctx *c, const char *path, bool dir)
+{
+	char cur[4096] = "";
+	const char *p = path;
+	while (*p == '/')
+		p++;
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		bool last = !slash || !slash[strspn(slash, "/")];
+		char parent[4096];
+		snprintf(parent, sizeof parent, "%s", *cur ? cur : "/");
+		size_t cl = strlen(cur);
+		if (cl + 1 + n >= sizeof cur)
+			child_die(c, 0, "path too long: %s", path);
+		cur[cl] = '/';
+		memcpy(cur + cl + 1, p, n);
+		cur[cl + 1 + n] = '\0';
+		struct stat st;
+		if (stat(cur, &st) < 0) {
+			for (int attempt = 0;; attempt++) {
+				int r;
+				if (last && !dir) {
+					int fd = open(cur, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+					r = fd < 0 ? -1 : 0;
+					if (fd >= 0)
+						close(fd);
+				} else {
+					r = mkdir(cur, 0755);
+				}
+				if (r == 0 || errno == EEXIST)
+					break;
+				if (errno != EROFS || attempt > 0)
+					child_die(c, errno, "create mount point %s", cur);
+				int old = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (old < 0)
+					child_die(c, errno, "open %s", parent);
+				ns_tmpfs(c, parent, "mode=0755", 0);
+				ns_populate(c, old, parent, NULL);
+				close(old);
+			}
+		}
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+}
+
+static void ns_drop_caps(const struct ns_ctx *c)
+{
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			child_die(c, errno, "drop capability %d from the bounding set", cap);
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof data);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		child_die(c, errno, "capset");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_die(c, errno, "no_new_privs");
+}
+
+static void ns_lo_up(const struct ns_ctx *c)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		child_die(c, errno, "socket");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		child_die(c, errno, "get flags of lo");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		child_die(c, errno, "bring lo up");
+	close(s);
+}
+
+static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
+{
+	int fd = open(path, O_PATH | O_CLOEXEC);
+	if (fd < 0 && must)
+		child_die(c, errno, "open %s", path);
+	return fd;
+}
+
+__attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
+{
+	const struct sandbox_spec *s = c->spec;
+	char b;
+	if (read(c->sync_fd, &b, 1) != 1)
+		_exit(127); /* the parent is gone or failed to map us */
+	close(c->sync_fd);
+
+	/* 2. host paths, while we are still the caller */
+	int root_fd = ns_open_path(c, c->rootfs, true);
+	int io_fd = ns_open_path(c, s->io_dir, true);
+	int agent_fd = ns_open_path(c, s->agent_path, true);
+	int dev_fd[ARRAY_SIZE(ns_devices)];
+	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
+		char p[64];
+		snprintf(p, sizeof p, "/dev/%s", ns_devices[i]);
+		dev_fd[i] = ns_open_path(c, p, false);
+	}
+	const char *ro_path[NS_MAX_RO_BINDS + 2];
+	int ro_fd[NS_MAX_RO_BINDS + 2];
+	size_t nro = 0;
+	if (s->network) {
+		static const char *const net_files[] = {"/etc/resolv.conf", "/etc/hosts"};
+		for (size_t i = 0; i < ARRAY_SIZE(net_files); i++) {
+			int fd = ns_open_path(c, net_files[i], false);
+			if (fd >= 0) {
+				ro_path[nro] = net_files[i];
+				ro_fd[nro++] = fd;
+			}
+		}
+	}
+	for (size_t i = 0; s->ro_binds && s->ro_binds[i]; i++) {
+		if (nro >= ARRAY_SIZE(ro_fd))
+			child_die(c, 0, "too many read-only binds");
+		if (s->ro_binds[i][0] != '/')
+			child_die(c, 0, "read-only bind %s is not an absolute path", s->ro_binds[i]);
+		ro_path[nro] = s->ro_binds[i];
+		ro_fd[nro++] = ns_open_path(c, s->ro_binds[i], true);
+	}
+
+	/* 3. root of the new user namespace = the mapped unprivileged uid */
+	if (setresgid(0, 0, 0) < 0)
+		child_die(c, errno, "setresgid");
+	if (c->setgroups_allowed && setgroups(0, NULL) < 0)
+		child_die(c, errno, "setgroups");
+	if (setresuid(0, 0, 0) < 0)
+		child_die(c, errno, "setresuid");
+	/* After the credential change, which resets it. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+
+	/* 4. private mounts, empty root */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_die(c, errno, "make / private");
+	ns_tmpfs(c, "/tmp", "mode=0755,size=1m", 0);
+	ns_mkdir(c, "/tmp/.old", 0700);
+	if (chdir("/tmp") < 0)
+		child_die(c, errno, "chdir");
+	if (syscall(SYS_pivot_root, ".", ".old") < 0)
+		child_die(c, errno, "pivot_root");
+	if (chdir("/") < 0)
+		child_die(c, errno, "chdir /");
+
+	/* 5. the image, read-only, and the writable places */
+	static const char *const own[] = {"proc", "dev", "sys", "tmp", "run", "io", ".old", NULL};
+	ns_populate(c, root_fd, "/", own);
+	ns_mkdir(c, "/tmp", 01777);
+	ns_tmpfs(c, "/tmp", "mode=1777", 0);
+	ns_mkdir(c, "/tmp/home", 0755);
+	ns_mkdir(c, "/run", 0755);
+	ns_tmpfs(c, "/run", "mode=0755", 0);
+	ns_mkdir(c, "/run/pyti", 0755);
+	ns_make_file(c, "/run/pyti/agent");
+	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
+		child_die(c, errno, "bind the agent %s", s->agent_path);
+	struct stat st;
+	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
+		ns_tmpfs(c, "/var/tmp", "mode=1777", 0);
+	ns_mkdir(c, "/sys", 0755);
+	ns_mkdir(c, "/proc", 0555);
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		child_die(c, errno, "mount /proc");
+	ns_mkdir(c, "/dev", 0755);
+	ns_tmpfs(c, "/dev", "mode=0755", MS_NOEXEC);
+	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
+		if (dev_fd[i] < 0)
+			continue;
+		char p[64];
+		snprintf(p, sizeof p, "/dev/%s", ns_devices[i]);
+		ns_make_file(c, p);
+		if (ns_bind_at(dev_fd[i], "", p, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) < 0)
+			child_die(c, errno, "bind %s", p);
+	}
+	static const char *const dev_links[][2] = {
+		{"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"},
+		{"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
+		{"pts/ptmx", "/dev/ptmx"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++)
+		if (symlink(dev_links[i][0], dev_links[i][1]) < 0)
+			child_die(c, errno, "symlink %s", dev_links[i][1]);
+	ns_mkdir(c, "/dev/shm", 01777);
+	ns_tmpfs(c, "/dev/shm", "mode=1777", 0);
+	ns_mkdir(c, "/dev/pts", 0755);
+	/* Pseudo-terminals are a nicety (a few test suites open one); go on without them. */
+	mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+	ns_mkdir(c, "/io", 0755);
+	if (ns_bind_at(io_fd, "", "/io", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
+		child_die(c, errno, "bind %s at /io", s->io_dir);
+	for (size_t i = 0; i < nro; i++) {
+		struct stat hs;
+		if (fstat(ro_fd[i], &hs) < 0)
+			child_die(c, errno, "stat %s", ro_path[i]);
+		ns_ensure_target(c, ro_path[i], S_ISDIR(hs.st_mode));
+		if (ns_bind_at(ro_fd[i], "", ro_path[i], NS_RO) < 0)
+			child_die(c, errno, "bind %s read-only", ro_path[i]);
+	}
+
+	/* 6. seal */
+	if (umount2("/.old", MNT_DETACH) < 0)
+		child_die(c, errno, "detach the host root");
+	rmdir("/.old");
+	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof ro) < 0)
+		child_die(c, errno, "make / read-only");
+	if (!s->network)
+		ns_lo_up(c);
+	sethostname("pyti", 4);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		child_die(c, errno, "open /dev/null");
+	if (dup2(null, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->errout_fd, 2) < 0)
+		child_die(c, errno, "dup2");
+	ns_drop_caps(c);
+	char *const argv[] = {"/run/pyti/agent", "--io", "/io", NULL};
+	char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp/home", "LANG=C.UTF-8",
+			      "TMPDIR=/tmp", NULL};
+	execve(argv[0], argv, envp);
+	child_die(c, errno, "exec the agent");
+}
+
+/* ---------------------------------------------------------------- parent side ---- */
+
+static int ns_write_file(const char *path, const char *data, struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "open %s", path);
+	size_t n = strlen(data);
+	if (write(fd, data, n) != (ssize_t)n)
+		return pyti_err_set(err, errno, "write %s", path);
+	return 0;
+}
+
+static int ns_write_maps(pid_t pid, uid_t uid, gid_t gid, bool privileged, struct pyti_err *err)
+{
+	char path[64], map[64];
+	if (!privileged) {
+		snprintf(path, sizeof path, "/proc/%d/setgroups", (int)pid);
+		if (ns_write_file(path, "deny", err) < 0)
+			return -1;
+	}
+	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
+	if (ns_write_file(path, map, err) < 0)
+		return -1;
+	snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
+	return ns_write_file(path, map, err);
+}
+
+/* Hand the I/O directory to the sandbox uid (restore = false) or back to the caller (restore =
+ * true). Files with more than one link are left alone: they are hard links into pyti's shared
+ * cache and must stay read-only for the sandbox. On the way back set-id bits are cleared. */
+static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool restore, int depth,
+			 struct pyti_err *err)
+{
+	if (depth > 256)
+		return pyti_err_set(err, 0, "I/O directory nested too deeply");
+	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return pyti_err_set(err, errno, "open I/O directory");
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return pyti_err_set(err, errno, "fdopendir");
+	}
+	int rc = 0;
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				rc = ns_chown_tree(sub, from, uid, gid, restore, depth + 1, err);
+				close(sub);
+			}
+		}
+		if (restore ? st.st_uid != from : (S_ISREG(st.st_mode) && st.st_nlink > 1))
+			continue;
+		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
+			fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, bool restore,
+		       struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(io_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "open %s", io_dir);
+	if (ns_chown_tree(fd, from, uid, gid, restore, 0, err) < 0)
+		return -1;
+	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
+		return pyti_err_set(err, errno, "chown %s", io_dir);
+	return 0;
+}
+
+struct ns_stream {
+	int fd;
+	struct buf b;
+};
+
+/* Hand each complete "@pyti {…}" line to on_event (sandbox.c's shared parser); at EOF a last line
+ * without its newline counts too. */
+static void ns_events(const struct sandbox_spec *s, struct ns_stream *st, bool flush)
+{
+	if (flush && st->b.len && st->b.data[st->b.len - 1] != '\n')
+		buf_append(&st->b, "\n", 1);
+	size_t used = sandbox_parse_events(st->b.data ? st->b.data : "", st->b.len, s->on_event, s->arg);
+	if (used) {
+		memmove(st->b.data, st->b.data + used, st->b.len - used);
+		st->b.len -= used;
+		st->b.data[st->b.len] = '\0';
+	}
+	if (st->b.len >= NS_LINE_MAX - 1) /* an endless line: drop it */
+		buf_reset(&st->b);
+}
+
+static void ns_tail_keep(struct buf *tail, const char *p, size_t n)
+{
+	if (n >= NS_STDERR_TAIL) {
+		buf_reset(tail);
+		buf_append(tail, p + n - NS_STDERR_TAIL, NS_STDERR_TAIL);
+		return;
+	}
+	if (tail->len + n > NS_STDERR_TAIL) {
+		size_t drop = tail->len + n - NS_STDERR_TAIL;
+		memmove(tail->data, tail->data + drop, tail->len - drop);
+		tail->len -= drop;
+	}
+	buf_append(tail, p, n);
+}
+
+static uid_t ns_pick_uid(void)
+{
+	uint32_t r = 0;
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		r = (uint32_t)getpid() * 2654435761u ^ (uint32_t)(now_mono() * 1e6);
+	return (uid_t)(NS_UID_BASE + r % NS_UID_SPAN);
+}
+
+static void ns_close(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
+{
+	double t0 = now_mono();
+	memset(res, 0, sizeof *res);
+	res->agent_status = -1;
+	struct ns_ctx c = {.spec = spec, .sync_fd = -1, .err_fd = -1, .out_fd = -1, .errout_fd = -1};
+	if (!spec->image_dir || !spec->io_dir || !spec->agent_path)
+		return pyti_err_set(err, 0, "ns sandbox: image_dir, io_dir and agent_path are required");
+	snprintf(c.rootfs, sizeof c.rootfs, "%s/rootfs", spec->image_dir);
+	if (!path_is_dir(c.rootfs))
+		return pyti_err_set(err, 0, "ns sandbox: no image root file system at %s", c.rootfs);
+	if (!path_is_dir(spec->io_dir))
+		return pyti_err_set(err, 0, "ns sandbox: I/O directory %s does not exist", spec->io_dir);
+	if (access(spec->agent_path, X_OK) < 0)
+		return pyti_err_set(err, errno, "ns sandbox: agent %s", spec->agent_path);
+
+	bool privileged = geteuid() == 0;
+	uid_t uid = privileged ? ns_pick_uid() : geteuid();
+	gid_t gid = privileged ? (gid_t)uid : getegid();
+	c.setgroups_allowed = privileged;
+	if (privileged && ns_chown_io(spec->io_dir, 0, uid, gid, false, err) < 0)
+		return pyti_err_prefix(err, "ns sandbox: hand the I/O directory to the sandbox");
+
+	int syncp[2], errp[2], outp[2], errout[2];
+	if (pipe2(syncp, O_CLOEXEC) < 0)
+		return pyti_err_set(err, errno, "pipe");
+	if (pipe2(errp, O_CLOEXEC) < 0) {
+		close(syncp[0]), close(syncp[1]);
+		return pyti_err_set(err, errno, "pipe");
+	}
+	if (pipe2(outp, O_CLOEXEC) < 0) {
+		close(syncp[0]), close(syncp[1]), close(errp[0]), close(errp[1]);
+		return pyti_err_set(err, errno, "pipe");
+	}
+	if (pipe2(errout, O_CLOEXEC) < 0) {
+		close(syncp[0]), close(syncp[1]), close(errp[0]), close(errp[1]);
+		close(outp[0]), close(outp[1]);
+		return pyti_err_set(err, errno, "pipe");
+	}
+	c.sync_fd = syncp[0];
+	c.err_fd = errp[1];
+	c.out_fd = outp[1];
+	c.errout_fd = errout[1];
+
+	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+	if (path_exists("/proc/self/ns/cgroup"))
+		flags |= CLONE_NEWCGROUP;
+	if (!spec->network)
+		flags |= CLONE_NEWNET;
+	fflush(NULL);
+	pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid == 0)
+		ns_child(&c);
+	int clone_errno = errno;
+	close(syncp[0]);
+	close(errp[1]);
+	close(outp[1]);
+	close(errout[1]);
+	int sync_w = syncp[1];
+	struct ns_stream out = {outp[0], BUF_INIT(0)};
+	struct ns_stream eo = {errout[0], BUF_INIT(0)};
+	int errfd = errp[0];
+	_cleanup_buf_ struct buf setup_err = BUF_INIT(4096);
+	_cleanup_buf_ struct buf tail = BUF_INIT(0);
+	int rc = -1;
+	bool timed_out = false;
+
+	if (pid < 0) {
+		if (clone_errno == EPERM || clone_errno == ENOSPC || clone_errno == EINVAL)
+			pyti_err_set(err, clone_errno,
+				     "ns sandbox: cannot create user namespaces here (check "
+				     "/proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone, or an "
+				     "AppArmor/seccomp policy forbidding them)");
+		else
+			pyti_err_set(err, clone_errno, "ns sandbox: clone");
+		goto out_close;
+	}
+	if (ns_write_maps(pid, uid, gid, privileged, err) < 0) {
+		pyti_err_prefix(err, "ns sandbox: map uid %u", (unsigned)uid);
+		kill(pid, SIGKILL);
+		ns_close(&sync_w);
+		waitpid(pid, NULL, 0);
+		goto out_close;
+	}
+	if (write(sync_w, "x", 1) != 1) {
+		pyti_err_set(err, errno, "ns sandbox: start the child");
+		kill(pid, SIGKILL);
+		ns_close(&sync_w);
+		waitpid(pid, NULL, 0);
+		goto out_close;
+	}
+	ns_close(&sync_w);
+
+	double deadline = spec->timeout_s > 0 ? t0 + spec->timeout_s : 0;
+	while (errfd >= 0 || out.fd >= 0 || eo.fd >= 0) {
+		struct pollfd pf[3] = {{errfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {eo.fd, POLLIN, 0}};
+		int wait_ms = -1;
+		if (deadline && !timed_out) {
+			double left = deadline - now_mono();
+			if (left <= 0) {
+				timed_out = true;
+				kill(pid, SIGKILL); /* PID 1 of the pid namespace: takes everything with it */
+				continue;
+			}
+			wait_ms = (int)(left * 1000) + 1;
+		}
+		int n = poll(pf, 3, wait_ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			pyti_err_set(err, errno, "ns sandbox: poll");
+			kill(pid, SIGKILL);
+			break;
+		}
+		char chunk[65536];
+		if (errfd >= 0 && pf[0].revents) {
+			ssize_t r = read(errfd, chunk, sizeof chunk);
+			if (r > 0) {
+				buf_append(&setup_err, chunk, (size_t)r);
+			} else if (r == 0 || errno != EINTR) {
+				ns_close(&errfd);
+				if (!setup_err.len)
+					res->setup_s = now_mono() - t0;
+			}
+		}
+		if (out.fd >= 0 && pf[1].revents) {
+			ssize_t r = read(out.fd, chunk, sizeof chunk);
+			if (r > 0) {
+				for (size_t off = 0; off < (size_t)r;) {
+					size_t room = NS_LINE_MAX - 1 - out.b.len, k = (size_t)r - off;
+					if (k > room)
+						k = room;
+					buf_append(&out.b, chunk + off, k);
+					off += k;
+					ns_events(spec, &out, false);
+				}
+			} else if (r == 0 || errno != EINTR) {
+				ns_events(spec, &out, true);
+				ns_close(&out.fd);
+			}
+		}
+		if (eo.fd >= 0 && pf[2].revents) {
+			ssize_t r = read(eo.fd, chunk, sizeof chunk);
+			if (r > 0) {
+				ns_tail_keep(&tail, chunk, (size_t)r);
+				if (pyti_log_level >= PYTI_LOG_DEBUG && fwrite(chunk, 1, (size_t)r, stderr) == 0)
+					clearerr(stderr);
+			} else if (r == 0 || errno != EINTR) {
+				ns_close(&eo.fd);
+			}
+		}
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	res->wall_s = now_mono() - t0;
+	res->agent_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+
+	if (setup_err.len) {
+		pyti_err_set(err, 0, "ns sandbox set-up failed: %s", setup_err.data);
+		res->fclass = PYTI_FC_INFRA;
+	} else if (timed_out) {
+		pyti_err_class(err, PYTI_FC_TIMEOUT, "ns sandbox: still running after %.0f s; killed",
+			       spec->timeout_s);
+		res->fclass = PYTI_FC_TIMEOUT;
+	} else {
+		char results[4096];
+		snprintf(results, sizeof results, "%s/out/results.json", spec->io_dir);
+		struct stat rs;
+		if (lstat(results, &rs) == 0 && S_ISREG(rs.st_mode)) {
+			rc = 0;
+		} else {
+			if (tail.len)
+				buf_append(&tail, "", 1);
+			pyti_err_class(err, PYTI_FC_CRASH,
+				       "ns sandbox: the agent exited (%s %d) without writing out/results.json%s%s",
+				       WIFEXITED(status) ? "status" : "signal",
+				       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+				       tail.len ? "; its last words: " : "", tail.len ? tail.data : "");
+			res->fclass = PYTI_FC_CRASH;
+		}
+	}
+
+out_close:
+	if (privileged) {
+		struct pyti_err e2 = {0};
+		if (ns_chown_io(spec->io_dir, uid, 0, 0, true, &e2) < 0 && rc == 0) {
+			*err = e2;
+			pyti_err_prefix(err, "ns sandbox: take the I/O directory back");
+			rc = -1;
+		}
+	}
+	ns_close(&sync_w);
+	ns_close(&errfd);
+	ns_close(&out.fd);
+	ns_close(&eo.fd);
+	buf_free(&out.b);
+	buf_free(&eo.b);
+	return rc;
+}
