@@ -109,9 +109,9 @@ int dsk_split(const char *path, char ***comps, size_t *n, struct pyti_err *err)
 		if (strcmp(tok, ".") == 0)
 			continue;
 		if (strcmp(tok, "..") == 0 || strlen(tok) > EXT2_NAME_LEN) {
+			const char *why = strcmp(tok, "..") == 0 ? "'..' is not allowed" : "name too long";
 			free(v);
-			return pyti_err_usage(err, "guest path '%s': %s", path,
-					      strcmp(tok, "..") == 0 ? "'..' is not allowed" : "name too long");
+			return pyti_err_usage(err, "guest path '%s': %s", path, why);
 		}
 		v[k++] = tok;
 	}

@@ -1,0 +1,193 @@
+"""pyti disk: the DiskHandler driven through the real binary on real ext4 images, checked against
+e2fsprogs' own tools (e2fsck -fn must be clean after every write; `ls` must agree with debugfs)."""
+import datetime
+import json
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+
+def _tool(name):
+    for d in ("/sbin", "/usr/sbin", "/bin", "/usr/bin"):
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    p = shutil.which(name)
+    if not p:
+        pytest.skip(f"{name} (e2fsprogs) not installed")
+    return p
+
+
+@pytest.fixture
+def disk(pyti_bin):
+    def run(*args, ok=True):
+        r = subprocess.run([pyti_bin, "disk", *map(str, args)], capture_output=True, text=True, timeout=120)
+        if ok and r.returncode != 0:
+            raise AssertionError(f"pyti disk {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    return run
+
+
+def fsck_clean(img):
+    r = subprocess.run([_tool("e2fsck"), "-fn", str(img)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def debugfs_ls(img, path):
+    """{name: (ino, mode, uid, gid, size, 'YYYY-MM-DD HH:MM')} from `debugfs -R 'ls -l PATH'` in UTC."""
+    r = subprocess.run([_tool("debugfs"), "-R", f"ls -l {path}", str(img)], capture_output=True, text=True,
+                       env={**os.environ, "TZ": "UTC"})
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines():
+        f = line.split(None, 8)
+        if len(f) < 9 or not f[0].isdigit():
+            continue
+        ino, mode, _ft, uid, gid, size, date, hm, name = f
+        if name in (".", ".."):
+            continue
+        when = datetime.datetime.strptime(f"{date} {hm}", "%d-%b-%Y %H:%M").strftime("%Y-%m-%d %H:%M")
+        out[name] = (int(ino), int(mode, 8), int(uid), int(gid), int(size), when)
+    return out
+
+
+def make_tree(root):
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("x = 1\n")
+    (root / "pkg" / "sub" / "data.bin").write_bytes(os.urandom(3 * 2**20 + 17))
+    (root / "empty").write_bytes(b"")
+    (root / "secret").write_text("s")
+    os.chmod(root / "secret", 0o600)
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "run.sh", 0o755)
+    (root / "with space.txt").write_text("spaced")
+    os.symlink("pkg/__init__.py", root / "link")
+    os.utime(root / "secret", ns=(1_000_000_000_123_456_789, 1_000_000_000_123_456_789))
+    os.utime(root / "pkg" / "sub", ns=(1_234_567_890_000_000_005, 1_234_567_890_000_000_005))
+
+
+def assert_same_tree(a, b):
+    names_a = sorted(p.relative_to(a) for p in a.rglob("*"))
+    names_b = sorted(p.relative_to(b) for p in b.rglob("*"))
+    assert names_a == names_b
+    for rel in names_a:
+        sa, sb = os.lstat(a / rel), os.lstat(b / rel)
+        assert stat.S_IFMT(sa.st_mode) == stat.S_IFMT(sb.st_mode), rel
+        assert stat.S_IMODE(sa.st_mode) == stat.S_IMODE(sb.st_mode), rel
+        assert sa.st_mtime_ns == sb.st_mtime_ns, rel
+        if stat.S_ISREG(sa.st_mode):
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        elif stat.S_ISLNK(sa.st_mode):
+            assert os.readlink(a / rel) == os.readlink(b / rel), rel
+
+
+def test_roundtrip(disk, tmp_path):
+    img, src, out = tmp_path / "io.img", tmp_path / "src", tmp_path / "out"
+    make_tree(src)
+    disk("mkfs", img, "64M")
+    assert img.stat().st_size == 64 * 2**20
+    fsck_clean(img)
+    disk("upload", img, src, "/job/src")
+    fsck_clean(img)
+    disk("download", img, "/job/src", out)
+    assert_same_tree(src, out)
+    # single files: into an existing directory under their own name, and overwritten in place
+    disk("upload", img, src / "secret", "/job")
+    (src / "secret").write_text("changed")
+    disk("upload", img, src / "secret", "/job/secret")
+    fsck_clean(img)
+    disk("download", img, "/job/secret", tmp_path / "secret.back")
+    assert (tmp_path / "secret.back").read_text() == "changed"
+
+
+def test_ls_matches_debugfs(disk, tmp_path):
+    img, src = tmp_path / "io.img", tmp_path / "src"
+    make_tree(src)
+    disk("mkfs", img, "32M")
+    disk("upload", img, src, "/")
+    for path in ("/", "/pkg", "/pkg/sub"):
+        ref = debugfs_ls(img, path)
+        # plain
+        names = disk("ls", img, path).stdout.splitlines()
+        assert sorted(names) == sorted(ref)
+        # long
+        seen = set()
+        for line in disk("ls", "-l", img, path).stdout.splitlines():
+            mode, _nlink, uid, gid, size, date, hm, rest = line.split(None, 7)
+            name = rest.split(" -> ")[0]
+            ino, rmode, ruid, rgid, rsize, rwhen = ref[name]
+            assert mode == stat.filemode(rmode), (name, mode, oct(rmode))
+            assert (int(uid), int(gid), int(size)) == (ruid, rgid, rsize), name
+            assert f"{date} {hm}" == rwhen, name
+            if stat.S_ISLNK(rmode):
+                assert rest.split(" -> ")[1] == os.readlink(src / os.path.relpath(path, "/") / name)
+            seen.add(name)
+        assert seen == set(ref)
+        # json
+        for e in json.loads(disk("ls", "--json", img, path).stdout):
+            ino, rmode, ruid, rgid, rsize, _ = ref[e["name"]]
+            assert e["ino"] == ino and e["mode"] == stat.S_IMODE(rmode) and e["size"] == rsize
+    assert json.loads(disk("ls", "--json", img, "/link").stdout)[0]["target"] == "pkg/__init__.py"
+
+
+def test_rm(disk, tmp_path):
+    img, src = tmp_path / "io.img", tmp_path / "src"
+    make_tree(src)
+    disk("mkfs", img, "32M")
+    disk("upload", img, src, "/")
+    r = disk("rm", img, "/pkg", ok=False)
+    assert r.returncode != 0 and "directory" in r.stderr
+    disk("rm", img, "/secret")
+    disk("rm", "-r", img, "/pkg")
+    fsck_clean(img)
+    left = debugfs_ls(img, "/")
+    assert "pkg" not in left and "secret" not in left and "run.sh" in left
+    r = disk("rm", img, "/secret", ok=False)
+    assert r.returncode == 3 and "no such file" in r.stderr
+
+
+def test_errors_and_usage(disk, tmp_path):
+    img, junk = tmp_path / "io.img", tmp_path / "junk"
+    junk.write_bytes(os.urandom(2**20))
+    disk("mkfs", img, "8M")
+    r = disk("ls", junk, ok=False)
+    assert r.returncode == 3 and "not an ext2/3/4" in r.stderr
+    r = disk("download", img, "/nope", tmp_path / "x", ok=False)
+    assert r.returncode == 3 and "no such file" in r.stderr and "/nope" in r.stderr
+    r = disk("upload", img, tmp_path / "missing", "/x", ok=False)
+    assert r.returncode == 3 and "missing" in r.stderr
+    # image full: a clear message, and the image stays clean
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(12 * 2**20))
+    r = disk("upload", img, big, "/big", ok=False)
+    assert r.returncode == 3 and "image is full" in r.stderr
+    fsck_clean(img)
+    # usage errors exit 2; --help exits 0
+    assert disk("mkfs", img, ok=False).returncode == 2
+    assert disk("mkfs", img, "12Q", ok=False).returncode == 2
+    assert disk("ls", "-x", img, ok=False).returncode == 2
+    assert disk("frobnicate", ok=False).returncode == 2
+    assert disk("ls", img, "relative", ok=False).returncode == 2
+    for sub in ("mkfs", "upload", "download", "ls", "rm"):
+        r = disk(sub, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: pyti disk {sub}")
+    assert disk("--help").stdout.startswith("usage: pyti disk")
+
+
+def test_download_refuses_escaping_symlink(disk, tmp_path):
+    img, src, out = tmp_path / "io.img", tmp_path / "src", tmp_path / "out"
+    (src / "out").mkdir(parents=True)
+    (src / "out" / "results.json").write_text("{}")
+    os.symlink("/etc/passwd", src / "out" / "evil")
+    disk("mkfs", img, "16M")
+    disk("upload", img, src, "/")
+    r = disk("download", img, "/out", out, ok=False)
+    assert r.returncode == 3 and "refusing" in r.stderr and "evil" in r.stderr
+    r = disk("download", "--skip-unsafe-links", img, "/out", tmp_path / "out2")
+    assert (tmp_path / "out2" / "results.json").read_text() == "{}"
+    assert not os.path.lexists(tmp_path / "out2" / "evil")
+    assert "skipped symlink" in r.stderr
