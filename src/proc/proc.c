@@ -504,6 +504,14 @@ static __attribute__((noreturn)) void proc_child(const struct proc_spec *spec, i
 				fcntl(fd, F_SETFD, FD_CLOEXEC);
 	set_rlimit(RLIMIT_CORE, 0, 0);
 	const struct proc_limits *lim = &spec->lim;
+	if (lim->memory_bytes) {
+		/* Should the kernel run out of memory before the watchdog acts, the task goes first. */
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			(void)!write(fd, "1000", 4);
+			close(fd);
+		}
+	}
 	if (lim->fsize_bytes)
 		set_rlimit(RLIMIT_FSIZE, lim->fsize_bytes, lim->fsize_bytes);
 	if (lim->cpu_s > 0) {
@@ -524,11 +532,33 @@ fail:
 	_exit(127);
 }
 
-static void proc_classify(const struct proc_limits *lim, struct proc_result *res)
+/* The kernel's count of OOM kills (system-wide), or -1. */
+static long long proc_oom_kills(void)
+{
+	char data[16384];
+	int fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t len = 0;
+	ssize_t n;
+	while (len < sizeof data - 1 && (n = read(fd, data + len, sizeof data - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	data[len] = '\0';
+	const char *p = strstr(data, "\noom_kill ");
+	return p ? strtoll(p + 10, NULL, 10) : -1;
+}
+
+static void proc_classify(const struct proc_limits *lim, struct proc_result *res, long long oom_before)
 {
 	if (res->fclass != PYTI_FC_NONE)
 		return;
 	int sig = res->signal, code = res->exit_code;
+	/* Killed by the kernel's OOM killer (the guest ran out before the watchdog saw it). */
+	if ((sig == SIGKILL || code == 128 + SIGKILL) && oom_before >= 0 && proc_oom_kills() > oom_before) {
+		res->fclass = PYTI_FC_OOM;
+		return;
+	}
 	if (lim->cpu_s > 0 &&
 	    (sig == SIGXCPU || code == 128 + SIGXCPU ||
 	     (sig == SIGKILL && res->cpu_user_s + res->cpu_sys_s >= lim->cpu_s)))
@@ -551,7 +581,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 
 	_cleanup_close_ int log_fd = -1;
 	if (spec->log_path) {
-		log_fd = open(spec->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		log_fd = open(spec->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (log_fd < 0)
 			return pyti_err_set(err, errno, "create log %s", spec->log_path);
 	}
@@ -569,6 +599,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	int r = 0;
 	bool reaper = getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &r) == 0 && r);
 	pid_t parent = getpid();
+	long long oom_before = proc_oom_kills();
 	double start = now_mono();
 	pid_t child = fork();
 	if (child < 0)
@@ -716,7 +747,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	res->cpu_user_s = st.ru_user;
 	res->cpu_sys_s = st.ru_sys;
 	res->max_rss_kb = st.ru_maxrss > st.peak_rss_kb ? st.ru_maxrss : st.peak_rss_kb;
-	proc_classify(lim, res);
+	proc_classify(lim, res, oom_before);
 	out_finish(&o, res);
 	free(o.head);
 	free(o.tail);
