@@ -46,8 +46,14 @@ int main(int argc, char **argv)
 			return PYTI_EXIT_USAGE;
 		}
 	}
-	if (vm)
+	if (vm) {
+		/* It mounts file systems and powers the machine off: never on a host by mistake. */
+		if (getpid() != 1) {
+			fputs("pyti-agent: --vm is the guest's init; it must run as PID 1\n", stderr);
+			return PYTI_EXIT_USAGE;
+		}
 		agent_vm_main(io_dev, console);
+	}
 
 	signal(SIGPIPE, SIG_IGN); /* a host that went away must not kill us halfway through results */
 	bool pid1 = getpid() == 1;

@@ -214,3 +214,8 @@ def test_cwd_missing_is_infra(agent_bin, tmp_path):
     assert x["status"] == "failed" and x["failure_class"] == "Infra"
     assert "nonexistent-pyti-dir" in x["output"]
     assert r.task("y")["status"] == "passed"
+
+
+def test_vm_mode_refuses_unless_pid1(agent_bin):
+    p = subprocess.run([agent_bin, "--vm"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "PID 1" in p.stderr
