@@ -15,11 +15,32 @@ REPO = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 
 
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+
+
+def _can_unshare():
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @pytest.fixture(scope="session")
-def agent_bin():
+def agent_path():
     p = Path(os.environ.get("PYTI_AGENT", REPO / "build" / "src" / "agent" / "pyti-agent"))
     assert p.exists(), f"pyti-agent not found at {p}; build first"
     return str(p)
+
+
+@pytest.fixture(scope="session", params=["process", "pid1"])
+def agent_bin(request, agent_path):
+    """The agent command: as an ordinary process (a subreaper), or as PID 1 of a new pid namespace
+    (as the ns backend runs it; a user namespace makes this work without privileges)."""
+    if request.param == "process":
+        return [agent_path]
+    if not _can_unshare():
+        pytest.skip("unprivileged user+pid namespaces unavailable")
+    return [*UNSHARE, agent_path]
 
 
 def marker_procs(marker):
@@ -55,7 +76,7 @@ def run_job(agent_bin, io, tasks, env=None, timeout=120, **job):
            "image": "host", "env": env if env is not None else {"LANG": "C.UTF-8"}, "tasks": tasks}
     doc.update(job)
     (io / "job.json").write_text(json.dumps(doc))
-    p = subprocess.run([agent_bin, "--io", str(io)], capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run([*agent_bin, "--io", str(io)], capture_output=True, text=True, timeout=timeout)
     return Run(p, io)
 
 
@@ -121,14 +142,14 @@ def test_all_passed_and_heartbeat(agent_bin, tmp_path):
 def test_bad_job_exit_2(agent_bin, tmp_path, doc, needle):
     if doc is not None:
         (tmp_path / "job.json").write_text(doc)
-    p = subprocess.run([agent_bin, "--io", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    p = subprocess.run([*agent_bin, "--io", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert needle in p.stderr
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-def test_usage(agent_bin):
-    p = subprocess.run([agent_bin, "--bogus"], capture_output=True, text=True, timeout=30)
+def test_usage(agent_path):
+    p = subprocess.run([agent_path, "--bogus"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "usage" in p.stderr
 
 
@@ -216,6 +237,6 @@ def test_cwd_missing_is_infra(agent_bin, tmp_path):
     assert r.task("y")["status"] == "passed"
 
 
-def test_vm_mode_refuses_unless_pid1(agent_bin):
-    p = subprocess.run([agent_bin, "--vm"], capture_output=True, text=True, timeout=30)
+def test_vm_mode_refuses_unless_pid1(agent_path):
+    p = subprocess.run([agent_path, "--vm"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "PID 1" in p.stderr
