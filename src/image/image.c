@@ -293,11 +293,12 @@ static bool have_program(const char *name)
 }
 
 static int run_bootstrap(struct build *b, const char *suite, const char *mirror, const char *rootfs,
-			 const char *log, struct pyti_err *err)
+			 const char *tarball, const char *log, struct pyti_err *err)
 {
 	char *argv[16];
 	size_t k = 0;
-	if (geteuid() == 0) {
+	bool root = geteuid() == 0;
+	if (root) {
 		if (!have_program("debootstrap"))
 			return pyti_err_usage(err, "debootstrap is not installed: apt-get install debootstrap");
 		argv[k++] = "debootstrap";
@@ -314,7 +315,8 @@ static int run_bootstrap(struct build *b, const char *suite, const char *mirror,
 		argv[k++] = "--include=" INCLUDE_PKGS;
 	}
 	argv[k++] = (char *)suite;
-	argv[k++] = (char *)rootfs;
+	/* As a user, a tarball: a directory from mmdebstrap --mode=unshare would belong to subuids. */
+	argv[k++] = (char *)(root ? rootfs : tarball);
 	argv[k++] = (char *)mirror;
 	argv[k] = NULL;
 
@@ -591,8 +593,18 @@ static int build_in(struct build *b, const char *tmp, const char *suite, const c
 	chmod(tmp, 0755);
 
 	progress(b, "bootstrap", NULL);
-	if (run_bootstrap(b, suite, mirror, rootfs, log, err) < 0)
+	_cleanup_free_ char *tarball = xasprintf("%s/rootfs.tar", tmp);
+	if (run_bootstrap(b, suite, mirror, rootfs, tarball, log, err) < 0)
 		return -1;
+	if (path_exists(tarball)) {
+		progress(b, "unpack", NULL);
+		size_t skipped = 0;
+		if (image_unpack_rootfs(tarball, rootfs, &skipped, err) < 0 || rm_rf(tarball, err) < 0)
+			return -1;
+		char note[96];
+		snprintf(note, sizeof note, "%zu device nodes, FIFOs or sockets skipped", skipped);
+		progress(b, "unpack", note);
+	}
 	chmod(rootfs, 0755);
 
 	progress(b, "trim", NULL);

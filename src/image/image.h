@@ -94,6 +94,11 @@ void image_pkgs_free(struct image_pkgs *p);
 /* sha256 over the sorted package list and the suite (the manifest's "hash"). */
 void image_pkgs_hash(const struct image_pkgs *p, const char *suite, char out[65]);
 
+/* Unpack a root file system tarball (mmdebstrap's output for an ordinary user) into dest, without
+ * ownership, refusing absolute or ".." paths and anything written through a symlink; device nodes,
+ * FIFOs and sockets are skipped and counted in *skipped (may be NULL). */
+int image_unpack_rootfs(const char *tarball, const char *dest, size_t *skipped, struct pyti_err *err);
+
 /* true when images/<suite> holds a complete image (a readable manifest.json naming suite, and a
  * rootfs directory) — then a build without force is a no-op. */
 bool image_up_to_date(const char *state_dir, const char *suite);

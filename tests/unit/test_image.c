@@ -6,10 +6,13 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 #include "image.h"
@@ -395,13 +398,107 @@ static void test_find_list_rm(void **state)
 	rmtree(s);
 }
 
+/* ---- unpacking mmdebstrap's tarball ---- */
+
+static void tar_add(struct archive *a, const char *path, mode_t type, unsigned perm, const char *data,
+		    const char *link, bool hard)
+{
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, path);
+	archive_entry_set_filetype(e, type);
+	archive_entry_set_perm(e, perm);
+	archive_entry_set_uid(e, 0);
+	archive_entry_set_gid(e, 0);
+	archive_entry_set_size(e, data ? (la_int64_t)strlen(data) : 0);
+	if (link && hard)
+		archive_entry_set_hardlink(e, link);
+	else if (link)
+		archive_entry_set_symlink(e, link);
+	if (type == AE_IFCHR)
+		archive_entry_set_rdev(e, makedev(1, 3));
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	if (data)
+		assert_int_equal(archive_write_data(a, data, strlen(data)), (la_ssize_t)strlen(data));
+	archive_entry_free(e);
+}
+
+static char *make_tar(const char *dir, const char *name, bool evil)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	struct archive *a = archive_write_new();
+	archive_write_set_format_pax_restricted(a);
+	assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+	tar_add(a, "./", AE_IFDIR, 0755, NULL, NULL, false);
+	tar_add(a, "./usr/", AE_IFDIR, 0755, NULL, NULL, false);
+	tar_add(a, "./usr/bin/", AE_IFDIR, 0755, NULL, NULL, false);
+	tar_add(a, "./usr/bin/python3.11", AE_IFREG, 04755, "#!elf\n", NULL, false);
+	tar_add(a, "./usr/bin/python3", AE_IFLNK, 0777, NULL, "python3.11", false);
+	tar_add(a, "./usr/bin/hard", AE_IFREG, 0644, NULL, "./usr/bin/python3.11", true);
+	tar_add(a, "./bin", AE_IFLNK, 0777, NULL, "/usr/bin", false); /* absolute target: fine */
+	tar_add(a, "./dev/", AE_IFDIR, 0755, NULL, NULL, false);
+	tar_add(a, "./dev/null", AE_IFCHR, 0666, NULL, NULL, false);
+	tar_add(a, "./proc/", AE_IFDIR, 0555, NULL, NULL, false);
+	tar_add(a, "./root/", AE_IFDIR, 0700, NULL, NULL, false);
+	if (evil)
+		tar_add(a, "./bin/escape", AE_IFREG, 0644, "through a symlink\n", NULL, false);
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+	return path;
+}
+
+static void test_unpack_rootfs(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *d = mktemp_dir();
+	_cleanup_free_ char *tar = make_tar(d, "rootfs.tar", false);
+	_cleanup_free_ char *dest = xasprintf("%s/rootfs", d);
+	struct pyti_err err = {0};
+	size_t skipped = 99;
+	assert_int_equal(image_unpack_rootfs(tar, dest, &skipped, &err), 0);
+	assert_int_equal(skipped, 1); /* /dev/null */
+
+	struct stat st;
+	_cleanup_free_ char *py = xasprintf("%s/usr/bin/python3.11", dest);
+	assert_int_equal(stat(py, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_size, 6);
+	assert_int_equal(st.st_nlink, 2); /* the hard link */
+	if (geteuid() != 0)
+		assert_int_equal(st.st_mode & 06000, 0);
+	_cleanup_free_ char *link = xasprintf("%s/usr/bin/python3", dest);
+	char target[64] = {0};
+	assert_int_equal(readlink(link, target, sizeof target - 1), 10);
+	assert_string_equal(target, "python3.11");
+	_cleanup_free_ char *bin = xasprintf("%s/bin", dest);
+	assert_int_equal(lstat(bin, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	_cleanup_free_ char *devnull = xasprintf("%s/dev/null", dest);
+	assert_false(path_exists(devnull));
+	_cleanup_free_ char *proc = xasprintf("%s/proc", dest);
+	assert_int_equal(stat(proc, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0555);
+
+	/* An entry that goes through the archive's own absolute symlink (/bin -> /usr/bin) is refused,
+	 * and nothing lands on the host. */
+	_cleanup_free_ char *evil = make_tar(d, "evil.tar", true);
+	_cleanup_free_ char *dest2 = xasprintf("%s/rootfs2", d);
+	pyti_err_clear(&err);
+	assert_int_equal(image_unpack_rootfs(evil, dest2, NULL, &err), -1);
+	assert_false(path_exists("/usr/bin/escape"));
+
+	_cleanup_free_ char *missing = xasprintf("%s/nope.tar", d);
+	assert_int_equal(image_unpack_rootfs(missing, dest2, NULL, &err), -1);
+	chmod(proc, 0755);
+	rmtree(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_apt_one_line),   cmocka_unit_test(test_apt_deb822),
 		cmocka_unit_test(test_apt_mirror_pick), cmocka_unit_test(test_dpkg_status),
 		cmocka_unit_test(test_up_to_date),     cmocka_unit_test(test_clean_stale),
-		cmocka_unit_test(test_find_list_rm),
+		cmocka_unit_test(test_find_list_rm),   cmocka_unit_test(test_unpack_rootfs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
