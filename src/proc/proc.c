@@ -215,6 +215,7 @@ struct proc_tree {
 	pid_t child; /* the direct child (also its process group id) */
 	pid_t self;
 	bool reaper; /* descendants of self count as well */
+	bool procfs_ok;
 	struct proc_ent *ents;
 	size_t n, cap;
 };
@@ -254,9 +255,23 @@ static bool proc_read_stat(pid_t pid, struct proc_ent *e)
 	return true;
 }
 
+/* /proc must show our own pid namespace: with another namespace's /proc (a sandbox that forgot to
+ * mount its own), pids would name unrelated processes, and the tree walk would kill strangers. */
+static bool proc_procfs_ours(void)
+{
+	char link[32];
+	ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	return strtol(link, NULL, 10) == (long)getpid();
+}
+
 static void proc_tree_scan(struct proc_tree *t)
 {
 	t->n = 0;
+	if (!t->procfs_ok)
+		return;
 	DIR *d = opendir("/proc");
 	if (!d)
 		return;
@@ -598,6 +613,11 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 
 	int r = 0;
 	bool reaper = getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &r) == 0 && r);
+	bool procfs_ok = proc_procfs_ours();
+	if (!procfs_ok && (spec->lim.memory_bytes || spec->lim.pids))
+		return pyti_err_set(err, 0,
+				    "memory and process limits need /proc of this pid namespace "
+				    "(mount proc in the sandbox)");
 	pid_t parent = getpid();
 	long long oom_before = proc_oom_kills();
 	double start = now_mono();
@@ -612,7 +632,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 
 	struct proc_run_state st = {
 		.spec = spec, .res = res, .child = child,
-		.tree = {.child = child, .self = parent, .reaper = reaper},
+		.tree = {.child = child, .self = parent, .reaper = reaper, .procfs_ok = procfs_ok},
 	};
 	struct proc_exec_fail f;
 	ssize_t n;

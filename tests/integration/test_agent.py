@@ -240,3 +240,19 @@ def test_cwd_missing_is_infra(agent_bin, tmp_path):
 def test_vm_mode_refuses_unless_pid1(agent_path):
     p = subprocess.run([agent_path, "--vm"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "PID 1" in p.stderr
+
+
+def test_foreign_proc_is_refused(agent_path, tmp_path):
+    """PID 1 of a pid namespace that still sees the host's /proc must not trust it (pids there name
+    other processes): limited tasks fail as Infra instead of running unwatched."""
+    if not _can_unshare():
+        pytest.skip("unprivileged user+pid namespaces unavailable")
+    io = tmp_path
+    (io / "job.json").write_text(json.dumps({"tasks": [task("a", "echo hi")]}))
+    cmd = ["unshare", "--user", "--map-root-user", "--pid", "--fork", agent_path, "--io", str(io)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = Run(p, io)
+    a = r.task("a")
+    assert a["status"] == "failed" and a["failure_class"] == "Infra"
+    assert "/proc" in a["output"]
