@@ -12,6 +12,7 @@ struct dsk {
 	ext2_filsys fs;
 	const char *image;
 	bool rw;
+	int lock_fd; /* flock()ed: one pyti writer or several readers per image */
 };
 
 /* Register libext2fs' error messages (idempotent). */

@@ -1,6 +1,9 @@
 /* disk: opening images, errors, guest path resolution, inode helpers shared by the operations. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,18 +39,64 @@ void dsk_init(void)
 	}
 }
 
+/* Two writers (or a writer and a reader) at once would corrupt the image or read half-written
+ * metadata: pyti processes take a flock on the image (exclusive to write, shared to read), and a
+ * writer also refuses an image that another program holds a byte-range lock on — QEMU locks the
+ * disk images of a running VM that way, and writing under a running guest's feet corrupts it. */
+static int lock_image(struct dsk *d, struct pyti_err *err)
+{
+	int fd = open(d->image, (d->rw ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "image %s", d->image);
+	struct stat st;
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return pyti_err_set(err, 0, "%s is not an ext2/3/4 file system image (not a regular file)", d->image);
+	}
+	int op = (d->rw ? LOCK_EX : LOCK_SH) | LOCK_NB;
+	for (int i = 0; flock(fd, op) < 0; i++) {
+		if (errno != EWOULDBLOCK || i >= 600) {
+			int e = errno;
+			close(fd);
+			return pyti_err_set(err, e == EWOULDBLOCK ? 0 : e, "%s is in use by another pyti process%s",
+					    d->image, e == EWOULDBLOCK ? " (waited 60 s)" : "");
+		}
+		usleep(100000);
+	}
+	if (d->rw) {
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+		if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+			close(fd);
+			return pyti_err_set(err, EBUSY,
+					    "%s is locked by another program (a running VM?); refusing to write to it",
+					    d->image);
+		}
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
+static void unlock_image(struct dsk *d)
+{
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
+	d->lock_fd = -1;
+}
+
 int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 {
 	dsk_init();
 	d->fs = NULL;
 	d->image = image;
 	d->rw = rw;
-	if (access(image, rw ? R_OK | W_OK : R_OK) < 0)
-		return pyti_err_set(err, errno, "image %s", image);
+	d->lock_fd = -1;
+	if (lock_image(d, err) < 0)
+		return -1;
 	int flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
 	errcode_t rc = ext2fs_open(image, flags, 0, 0, unix_io_manager, &d->fs);
 	if (rc) {
 		d->fs = NULL;
+		unlock_image(d);
 		if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SHORT_READ || rc == EXT2_ET_SB_CSUM_INVALID ||
 		    rc == EXT2_ET_CORRUPT_SUPERBLOCK)
 			return pyti_err_set(err, 0, "%s is not an ext2/3/4 file system image (%s)", image,
@@ -64,6 +113,7 @@ int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 	if (ext2fs_has_feature_journal_needs_recovery(d->fs->super)) {
 		if (rw) {
 			ext2fs_close_free(&d->fs);
+			unlock_image(d);
 			return pyti_err_set(err, 0,
 					    "%s: the journal needs recovery (guest not shut down cleanly); "
 					    "run 'e2fsck -fy %s' first",
@@ -75,6 +125,7 @@ int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 		rc = ext2fs_read_bitmaps(d->fs);
 		if (rc) {
 			ext2fs_close_free(&d->fs);
+			unlock_image(d);
 			return dsk_err(err, rc, "%s: read bitmaps", image);
 		}
 	}
@@ -83,10 +134,13 @@ int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 
 int dsk_close(struct dsk *d, struct pyti_err *err)
 {
-	if (!d->fs)
+	if (!d->fs) {
+		unlock_image(d);
 		return 0;
+	}
 	errcode_t rc = ext2fs_close_free(&d->fs);
 	d->fs = NULL;
+	unlock_image(d); /* after the flush: the next writer sees everything */
 	if (rc) {
 		return err ? dsk_err(err, rc, "%s: flush", d->image) : -1;
 	}

@@ -76,7 +76,7 @@ static int build(const char *path, uint64_t size_bytes, struct pyti_err *err)
 	errcode_t rc = ext2fs_initialize(path, EXT2_FLAG_64BITS, &param, unix_io_manager, &fs);
 	if (rc)
 		return dsk_err(err, rc, "mkfs %s: initialize", path);
-	struct dsk d = {fs, path, true};
+	struct dsk d = {.fs = fs, .image = path, .rw = true, .lock_fd = -1};
 	struct ext2_super_block *sb = fs->super;
 
 	random_uuid(sb->s_uuid);

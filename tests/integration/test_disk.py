@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -191,3 +192,60 @@ def test_download_refuses_escaping_symlink(disk, tmp_path):
     assert (tmp_path / "out2" / "results.json").read_text() == "{}"
     assert not os.path.lexists(tmp_path / "out2" / "evil")
     assert "skipped symlink" in r.stderr
+
+
+def test_refuses_image_locked_by_another_program(disk, tmp_path):
+    """QEMU holds byte-range locks on the disks of a running VM; writing under it would corrupt them."""
+    import fcntl
+
+    img = tmp_path / "io.img"
+    disk("mkfs", img, "8M")
+    (tmp_path / "f").write_text("x")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl,sys,time; f=open(sys.argv[1],'rb'); fcntl.lockf(f, fcntl.LOCK_SH, 1, 100); "
+         "print('locked', flush=True); time.sleep(60)", str(img)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = disk("upload", img, tmp_path / "f", "/f", ok=False)
+        assert r.returncode == 3 and "locked by another program" in r.stderr
+        disk("ls", img, "/")  # reading is still allowed
+    finally:
+        holder.kill()
+        holder.wait()
+    disk("upload", img, tmp_path / "f", "/f")
+    fsck_clean(img)
+
+
+def test_kernel_mounts_our_image(disk, tmp_path):
+    """The guest kernel is the real consumer: mount the image the host kernel's way (root and loop
+    devices needed, else skipped), read what pyti wrote, write like the agent does, read it back."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+        pytest.skip("needs root and loop devices")
+    img, src, mnt = tmp_path / "io.img", tmp_path / "src", tmp_path / "mnt"
+    make_tree(src)
+    mnt.mkdir()
+    disk("mkfs", img, "64M")
+    disk("upload", img, src, "/src")
+    r = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"loop mount not possible here: {r.stderr.strip()}")
+    try:
+        assert_same_tree(src, mnt / "src")
+        (mnt / "out" / "logs").mkdir(parents=True)
+        for i in range(300):  # enough entries for the kernel to index the directory
+            (mnt / "out" / "logs" / f"task-{i:03d}.log").write_text(f"log {i}\n")
+        (mnt / "out" / "results.json").write_text('{"status": "passed"}')
+        os.symlink("logs/task-000.log", mnt / "out" / "first.log")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    fsck_clean(img)
+    disk("download", img, "/out", tmp_path / "out")
+    assert (tmp_path / "out" / "results.json").read_text() == '{"status": "passed"}'
+    assert len(list((tmp_path / "out" / "logs").iterdir())) == 300
+    assert os.readlink(tmp_path / "out" / "first.log") == "logs/task-000.log"
+    # and pyti can keep writing to a directory the kernel indexed
+    disk("rm", img, "/out/logs/task-007.log")
+    disk("upload", img, src / "secret", "/out/logs/new")
+    fsck_clean(img)
