@@ -1,0 +1,272 @@
+/* The fetch cache: content-addressed blobs shared by every job, and one small JSON entry per
+ * fetch saying which blobs it produced. Blobs are read-only and written under a temporary name,
+ * then renamed, so a crash leaves no half-written blob or entry under its real name. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fetch-int.h"
+
+bool fetch_name_ok(const char *name)
+{
+	return name && *name && name[0] != '.' && !strchr(name, '/') && strlen(name) < 256;
+}
+
+char *fetch_norm_name(const char *s)
+{
+	/* the project name is what precedes the first "-<digit>" (sdist), "-" (wheel: '_' inside
+	 * names) or a requirement operator */
+	size_t n = strcspn(s, "[=<>!~;@ (\t,");
+	const char *base = strrchr(s, '/');
+	if (base && (size_t)(base - s) < n) {
+		s = base + 1;
+		n = strcspn(s, "[=<>!~;@ (\t,");
+	}
+	struct buf b = BUF_INIT(0);
+	bool dash = false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '-' && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9' &&
+		    (strstr(s, ".whl") || strstr(s, ".tar") || strstr(s, ".zip")))
+			break; /* "name-1.0.tar.gz", "name-1.0-py3-none-any.whl" */
+		if (c == '-' || c == '_' || c == '.') {
+			dash = true;
+			continue;
+		}
+		if (dash && b.len)
+			buf_puts(&b, "-");
+		dash = false;
+		char lc = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+		buf_append(&b, &lc, 1);
+	}
+	return buf_steal(&b);
+}
+
+void fetch_cache_key(const char *dist_id, const char *const *extras, const char *const *requires,
+		     const char *image_hash, const char *pip_key_part, char out[65])
+{
+	json_t *k = json_object();
+	json_object_set_new(k, "v", json_integer(1));
+	json_object_set_new(k, "dist", json_string(dist_id ? dist_id : ""));
+	json_t *e = json_array(), *r = json_array();
+	for (size_t i = 0; extras && extras[i]; i++)
+		json_array_append_new(e, json_string(extras[i]));
+	for (size_t i = 0; requires && requires[i]; i++)
+		json_array_append_new(r, json_string(requires[i]));
+	json_object_set_new(k, "extras", e);
+	json_object_set_new(k, "requires", r);
+	json_object_set_new(k, "image", json_string(image_hash ? image_hash : ""));
+	json_object_set_new(k, "pip", json_string(pip_key_part ? pip_key_part : ""));
+	char *s = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
+	sha256_hex(s, strlen(s), out);
+	free(s);
+	json_decref(k);
+}
+
+static bool hash_skip(const char *name)
+{
+	static const char *const skip[] = {".git", ".hg", ".tox", ".nox", ".venv", "__pycache__",
+					   ".pytest_cache", ".mypy_cache"};
+	for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
+		if (!strcmp(name, skip[i]))
+			return true;
+	size_t n = strlen(name);
+	return n > 4 && !strcmp(name + n - 4, ".pyc");
+}
+
+static int hash_walk(const char *root, const char *rel, struct buf *acc, int depth, struct pyti_err *err)
+{
+	if (depth > 64)
+		return pyti_err_set(err, 0, "%s: directories nested too deeply", root);
+	_cleanup_free_ char *dir = *rel ? xasprintf("%s/%s", root, rel) : xstrdup(root);
+	struct dirent **ents = NULL;
+	int n = scandir(dir, &ents, NULL, alphasort);
+	if (n < 0)
+		return pyti_err_set(err, errno, "read %s", dir);
+	int rc = 0;
+	for (int i = 0; i < n; i++) {
+		const char *name = ents[i]->d_name;
+		if (rc || !strcmp(name, ".") || !strcmp(name, "..") || hash_skip(name))
+			continue;
+		_cleanup_free_ char *r = *rel ? xasprintf("%s/%s", rel, name) : xstrdup(name);
+		_cleanup_free_ char *p = xasprintf("%s/%s", root, r);
+		struct stat st;
+		if (lstat(p, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			buf_printf(acc, "D %s", r);
+			buf_append(acc, "", 1);
+			rc = hash_walk(root, r, acc, depth + 1, err);
+		} else if (S_ISREG(st.st_mode)) {
+			char h[65];
+			if (sha256_file(p, h, err) < 0) {
+				rc = -1;
+				continue;
+			}
+			buf_printf(acc, "F %s", r);
+			buf_append(acc, "", 1);
+			buf_printf(acc, "%s %o", h, (unsigned)(st.st_mode & 0111));
+			buf_append(acc, "", 1);
+		} else if (S_ISLNK(st.st_mode)) {
+			char t[4096];
+			ssize_t k = readlink(p, t, sizeof t - 1);
+			t[k > 0 ? k : 0] = '\0';
+			buf_printf(acc, "L %s", r);
+			buf_append(acc, "", 1);
+			buf_puts(acc, t);
+			buf_append(acc, "", 1);
+		}
+	}
+	for (int i = 0; i < n; i++)
+		free(ents[i]);
+	free(ents);
+	return rc;
+}
+
+int fetch_hash_dir(const char *dir, char out[65], struct pyti_err *err)
+{
+	_cleanup_buf_ struct buf acc = BUF_INIT(0);
+	if (hash_walk(dir, "", &acc, 0, err) < 0)
+		return -1;
+	sha256_hex(acc.data ? acc.data : "", acc.len, out);
+	return 0;
+}
+
+/* Hard links where they are safe, copies elsewhere. A job's wheelhouse is writable by its
+ * sandbox; for a root caller the sandbox runs as another uid and cannot write the root-owned,
+ * read-only blob through a link; for an ordinary user the sandbox IS the blob's owner, so it
+ * gets a copy. */
+static int place(const char *blob, const char *dst, struct pyti_err *err)
+{
+	unlink(dst);
+	if (geteuid() == 0 && link(blob, dst) == 0)
+		return 0;
+	return copy_file(blob, dst, 0644, err);
+}
+
+int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, const char *io_dir,
+		    struct fetch_result *out, struct pyti_err *err)
+{
+	_cleanup_free_ char *entry = xasprintf("%s/cache/fetch/%s.json", state_dir, key);
+	if (!path_exists(entry))
+		return 0;
+	_cleanup_json_ json_t *j = pj_load_file(entry, NULL);
+	if (!j)
+		return 0; /* unreadable: refetch and overwrite */
+	if (max_age_s > 0 && now_wall() - pj_num(j, "created", 0) > max_age_s)
+		return 0;
+	json_t *files = json_object_get(j, "files");
+	json_t *sd = json_object_get(j, "sdist");
+	const char *own = pj_str(j, "dist_wheel", NULL);
+	if (!json_is_array(files) || !own || !fetch_name_ok(own))
+		return 0;
+	/* every blob must still be there, else it is a miss */
+	size_t i;
+	json_t *f;
+	json_array_foreach(files, i, f) {
+		const char *sha = pj_str(f, "sha256", ""), *name = pj_str(f, "name", "");
+		_cleanup_free_ char *blob = xasprintf("%s/cache/blobs/%s", state_dir, sha);
+		if (strlen(sha) != 64 || !fetch_name_ok(name) || !path_exists(blob))
+			return 0;
+	}
+	const char *sd_name = json_is_object(sd) ? pj_str(sd, "name", "") : NULL;
+	const char *sd_sha = json_is_object(sd) ? pj_str(sd, "sha256", "") : NULL;
+	_cleanup_free_ char *sd_blob = sd_name ? xasprintf("%s/cache/blobs/%s", state_dir, sd_sha) : NULL;
+	if (sd_name && (!fetch_name_ok(sd_name) || strlen(sd_sha) != 64 || !path_exists(sd_blob)))
+		return 0;
+
+	_cleanup_free_ char *wh = xasprintf("%s/wheels", io_dir);
+	if (mkdir_p(wh, 0755, err) < 0)
+		return -1;
+	json_array_foreach(files, i, f) {
+		_cleanup_free_ char *blob = xasprintf("%s/cache/blobs/%s", state_dir, pj_str(f, "sha256", ""));
+		_cleanup_free_ char *dst = xasprintf("%s/%s", wh, pj_str(f, "name", ""));
+		if (place(blob, dst, err) < 0)
+			return -1;
+	}
+	if (sd_name) {
+		_cleanup_free_ char *sdir = xasprintf("%s/sdist", io_dir);
+		if (mkdir_p(sdir, 0755, err) < 0)
+			return -1;
+		_cleanup_free_ char *dst = xasprintf("%s/%s", sdir, sd_name);
+		if (place(sd_blob, dst, err) < 0)
+			return -1;
+		out->sdist = steal_pointer(&dst);
+	}
+	out->wheelhouse = steal_pointer(&wh);
+	out->dist_wheel = xstrdup(own);
+	return 1;
+}
+
+static int blob_put(const char *state_dir, const char *src, char sha[65], struct pyti_err *err)
+{
+	if (sha256_file(src, sha, err) < 0)
+		return -1;
+	_cleanup_free_ char *blob = xasprintf("%s/cache/blobs/%s", state_dir, sha);
+	if (path_exists(blob))
+		return 0;
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", blob, (int)getpid());
+	unlink(tmp);
+	if (copy_file(src, tmp, 0444, err) < 0)
+		return -1;
+	chmod(tmp, 0444);
+	if (rename(tmp, blob) < 0) {
+		unlink(tmp);
+		return pyti_err_set(err, errno, "rename %s", tmp);
+	}
+	return 0;
+}
+
+int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
+		    const char *sdist, const char *dist_wheel, struct pyti_err *err)
+{
+	_cleanup_free_ char *blobs = xasprintf("%s/cache/blobs", state_dir);
+	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", state_dir);
+	if (mkdir_p(blobs, 0755, err) < 0 || mkdir_p(entries, 0755, err) < 0)
+		return -1;
+	_cleanup_json_ json_t *j = json_object();
+	json_t *files = json_array();
+	json_object_set_new(j, "dist", json_string(dist));
+	json_object_set_new(j, "files", files);
+	json_object_set_new(j, "dist_wheel", json_string(dist_wheel));
+	json_object_set_new(j, "created", json_real(now_wall()));
+	DIR *d = opendir(wheel_dir);
+	if (!d)
+		return pyti_err_set(err, errno, "open %s", wheel_dir);
+	struct dirent *e;
+	int rc = 0;
+	while (rc == 0 && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (!fetch_name_ok(e->d_name) || n < 5 || strcmp(e->d_name + n - 4, ".whl"))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", wheel_dir, e->d_name);
+		struct stat st;
+		if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		char sha[65];
+		rc = blob_put(state_dir, p, sha, err);
+		json_t *f = json_object();
+		json_object_set_new(f, "name", json_string(e->d_name));
+		json_object_set_new(f, "sha256", json_string(sha));
+		json_array_append_new(files, f);
+	}
+	closedir(d);
+	if (rc < 0)
+		return -1;
+	if (sdist) {
+		char sha[65];
+		if (blob_put(state_dir, sdist, sha, err) < 0)
+			return -1;
+		const char *base = strrchr(sdist, '/');
+		json_t *s = json_object();
+		json_object_set_new(s, "name", json_string(base ? base + 1 : sdist));
+		json_object_set_new(s, "sha256", json_string(sha));
+		json_object_set_new(j, "sdist", s);
+	} else {
+		json_object_set_new(j, "sdist", json_null());
+	}
+	_cleanup_free_ char *entry = xasprintf("%s/%s.json", entries, key);
+	return pj_dump_file(j, entry, err);
+}

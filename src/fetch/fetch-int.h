@@ -1,0 +1,19 @@
+/* Internal to the fetch module. */
+#ifndef PYTI_FETCH_INT_H
+#define PYTI_FETCH_INT_H
+
+#include "fetch.h"
+
+/* cache.c */
+/* Look up key; on a hit, link/copy the files into io_dir/wheels and io_dir/sdist and fill out.
+ * Returns 1 on a hit, 0 on a miss, -1 on error. max_age_s > 0 treats older entries as misses. */
+int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, const char *io_dir,
+		    struct fetch_result *out, struct pyti_err *err);
+/* Store the wheels of wheel_dir (every *.whl), sdist (may be NULL) and the dist's own wheel name
+ * under key, atomically. */
+int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
+		    const char *sdist, const char *dist_wheel, struct pyti_err *err);
+/* A plain file name (no '/', no leading '.', not empty). */
+bool fetch_name_ok(const char *name);
+
+#endif

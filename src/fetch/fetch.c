@@ -1,0 +1,535 @@
+/* fetch_dist: the cache first; on a miss, pip inside a fetch sandbox.
+ *
+ * The fetch sandbox is the ns backend with the host's network, running the same agent as a test
+ * job on a generated job.json whose tasks are pip commands of the guest's own python3, so that
+ * wheels are built for the guest's Python and any package code (setup.py) runs confined:
+ *   own    pip wheel --no-deps -w /io/own DIST           the distribution's own wheel
+ *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies
+ *   sdist  pip download --no-deps --no-binary :all: -d /io/sdist DIST   (requirements only; a
+ *          wheel-only project just has no sdist)
+ * Building the own wheel first and resolving the rest from it treats every kind of DIST alike
+ * and names the distribution's own wheel without parsing pip's output. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fetch-int.h"
+#include "sandbox.h"
+
+extern char **environ;
+
+enum fetch_kind { FK_REQ, FK_SDIST, FK_WHEEL, FK_DIR };
+
+static const char *const default_extras[] = {"test", "tests", "testing", NULL};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && !strcmp(s + n - m, suffix);
+}
+
+static bool is_sdist_name(const char *s)
+{
+	return ends_with(s, ".tar.gz") || ends_with(s, ".tgz") || ends_with(s, ".zip") ||
+	       ends_with(s, ".tar.bz2") || ends_with(s, ".tar.xz") || ends_with(s, ".tar");
+}
+
+static char *sh_quote(const char *s)
+{
+	struct buf b = BUF_INIT(0);
+	buf_puts(&b, "'");
+	for (; *s; s++) {
+		if (*s == '\'')
+			buf_puts(&b, "'\\''");
+		else
+			buf_append(&b, s, 1);
+	}
+	buf_puts(&b, "'");
+	return buf_steal(&b);
+}
+
+static bool extra_ok(const char *e)
+{
+	if (!*e || strlen(e) > 64)
+		return false;
+	for (; *e; e++)
+		if (!((*e >= 'a' && *e <= 'z') || (*e >= 'A' && *e <= 'Z') || (*e >= '0' && *e <= '9') ||
+		      *e == '-' || *e == '_' || *e == '.'))
+			return false;
+	return true;
+}
+
+/* The last lines of pip's output, for an error message. */
+static char *tail_lines(const char *s, int lines, size_t max)
+{
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+		n--;
+	size_t start = n;
+	int seen = 0;
+	while (start > 0 && n - start < max) {
+		if (s[start - 1] == '\n' && ++seen >= lines)
+			break;
+		start--;
+	}
+	return xasprintf("%.*s", (int)(n - start), s + start);
+}
+
+static bool has_any(const char *s, const char *const *needles)
+{
+	for (; *needles; needles++)
+		if (strstr(s, *needles))
+			return true;
+	return false;
+}
+
+/* The first line of text containing any of needles (allocated), or NULL. */
+static char *line_with(const char *text, const char *const *needles)
+{
+	for (const char *const *n = needles; *n; n++) {
+		const char *hit = strstr(text, *n);
+		if (!hit)
+			continue;
+		const char *b = hit, *e = strchr(hit, '\n');
+		while (b > text && b[-1] != '\n')
+			b--;
+		size_t len = e ? (size_t)(e - b) : strlen(b);
+		return xasprintf("%.*s", (int)(len > 600 ? 600 : len), b);
+	}
+	return NULL;
+}
+
+/* Turn a failed pip task into an error with a failure class. pip says "No matching distribution"
+ * both for a name no index has and for an index it could not reach; only its debug log (--log)
+ * tells the two apart, so that is read too. */
+static int classify(const char *dist, const char *what, const char *output, const char *log,
+		    struct pyti_err *err)
+{
+	static const char *const net[] = {
+		"connection error", "NewConnectionError", "Failed to establish a new connection",
+		"Max retries exceeded", "ConnectTimeoutError", "ReadTimeoutError",
+		"Temporary failure in name resolution", "Name or service not known", "Network is unreachable",
+		"Connection refused", "ProxyError", "Cannot connect to proxy", "SSLError",
+		"CERTIFICATE_VERIFY_FAILED", "ConnectionResetError", "No route to host", NULL};
+	static const char *const unknown[] = {"No matching distribution found", "Could not find a version that satisfies",
+					      NULL};
+	if (!output)
+		output = "";
+	_cleanup_free_ char *tail = tail_lines(output, 12, 1500);
+	_cleanup_free_ char *netline = line_with(output, net);
+	if (!netline && log)
+		netline = line_with(log, net);
+	if (netline)
+		return pyti_err_class(err, PYTI_FC_NETWORK,
+				      "cannot reach the package index to fetch %s (Network): %s\npip said:\n%s", dist,
+				      netline, tail);
+	if (has_any(output, unknown))
+		return pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s); pip said:\n%s", dist,
+				      what, tail);
+	return pyti_err_class(err, PYTI_FC_FETCH, "pip could not %s for %s; pip said:\n%s", what, dist, tail);
+}
+
+static char *read_log(const char *io, const char *task)
+{
+	_cleanup_free_ char *p = xasprintf("%s/out/pip-%s.log", io, task);
+	struct buf b = BUF_INIT(16u << 20);
+	struct stat st;
+	if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || read_file(p, &b, NULL) < 0) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_steal(&b);
+}
+
+static json_t *task_new(const char *name, const char *run, const char *need)
+{
+	json_t *t = json_object();
+	json_object_set_new(t, "name", json_string(name));
+	json_object_set_new(t, "run", json_string(run));
+	json_t *needs = json_array();
+	if (need)
+		json_array_append_new(needs, json_string(need));
+	json_object_set_new(t, "needs", needs);
+	json_object_set_new(t, "cwd", json_string("/io"));
+	json_object_set_new(t, "env", json_object());
+	json_object_set_new(t, "timeout", json_integer(900));
+	json_object_set_new(t, "no_output_timeout", json_integer(300));
+	json_object_set_new(t, "memory", json_integer(0));
+	json_object_set_new(t, "pids", json_integer(0));
+	json_object_set_new(t, "output_limit", json_integer(1 << 20));
+	json_object_set_new(t, "junit", json_null());
+	return t;
+}
+
+/* Copy a source tree (regular files, directories, symlinks as symlinks) for the fetch sandbox. */
+static int copy_tree(const char *src, const char *dst, int depth, struct pyti_err *err)
+{
+	if (depth > 64)
+		return pyti_err_set(err, 0, "%s: directories nested too deeply", src);
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		return pyti_err_set(err, errno, "mkdir %s", dst);
+	DIR *d = opendir(src);
+	if (!d)
+		return pyti_err_set(err, errno, "open %s", src);
+	struct dirent *e;
+	int rc = 0;
+	while (rc == 0 && (e = readdir(d))) {
+		const char *n = e->d_name;
+		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, ".tox") || !strcmp(n, ".nox") ||
+		    !strcmp(n, ".venv") || !strcmp(n, "__pycache__"))
+			continue;
+		_cleanup_free_ char *s = xasprintf("%s/%s", src, n);
+		_cleanup_free_ char *t = xasprintf("%s/%s", dst, n);
+		struct stat st;
+		if (lstat(s, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			rc = copy_tree(s, t, depth + 1, err);
+		} else if (S_ISREG(st.st_mode)) {
+			rc = copy_file(s, t, st.st_mode & 0755, err);
+		} else if (S_ISLNK(st.st_mode)) {
+			char l[4096];
+			ssize_t k = readlink(s, l, sizeof l - 1);
+			if (k > 0) {
+				l[k] = '\0';
+				if (symlink(l, t) < 0)
+					rc = pyti_err_set(err, errno, "symlink %s", t);
+			}
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+static char *image_hash(const char *image_dir)
+{
+	_cleanup_free_ char *m = xasprintf("%s/manifest.json", image_dir);
+	_cleanup_json_ json_t *j = pj_load_file(m, NULL);
+	const char *h = j ? pj_str(j, "hash", NULL) : NULL;
+	if (h && *h)
+		return xstrdup(h);
+	char sha[65];
+	if (sha256_file(m, sha, NULL) == 0)
+		return xstrdup(sha);
+	return xasprintf("image-dir:%s", image_dir);
+}
+
+/* Extras named in the DIST itself ("pkg[a,b]>=1"), merged with the requested ones. */
+static char *extras_list(const char *dist, enum fetch_kind kind, const char *const *extras)
+{
+	struct buf b = BUF_INIT(0);
+	for (size_t i = 0; extras[i]; i++)
+		if (extra_ok(extras[i]))
+			buf_printf(&b, "%s%s", b.len ? "," : "", extras[i]);
+	if (kind == FK_REQ) {
+		size_t name_end = strcspn(dist, "[=<>!~;@ (");
+		if (dist[name_end] == '[') {
+			const char *close = strchr(dist + name_end, ']');
+			if (close) {
+				_cleanup_free_ char *in = xasprintf("%.*s", (int)(close - dist - name_end - 1),
+								    dist + name_end + 1);
+				char *save = NULL;
+				for (char *t = strtok_r(in, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+					if (extra_ok(t))
+						buf_printf(&b, "%s%s", b.len ? "," : "", t);
+			}
+		}
+	}
+	return buf_steal(&b);
+}
+
+static bool pinned(const char *dist)
+{
+	return strstr(dist, "==") && !strchr(dist, '*') && !strchr(dist, ',');
+}
+
+/* The only *.whl in dir (the own wheel), or NULL. */
+static char *only_wheel(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return NULL;
+	char *found = NULL;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (fetch_name_ok(e->d_name) && ends_with(e->d_name, ".whl")) {
+			n++;
+			free(found);
+			found = xstrdup(e->d_name);
+		}
+	closedir(d);
+	if (n != 1) {
+		free(found);
+		return NULL;
+	}
+	return found;
+}
+
+static char *first_sdist(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return NULL;
+	char *found = NULL;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		if (!fetch_name_ok(e->d_name) || !is_sdist_name(e->d_name))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode))
+			found = steal_pointer(&p);
+	}
+	closedir(d);
+	return found;
+}
+
+struct fetch_ctx {
+	const struct fetch_req *req;
+	enum fetch_kind kind;
+	const char *dist_arg_in_io; /* what pip gets as DIST inside the sandbox */
+	char *extras;
+};
+
+static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc, const char *io,
+		       const char *key, struct pyti_err *err)
+{
+	const struct fetch_req *r = c->req;
+	_cleanup_free_ char *conf = xasprintf("%s/pip.conf", io);
+	if (write_file_atomic(conf, pc->conf, strlen(pc->conf), 0644, err) < 0)
+		return -1;
+	static const char *const dirs[] = {"own", "wheels", "sdist", "out"};
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		_cleanup_free_ char *d = xasprintf("%s/%s", io, dirs[i]);
+		if (mkdir_p(d, 0755, err) < 0)
+			return -1;
+	}
+	_cleanup_json_ json_t *job = json_object();
+	_cleanup_free_ char *jobid = xasprintf("fetch-%.12s", key);
+	json_object_set_new(job, "job", json_string(jobid));
+	json_object_set_new(job, "dist", json_string(r->dist));
+	json_object_set_new(job, "recipe", json_string("fetch"));
+	json_object_set_new(job, "backend", json_string("ns"));
+	json_object_set_new(job, "image", json_string(r->image_dir));
+	json_t *env = json_object();
+	json_object_update(env, pc->env);
+	json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
+	json_object_set_new(env, "HOME", json_string("/tmp/home"));
+	json_object_set_new(env, "LANG", json_string("C.UTF-8"));
+	json_object_set_new(env, "PIP_CONFIG_FILE", json_string("/io/pip.conf"));
+	json_object_set_new(env, "PIP_NO_INPUT", json_string("1"));
+	json_object_set_new(env, "PIP_ROOT_USER_ACTION", json_string("ignore"));
+	json_object_set_new(env, "PIP_DISABLE_PIP_VERSION_CHECK", json_string("1"));
+	json_object_set_new(env, "PIP_PROGRESS_BAR", json_string("off"));
+	json_object_set_new(job, "env", env);
+	json_t *tasks = json_array();
+	_cleanup_free_ char *qdist = sh_quote(c->dist_arg_in_io);
+	_cleanup_free_ char *own = xasprintf("python3 -m pip wheel --log /io/out/pip-own.log --no-deps -w /io/own %s", qdist);
+	json_array_append_new(tasks, task_new("own", own, NULL));
+	struct buf deps = BUF_INIT(0);
+	buf_printf(&deps, "set -- /io/own/*.whl && python3 -m pip wheel --log /io/out/pip-deps.log -w /io/wheels \"$1%s%s%s\"",
+		   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
+	for (size_t i = 0; r->requires && r->requires[i]; i++) {
+		_cleanup_free_ char *q = sh_quote(r->requires[i]);
+		buf_printf(&deps, " %s", q);
+	}
+	buf_puts(&deps, " && { test -e \"/io/wheels/${1##*/}\" || cp \"$1\" /io/wheels/; }");
+	_cleanup_free_ char *deps_run = buf_steal(&deps);
+	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
+	if (c->kind == FK_REQ) {
+		_cleanup_free_ char *sd =
+			xasprintf("python3 -m pip download --no-deps --no-binary :all: -d /io/sdist %s", qdist);
+		json_array_append_new(tasks, task_new("sdist", sd, "own"));
+	}
+	json_object_set_new(job, "tasks", tasks);
+	_cleanup_free_ char *jobpath = xasprintf("%s/job.json", io);
+	if (pj_dump_file(job, jobpath, err) < 0)
+		return -1;
+
+	const char *const *binds = (const char *const *)pc->ro_binds;
+	struct sandbox_spec spec = {.backend = "ns", .image_dir = r->image_dir, .io_dir = io,
+				    .agent_path = r->agent_path, .state_dir = r->state_dir, .network = true,
+				    .ro_binds = binds, .timeout_s = r->timeout_s > 0 ? r->timeout_s : 1800,
+				    .on_event = r->on_event, .arg = r->arg};
+	struct sandbox_result sres;
+	log_debug("fetch %s: starting the fetch sandbox", r->dist);
+	if (sandbox_run(&spec, &sres, err) < 0) {
+		if (sres.fclass == PYTI_FC_TIMEOUT)
+			err->fclass = PYTI_FC_FETCH;
+		return pyti_err_prefix(err, "fetch %s", r->dist);
+	}
+	_cleanup_free_ char *resp = xasprintf("%s/out/results.json", io);
+	_cleanup_json_ json_t *res = pj_load_file(resp, err);
+	if (!res)
+		return pyti_err_prefix(err, "fetch %s: the agent's results", r->dist);
+	json_t *t;
+	size_t i;
+	json_array_foreach(json_object_get(res, "tasks"), i, t) {
+		const char *name = pj_str(t, "task", "");
+		const char *status = pj_str(t, "status", "");
+		const char *output = pj_str(t, "output", "");
+		if (!strcmp(status, "passed"))
+			continue;
+		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
+			_cleanup_free_ char *log = read_log(io, name);
+			return classify(r->dist, !strcmp(name, "own") ? "build or download its wheel" : "get its dependencies",
+					output, log, err);
+		}
+		if (!strcmp(name, "sdist") && strcmp(status, "skipped"))
+			log_info("fetch %s: no sdist (wheel-only project?); its tests come from the wheel only",
+				 r->dist);
+	}
+	return 0;
+}
+
+int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyti_err *err)
+{
+	double t0 = now_mono();
+	memset(out, 0, sizeof *out);
+	if (!req->dist || !*req->dist)
+		return pyti_err_usage(err, "fetch: no distribution given");
+	if (!req->state_dir || !req->io_dir || !req->image_dir || !req->agent_path)
+		return pyti_err_set(err, 0, "fetch: state_dir, io_dir, image_dir and agent_path are required");
+	struct fetch_ctx c = {.req = req, .kind = FK_REQ};
+	struct stat st;
+	_cleanup_free_ char *abs = NULL;
+	if (stat(req->dist, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) &&
+	    (strchr(req->dist, '/') || ends_with(req->dist, ".whl") || is_sdist_name(req->dist))) {
+		abs = realpath(req->dist, NULL);
+		if (!abs)
+			return pyti_err_set(err, errno, "fetch: %s", req->dist);
+		if (S_ISDIR(st.st_mode))
+			c.kind = FK_DIR;
+		else if (ends_with(abs, ".whl"))
+			c.kind = FK_WHEEL;
+		else if (is_sdist_name(abs))
+			c.kind = FK_SDIST;
+		else
+			return pyti_err_usage(err, "%s is neither a wheel, an sdist nor a source directory",
+					      req->dist);
+	} else if (strchr(req->dist, '/') && !strstr(req->dist, "://") && !strchr(req->dist, '@')) {
+		return pyti_err_usage(err, "%s: no such file or directory", req->dist);
+	}
+	const char *const *extras = req->extras ? req->extras : default_extras;
+	c.extras = extras_list(req->dist, c.kind, extras);
+	_cleanup_free_ char *extras_str = c.extras;
+
+	_cleanup_(fetch_pipconf_free) struct fetch_pipconf pc = {0};
+	if (fetch_pipconf_load(req->envp, &pc, err) < 0)
+		return -1;
+
+	/* the cache key */
+	_cleanup_free_ char *dist_id = NULL;
+	char h[65];
+	if (c.kind == FK_DIR) {
+		if (fetch_hash_dir(abs, h, err) < 0)
+			return -1;
+		dist_id = xasprintf("dir:%s", h);
+	} else if (c.kind != FK_REQ) {
+		if (sha256_file(abs, h, err) < 0)
+			return -1;
+		const char *base = strrchr(abs, '/') + 1;
+		dist_id = xasprintf("file:%s:%s", base, h);
+	} else {
+		dist_id = xasprintf("req:%s", req->dist);
+	}
+	_cleanup_free_ char *img = image_hash(req->image_dir);
+	const char *ex1[] = {c.extras, NULL};
+	char key[65];
+	fetch_cache_key(dist_id, ex1, req->requires, img, pc.key_part, key);
+	if (c.kind == FK_DIR)
+		out->src_dir = xstrdup(abs);
+
+	/* unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL seconds) */
+	double ttl = 0;
+	if (c.kind == FK_REQ && !pinned(req->dist)) {
+		const char *t = getenv("PYTI_FETCH_TTL");
+		ttl = t && *t ? strtod(t, NULL) : 86400;
+	}
+	if (!req->refresh) {
+		int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
+		if (hit < 0)
+			return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
+		if (hit) {
+			out->from_cache = true;
+			out->wall_s = now_mono() - t0;
+			log_debug("fetch %s: cache hit %s", req->dist, key);
+			return 0;
+		}
+	}
+	for (size_t i = 0; i < pc.nwarnings; i++)
+		log_warn("%s", pc.warnings[i]);
+
+	/* a miss: the fetch sandbox, in a scratch I/O directory on the cache's file system */
+	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
+	if (mkdir_p(tmpdir, 0755, err) < 0)
+		return -1;
+	_cleanup_free_ char *io = xasprintf("%s/fetch.XXXXXX", tmpdir);
+	if (!mkdtemp(io))
+		return pyti_err_set(err, errno, "mkdtemp %s", io);
+	chmod(io, 0755);
+	int rc = -1;
+	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
+	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
+	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
+	if (c.kind != FK_REQ) {
+		const char *base = strrchr(abs, '/') + 1;
+		_cleanup_free_ char *local = xasprintf("%s/local", io);
+		_cleanup_free_ char *dst = xasprintf("%s/%s", local, base);
+		if (mkdir_p(local, 0755, err) < 0)
+			goto done;
+		if ((c.kind == FK_DIR ? copy_tree(abs, dst, 0, err) : copy_file(abs, dst, 0644, err)) < 0)
+			goto done;
+		in_io = xasprintf("/io/local/%s", base);
+		c.dist_arg_in_io = in_io;
+		if (c.kind == FK_SDIST)
+			sdist_src = xstrdup(abs);
+	} else {
+		c.dist_arg_in_io = req->dist;
+	}
+	if (run_sandbox(&c, &pc, io, key, err) < 0)
+		goto done;
+	own = only_wheel(own_dir);
+	if (!own) {
+		pyti_err_class(err, PYTI_FC_FETCH, "fetch %s: pip produced no wheel of the distribution itself",
+			       req->dist);
+		goto done;
+	}
+	if (c.kind == FK_REQ) {
+		_cleanup_free_ char *sddir = xasprintf("%s/sdist", io);
+		sdist_src = first_sdist(sddir);
+	}
+	if (fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, own, err) < 0)
+		goto done;
+	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);
+	if (hit <= 0) {
+		if (hit == 0)
+			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
+		goto done;
+	}
+	out->wall_s = now_mono() - t0;
+	rc = 0;
+done:
+	{
+		struct pyti_err e2 = {0};
+		if (rm_rf(io, &e2) < 0)
+			log_warn("fetch: cannot remove %s: %s", io, pyti_err_str(&e2));
+	}
+	if (rc < 0)
+		fetch_result_free(out);
+	return rc;
+}
+
+void fetch_result_free(struct fetch_result *r)
+{
+	if (!r)
+		return;
+	free(r->wheelhouse);
+	free(r->sdist);
+	free(r->src_dir);
+	free(r->dist_wheel);
+	memset(r, 0, sizeof *r);
+}
