@@ -1,0 +1,373 @@
+/* sandbox: the vm backend. One libvirt domain per job, thrown away afterwards:
+ *   vda = a fresh qcow2 overlay (cold: on the image's base; warm: on the overlay frozen at the
+ *         warm snapshot), vdb = the job's raw ext4 I/O disk written by the DiskHandler.
+ * Warm reset (design.md §3): once per image+agent, boot to the agent's "ready" and virDomainSave
+ * the guest there; each job then virDomainRestoreFlags that image with an alternate XML pointing
+ * vda/vdb at the job's files, and sends "go". The agent has read nothing of the I/O disk before
+ * "go", so swapping it under the saved guest is safe (the agent flushes the block cache first).
+ *
+ * Layout: STATE/vm/<suite>/initrd-<h>.img, STATE/vm/<suite>/warm-<key>/{frozen.qcow2, io0.img,
+ * state.sav, domain.xml, ok, lock}, STATE/vm/run-<pid>-<n>/{system.qcow2, io.img} (per job). */
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "disk.h"
+#include "proc.h"
+#include "sandbox-vm.h"
+#include "vm.h"
+
+struct svm {
+	const struct sandbox_spec *spec;
+	struct buf con; /* console bytes not yet parsed (an incomplete line) */
+	bool ready, job_end;
+	char *agent_error;
+	int lock_fd;
+	const char *warm_name; /* the warm domain's name while we hold its lock */
+};
+
+static void svm_on_event(void *arg, json_t *ev)
+{
+	struct svm *s = arg;
+	const char *e = pj_str(ev, "event", "");
+	if (strcmp(e, "ready") == 0) {
+		s->ready = true;
+		return; /* vm-only: the ns backend has no such event */
+	}
+	if (strcmp(e, "job_end") == 0)
+		s->job_end = true;
+	if (strcmp(e, "error") == 0 && !s->agent_error)
+		s->agent_error = xstrdup(pj_str(ev, "message", "?"));
+	if (s->spec->on_event)
+		s->spec->on_event(s->spec->arg, ev);
+}
+
+static void svm_console(void *arg, const char *data, size_t n)
+{
+	struct svm *s = arg;
+	if (buf_append(&s->con, data, n) < 0) {
+		/* a line longer than the cap is console noise, never an event: drop it */
+		buf_reset(&s->con);
+		return;
+	}
+	size_t used = sandbox_parse_events(s->con.data, s->con.len, svm_on_event, s);
+	if (used) {
+		memmove(s->con.data, s->con.data + used, s->con.len - used);
+		s->con.len -= used;
+		s->con.data[s->con.len] = '\0';
+	}
+}
+
+static bool svm_is_stale(void *arg, const char *name)
+{
+	struct svm *s = arg;
+	int pid = 0;
+	if (sscanf(name, VM_NAME_PREFIX "job-%d-", &pid) == 1 && pid > 0)
+		return pid != getpid() && kill(pid, 0) < 0 && errno == ESRCH;
+	/* a warm domain still running while we hold its lock belongs to a dead process */
+	return s->warm_name && strcmp(name, s->warm_name) == 0;
+}
+
+static long long svm_tree_bytes;
+static int svm_tree_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)p;
+	(void)flag;
+	(void)f;
+	svm_tree_bytes += (long long)st->st_size + 4096;
+	return 0;
+}
+
+static unsigned svm_env_uint(const char *name, unsigned dflt)
+{
+	const char *e = getenv(name);
+	unsigned long v = e && *e ? strtoul(e, NULL, 10) : 0;
+	return v ? (unsigned)v : dflt;
+}
+
+/* qemu:///system runs QEMU as libvirt-qemu, which must be able to walk to every file it opens. */
+static int svm_check_reach(const char *uri, const char *path, struct pyti_err *err)
+{
+	if (strcmp(uri, "qemu:///system") != 0 || geteuid() != 0)
+		return 0;
+	_cleanup_free_ char *p = xstrdup(path);
+	for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
+		*slash = '\0';
+		struct stat st;
+		if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH))
+			return pyti_err_usage(err,
+					      "the vm backend on %s runs QEMU as user libvirt-qemu, which cannot "
+					      "enter %s (mode %o): use a --state-dir outside it, `chmod o+x %s`, "
+					      "or --vm-uri qemu:///session",
+					      uri, p, st.st_mode & 07777, p);
+	}
+	return 0;
+}
+
+static int svm_qcow2_overlay(const char *backing, const char *path, struct pyti_err *err)
+{
+	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", (char *)backing, (char *)path,
+			NULL};
+	return proc_run_simple(argv, NULL, 60, err);
+}
+
+/* The last lines of the console, printable ASCII only, for an error message. */
+static char *svm_tail_text(const char *tail)
+{
+	size_t n = strlen(tail);
+	const char *p = n > 600 ? tail + n - 600 : tail;
+	char *out = xstrdup(p);
+	for (char *q = out; *q; q++)
+		if ((*q < 0x20 && *q != '\n') || *q == 0x7f)
+			*q = ' ';
+	return out;
+}
+
+static void svm_fill_crash(struct svm *s, struct vm_guest *g, struct sandbox_result *res, const char *what,
+			   struct pyti_err *err)
+{
+	_cleanup_free_ char *t = svm_tail_text(vm_guest_console_tail(g));
+	res->fclass = PYTI_FC_CRASH;
+	if (s->agent_error)
+		pyti_err_class(err, PYTI_FC_CRASH, "vm %s: %s: agent error: %s", vm_guest_name(g), what, s->agent_error);
+	else
+		pyti_err_class(err, PYTI_FC_CRASH, "vm %s: %s; console ends with:\n%s", vm_guest_name(g), what, t);
+}
+
+/* Boot xml until the agent says ready (or fails). */
+static int svm_boot_ready(struct svm *s, struct vm_conn *c, const char *xml, struct vm_guest **out,
+			  struct sandbox_result *res, struct pyti_err *err)
+{
+	struct vm_guest *g = NULL;
+	if (vm_guest_create(c, xml, svm_console, s, &g, err) < 0)
+		return -1;
+	int w = vm_guest_wait(g, &s->ready, now_mono() + 300, err);
+	if (w == 0) {
+		*out = g;
+		return 0;
+	}
+	if (w == 1)
+		svm_fill_crash(s, g, res, "stopped before the agent was ready", err);
+	else if (w == 2) {
+		res->fclass = PYTI_FC_TIMEOUT;
+		pyti_err_class(err, PYTI_FC_TIMEOUT, "vm %s: no agent ready within 300 s", vm_guest_name(g));
+	}
+	vm_guest_free(g);
+	return -1;
+}
+
+/* Make the warm snapshot of this image+agent under dir (we hold dir/lock). */
+static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_image *img, const char *dir,
+			  const char *name, unsigned mem, unsigned vcpus, struct sandbox_result *res,
+			  struct pyti_err *err)
+{
+	_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", dir);
+	_cleanup_free_ char *io0 = xasprintf("%s/io0.img", dir);
+	_cleanup_free_ char *sav = xasprintf("%s/state.sav", dir);
+	_cleanup_free_ char *ok = xasprintf("%s/ok", dir);
+	_cleanup_free_ char *xml = NULL, *saved = NULL;
+	unlink(ok);
+	unlink(frozen);
+	unlink(sav);
+	if (svm_qcow2_overlay(img->base, frozen, err) < 0 || disk_mkfs(io0, 1u << 20, err) < 0)
+		return -1;
+	struct vm_def d = {.name = name, .memory_mib = mem, .vcpus = vcpus, .kernel = img->kernel,
+			   .initrd = img->initrd, .system_disk = frozen, .io_disk = io0};
+	if (vm_domain_xml(&d, vm_conn_uri(c), &xml, err) < 0)
+		return -1;
+	double t0 = now_mono();
+	struct vm_guest *g = NULL;
+	if (svm_boot_ready(s, c, xml, &g, res, err) < 0)
+		return pyti_err_prefix(err, "warm snapshot");
+	double t_ready = now_mono();
+	int r = vm_guest_save(g, sav, err);
+	vm_guest_free(g);
+	if (r < 0)
+		return pyti_err_prefix(err, "warm snapshot");
+	log_info("vm: warm snapshot of %s: boot → ready %.2f s, save %.2f s", name, t_ready - t0,
+		 now_mono() - t_ready);
+	if (vm_save_image_xml(c, sav, &saved, err) < 0)
+		return -1;
+	_cleanup_free_ char *dx = xasprintf("%s/domain.xml", dir);
+	if (write_file_atomic(dx, saved, strlen(saved), 0644, err) < 0)
+		return -1;
+	return write_file_atomic(ok, "ok\n", 3, 0644, err);
+}
+
+static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct sandbox_result *res,
+		   struct pyti_err *err)
+{
+	const struct sandbox_spec *spec = s->spec;
+	const char *uri = vm_conn_uri(c);
+	const char *slash = strrchr(spec->image_dir, '/');
+	const char *suite = slash && slash[1] ? slash + 1 : spec->image_dir;
+	_cleanup_free_ char *cache = xasprintf("%s/vm/%s", spec->state_dir, suite);
+	unsigned mem = svm_env_uint("PYTI_VM_MEMORY_MIB", 1024), vcpus = svm_env_uint("PYTI_VM_VCPUS", 1);
+
+	struct vm_image img = {0};
+	if (vm_image_prepare(spec->image_dir, spec->agent_path, cache, &img, err) < 0)
+		return -1;
+	int r = -1;
+	struct vm_guest *g = NULL;
+	_cleanup_free_ char *xml = NULL, *warm_dir = NULL, *warm_name = NULL, *lockp = NULL;
+	_cleanup_free_ char *ov = xasprintf("%s/system.qcow2", rundir);
+	_cleanup_free_ char *io = xasprintf("%s/io.img", rundir);
+	_cleanup_free_ char *outdir = xasprintf("%s/out", spec->io_dir);
+	_cleanup_free_ char *results = xasprintf("%s/results.json", outdir);
+	if (svm_check_reach(uri, img.base, err) < 0 || svm_check_reach(uri, img.initrd, err) < 0 ||
+	    svm_check_reach(uri, io, err) < 0)
+		goto out;
+
+	/* I/O disk: the job's files + room for out/ (logs, junit, results) */
+	svm_tree_bytes = 0;
+	if (nftw(spec->io_dir, svm_tree_cb, 64, FTW_PHYS) < 0) {
+		pyti_err_set(err, errno, "read %s", spec->io_dir);
+		goto out;
+	}
+	uint64_t io_size = ((uint64_t)svm_tree_bytes * 5 / 4 + (256u << 20) + (1u << 20) - 1) & ~((uint64_t)(1u << 20) - 1);
+	if (disk_from_dir(io, spec->io_dir, io_size, err) < 0)
+		goto out;
+
+	/* warm snapshot: one per image + agent + domain shape, used by one job at a time */
+	char key_src[256];
+	snprintf(key_src, sizeof key_src, "%s %u %u %s", img.key, mem, vcpus, vm_domain_type(uri));
+	char key[65];
+	sha256_hex(key_src, strlen(key_src), key);
+	key[16] = '\0';
+	warm_dir = xasprintf("%s/warm-%s", cache, key);
+	warm_name = xasprintf(VM_NAME_PREFIX "warm-%s", key);
+	bool warm = false;
+	if (!spec->cold) {
+		lockp = xasprintf("%s/lock", warm_dir);
+		if (mkdir_p(warm_dir, 0755, err) < 0)
+			goto out;
+		s->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		/* Busy (another job restores it now): boot cold rather than wait. */
+		if (s->lock_fd >= 0 && flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0) {
+			warm = true;
+			s->warm_name = warm_name;
+		}
+	}
+	if (vm_cleanup_stale(c, svm_is_stale, s, err) < 0)
+		goto out;
+
+	double t0 = now_mono();
+	if (warm) {
+		_cleanup_free_ char *okp = xasprintf("%s/ok", warm_dir);
+		if (!path_exists(okp)) {
+			if (svm_warm_build(s, c, &img, warm_dir, warm_name, mem, vcpus, res, err) < 0)
+				goto out;
+			t0 = now_mono(); /* the job itself starts at the restore */
+		}
+		_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", warm_dir);
+		_cleanup_free_ char *io0 = xasprintf("%s/io0.img", warm_dir);
+		_cleanup_free_ char *sav = xasprintf("%s/state.sav", warm_dir);
+		_cleanup_free_ char *dx = xasprintf("%s/domain.xml", warm_dir);
+		_cleanup_buf_ struct buf x = BUF_INIT(4u << 20);
+		if (read_file(dx, &x, err) < 0 || svm_qcow2_overlay(frozen, ov, err) < 0)
+			goto out;
+		xml = buf_steal(&x);
+		if (vm_xml_replace_file(&xml, frozen, ov) < 1 || vm_xml_replace_file(&xml, io0, io) < 1) {
+			pyti_err_set(err, 0, "warm snapshot %s: its domain XML does not name %s and %s", warm_dir,
+				     frozen, io0);
+			goto out;
+		}
+		if (vm_guest_restore(c, sav, xml, svm_console, s, &g, err) < 0)
+			goto out;
+		s->ready = true; /* saved at "ready"; the agent waits for "go" */
+		log_info("vm: restore → ready %.2f s", now_mono() - t0);
+	} else {
+		if (svm_qcow2_overlay(img.base, ov, err) < 0)
+			goto out;
+		static unsigned counter;
+		_cleanup_free_ char *name = xasprintf(VM_NAME_PREFIX "job-%d-%u", (int)getpid(), ++counter);
+		struct vm_def d = {.name = name, .memory_mib = mem, .vcpus = vcpus, .kernel = img.kernel,
+				   .initrd = img.initrd, .system_disk = ov, .io_disk = io};
+		if (vm_domain_xml(&d, uri, &xml, err) < 0 || svm_boot_ready(s, c, xml, &g, res, err) < 0)
+			goto out;
+		log_info("vm: cold boot → ready %.2f s", now_mono() - t0);
+	}
+	res->setup_s = now_mono() - t0;
+
+	/* "go EPOCH": the clock of a restored guest is as old as its snapshot */
+	char go[64];
+	snprintf(go, sizeof go, "go %.3f\n", now_wall());
+	if (vm_guest_send(g, go, strlen(go), err) < 0)
+		goto out;
+	double t_go = now_mono();
+	double deadline = spec->timeout_s > 0 ? t_go + spec->timeout_s : 0;
+	int w = vm_guest_wait(g, &s->job_end, deadline, err);
+	if (w < 0)
+		goto out;
+	if (w == 0) {
+		log_info("vm: go → job_end %.2f s", now_mono() - t_go);
+		/* The agent synced and unmounted /io before job_end; let it power off, briefly. */
+		vm_guest_wait(g, NULL, now_mono() + 3, NULL);
+	} else if (w == 1) {
+		svm_fill_crash(s, g, res, "the guest stopped before the job ended", err);
+	} else {
+		res->fclass = PYTI_FC_TIMEOUT;
+		pyti_err_class(err, PYTI_FC_TIMEOUT, "vm %s: the job did not end within %.0f s", vm_guest_name(g),
+			       spec->timeout_s);
+	}
+	vm_guest_free(g);
+	g = NULL;
+
+	/* results (also partial ones after a crash or timeout: logs help) */
+	struct pyti_err derr = {0};
+	int dl = disk_download(io, "/out", outdir, &derr);
+	if (w != 0)
+		goto out;
+	if (dl < 0) {
+		*err = derr;
+		pyti_err_prefix(err, "vm: reading the I/O disk back");
+		goto out;
+	}
+	if (!path_exists(results)) {
+		pyti_err_class(err, PYTI_FC_CRASH, "vm: the agent ended without writing out/results.json%s%s",
+			       s->agent_error ? ": " : "", s->agent_error ? s->agent_error : "");
+		res->fclass = PYTI_FC_CRASH;
+		goto out;
+	}
+	res->agent_status = 0;
+	r = 0;
+out:
+	vm_guest_free(g);
+	vm_image_free(&img);
+	return r;
+}
+
+int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
+{
+	*res = (struct sandbox_result){.agent_status = -1};
+	if (!spec->image_dir || !spec->io_dir || !spec->state_dir || !spec->agent_path)
+		return pyti_err_usage(err, "vm backend: image_dir, io_dir, state_dir and agent_path are required");
+	if (spec->network)
+		return pyti_err_usage(err, "vm backend: guests have no network (the fetch sandbox is ns only)");
+	double t0 = now_mono();
+	struct svm s = {.spec = spec, .con = BUF_INIT(1u << 20), .lock_fd = -1};
+	struct vm_conn *c = NULL;
+	static unsigned counter;
+	_cleanup_free_ char *rundir = xasprintf("%s/vm/run-%d-%u", spec->state_dir, (int)getpid(), ++counter);
+	int r = vm_connect(spec->vm_uri, &c, err);
+	if (r == 0) {
+		r = mkdir_p(rundir, 0755, err);
+		if (r == 0)
+			r = svm_run(&s, c, rundir, res, err);
+		struct pyti_err e2 = {0};
+		if (rm_rf(rundir, &e2) < 0)
+			log_warn("vm: %s", pyti_err_str(&e2));
+	}
+	if (r < 0 && !err->fclass)
+		err->fclass = res->fclass ? res->fclass : PYTI_FC_INFRA;
+	vm_disconnect(c);
+	if (s.lock_fd >= 0)
+		close(s.lock_fd);
+	buf_free(&s.con);
+	free(s.agent_error);
+	res->wall_s = now_mono() - t0;
+	return r;
+}
