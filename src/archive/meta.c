@@ -10,6 +10,7 @@
 #define META_MAX_FILE (16u << 20)  /* METADATA, RECORD, top_level.txt, PKG-INFO */
 #define META_MAX_ENTRIES 200000
 #define META_MAX_MODULES 4096
+#define META_MAX_EXTRAS 256
 
 char *archive_normalize_name(const char *name)
 {
@@ -53,15 +54,44 @@ void wheel_meta_free(struct wheel_meta *m)
 	memset(m, 0, sizeof *m);
 }
 
-static void strset_add(char ***v, size_t *n, const char *s, size_t len)
+/* Unique strings in insertion order (extras: file order matters). Small sets only. */
+static void strlist_add(char ***v, size_t *n, const char *s, size_t len)
 {
+	if (*n >= META_MAX_EXTRAS)
+		return;
 	for (size_t i = 0; i < *n; i++)
 		if (strlen((*v)[i]) == len && memcmp((*v)[i], s, len) == 0)
 			return;
+	*v = xrealloc(*v, (*n + 1) * sizeof **v);
+	(*v)[(*n)++] = xasprintf("%.*s", (int)len, s);
+}
+
+/* Unique strings kept sorted: a hostile RECORD may have millions of lines, so lookups must not be
+ * linear. */
+static void strset_add(char ***v, size_t *n, const char *s, size_t len)
+{
+	char key[256];
+	if (len >= sizeof key)
+		return;
+	memcpy(key, s, len);
+	key[len] = '\0';
+	size_t lo = 0, hi = *n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp((*v)[mid], key);
+		if (c == 0)
+			return;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	if (*n >= META_MAX_MODULES)
 		return;
 	*v = xrealloc(*v, (*n + 1) * sizeof **v);
-	(*v)[(*n)++] = xasprintf("%.*s", (int)len, s);
+	memmove(*v + lo + 1, *v + lo, (*n - lo) * sizeof **v);
+	(*v)[lo] = xstrdup(key);
+	(*n)++;
 }
 
 static struct archive *meta_open(const char *path, bool tar_too, struct pyti_err *err)
@@ -151,7 +181,7 @@ static int parse_metadata(const char *apath, const char *what, const char *text,
 			else if (kl == 7 && strncasecmp(p, "Version", 7) == 0 && !m->version && vl)
 				m->version = xasprintf("%.*s", (int)vl, v);
 			else if (kl == 14 && strncasecmp(p, "Provides-Extra", 14) == 0 && vl)
-				strset_add(&m->extras, &m->n_extras, v, vl);
+				strlist_add(&m->extras, &m->n_extras, v, vl);
 		}
 		if (!nl)
 			break;

@@ -16,6 +16,9 @@
 #include "pyti_archive.h"
 
 #define MAX_LINK_EXPANSIONS 40
+/* Path components visited while resolving all symlinks of one archive: crafted chains of long
+ * targets must not turn validation into a denial of service. */
+#define MAX_RESOLVE_STEPS (8u << 20)
 
 struct link {
 	char *path, *target;
@@ -34,6 +37,7 @@ struct unpack {
 	size_t n_files, cap_files;
 	struct link *syms;
 	size_t n_syms, cap_syms;
+	size_t resolve_steps;
 	struct pyti_err *err;
 };
 
@@ -167,11 +171,15 @@ static int norm_path(struct unpack *u, const char *raw, const char *what, bool i
 
 /* Follows target from dir through the archive's own symlinks; -1 when it leaves the tree (or
  * loops). cur holds dir on entry and the resolved path on success. */
-static int resolve(const struct unpack *u, char *cur, const char *target, int *budget)
+static int resolve(struct unpack *u, char *cur, const char *target, int *budget)
 {
 	if (target[0] == '/')
 		return -1;
 	for (const char *p = target; *p;) {
+		if (++u->resolve_steps > MAX_RESOLVE_STEPS) {
+			*budget = -1;
+			return -1;
+		}
 		const char *e = strchr(p, '/');
 		size_t n = e ? (size_t)(e - p) : strlen(p);
 		if (n == 2 && p[0] == '.' && p[1] == '.') {

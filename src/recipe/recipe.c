@@ -563,24 +563,23 @@ static int task_index(const struct recipe *r, const char *name)
 	return -1;
 }
 
-static int validate_and_order(struct parse_ctx *c)
+/* Task indices of every need, so that ordering is not quadratic in string compares. */
+struct need_idx {
+	size_t *v;
+	size_t n;
+};
+
+static void need_idx_free(struct need_idx *ni, size_t n)
+{
+	for (size_t i = 0; ni && i < n; i++)
+		free(ni[i].v);
+	free(ni);
+}
+
+static int order_tasks(struct parse_ctx *c, struct need_idx *ni)
 {
 	struct recipe *r = c->r;
 	size_t n = r->n_tasks;
-	if (!n)
-		return perr(c, 0, "empty recipe: no [task:NAME] section");
-	for (size_t i = 0; i < n; i++) {
-		struct recipe_task *t = &r->tasks[i];
-		if (!t->run)
-			return perr(c, t->line, "[task:%s] has no 'run'", t->name);
-		for (size_t k = 0; k < t->n_needs; k++)
-			if (task_index(r, t->needs[k]) < 0)
-				return perr(c, c->needs_line[i] ? c->needs_line[i] : t->line,
-					    "[task:%s] needs unknown task '%s'", t->name, t->needs[k]);
-		if (!t->cwd)
-			t->cwd = xstrdup(RECIPE_DEFAULT_CWD);
-	}
-
 	/* Kahn's algorithm; the lowest file index among ready tasks goes first. */
 	_cleanup_free_ bool *placed = xcalloc(n, sizeof *placed);
 	_cleanup_free_ size_t *order = xcalloc(n, sizeof *order);
@@ -591,8 +590,8 @@ static int validate_and_order(struct parse_ctx *c)
 			if (placed[i])
 				continue;
 			bool ready = true;
-			for (size_t k = 0; k < r->tasks[i].n_needs && ready; k++)
-				ready = placed[task_index(r, r->tasks[i].needs[k])];
+			for (size_t k = 0; k < ni[i].n && ready; k++)
+				ready = placed[ni[i].v[k]];
 			if (ready)
 				pick = i;
 		}
@@ -603,29 +602,26 @@ static int validate_and_order(struct parse_ctx *c)
 	}
 	if (done < n) {
 		/* Every unplaced task waits for an unplaced one: walk until a task repeats. */
-		_cleanup_free_ int *seen_at = xcalloc(n, sizeof *seen_at); /* position+1 in path */
+		_cleanup_free_ size_t *seen_at = xcalloc(n, sizeof *seen_at); /* position+1 in path */
 		_cleanup_free_ size_t *path = xcalloc(n + 1, sizeof *path);
 		size_t cur = 0, len = 0;
 		while (placed[cur])
 			cur++;
 		while (!seen_at[cur]) {
-			seen_at[cur] = (int)++len;
+			seen_at[cur] = ++len;
 			path[len - 1] = cur;
-			const struct recipe_task *t = &r->tasks[cur];
-			for (size_t k = 0; k < t->n_needs; k++) {
-				size_t nx = (size_t)task_index(r, t->needs[k]);
-				if (!placed[nx]) {
-					cur = nx;
+			for (size_t k = 0; k < ni[cur].n; k++)
+				if (!placed[ni[cur].v[k]]) {
+					cur = ni[cur].v[k];
 					break;
 				}
-			}
 		}
 		/* path[seen_at[cur]-1 .. len-1] is the cycle, each needing the next */
 		_cleanup_buf_ struct buf b = BUF_INIT(1024);
-		for (size_t i = (size_t)seen_at[cur] - 1; i < len; i++)
+		for (size_t i = seen_at[cur] - 1; i < len; i++)
 			buf_printf(&b, "%s -> ", r->tasks[path[i]].name);
 		buf_puts(&b, r->tasks[cur].name);
-		return perr(c, r->tasks[cur].line, "dependency cycle: %s", b.data);
+		return perr(c, r->tasks[cur].line, "dependency cycle: %s%s", b.data, b.truncated ? "..." : "");
 	}
 	struct recipe_task *sorted = xcalloc(n, sizeof *sorted);
 	for (size_t i = 0; i < n; i++)
@@ -633,6 +629,39 @@ static int validate_and_order(struct parse_ctx *c)
 	free(r->tasks);
 	r->tasks = sorted;
 	return 0;
+}
+
+static int validate_and_order(struct parse_ctx *c)
+{
+	struct recipe *r = c->r;
+	size_t n = r->n_tasks;
+	if (!n)
+		return perr(c, 0, "empty recipe: no [task:NAME] section");
+	struct need_idx *ni = xcalloc(n, sizeof *ni);
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct recipe_task *t = &r->tasks[i];
+		if (!t->run) {
+			rc = perr(c, t->line, "[task:%s] has no 'run'", t->name);
+			break;
+		}
+		ni[i].v = xcalloc(t->n_needs + 1, sizeof *ni[i].v);
+		for (size_t k = 0; k < t->n_needs; k++) {
+			int x = task_index(r, t->needs[k]);
+			if (x < 0) {
+				rc = perr(c, c->needs_line[i] ? c->needs_line[i] : t->line,
+					  "[task:%s] needs unknown task '%s'", t->name, t->needs[k]);
+				break;
+			}
+			ni[i].v[ni[i].n++] = (size_t)x;
+		}
+		if (!t->cwd)
+			t->cwd = xstrdup(RECIPE_DEFAULT_CWD);
+	}
+	if (rc == 0)
+		rc = order_tasks(c, ni);
+	need_idx_free(ni, n);
+	return rc;
 }
 
 static char *default_name(const char *src)
