@@ -430,8 +430,61 @@ static void test_unprivileged(void **state)
 	rm_rf(io, NULL);
 }
 
-int main(void)
+static void drv_event(void *arg, json_t *ev)
 {
+	json_array_append(arg, ev);
+}
+
+/* Driver for tests/integration/test_sandbox_ns.py:
+ *   test_sandbox_ns --run IMAGE_DIR IO_DIR AGENT [--network] [--timeout S] [--ro PATH]…
+ * prints {"rc","setup_s","wall_s","fclass","agent_status","error","events":[…]} */
+static int driver(int argc, char **argv)
+{
+	if (argc < 5) {
+		fprintf(stderr, "usage: %s --run IMAGE_DIR IO_DIR AGENT [--network] [--timeout S] [--ro PATH]...\n",
+			argv[0]);
+		return 2;
+	}
+	if (getenv("PYTI_DEBUG"))
+		pyti_log_level = PYTI_LOG_DEBUG;
+	const char *ro[64] = {0};
+	size_t nro = 0;
+	struct sandbox_spec s = {.backend = "ns", .image_dir = argv[2], .io_dir = argv[3], .agent_path = argv[4]};
+	for (int i = 5; i < argc; i++) {
+		if (!strcmp(argv[i], "--network"))
+			s.network = true;
+		else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
+			s.timeout_s = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--ro") && i + 1 < argc && nro < 63)
+			ro[nro++] = argv[++i];
+	}
+	s.ro_binds = ro;
+	json_t *events = json_array();
+	s.on_event = drv_event;
+	s.arg = events;
+	struct sandbox_result res;
+	struct pyti_err err = {0};
+	int rc = sandbox_run(&s, &res, &err);
+	json_t *j = json_object();
+	json_object_set_new(j, "rc", json_integer(rc));
+	json_object_set_new(j, "setup_s", json_real(res.setup_s));
+	json_object_set_new(j, "wall_s", json_real(res.wall_s));
+	const char *fc = pyti_fclass_name(res.fclass);
+	json_object_set_new(j, "fclass", fc ? json_string(fc) : json_null());
+	json_object_set_new(j, "agent_status", json_integer(res.agent_status));
+	json_object_set_new(j, "error", rc < 0 ? json_string(pyti_err_str(&err)) : json_null());
+	json_object_set_new(j, "events", events);
+	char *out = json_dumps(j, JSON_COMPACT);
+	printf("%s\n", out);
+	free(out);
+	json_decref(j);
+	return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "--run"))
+		return driver(argc, argv);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bad_spec),
 		cmocka_unit_test(test_basic),
