@@ -468,13 +468,20 @@ static bool proc_watchdog(struct proc_run_state *st)
 		return true;
 	}
 	if (lim->memory_bytes && rss_sum > lim->memory_bytes) {
+		static int rollup = -1;
+		if (rollup < 0)
+			rollup = access("/proc/self/smaps_rollup", R_OK) == 0;
 		uint64_t pss_sum = 0;
 		for (size_t i = 0; i < t->n; i++) {
 			struct proc_ent *e = &t->ents[i];
 			if (e->member != 1 || e->state == 'Z')
 				continue;
 			long pss = proc_pss_kb(e->pid);
-			pss_sum += (uint64_t)(pss >= 0 ? pss : e->rss_pages * page_kb) * 1024;
+			/* Unreadable: the process is exiting (its pages are someone else's now, or
+			 * gone), unless this kernel has no smaps_rollup at all (< 4.14). */
+			if (pss < 0)
+				pss = rollup ? 0 : e->rss_pages * page_kb;
+			pss_sum += (uint64_t)pss * 1024;
 		}
 		if (pss_sum > lim->memory_bytes) {
 			st->res->fclass = PYTI_FC_OOM;
