@@ -23,6 +23,7 @@
  * initrd (design.md §3), so that the initrd matches the guest rather than the host. */
 #define INCLUDE_PKGS "python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static"
 #define BOOTSTRAP_TIMEOUT_S 3600.0
+#define MMDEBSTRAP_MERGED_USR_HOOK "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
 
 void image_info_free(struct image_info *info)
 {
@@ -119,9 +120,8 @@ int image_find(const char *state_dir, const char *suite, struct image_info *out,
 	/* Missing or half-built: a configuration problem the user fixes with one command (exit 2). */
 	if (!image_up_to_date(state_dir, suite))
 		return pyti_err_usage(err,
-				      "no %s image in %s/images: build it with `pyti --state-dir %s image build "
-				      "--suite %s`",
-				      suite, state_dir, state_dir, suite);
+				      "no %s image in %s/images: build it with `pyti image build --suite %s`",
+				      suite, state_dir, suite);
 	return info_load(state_dir, suite, out, err);
 }
 
@@ -292,6 +292,22 @@ static bool have_program(const char *name)
 	return false;
 }
 
+/* Say what to install before anything starts. */
+static int check_tools(struct pyti_err *err)
+{
+	if (geteuid() == 0) {
+		if (!have_program("debootstrap"))
+			return pyti_err_usage(err, "debootstrap is not installed: apt-get install debootstrap");
+		return 0;
+	}
+	if (!have_program("mmdebstrap"))
+		return pyti_err_usage(err, "building an image as an ordinary user needs mmdebstrap: "
+					   "`sudo apt-get install mmdebstrap uidmap` and subordinate ids for "
+					   "you in /etc/subuid and /etc/subgid (or run `pyti image build` as "
+					   "root, which uses debootstrap)");
+	return 0;
+}
+
 static int run_bootstrap(struct build *b, const char *suite, const char *mirror, const char *rootfs,
 			 const char *tarball, const char *log, struct pyti_err *err)
 {
@@ -299,20 +315,18 @@ static int run_bootstrap(struct build *b, const char *suite, const char *mirror,
 	size_t k = 0;
 	bool root = geteuid() == 0;
 	if (root) {
-		if (!have_program("debootstrap"))
-			return pyti_err_usage(err, "debootstrap is not installed: apt-get install debootstrap");
 		argv[k++] = "debootstrap";
 		argv[k++] = "--variant=minbase";
 		argv[k++] = "--include=" INCLUDE_PKGS;
 	} else {
-		if (!have_program("mmdebstrap"))
-			return pyti_err_usage(err, "building an image as an ordinary user needs mmdebstrap: "
-						   "`sudo apt-get install mmdebstrap uidmap` (or run `pyti image "
-						   "build` as root, which uses debootstrap)");
 		argv[k++] = "mmdebstrap";
 		argv[k++] = "--mode=unshare";
 		argv[k++] = "--variant=minbase";
 		argv[k++] = "--include=" INCLUDE_PKGS;
+		/* Merged /usr the way debootstrap does it: without this hook apt pulls in usrmerge and
+		 * perl (≈ 50 MB) to convert a tree that is already merged. */
+		if (path_is_dir(MMDEBSTRAP_MERGED_USR_HOOK))
+			argv[k++] = "--hook-dir=" MMDEBSTRAP_MERGED_USR_HOOK;
 	}
 	argv[k++] = (char *)suite;
 	/* As a user, a tarball: a directory from mmdebstrap --mode=unshare would belong to subuids. */
@@ -647,6 +661,9 @@ int image_build(const char *state_dir, const struct image_build_opts *o, struct 
 	} else if (image_apt_mirror("/etc/apt", suite, &mirror, err) < 0) {
 		return -1;
 	}
+
+	if (check_tools(err) < 0)
+		return -1;
 
 	_cleanup_close_ int lock = lock_suite(state_dir, suite, err);
 	if (lock < 0)

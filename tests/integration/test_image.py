@@ -133,19 +133,66 @@ def test_usage_errors(pyti, tmp_path):
     assert not (state / "images").exists() or not any((state / "images").iterdir())
 
 
+def _as_user(uid, gid, cmd, home, path):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, user=uid, group=gid,
+                          extra_groups=[], env={"PATH": path, "HOME": home})
+
+
 def test_build_as_user_without_mmdebstrap_says_what_to_install(pyti_bin):
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
-    if shutil.which("mmdebstrap"):
-        pytest.skip("mmdebstrap is installed")
     # pytest's tmp_path is private to root; nobody needs a directory it can reach
     state = Path(tempfile.mkdtemp(prefix="pyti-image-user-"))
     os.chmod(state, 0o755)
     os.chown(state, 65534, 65534)
-    r = subprocess.run([pyti_bin, "--state-dir", str(state), "image", "build", "--mirror",
-                        "http://mirror.invalid/debian"],
-                       capture_output=True, text=True, timeout=60, user=65534, group=65534,
-                       extra_groups=[], env={"PATH": "/usr/bin:/bin", "HOME": str(state)})
+    empty = state / "empty-path"  # a PATH without mmdebstrap, whether or not it is installed
+    empty.mkdir()
+    r = _as_user(65534, 65534, [pyti_bin, "--state-dir", str(state), "image", "build", "--mirror",
+                                "http://mirror.invalid/debian"], str(state), str(empty))
     shutil.rmtree(state, ignore_errors=True)
     assert r.returncode == 2, r.stderr
     assert "apt-get install mmdebstrap" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+SLOW = pytest.mark.skipif(not os.environ.get("PYTI_TEST_SLOW"),
+                          reason="real image builds take minutes: set PYTI_TEST_SLOW=1")
+
+
+@SLOW
+def test_real_build_in_fresh_state_dir(pyti, tmp_path):
+    """A full build (debootstrap as root), then --force rebuilds and swaps the image atomically."""
+    state = tmp_path / "fresh"
+    r = pyti("image", "build", state=state, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    imgs = json.loads(pyti("image", "list", "--json", state=state, check=True).stdout)
+    assert [i["suite"] for i in imgs] == ["bookworm"]
+    assert [p.name for p in (state / "images").iterdir() if not p.name.startswith(".")] == ["bookworm"]
+
+
+@SLOW
+def test_real_build_as_user_with_mmdebstrap(pyti_bin):
+    """As an ordinary user with /etc/subuid entries (user PYTI_TEST_BUILD_USER, default
+    pyti-builder), mmdebstrap --mode=unshare builds an image whose files the user owns."""
+    import pwd
+    name = os.environ.get("PYTI_TEST_BUILD_USER", "pyti-builder")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        pytest.skip(f"no user {name} (needs an /etc/subuid entry)")
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap is not installed")
+    state = Path(tempfile.mkdtemp(prefix="pyti-image-user-", dir="/var/tmp"))
+    os.chmod(state, 0o755)
+    os.chown(state, pw.pw_uid, pw.pw_gid)
+    try:
+        r = _as_user(pw.pw_uid, pw.pw_gid, [pyti_bin, "--state-dir", str(state), "image", "build"],
+                     pw.pw_dir, "/usr/bin:/bin")
+        assert r.returncode == 0, r.stderr
+        root = state / "images" / "bookworm" / "rootfs"
+        assert (root / "usr" / "bin" / "python3").exists()
+        assert (root / "etc" / "passwd").stat().st_uid == pw.pw_uid
+        assert not (root / "dev" / "null").exists()
+    finally:
+        _as_user(pw.pw_uid, pw.pw_gid, ["rm", "-rf", str(state / "images")], pw.pw_dir, "/usr/bin:/bin")
+        shutil.rmtree(state, ignore_errors=True)
