@@ -76,6 +76,12 @@ int disk_ls_json(const char *image, const char *guest_path, json_t **out, struct
 /* Remove guest_path; a directory only when recursive. "/" is refused. */
 int disk_rm(const char *image, const char *guest_path, bool recursive, struct pyti_err *err);
 
+/* Space in an image (what e2fsprogs' dumpe2fs -h reports as block/inode counts). */
+struct disk_usage {
+	uint64_t block_size, blocks, free_blocks, inodes, free_inodes;
+};
+int disk_usage(const char *image, struct disk_usage *u, struct pyti_err *err);
+
 /* "64M", "1G", "512K", "1048576" (K/M/G/T are powers of 1024). Usage error when malformed. */
 int disk_parse_size(const char *s, uint64_t *out, struct pyti_err *err);
 

@@ -163,3 +163,20 @@ int disk_rm(const char *image, const char *guest_path, bool recursive, struct py
 		r = -1;
 	return r;
 }
+
+int disk_usage(const char *image, struct disk_usage *u, struct pyti_err *err)
+{
+	struct dsk d;
+	if (dsk_open(&d, image, false, err) < 0)
+		return -1;
+	struct ext2_super_block *sb = d.fs->super;
+	*u = (struct disk_usage){
+		.block_size = d.fs->blocksize,
+		.blocks = ext2fs_blocks_count(sb),
+		.free_blocks = ext2fs_free_blocks_count(sb),
+		.inodes = sb->s_inodes_count,
+		.free_inodes = sb->s_free_inodes_count,
+	};
+	dsk_close(&d, NULL);
+	return 0;
+}

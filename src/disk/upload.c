@@ -51,15 +51,20 @@ static int write_data(struct up *u, ext2_ino_t ino, struct dsk_inode *in, int fd
 	struct ext2_inode *inode = (struct ext2_inode *)in->i;
 	unsigned bs = fs->blocksize;
 	blk64_t nblk = (size + bs - 1) / bs;
-	/* Refuse up front what cannot fit (data + worst-case extent tree blocks): a failing
-	 * fallocate in the middle of a large file is slower to undo and leaves less to go on. */
-	if (ext2fs_free_blocks_count(fs->super) < nblk + nblk / 256 + 4)
+	/* Refuse up front what cannot fit; a fallocate that still fails (extent tree blocks on a
+	 * fragmented image) is rolled back by the caller. */
+	if (ext2fs_free_blocks_count(fs->super) < nblk)
 		return dsk_err(err, EXT2_ET_BLOCK_ALLOC_FAIL, "%s: %s (%llu bytes)", u->d.image, disp,
 			       (unsigned long long)size);
 	errcode_t rc = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino,
 					inode, ~0ULL, 0, nblk);
-	if (rc)
+	if (rc) {
+		/* ext2fs_fallocate leaves what it did allocate recorded only in the in-memory inode:
+		 * write it so that the rollback frees those blocks too */
+		struct pyti_err ignore = {0};
+		dsk_write_inode(&u->d, ino, in, &ignore);
 		return dsk_err(err, rc, "%s: %s: allocate %llu blocks", u->d.image, disp, (unsigned long long)nblk);
+	}
 	blk64_t max_run = UP_BUF / bs;
 	for (blk64_t l = 0; l < nblk;) {
 		blk64_t p = 0, q = 0, run = 1;
