@@ -22,6 +22,7 @@
 
 struct link {
 	char *path, *target;
+	size_t ord; /* entry number, for "appears before" */
 };
 
 struct unpack {
@@ -33,8 +34,10 @@ struct unpack {
 	/* pass 1 inventory, sorted at its end */
 	char **paths; /* every entry that is written */
 	size_t n_paths, cap_paths;
-	char **files; /* regular files (hard-link targets) */
+	struct link *files; /* regular files (hard-link targets), target unused */
 	size_t n_files, cap_files;
+	struct link *hards; /* hard links */
+	size_t n_hards, cap_hards;
 	struct link *syms;
 	size_t n_syms, cap_syms;
 	size_t resolve_steps;
@@ -57,8 +60,13 @@ static void unpack_clear(struct unpack *u)
 		free(u->paths[i]);
 	free(u->paths);
 	for (size_t i = 0; i < u->n_files; i++)
-		free(u->files[i]);
+		free(u->files[i].path);
 	free(u->files);
+	for (size_t i = 0; i < u->n_hards; i++) {
+		free(u->hards[i].path);
+		free(u->hards[i].target);
+	}
+	free(u->hards);
 	for (size_t i = 0; i < u->n_syms; i++) {
 		free(u->syms[i].path);
 		free(u->syms[i].target);
@@ -66,21 +74,43 @@ static void unpack_clear(struct unpack *u)
 	free(u->syms);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int cmp_link(const void *a, const void *b)
 {
+	const struct link *x = a, *y = b;
+	int c = strcmp(x->path, y->path);
+	return c ? c : (x->ord > y->ord) - (x->ord < y->ord);
+}
+
+static int cmp_link_path(const void *a, const void *b)
+{
 	return strcmp(((const struct link *)a)->path, ((const struct link *)b)->path);
+}
+
+static void push_link(struct link **v, size_t *n, size_t *cap, const char *path, const char *target, size_t ord)
+{
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 64;
+		*v = xrealloc(*v, *cap * sizeof **v);
+	}
+	(*v)[(*n)++] = (struct link){xstrdup(path), target ? xstrdup(target) : NULL, ord};
 }
 
 static const struct link *find_sym(const struct unpack *u, const char *path)
 {
 	struct link key = {.path = (char *)path};
-	return u->n_syms ? bsearch(&key, u->syms, u->n_syms, sizeof key, cmp_link) : NULL;
+	return u->n_syms ? bsearch(&key, u->syms, u->n_syms, sizeof key, cmp_link_path) : NULL;
 }
 
-static bool have_file(const struct unpack *u, const char *path)
+/* A regular file of the archive at path, written before entry number ord (any, with SIZE_MAX). */
+static bool have_file(const struct unpack *u, const char *path, size_t ord)
 {
-	return u->n_files && bsearch(&path, u->files, u->n_files, sizeof path, cmp_str);
+	struct link key = {.path = (char *)path};
+	const struct link *f = u->n_files ? bsearch(&key, u->files, u->n_files, sizeof key, cmp_link_path) : NULL;
+	if (!f)
+		return false;
+	while (f > u->files && strcmp(f[-1].path, path) == 0)
+		f--; /* the earliest of duplicates */
+	return f->ord < ord;
 }
 
 /* Opens the archive with only the formats and filters an sdist or wheel can use. */
@@ -366,19 +396,11 @@ static int pass1(struct unpack *u, const char *path)
 		if (k == K_SKIP)
 			continue;
 		if (k == K_FILE)
-			push_str(&u->files, &u->n_files, &u->cap_files, xstrdup(p));
-		if (k == K_SYMLINK) {
-			if (u->n_syms == u->cap_syms) {
-				u->cap_syms = u->cap_syms ? 2 * u->cap_syms : 16;
-				u->syms = xrealloc(u->syms, u->cap_syms * sizeof *u->syms);
-			}
-			u->syms[u->n_syms++] = (struct link){xstrdup(p), xstrdup(t)};
-		}
-		if (k == K_HARDLINK) {
-			/* keep the target in the path list as "\n"-joined pair, checked after sorting */
-			push_str(&u->paths, &u->n_paths, &u->cap_paths, xasprintf("%s\n%s", p, t));
-			continue;
-		}
+			push_link(&u->files, &u->n_files, &u->cap_files, p, NULL, u->entries);
+		if (k == K_SYMLINK)
+			push_link(&u->syms, &u->n_syms, &u->cap_syms, p, t, u->entries);
+		if (k == K_HARDLINK)
+			push_link(&u->hards, &u->n_hards, &u->cap_hards, p, t, u->entries);
 		push_str(&u->paths, &u->n_paths, &u->cap_paths, steal_pointer(&p));
 	}
 	if (r != ARCHIVE_EOF)
@@ -387,44 +409,34 @@ static int pass1(struct unpack *u, const char *path)
 		return pyti_err_set(u->err, 0, "%s: empty archive", u->apath);
 
 	if (u->n_files)
-		qsort(u->files, u->n_files, sizeof *u->files, cmp_str);
+		qsort(u->files, u->n_files, sizeof *u->files, cmp_link);
 	if (u->n_syms)
 		qsort(u->syms, u->n_syms, sizeof *u->syms, cmp_link);
+	/* syms are unique by path (checked below), so find_sym's bsearch by path is exact */
 	for (size_t i = 1; i < u->n_syms; i++)
 		if (strcmp(u->syms[i - 1].path, u->syms[i].path) == 0)
 			return pyti_err_set(u->err, 0, "%s: refusing symlink '%s': it appears twice", u->apath,
 					    u->syms[i].path);
 
+	/* A hard link names a regular file that the archive wrote before it. */
+	for (size_t i = 0; i < u->n_hards; i++)
+		if (!have_file(u, u->hards[i].target, u->hards[i].ord))
+			return pyti_err_set(u->err, 0,
+					    "%s: refusing hard link '%s' -> '%s': target is not a regular file of this "
+					    "archive (written before the link)",
+					    u->apath, u->hards[i].path, u->hards[i].target);
 	/* Nothing may be written through one of the archive's symlinks. */
 	for (size_t i = 0; i < u->n_paths; i++) {
-		char *p = u->paths[i], *nl = strchr(p, '\n');
-		if (nl) {
-			*nl = '\0';
-			const char *t = nl + 1;
-			if (!have_file(u, t)) {
-				int rc = pyti_err_set(u->err, 0,
-						      "%s: refusing hard link '%s' -> '%s': target is not a regular file "
-						      "of this archive",
-						      u->apath, p, t);
-				*nl = '\n';
-				return rc;
-			}
-		}
+		const char *p = u->paths[i];
 		char tmp[PATH_MAX];
 		snprintf(tmp, sizeof tmp, "%s", p);
 		for (char *s = strchr(tmp, '/'); s; s = strchr(s + 1, '/')) {
 			*s = '\0';
-			if (find_sym(u, tmp)) {
-				int rc = pyti_err_set(u->err, 0, "%s: refusing entry '%s': its parent '%s' is a symlink",
-						      u->apath, p, tmp);
-				if (nl)
-					*nl = '\n';
-				return rc;
-			}
+			if (find_sym(u, tmp))
+				return pyti_err_set(u->err, 0, "%s: refusing entry '%s': its parent '%s' is a symlink",
+						    u->apath, p, tmp);
 			*s = '/';
 		}
-		if (nl)
-			*nl = '\n';
 	}
 	for (size_t i = 0; i < u->n_syms; i++) {
 		char cur[PATH_MAX];
@@ -531,7 +543,7 @@ static int write_entry(struct unpack *u, struct archive *a, struct archive_entry
 		return pump_data(u, a, p, -1);
 	}
 	if (k == K_HARDLINK) {
-		if (!have_file(u, t))
+		if (!have_file(u, t, SIZE_MAX))
 			return pyti_err_set(u->err, 0, "%s: archive changed while unpacking (hard link '%s')", u->apath, p);
 		const char *tleaf;
 		_cleanup_close_ int tfd = open_parent(u, dfd, t, &tleaf, false);

@@ -290,6 +290,10 @@ static void test_hostile_links(void **state)
 	const struct ent hard_missing[] = {{.path = "pkg/f", .data = "x"}, {.path = "pkg/h", .hard = "pkg/nope"}};
 	expect_refused("hard-missing.tar.gz", TGZ, hard_missing, 2, NULL,
 		       "refusing hard link 'pkg/h' -> 'pkg/nope': target is not a regular file of this archive");
+	const struct ent hard_early[] = {{.path = "pkg/h", .hard = "pkg/f"}, {.path = "pkg/f", .data = "x"}};
+	expect_refused("hard-early.tar.gz", TGZ, hard_early, 2, NULL,
+		       "refusing hard link 'pkg/h' -> 'pkg/f': target is not a regular file of this archive "
+		       "(written before the link)");
 	const struct ent hard_dir[] = {{.path = "pkg/d/", .type = AE_IFDIR}, {.path = "pkg/h", .hard = "pkg/d"}};
 	expect_refused("hard-dir.tar.gz", TGZ, hard_dir, 2, NULL, "target is not a regular file of this archive");
 }
