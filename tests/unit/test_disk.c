@@ -159,7 +159,9 @@ static void make_tree(const char *root)
 	p = xasprintf("%s/empty-dir", root), assert_int_equal(mkdir(p, 0755), 0), free(p);
 	p = xasprintf("%s/secret", root), write_bytes(p, 100, 1, 0600), set_mtime(p, 1000000000, 123456789), free(p);
 	p = xasprintf("%s/tool", root), write_bytes(p, 5000, 2, 0755), set_mtime(p, 1600000000, 5), free(p);
-	p = xasprintf("%s/empty", root), write_bytes(p, 0, 0, 0644), free(p);
+	/* past 2038 (ext4's epoch bits) and before 1970 */
+	p = xasprintf("%s/empty", root), write_bytes(p, 0, 0, 0644), set_mtime(p, 4102444800, 1), free(p);
+	p = xasprintf("%s/old", root), write_bytes(p, 1, 0, 0444), set_mtime(p, -31536000, 0), free(p);
 	p = xasprintf("%s/sub/big.bin", root), write_bytes(p, (5u << 20) + 123, 3, 0644), free(p);
 	p = xasprintf("%s/sub/deeper/block", root), write_bytes(p, 4096, 4, 0640), free(p);
 	p = xasprintf("%s/sub/link", root), assert_int_equal(symlink("deeper/block", p), 0);
@@ -271,7 +273,7 @@ static void test_ls_rm(void **state)
 	assert_int_equal(fsck(img), 0);
 	s = (struct names){0};
 	OK(disk_ls(img, "/", count_cb, &s, &err));
-	assert_int_equal(s.n, 5); /* lost+found empty-dir empty tool uplink */
+	assert_int_equal(s.n, 6); /* lost+found empty-dir empty old tool uplink */
 
 	/* the space of removed files comes back: fill, remove, fill again */
 	_cleanup_free_ char *big = P("big"), *small = P("small.img");
