@@ -138,7 +138,13 @@ static void svm_fill_crash(struct svm *s, struct vm_guest *g, struct sandbox_res
 {
 	_cleanup_free_ char *t = svm_tail_text(vm_guest_console_tail(g));
 	res->fclass = PYTI_FC_CRASH;
-	if (s->agent_error)
+	const char *panic = strstr(vm_guest_console_tail(g), "Kernel panic");
+	if (panic) {
+		const char *eol = strpbrk(panic, "\r\n");
+		int len = eol ? (int)(eol - panic) : (int)strlen(panic);
+		pyti_err_class(err, PYTI_FC_CRASH, "vm %s: %s: %.*s", vm_guest_name(g), what, len > 300 ? 300 : len,
+			       panic);
+	} else if (s->agent_error)
 		pyti_err_class(err, PYTI_FC_CRASH, "vm %s: %s: agent error: %s", vm_guest_name(g), what, s->agent_error);
 	else
 		pyti_err_class(err, PYTI_FC_CRASH, "vm %s: %s; console ends with:\n%s", vm_guest_name(g), what, t);

@@ -8,7 +8,7 @@
 
 #include "vm-int.h"
 
-#define VM_TAIL 4096
+#define VM_TAIL 16384
 
 struct vm_guest {
 	struct vm_conn *c;

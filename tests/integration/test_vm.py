@@ -1,0 +1,149 @@
+"""`pyti vm` and `pyti run --backend vm` against a real libvirtd and QEMU (TCG unless KVM works).
+
+Guest boots cost seconds under TCG, so the suite keeps them few: one `pyti vm` domain boot, and the
+vm runs share the image's warm snapshot (built by the first warm run if missing).
+"""
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pkgs import make_demo_project
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM = "qemu:///system"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="qemu:///system set-up needs root")
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    r = subprocess.run([str(REPO / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"scripts/libvirtd-start failed:\n{r.stderr}"
+
+
+@pytest.fixture(scope="session")
+def image(state_dir):
+    if not (Path(state_dir) / "images" / "bookworm" / "manifest.json").exists():
+        pytest.skip("no bookworm image in the test state dir (scripts/test builds it)")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo_project(tmp_path_factory.mktemp("vmdemo"))
+
+
+def virsh(*args):
+    return subprocess.run(["virsh", "-c", SYSTEM, *args], capture_output=True, text=True, timeout=120)
+
+
+def vm_list(pyti, uri=SYSTEM):
+    r = pyti("vm", "list", "--json", "--connect", uri, check=True)
+    return {d["name"]: d for d in json.loads(r.stdout)}
+
+
+def test_vm_usage(pyti):
+    assert pyti("vm").returncode == 2
+    assert pyti("vm", "frobnicate", "x").returncode == 2
+    assert pyti("vm", "start").returncode == 2  # NAME missing
+    assert pyti("vm", "start", "../etc").returncode == 2
+    h = pyti("vm", "--help")
+    assert h.returncode == 0 and "rollback" in h.stdout
+
+
+def test_vm_test_driver(pyti):
+    """test:///default lives inside one process: each command sees a fresh driver."""
+    r = pyti("vm", "define", "unit", "--connect", "test:///default")
+    assert r.returncode == 0, r.stderr
+    assert "pyti-unit" in r.stdout
+    assert vm_list(pyti, "test:///default") == {}  # the driver's own "test" domain is not pyti's
+    r = pyti("vm", "destroy", "nosuch", "--connect", "test:///default")
+    assert r.returncode == 2 and "no domain named 'pyti-nosuch'" in r.stderr
+
+
+@needs_root
+def test_vm_lifecycle(pyti, libvirtd, image, state_dir):
+    name = f"it{os.getpid()}"
+    full = "pyti-" + name
+    pyti("vm", "destroy", name)  # a leftover of an earlier run, if any
+    r = pyti("vm", "define", name, "--memory", "512", timeout=900)
+    assert r.returncode == 0, r.stderr
+    try:
+        d = vm_list(pyti)[full]
+        assert d["state"] == "shut off" and d["persistent"]
+        xml = virsh("dumpxml", full).stdout
+        assert "<interface" not in xml and "<graphics" not in xml
+        assert "<memballoon model='none'/>" in xml and "<acpi/>" in xml
+        assert (Path(state_dir) / "vm" / "domains" / name / "system.qcow2").exists()
+
+        pyti("vm", "start", name, check=True)
+        assert vm_list(pyti)[full]["state"] == "running"
+        pyti("vm", "snapshot", name, "s1", check=True, timeout=300)
+        assert vm_list(pyti)[full]["snapshots"] == ["s1"]
+        pyti("vm", "rollback", name, "s1", check=True, timeout=300)
+        assert vm_list(pyti)[full]["state"] == "running"
+        # the agent (PID 1) has no ACPI handler: stop ends in destroy after the timeout
+        r = pyti("vm", "stop", name, "--timeout", "2", check=True)
+        assert "stopped" in r.stdout
+        assert vm_list(pyti)[full]["state"] == "shut off"
+    finally:
+        r = pyti("vm", "destroy", name)
+    assert r.returncode == 0, r.stderr
+    assert full not in vm_list(pyti)
+    assert not (Path(state_dir) / "vm" / "domains" / name).exists()
+
+
+def run_json(pyti, *args):
+    r = pyti("run", "--json", "-q", *args, timeout=1800)
+    assert r.stdout.strip(), f"no JSON; rc={r.returncode}\n{r.stderr}"
+    return r, json.loads(r.stdout)
+
+
+@needs_root
+def test_vm_run_matches_ns(pyti, libvirtd, image, demo, state_dir):
+    # a stale domain as a crashed pyti would leave it: named after a process that is gone
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"pyti-job-{dead.pid}-1"
+    xml = textwrap.dedent(f"""\
+        <domain type='qemu'><name>{stale}</name><memory unit='MiB'>64</memory>
+        <os><type arch='x86_64'>hvm</type></os><features><acpi/></features>
+        <devices><memballoon model='none'/></devices></domain>""")
+    r = subprocess.run(["virsh", "-c", SYSTEM, "create", "/dev/stdin", "--paused"], input=xml,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+    rn, ns = run_json(pyti, "--backend", "ns", demo)
+    rv, vm = run_json(pyti, "--backend", "vm", demo)
+    assert vm["backend"] == "vm" and ns["backend"] == "ns"
+    assert rv.returncode == rn.returncode, rv.stderr
+    assert vm["status"] == ns["status"]
+    assert [(t["task"], t["status"], t["failure_class"]) for t in vm["tasks"]] == \
+        [(t["task"], t["status"], t["failure_class"]) for t in ns["tasks"]]
+    assert [t.get("tests") for t in vm["tasks"]] == [t.get("tests") for t in ns["tasks"]]
+
+    assert stale not in virsh("list", "--all", "--name").stdout
+    # nothing of the job is left: no pyti-job domains of ours, no run directories
+    left = [n for n in virsh("list", "--all", "--name").stdout.split() if n.startswith("pyti-job-")]
+    assert left == []
+    assert list((Path(state_dir) / "vm").glob("run-*")) == []
+
+
+@needs_root
+def test_vm_guest_panic_is_crash(pyti, libvirtd, image, demo, tmp_path):
+    recipe = tmp_path / "crash.ini"
+    recipe.write_text(textwrap.dedent("""\
+        [recipe]
+        name = crash
+        description = panic the guest kernel
+
+        [task:boom]
+        run = echo c > /proc/sysrq-trigger; sleep 60
+        timeout = 300
+        """))
+    r = pyti("run", "--backend", "vm", "-q", "-r", recipe, demo, timeout=900)
+    assert r.returncode != 0
+    assert "Kernel panic" in r.stderr or "Crash" in r.stderr, r.stderr
