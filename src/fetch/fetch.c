@@ -4,9 +4,9 @@
  * job on a generated job.json whose tasks are pip commands of the guest's own python3, so that
  * wheels are built for the guest's Python and any package code (setup.py) runs confined:
  *   own    pip wheel --no-deps -w /io/own DIST           the distribution's own wheel
- *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies
- *   sdist  pip download --no-deps --no-binary :all: -d /io/sdist DIST   (requirements only; a
- *          wheel-only project just has no sdist)
+ *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies, and beside
+ *          it (requirements only) pip download --no-deps --no-binary NAME -d /io/sdist DIST
+ *          (a wheel-only project just has no sdist)
  * Building the own wheel first and resolving the rest from it treats every kind of DIST alike
  * and names the distribution's own wheel without parsing pip's output. */
 #include <dirent.h>
@@ -330,20 +330,29 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	_cleanup_free_ char *own = xasprintf("python3 -m pip wheel --log /io/out/pip-own.log --no-deps -w /io/own %s", qdist);
 	json_array_append_new(tasks, task_new("own", own, NULL));
 	struct buf deps = BUF_INIT(0);
+	if (c->kind == FK_REQ) {
+		/* The sdist is fetched alongside the dependencies (pip spends most of that time setting
+		 * up the project's build backend to read its metadata); its failure only means "no
+		 * sdist". --no-binary for this project only: ":all:" would also build the backend and
+		 * its dependencies from source, for minutes. */
+		_cleanup_free_ char *pname = fetch_norm_name(r->dist);
+		_cleanup_free_ char *qname = sh_quote(pname);
+		/* the sdist of the very version whose wheel was fetched ("name-VERSION-….whl") */
+		buf_printf(&deps,
+			   "set -- /io/own/*.whl && v=${1##*/} && v=${v#*-} && v=${v%%%%-*} && "
+			   "{ python3 -m pip download --log /io/out/pip-sdist.log --no-deps --no-binary %s -d /io/sdist "
+			   "%s==\"$v\" >/io/out/sdist.txt 2>&1 & } && ",
+			   qname, qname);
+	}
 	buf_printf(&deps, "set -- /io/own/*.whl && python3 -m pip wheel --log /io/out/pip-deps.log -w /io/wheels \"$1%s%s%s\"",
 		   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
 	for (size_t i = 0; r->requires && r->requires[i]; i++) {
 		_cleanup_free_ char *q = sh_quote(r->requires[i]);
 		buf_printf(&deps, " %s", q);
 	}
-	buf_puts(&deps, " && { test -e \"/io/wheels/${1##*/}\" || cp \"$1\" /io/wheels/; }");
+	buf_puts(&deps, " && { test -e \"/io/wheels/${1##*/}\" || cp \"$1\" /io/wheels/; }; rc=$?; wait; exit $rc");
 	_cleanup_free_ char *deps_run = buf_steal(&deps);
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
-	if (c->kind == FK_REQ) {
-		_cleanup_free_ char *sd =
-			xasprintf("python3 -m pip download --no-deps --no-binary :all: -d /io/sdist %s", qdist);
-		json_array_append_new(tasks, task_new("sdist", sd, "own"));
-	}
 	json_object_set_new(job, "tasks", tasks);
 	_cleanup_free_ char *jobpath = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, jobpath, err) < 0)
@@ -371,6 +380,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		const char *name = pj_str(t, "task", "");
 		const char *status = pj_str(t, "status", "");
 		const char *output = pj_str(t, "output", "");
+		log_debug("fetch %s: task %s %s in %.1f s", r->dist, name, status, pj_num(t, "wall_s", 0));
 		if (!strcmp(status, "passed"))
 			continue;
 		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
@@ -378,9 +388,6 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			return classify(r->dist, !strcmp(name, "own") ? "build or download its wheel" : "get its dependencies",
 					output, log, err);
 		}
-		if (!strcmp(name, "sdist") && strcmp(status, "skipped"))
-			log_info("fetch %s: no sdist (wheel-only project?); its tests come from the wheel only",
-				 r->dist);
 	}
 	return 0;
 }
@@ -501,6 +508,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (c.kind == FK_REQ) {
 		_cleanup_free_ char *sddir = xasprintf("%s/sdist", io);
 		sdist_src = first_sdist(sddir);
+		if (!sdist_src)
+			log_info("fetch %s: no sdist (a wheel-only project?): no tests from its source", req->dist);
 	}
 	if (fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, own, err) < 0)
 		goto done;

@@ -1,0 +1,94 @@
+"""fetch_dist for real: pip in the fetch sandbox against the index the user's pip configuration
+names, through the driver built from tests/unit/test_fetch.c
+(`test_fetch --fetch STATE IMAGE_DIR AGENT IO_DIR DIST [REQ…]`), with a fresh cache per module."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pkgs import make_demo_project  # noqa: E402
+from test_sandbox_ns import find  # noqa: E402
+
+UNREACHABLE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
+
+
+@pytest.fixture(scope="module")
+def fx(state_dir, tmp_path_factory):
+    image = Path(state_dir) / "images" / "bookworm"
+    if not (image / "rootfs" / "usr" / "bin" / "python3").exists():
+        pytest.skip(f"no bookworm image in {state_dir}")
+    return {
+        "driver": find("src/fetch/test_fetch"),
+        "agent": find("src/agent/pyti-agent"),
+        "image": str(image),
+        "state": str(tmp_path_factory.mktemp("fetch-state")),
+    }
+
+
+def fetch(fx, io, dist, *reqs, env=None):
+    io.mkdir(parents=True, exist_ok=True)
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run([fx["driver"], "--fetch", fx["state"], fx["image"], fx["agent"], str(io), str(dist), *reqs],
+                       capture_output=True, text=True, timeout=900, env=e)
+    assert r.stdout.strip(), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def wheels(res):
+    return sorted(p.name for p in Path(res["wheelhouse"]).iterdir())
+
+
+@pytest.mark.parametrize("dist,name", [("six", "six"), ("iniconfig", "iniconfig")])
+def test_fetch_then_cache(fx, tmp_path, dist, name):
+    rc, res = fetch(fx, tmp_path / "io1", dist, "pytest")
+    assert rc == 0, res
+    assert res["from_cache"] is False
+    assert res["dist_wheel"].startswith(name + "-") and res["dist_wheel"].endswith(".whl")
+    ws = wheels(res)
+    assert res["dist_wheel"] in ws
+    assert any(w.startswith("pytest-") for w in ws), ws  # the recipe's requirement came along
+    assert res["sdist"] and Path(res["sdist"]).name.startswith(name + "-")
+    # the scratch I/O directory of the fetch sandbox is gone
+    assert list((Path(fx["state"]) / "tmp").iterdir()) == []
+    # the second fetch of the same DIST fetches nothing, even with the index unreachable
+    rc2, res2 = fetch(fx, tmp_path / "io2", dist, "pytest", env=dict(UNREACHABLE, PIP_NO_INDEX="1"))
+    assert rc2 == 0, res2
+    assert res2["from_cache"] is True
+    assert wheels(res2) == ws
+    assert res2["wall_s"] < 1
+    for w in ws:
+        assert (Path(res2["wheelhouse"]) / w).read_bytes() == (Path(res["wheelhouse"]) / w).read_bytes()
+
+
+def test_local_project(fx, tmp_path):
+    proj = make_demo_project(tmp_path / "src")
+    rc, res = fetch(fx, tmp_path / "io", proj)
+    assert rc == 0, res
+    assert res["dist_wheel"].startswith("pyti_demo_pkg-0.1.0-")
+    assert res["src_dir"] == str(proj) and res["sdist"] is None
+    # built in the sandbox from a copy: the source tree is untouched
+    assert sorted(p.name for p in proj.iterdir()) == ["pyproject.toml", "pyti_demo_pkg", "tests"]
+    rc, res2 = fetch(fx, tmp_path / "io2", proj)
+    assert rc == 0 and res2["from_cache"] is True
+    (proj / "pyti_demo_pkg" / "__init__.py").write_text("def answer():\n    return 43\n")
+    rc, res3 = fetch(fx, tmp_path / "io3", proj)
+    assert rc == 0 and res3["from_cache"] is False  # content changed: fetched again
+
+
+def test_unknown_distribution(fx, tmp_path):
+    rc, res = fetch(fx, tmp_path / "io", "pyti-no-such-distribution-xyzzy==0.0.1")
+    assert rc == 1
+    assert res["class"] == "Fetch"
+    assert "unknown distribution pyti-no-such-distribution-xyzzy" in res["error"]
+
+
+def test_unreachable_index(fx, tmp_path):
+    rc, res = fetch(fx, tmp_path / "io", "iniconfig==2.0.0", env=UNREACHABLE)
+    assert rc == 1
+    assert res["class"] == "Network", res
+    assert "cannot reach" in res["error"]
