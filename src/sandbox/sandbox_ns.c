@@ -637,25 +637,39 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	ns_close(&sync_w);
 
 	double deadline = spec->timeout_s > 0 ? t0 + spec->timeout_s : 0;
-	while (errfd >= 0 || out.fd >= 0 || eo.fd >= 0) {
-		struct pollfd pf[3] = {{errfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {eo.fd, POLLIN, 0}};
+	/* The agent may close its stdout/stderr and go on: its exit is watched through a pidfd (or,
+	 * without one, by polling), so the backstop holds whatever it does with its streams. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	bool reaped = false;
+	int status = 0;
+	while (!reaped || errfd >= 0 || out.fd >= 0 || eo.fd >= 0) {
+		struct pollfd pf[4] = {{errfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {eo.fd, POLLIN, 0},
+				       {reaped ? -1 : pidfd, POLLIN, 0}};
 		int wait_ms = -1;
-		if (deadline && !timed_out) {
+		if (!reaped && pidfd < 0)
+			wait_ms = 50;
+		if (deadline && !timed_out && !reaped) {
 			double left = deadline - now_mono();
 			if (left <= 0) {
 				timed_out = true;
 				kill(pid, SIGKILL); /* PID 1 of the pid namespace: takes everything with it */
 				continue;
 			}
-			wait_ms = (int)(left * 1000) + 1;
+			int ms = (int)(left * 1000) + 1;
+			if (wait_ms < 0 || ms < wait_ms)
+				wait_ms = ms;
 		}
-		int n = poll(pf, 3, wait_ms);
+		int n = poll(pf, 4, wait_ms);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			pyti_err_set(err, errno, "ns sandbox: poll");
-			kill(pid, SIGKILL);
+			kill(pid, SIGKILL); /* cannot watch it any more: stop it */
 			break;
+		}
+		if (!reaped && (pidfd < 0 || pf[3].revents)) {
+			pid_t w = waitpid(pid, &status, WNOHANG);
+			if (w == pid || (w < 0 && errno == ECHILD))
+				reaped = true;
 		}
 		char chunk[65536];
 		if (errfd >= 0 && pf[0].revents) {
@@ -695,9 +709,10 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 			}
 		}
 	}
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	if (!reaped)
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	ns_close(&pidfd);
 	res->wall_s = now_mono() - t0;
 	res->agent_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 

@@ -22,6 +22,10 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	fprintf(stderr, "fake agent stderr\n");
 	mkdir("/io/out", 0755);
+	if (access("/io/close-streams", F_OK) == 0) {
+		close(1);
+		close(2);
+	}
 	char cmd[8192] = "true";
 	int fd = open("/io/cmd", O_RDONLY);
 	if (fd >= 0) {
@@ -362,6 +366,26 @@ static void test_timeout_kills_all(void **state)
 	rm_rf(io, NULL);
 }
 
+/* An agent that closes its streams and hangs is still stopped by the backstop. */
+static void test_timeout_streams_closed(void **state)
+{
+	(void)state;
+	NEED_IMAGE();
+	_cleanup_free_ char *io = mk_io("sleep 1003");
+	char p[4200];
+	snprintf(p, sizeof p, "%s/close-streams", io);
+	assert_int_equal(write_file_atomic(p, "", 0, 0644, NULL), 0);
+	struct events ev = {0};
+	struct sandbox_result res;
+	struct pyti_err err = {0};
+	double t0 = now_mono();
+	assert_int_equal(run_in(io, false, NULL, 1.0, &ev, &res, &err), -1);
+	assert_int_equal(res.fclass, PYTI_FC_TIMEOUT);
+	assert_true(now_mono() - t0 < 5);
+	assert_false(proc_with("sleep 1003"));
+	rm_rf(io, NULL);
+}
+
 static void test_agent_without_results(void **state)
 {
 	(void)state;
@@ -491,6 +515,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_no_network),
 		cmocka_unit_test(test_network_and_ro_binds),
 		cmocka_unit_test(test_timeout_kills_all),
+		cmocka_unit_test(test_timeout_streams_closed),
 		cmocka_unit_test(test_agent_without_results),
 		cmocka_unit_test(test_unprivileged),
 	};
