@@ -1,7 +1,12 @@
 /* disk: image -> host, for collecting /out. The image is untrusted (the package's tests ran with
  * write access to it), so every name is checked, every host file is created relative to a
  * directory fd we opened ourselves with O_NOFOLLOW, and symlinks are judged before they are
- * recreated (see disk.h for the exact rules). */
+ * recreated (see disk.h for the exact rules).
+ *
+ * It must not be able to fill the host's disk either: holes stay holes on the host, a file with
+ * several links is written once and hard-linked after that, a directory inode reached twice (a
+ * loop or a crafted cross-link) is an error, and the data written in total may not exceed the
+ * image file's own size — more than that can only come from a crafted image. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -12,11 +17,64 @@
 #define DL_BUF (1u << 20)
 #define DL_MAX_DEPTH 256
 
+/* Files with more than one link already written: inode -> path relative to the root fd. */
+struct dl_link {
+	ext2_ino_t ino;
+	char *rel;
+};
+
 struct dl {
 	struct dsk d;
 	unsigned flags;
 	char *buf;
+	int rootfd;            /* the download root (for hard links), -1 for a single file */
+	size_t root_len;       /* strlen of the root's display path */
+	ext2fs_inode_bitmap dirs_seen;
+	struct dl_link *links; /* open addressing, nlinks_cap a power of two */
+	size_t nlinks, nlinks_cap;
+	uint64_t written, max_written;
 };
+
+static struct dl_link *link_slot(struct dl *x, ext2_ino_t ino)
+{
+	if (!x->nlinks_cap)
+		return NULL;
+	for (size_t i = (ino * 2654435761u) & (x->nlinks_cap - 1);; i = (i + 1) & (x->nlinks_cap - 1))
+		if (x->links[i].ino == ino || x->links[i].ino == 0)
+			return &x->links[i];
+}
+
+static void link_add(struct dl *x, ext2_ino_t ino, const char *rel)
+{
+	if (2 * (x->nlinks + 1) > x->nlinks_cap) {
+		struct dl_link *old = x->links;
+		size_t oldcap = x->nlinks_cap;
+		x->nlinks_cap = oldcap ? oldcap * 2 : 64;
+		x->links = xcalloc(x->nlinks_cap, sizeof *x->links);
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i].ino)
+				*link_slot(x, old[i].ino) = old[i];
+		free(old);
+	}
+	struct dl_link *l = link_slot(x, ino);
+	if (l->ino == 0) {
+		l->ino = ino;
+		l->rel = xstrdup(rel);
+		x->nlinks++;
+	}
+}
+
+static void links_free(struct dl *x)
+{
+	for (size_t i = 0; i < x->nlinks_cap; i++)
+		free(x->links[i].rel);
+	free(x->links);
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
 
 /* A relative target whose leading ".." components do not climb above the download root (the
  * link sits depth directories below it) and which has no ".." after a normal component: such a
@@ -75,16 +133,17 @@ static int make_room(int dirfd, const char *name, const char *disp, struct pyti_
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+static int pwrite_all(int fd, const char *p, size_t n, uint64_t off)
 {
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
 			return -1;
 		p += w;
 		n -= (size_t)w;
+		off += (uint64_t)w;
 	}
 	return 0;
 }
@@ -94,6 +153,16 @@ static int dl_file(struct dl *x, ext2_ino_t ino, struct dsk_inode *in, int dirfd
 {
 	if (make_room(dirfd, name, disp, err) < 0)
 		return -1;
+	const char *rel = x->rootfd >= 0 && strlen(disp) > x->root_len + 1 ? disp + x->root_len + 1 : NULL;
+	if (rel && rel[0] == '/')
+		rel = NULL;
+	bool multi = in->i->i_links_count > 1 && rel;
+	if (multi) {
+		struct dl_link *l = link_slot(x, ino);
+		/* the same inode again: a hard link to the copy already written */
+		if (l && l->ino == ino && linkat(x->rootfd, l->rel, dirfd, name, 0) == 0)
+			return 0;
+	}
 	_cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return pyti_err_set(err, errno, "create %s", disp);
@@ -101,20 +170,49 @@ static int dl_file(struct dl *x, ext2_ino_t ino, struct dsk_inode *in, int dirfd
 	errcode_t rc = ext2fs_file_open2(x->d.fs, ino, (struct ext2_inode *)in->i, 0, &f);
 	if (rc)
 		return dsk_err(err, rc, "%s: open inode %u for %s", x->d.image, ino, disp);
-	uint64_t left = EXT2_I_SIZE(in->i);
+	uint64_t size = EXT2_I_SIZE(in->i), left = size, off = 0;
+	size_t bs = x->d.fs->blocksize;
+	bool holes = false;
 	while (left) {
 		unsigned got = 0;
 		unsigned want = left > DL_BUF ? DL_BUF : (unsigned)left;
 		rc = ext2fs_file_read(f, x->buf, want, &got);
 		if (rc || got == 0)
 			break;
-		if (write_all(fd, x->buf, got) < 0) {
-			int e = errno;
-			ext2fs_file_close(f);
-			return pyti_err_class(err, e == ENOSPC || e == EDQUOT || e == EFBIG ? PYTI_FC_NOSPACE : PYTI_FC_NONE,
-					      "write %s: %s", disp, strerror(e));
-		}
 		left -= got;
+		/* write the runs of blocks that hold data; all-zero blocks stay holes on the host */
+		for (size_t i = 0; i < got;) {
+			size_t n = got - i < bs ? got - i : bs;
+			if (all_zero(x->buf + i, n)) {
+				holes = true;
+				i += n;
+				continue;
+			}
+			size_t j = i + n;
+			while (j < got) {
+				size_t m = got - j < bs ? got - j : bs;
+				if (all_zero(x->buf + j, m))
+					break;
+				j += m;
+			}
+			x->written += j - i;
+			if (x->written > x->max_written) {
+				ext2fs_file_close(f);
+				return pyti_err_set(err, EFBIG,
+						    "%s: download stopped at %s: more data than the image holds "
+						    "(%llu bytes; a crafted image?)",
+						    x->d.image, disp, (unsigned long long)x->max_written);
+			}
+			if (pwrite_all(fd, x->buf + i, j - i, off + i) < 0) {
+				int e = errno;
+				ext2fs_file_close(f);
+				return pyti_err_class(err, e == ENOSPC || e == EDQUOT || e == EFBIG ? PYTI_FC_NOSPACE
+												    : PYTI_FC_NONE,
+						      "write %s: %s", disp, strerror(e));
+			}
+			i = j;
+		}
+		off += got;
 	}
 	ext2fs_file_close(f);
 	if (rc)
@@ -122,11 +220,15 @@ static int dl_file(struct dl *x, ext2_ino_t ino, struct dsk_inode *in, int dirfd
 	if (left)
 		return pyti_err_set(err, EIO, "%s: %s: short read (%llu bytes missing)", x->d.image, disp,
 				    (unsigned long long)left);
+	if (holes && ftruncate(fd, (off_t)size) < 0)
+		return pyti_err_set(err, errno, "truncate %s", disp);
 	struct timespec ts[2];
 	inode_times(x, in, ts);
 	/* setuid/setgid bits are dropped: the file now belongs to whoever runs pyti */
 	if (fchmod(fd, in->i->i_mode & 0777) < 0 || futimens(fd, ts) < 0)
 		return pyti_err_set(err, errno, "set mode/times of %s", disp);
+	if (multi)
+		link_add(x, ino, rel);
 	return 0;
 }
 
@@ -198,6 +300,12 @@ static int dl_entry(struct dl *x, ext2_ino_t ino, int dirfd, const char *name, i
 	} else if (LINUX_S_ISLNK(mode)) {
 		r = dl_symlink(x, ino, &in, dirfd, name, depth, disp, err);
 	} else if (LINUX_S_ISDIR(mode)) {
+		if (ext2fs_test_inode_bitmap2(x->dirs_seen, ino)) {
+			r = pyti_err_set(err, 0, "%s: %s: directory inode %u reached twice (a loop or a crafted image)",
+					 x->d.image, disp, ino);
+			goto out;
+		}
+		ext2fs_mark_inode_bitmap2(x->dirs_seen, ino);
 		bool made = mkdirat(dirfd, name, 0700) == 0;
 		if (!made && errno != EEXIST) {
 			r = pyti_err_set(err, errno, "mkdir %s", disp);
@@ -238,6 +346,11 @@ static int download_open(struct dl *x, const char *guest_path, const char *host_
 	__u16 mode = in.i->i_mode;
 	dsk_inode_free(&in);
 
+	/* "out/" and "out" alike: the display path doubles as the hard links' source path */
+	_cleanup_free_ char *hp = xstrdup(host_path);
+	for (size_t n = strlen(hp); n > 1 && hp[n - 1] == '/'; n--)
+		hp[n - 1] = '\0';
+	host_path = hp;
 	struct stat st;
 	bool host_exists = stat(host_path, &st) == 0;
 	if (isdir) {
@@ -252,7 +365,12 @@ static int download_open(struct dl *x, const char *guest_path, const char *host_
 		_cleanup_close_ int fd = open(host_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			return pyti_err_set(err, errno, "open %s", host_path);
-		if (dl_contents(x, ino, fd, 0, host_path, err) < 0)
+		x->rootfd = fd;
+		x->root_len = strlen(host_path);
+		ext2fs_mark_inode_bitmap2(x->dirs_seen, ino);
+		int r = dl_contents(x, ino, fd, 0, host_path, err);
+		x->rootfd = -1;
+		if (r < 0)
 			return -1;
 		if (made && (fchmod(fd, mode & 01777) < 0 || futimens(fd, ts) < 0))
 			return pyti_err_set(err, errno, "set mode/times of %s", host_path);
@@ -285,12 +403,21 @@ static int download_open(struct dl *x, const char *guest_path, const char *host_
 int disk_download_flags(const char *image, const char *guest_path, const char *host_path, unsigned flags,
 			struct pyti_err *err)
 {
-	struct dl x = {.flags = flags};
+	struct dl x = {.flags = flags, .rootfd = -1};
 	if (dsk_open(&x.d, image, false, err) < 0)
 		return -1;
+	struct stat ist;
+	x.max_written = fstat(x.d.lock_fd, &ist) == 0 && S_ISREG(ist.st_mode) ? (uint64_t)ist.st_size : UINT64_MAX;
+	errcode_t rc = ext2fs_allocate_inode_bitmap(x.d.fs, "dirs seen", &x.dirs_seen);
+	if (rc) {
+		dsk_close(&x.d, NULL);
+		return dsk_err(err, rc, "%s: bitmap", image);
+	}
 	x.buf = xmalloc(DL_BUF);
 	int r = download_open(&x, guest_path, host_path, err);
 	free(x.buf);
+	links_free(&x);
+	ext2fs_free_inode_bitmap(x.dirs_seen);
 	dsk_close(&x.d, NULL);
 	return r;
 }

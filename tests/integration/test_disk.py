@@ -249,3 +249,56 @@ def test_kernel_mounts_our_image(disk, tmp_path):
     disk("rm", img, "/out/logs/task-007.log")
     disk("upload", img, src / "secret", "/out/logs/new")
     fsck_clean(img)
+
+
+def test_download_keeps_hard_links_and_holes(disk, tmp_path):
+    """Images written by others (here mke2fs -d, which keeps hard links) may hold hard links and
+    sparse files: they come back as hard links and holes, not as copies and zeros."""
+    src, img, out = tmp_path / "src", tmp_path / "io.img", tmp_path / "out"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(100000))
+    os.link(src / "a", src / "b")
+    (src / "d").mkdir()
+    os.link(src / "a", src / "d" / "c")
+    with open(src / "sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(200 * 2**20)
+        f.write(b"tail")
+    subprocess.run([_tool("mke2fs"), "-q", "-F", "-t", "ext4", "-d", str(src), str(img), "32M"], check=True)
+    disk("download", img, "/", out, ok=True)
+    ino = os.stat(out / "a").st_ino
+    assert os.stat(out / "b").st_ino == ino and os.stat(out / "d" / "c").st_ino == ino
+    assert (out / "d" / "c").read_bytes() == (src / "a").read_bytes()
+    st = os.stat(out / "sparse")
+    assert st.st_size == 200 * 2**20 + 4 and st.st_blocks * 512 <= 64 * 1024
+    with open(out / "sparse", "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(200 * 2**20)
+        assert f.read() == b"tail"
+
+
+def test_download_refuses_crafted_directory_loop(disk, tmp_path):
+    img = tmp_path / "io.img"
+    (tmp_path / "src" / "a" / "b").mkdir(parents=True)
+    disk("mkfs", img, "8M")
+    disk("upload", img, tmp_path / "src", "/")
+    # a second name for directory /a inside itself: what a hostile guest could write
+    r = subprocess.run([_tool("debugfs"), "-w", "-R", "link /a /a/b/loop", str(img)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = disk("download", img, "/a", tmp_path / "out", ok=False)
+    assert r.returncode == 3 and "reached twice" in r.stderr
+
+
+def test_download_stops_amplification(disk, tmp_path):
+    """Names that share one inode without counting as links (a crafted image) would be copied
+    each time: the download stops once it has written more than the image's own size."""
+    img = tmp_path / "io.img"
+    (tmp_path / "big").write_bytes(os.urandom(3 * 2**20))
+    disk("mkfs", img, "8M")
+    disk("upload", img, tmp_path / "big", "/d/big")
+    for i in range(4):
+        r = subprocess.run([_tool("debugfs"), "-w", "-R", f"link /d/big /d/copy{i}", str(img)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    r = disk("download", img, "/d", tmp_path / "out", ok=False)
+    assert r.returncode == 3 and "more data than the image holds" in r.stderr
