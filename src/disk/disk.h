@@ -21,12 +21,15 @@ int disk_mkfs(const char *image, uint64_t size_bytes, struct pyti_err *err);
 
 /* Copy host_path (a file, symlink or directory tree) to guest_path.
  * - guest_path names the destination itself; missing parent directories are created (0755).
- * - An existing guest directory receives a host directory's contents (merge) and a non-directory
- *   as guest_path/basename(host_path); an existing non-directory is replaced.
+ * - An existing guest directory receives a host directory's contents (merge; its own mode and
+ *   times stay) and a non-directory as guest_path/basename(host_path); an existing
+ *   non-directory is replaced; an existing directory is never replaced by a non-directory.
  * - Regular files, directories and symlinks keep their mode (07777 bits), mtime and atime;
- *   owner and group become 0 (root). Hard links become separate copies; fifos, sockets and
- *   devices are skipped with a warning. A command-line host_path that is a symlink is followed
- *   (like cp -H); symlinks below it are copied as symlinks. */
+ *   owner and group become 0 (root). Files hard-linked together on the host stay hard-linked
+ *   (within one call); fifos, sockets and devices are skipped with a warning. A command-line
+ *   host_path that is a symlink is followed (like cp -H); symlinks below it stay symlinks.
+ * - Fast path: one open of the image per call; file blocks are allocated in one piece and
+ *   written in 1 MiB runs (see upload.c). */
 int disk_upload(const char *image, const char *host_path, const char *guest_path, struct pyti_err *err);
 
 /* mkfs + upload dir's contents at "/" (the VM backend's I/O disk). */
@@ -44,7 +47,12 @@ int disk_from_dir(const char *image, const char *dir, uint64_t size_bytes, struc
  *   has ".." after another component (which could escape through a second link) is refused:
  *   the download fails naming the link (DISK_DL_SKIP_UNSAFE_LINKS skips it with a warning
  *   instead). Other links are recreated as links.
- * Files written before a failure stay. Devices, fifos and sockets are skipped with a warning. */
+ * - the image cannot fill the host's disk: holes stay holes, hard links stay hard links, a
+ *   directory inode reached twice (a loop) is an error, and the data written in total may not
+ *   exceed the image file's size.
+ * Files written before a failure stay. Devices, fifos and sockets are skipped with a warning.
+ * For collecting a job's /out, DISK_DL_SKIP_UNSAFE_LINKS keeps one hostile link from hiding all
+ * the other results. */
 #define DISK_DL_SKIP_UNSAFE_LINKS 0x1u
 int disk_download(const char *image, const char *guest_path, const char *host_path, struct pyti_err *err);
 int disk_download_flags(const char *image, const char *guest_path, const char *host_path, unsigned flags,

@@ -18,11 +18,46 @@
 #define UP_BUF (1u << 20)
 #define UP_MAX_DEPTH 256
 
+/* Host files with several links already uploaded: (dev, ino) -> guest inode. */
+struct up_link {
+	dev_t dev;
+	ino_t ino;
+	ext2_ino_t gino;
+};
+
 struct up {
 	struct dsk d;
 	char *buf;
 	struct timespec now;
+	struct up_link *links;
+	size_t nlinks, cap;
 };
+
+static struct up_link *up_link_find(struct up *u, const struct stat *st)
+{
+	for (size_t i = 0; i < u->nlinks; i++)
+		if (u->links[i].ino == st->st_ino && u->links[i].dev == st->st_dev)
+			return &u->links[i];
+	return NULL;
+}
+
+/* A second name for a host file already uploaded in this call: link the same guest inode. */
+static int up_hardlink(struct up *u, ext2_ino_t parent, const char *gname, ext2_ino_t gino, struct pyti_err *err)
+{
+	struct ext2_inode inode;
+	errcode_t rc = ext2fs_read_inode(u->d.fs, gino, &inode);
+	if (rc)
+		return dsk_err(err, rc, "%s: read inode %u", u->d.image, gino);
+	if (inode.i_links_count >= EXT2_LINK_MAX)
+		return 1; /* too many links: make a copy instead */
+	if (dsk_link(&u->d, parent, gname, gino, EXT2_FT_REG_FILE, err) < 0)
+		return -1;
+	inode.i_links_count++;
+	rc = ext2fs_write_inode(u->d.fs, gino, &inode);
+	if (rc)
+		return dsk_err(err, rc, "%s: update inode %u", u->d.image, gino);
+	return 0;
+}
 
 static int up_entry(struct up *u, ext2_ino_t parent, bool parent_fresh, int dirfd, const char *hname,
 		    bool follow, const struct stat *st, const char *gname, const char *disp, int depth,
@@ -312,8 +347,27 @@ static int up_entry(struct up *u, ext2_ino_t parent, bool parent_fresh, int dirf
 				return -1;
 		}
 	}
-	if (S_ISREG(st->st_mode))
-		return new_file(u, parent, dirfd, hname, follow, st, gname, disp, err);
+	if (S_ISREG(st->st_mode)) {
+		struct up_link *l = st->st_nlink > 1 ? up_link_find(u, st) : NULL;
+		if (l) {
+			int h = up_hardlink(u, parent, gname, l->gino, err);
+			if (h <= 0)
+				return h;
+		}
+		if (new_file(u, parent, dirfd, hname, follow, st, gname, disp, err) < 0)
+			return -1;
+		if (st->st_nlink > 1 && !l) {
+			ext2_ino_t gino;
+			if (dsk_lookup(&u->d, parent, gname, &gino, err) != 1)
+				return -1;
+			if (u->nlinks == u->cap) {
+				u->cap = u->cap ? 2 * u->cap : 16;
+				u->links = xrealloc(u->links, u->cap * sizeof *u->links);
+			}
+			u->links[u->nlinks++] = (struct up_link){st->st_dev, st->st_ino, gino};
+		}
+		return 0;
+	}
 	if (S_ISLNK(st->st_mode))
 		return new_symlink(u, parent, dirfd, hname, st, gname, disp, err);
 	if (S_ISDIR(st->st_mode)) {
@@ -424,6 +478,7 @@ int disk_upload(const char *image, const char *host_path, const char *guest_path
 	u.buf = xmalloc(UP_BUF);
 	int r = upload_open(&u, host_path, guest_path, err);
 	free(u.buf);
+	free(u.links);
 	/* Always close: every step above leaves the file system consistent, and close writes the
 	 * bitmaps and group descriptors that the completed steps changed. */
 	if (dsk_close(&u.d, r < 0 ? NULL : err) < 0 && r == 0)

@@ -164,6 +164,8 @@ static void make_tree(const char *root)
 	p = xasprintf("%s/old", root), write_bytes(p, 1, 0, 0444), set_mtime(p, -31536000, 0), free(p);
 	p = xasprintf("%s/sub/big.bin", root), write_bytes(p, (5u << 20) + 123, 3, 0644), free(p);
 	p = xasprintf("%s/sub/deeper/block", root), write_bytes(p, 4096, 4, 0640), free(p);
+	char *q = xasprintf("%s/sub/deeper/hardlink", root);
+	p = xasprintf("%s/sub/deeper/block", root), assert_int_equal(link(p, q), 0), free(p), free(q);
 	p = xasprintf("%s/sub/link", root), assert_int_equal(symlink("deeper/block", p), 0);
 	set_mtime(p, 1500000000, 42), free(p);
 	p = xasprintf("%s/uplink", root), assert_int_equal(symlink("sub/link", p), 0), free(p);
@@ -209,6 +211,12 @@ static void test_roundtrip(void **state)
 	if (disk_download(img, "/data/tree", out, &err) < 0)
 		fail_msg("download: %s", pyti_err_str(&err));
 	compare_trees(src, out, true);
+	_cleanup_free_ char *h1 = P("out/sub/deeper/block"), *h2 = P("out/sub/deeper/hardlink");
+	struct stat s1, s2;
+	assert_int_equal(stat(h1, &s1), 0);
+	assert_int_equal(stat(h2, &s2), 0);
+	assert_int_equal(s1.st_ino, s2.st_ino); /* a hard link in, a hard link out */
+	assert_int_equal(s1.st_nlink, 2);
 
 	/* disk_from_dir puts the contents at / */
 	OK(disk_from_dir(img, src, 32u << 20, &err));
