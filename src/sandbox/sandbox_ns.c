@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
 #include <linux/capability.h>
 #include <net/if.h>
 #include <poll.h>
@@ -267,9 +268,36 @@ static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
 	return fd;
 }
 
+static bool ns_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
+}
+
+static bool ns_bind_allowed(const char *path)
+{
+	static const char *const own[] = {"/io", "/proc", "/dev", "/run/pyti", "/sys"};
+	if (path[strspn(path, "/")] == '\0' || strstr(path, "/../") || strstr(path, "/./"))
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(own); i++)
+		if (ns_under(path, own[i]))
+			return false;
+	return true;
+}
+
 __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 {
 	const struct sandbox_spec *s = c->spec;
+	/* Nothing of the host process crosses exec: not its other descriptors (a library's socket,
+	 * a database), not its signal mask or ignored signals (an ignored SIGPIPE would change how
+	 * every task's pipelines end). */
+	close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
 	char b;
 	if (read(c->sync_fd, &b, 1) != 1)
 		_exit(127); /* the parent is gone or failed to map us */
@@ -303,6 +331,9 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 			child_die(c, 0, "too many read-only binds");
 		if (s->ro_binds[i][0] != '/')
 			child_die(c, 0, "read-only bind %s is not an absolute path", s->ro_binds[i]);
+		if (!ns_bind_allowed(s->ro_binds[i]))
+			child_die(c, 0, "read-only bind %s would cover the sandbox's own /, /io, /proc, /dev or /run/pyti",
+				  s->ro_binds[i]);
 		ro_path[nro] = s->ro_binds[i];
 		ro_fd[nro++] = ns_open_path(c, s->ro_binds[i], true);
 	}

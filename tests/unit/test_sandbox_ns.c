@@ -69,7 +69,9 @@ int main(int argc, char **argv)
 #include <dirent.h>
 #include <grp.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -207,12 +209,24 @@ static void test_basic(void **state)
 		"test \"$(hostname)\" = pyti && echo host-pyti; "
 		"grep -q CapEff:.0000000000000000 /proc/self/status && echo nocaps; "
 		"grep -q 'NoNewPrivs:.1' /proc/self/status && echo nnp; "
+		"grep -q 'SigIgn:.0000000000000000' /proc/1/status && grep -q 'SigBlk:.0000000000000000' /proc/1/status "
+		"&& echo sig-clean; ls /proc/1/fd | wc -l | tr -d ' ' | sed s/^/agent-fds=/; "
 		"(setsid sleep 1000 & ) ; sleep 1000 & echo bg-started";
 	_cleanup_free_ char *io = mk_io(cmd);
 	struct events ev = {0};
 	struct sandbox_result res;
 	struct pyti_err err = {0};
+	/* host state that must not leak in: an ignored signal, a blocked one, a stray descriptor */
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t blk, old;
+	sigemptyset(&blk);
+	sigaddset(&blk, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &blk, &old);
+	int stray = open("/dev/null", O_RDONLY);
 	int rc = run_in(io, false, NULL, 60, &ev, &res, &err);
+	close(stray);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	signal(SIGPIPE, SIG_DFL);
 	assert_int_equal(rc, 0);
 	_cleanup_free_ char *out = slurp(io, "out/output.txt");
 	_cleanup_free_ char *results = slurp(io, "out/results.json");
@@ -232,6 +246,8 @@ static void test_basic(void **state)
 	assert_non_null(strstr(out, "host-pyti\n"));
 	assert_non_null(strstr(out, "nocaps\n"));
 	assert_non_null(strstr(out, "nnp\n"));
+	assert_non_null(strstr(out, "sig-clean\n"));
+	assert_non_null(strstr(out, "agent-fds=3\n")); /* stdin, stdout, stderr */
 	assert_int_equal(ev.start, 1);
 	assert_int_equal(ev.end, 1);
 	assert_string_equal(ev.status, "passed");
@@ -415,6 +431,23 @@ static void test_bad_spec(void **state)
 	assert_non_null(strstr(err.msg, "/nonexistent-pyti/rootfs"));
 }
 
+static void test_bind_refused(void **state)
+{
+	(void)state;
+	NEED_IMAGE();
+	static const char *const bad[] = {"/", "/io", "/proc/1", "/dev", "/run/pyti", "relative"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		_cleanup_free_ char *io = mk_io("true");
+		const char *ro[] = {bad[i], NULL};
+		struct events ev = {0};
+		struct sandbox_result res;
+		struct pyti_err err = {0};
+		assert_int_equal(run_in(io, true, ro, 30, &ev, &res, &err), -1);
+		assert_non_null(strstr(err.msg, bad[i]));
+		rm_rf(io, NULL);
+	}
+}
+
 /* An ordinary user (as bubblewrap does): run the basic checks as uid 65534 in a child process. */
 static void test_unprivileged(void **state)
 {
@@ -517,6 +550,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_timeout_kills_all),
 		cmocka_unit_test(test_timeout_streams_closed),
 		cmocka_unit_test(test_agent_without_results),
+		cmocka_unit_test(test_bind_refused),
 		cmocka_unit_test(test_unprivileged),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
