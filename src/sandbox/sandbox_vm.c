@@ -8,7 +8,9 @@
  *
  * Layout: STATE/vm/<suite>/initrd-<h>.img, STATE/vm/<suite>/warm-<key>/{frozen.qcow2, io0.img,
  * state.sav, domain.xml, ok, lock}, STATE/vm/run-<pid>-<n>/{system.qcow2, io.img} (per job). */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <string.h>
@@ -119,6 +121,43 @@ static int svm_qcow2_overlay(const char *backing, const char *path, struct pyti_
 	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", (char *)backing, (char *)path,
 			NULL};
 	return proc_run_simple(argv, NULL, 60, err);
+}
+
+/* A fresh empty overlay on backing: a copy of a template made once with qemu-img (an empty qcow2
+ * overlay is ~200 KB and names its backing file by absolute path), so that a job does not pay
+ * for a qemu-img process. */
+static int svm_overlay_fast(const char *backing, const char *tmpl, const char *path, struct pyti_err *err)
+{
+	if (!path_exists(tmpl)) {
+		_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", tmpl, (int)getpid());
+		if (svm_qcow2_overlay(backing, tmp, err) < 0)
+			return -1;
+		if (rename(tmp, tmpl) < 0) {
+			unlink(tmp);
+			return pyti_err_set(err, errno, "rename %s", tmp);
+		}
+	}
+	return copy_file(tmpl, path, 0644, err);
+}
+
+/* Warm snapshots of older agents/images (other keys) nobody uses: ~100 MB each. */
+static void svm_prune_warm(const char *cache, const char *keep)
+{
+	DIR *d = opendir(cache);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (strncmp(de->d_name, "warm-", 5) != 0 || strcmp(de->d_name, keep) == 0 || strchr(de->d_name, '.'))
+			continue;
+		_cleanup_free_ char *dir = xasprintf("%s/%s", cache, de->d_name);
+		_cleanup_free_ char *lockp = xasprintf("%s/lock", dir);
+		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			log_info("vm: removing unused warm snapshot %s", dir);
+			rm_rf(dir, NULL);
+		}
+	}
+	if (d)
+		closedir(d);
 }
 
 /* The last lines of the console, printable ASCII only, for an error message. */
@@ -254,8 +293,8 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 
 	/* warm snapshot: one per image + agent + domain shape, used by one job at a time */
 	char key_src[256];
-	snprintf(key_src, sizeof key_src, "%s %u %u %s %llu", img.key, mem, vcpus, vm_domain_type(uri),
-		 SVM_WARM_IO_SIZE);
+	snprintf(key_src, sizeof key_src, "%s %u %u %s %llu %s", img.key, mem, vcpus, vm_domain_type(uri),
+		 SVM_WARM_IO_SIZE, vm_default_cmdline);
 	char key[65];
 	sha256_hex(key_src, strlen(key_src), key);
 	key[16] = '\0';
@@ -282,6 +321,8 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		if (!path_exists(okp)) {
 			if (svm_warm_build(s, c, &img, warm_dir, warm_name, mem, vcpus, res, err) < 0)
 				goto out;
+			_cleanup_free_ char *keep = xasprintf("warm-%s", key);
+			svm_prune_warm(cache, keep);
 			t0 = now_mono(); /* the job itself starts at the restore */
 		}
 		_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", warm_dir);
@@ -289,7 +330,8 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		_cleanup_free_ char *sav = xasprintf("%s/state.sav", warm_dir);
 		_cleanup_free_ char *dx = xasprintf("%s/domain.xml", warm_dir);
 		_cleanup_buf_ struct buf x = BUF_INIT(4u << 20);
-		if (read_file(dx, &x, err) < 0 || svm_qcow2_overlay(frozen, ov, err) < 0)
+		_cleanup_free_ char *tmpl = xasprintf("%s/overlay-template.qcow2", warm_dir);
+		if (read_file(dx, &x, err) < 0 || svm_overlay_fast(frozen, tmpl, ov, err) < 0)
 			goto out;
 		xml = buf_steal(&x);
 		if (vm_xml_replace_file(&xml, frozen, ov) < 1 || vm_xml_replace_file(&xml, io0, io) < 1) {
@@ -302,7 +344,8 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		s->ready = true; /* saved at "ready"; the agent waits for "go" */
 		log_info("vm: restore → ready %.2f s", now_mono() - t0);
 	} else {
-		if (svm_qcow2_overlay(img.base, ov, err) < 0)
+		_cleanup_free_ char *tmpl = xasprintf("%s/overlay-%.16s.qcow2", cache, img.key);
+		if (svm_overlay_fast(img.base, tmpl, ov, err) < 0)
 			goto out;
 		static unsigned counter;
 		_cleanup_free_ char *name = xasprintf(VM_NAME_PREFIX "job-%d-%u", (int)getpid(), ++counter);

@@ -179,8 +179,9 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 	_cleanup_free_ char *name = vm_xml_name(xml);
 	if (!name)
 		return pyti_err_set(err, 0, "no <name> in the domain XML of %s", save_path);
-	/* Restored paused so that the console and events are attached before the guest runs on. */
-	if (virDomainRestoreFlags(c->lc, save_path, xml, VIR_DOMAIN_SAVE_PAUSED) < 0)
+	/* Restored running: the guest was saved waiting for input, so nothing is printed before the
+	 * console is attached (and a paused restore + resume costs one more QEMU round trip). */
+	if (virDomainRestoreFlags(c->lc, save_path, xml, VIR_DOMAIN_SAVE_RUNNING) < 0)
 		return vm_lverr(err, "restore %s", save_path);
 	struct vm_guest *g = vm_guest_new(c, fn, arg);
 	g->name = steal_pointer(&name);
@@ -190,7 +191,7 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 		vm_guest_free(g);
 		return -1;
 	}
-	if (vm_guest_attach(g, err) < 0 || (virDomainResume(g->dom) < 0 && vm_lverr(err, "resume %s", g->name))) {
+	if (vm_guest_attach(g, err) < 0) {
 		vm_guest_free(g);
 		return -1;
 	}
