@@ -200,7 +200,7 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
 	return 1;
 }
 
-static int blob_put(const char *state_dir, const char *src, char sha[65], struct pyti_err *err)
+static int blob_put(const char *state_dir, const char *src, bool may_link, char sha[65], struct pyti_err *err)
 {
 	if (sha256_file(src, sha, err) < 0)
 		return -1;
@@ -209,9 +209,14 @@ static int blob_put(const char *state_dir, const char *src, char sha[65], struct
 		return 0;
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", blob, (int)getpid());
 	unlink(tmp);
-	if (copy_file(src, tmp, 0444, err) < 0)
+	/* src is in the fetch sandbox's scratch directory, on the cache's file system and thrown
+	 * away next: a link saves copying large wheels */
+	if ((!may_link || link(src, tmp) < 0) && copy_file(src, tmp, 0444, err) < 0)
 		return -1;
-	chmod(tmp, 0444);
+	if (chmod(tmp, 0444) < 0) {
+		unlink(tmp);
+		return pyti_err_set(err, errno, "chmod %s", tmp);
+	}
 	if (rename(tmp, blob) < 0) {
 		unlink(tmp);
 		return pyti_err_set(err, errno, "rename %s", tmp);
@@ -220,7 +225,7 @@ static int blob_put(const char *state_dir, const char *src, char sha[65], struct
 }
 
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
-		    const char *sdist, const char *dist_wheel, struct pyti_err *err)
+		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, struct pyti_err *err)
 {
 	_cleanup_free_ char *blobs = xasprintf("%s/cache/blobs", state_dir);
 	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", state_dir);
@@ -246,7 +251,7 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 		if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		char sha[65];
-		rc = blob_put(state_dir, p, sha, err);
+		rc = blob_put(state_dir, p, true, sha, err);
 		json_t *f = json_object();
 		json_object_set_new(f, "name", json_string(e->d_name));
 		json_object_set_new(f, "sha256", json_string(sha));
@@ -257,7 +262,7 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 		return -1;
 	if (sdist) {
 		char sha[65];
-		if (blob_put(state_dir, sdist, sha, err) < 0)
+		if (blob_put(state_dir, sdist, sdist_is_ours, sha, err) < 0)
 			return -1;
 		const char *base = strrchr(sdist, '/');
 		json_t *s = json_object();

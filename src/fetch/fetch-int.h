@@ -10,9 +10,10 @@
 int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, const char *io_dir,
 		    struct fetch_result *out, struct pyti_err *err);
 /* Store the wheels of wheel_dir (every *.whl), sdist (may be NULL) and the dist's own wheel name
- * under key, atomically. */
+ * under key, atomically. The wheels are hard-linked into the cache (wheel_dir is scratch);
+ * sdist only when sdist_is_ours, else copied (a user's own file keeps its inode and mode). */
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
-		    const char *sdist, const char *dist_wheel, struct pyti_err *err);
+		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, struct pyti_err *err);
 /* A plain file name (no '/', no leading '.', not empty). */
 bool fetch_name_ok(const char *name);
 

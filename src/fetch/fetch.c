@@ -511,7 +511,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		if (!sdist_src)
 			log_info("fetch %s: no sdist (a wheel-only project?): no tests from its source", req->dist);
 	}
-	if (fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, own, err) < 0)
+	if (fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, err) < 0)
 		goto done;
 	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);
 	if (hit <= 0) {

@@ -8,6 +8,8 @@
  * bound read-only at the same path, missing ones are dropped with a warning. */
 #include <errno.h>
 #include <ini.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -111,11 +113,16 @@ static char *pc_check_item(struct fetch_pipconf *pc, const char *where, const ch
 	} else {
 		path = item;
 	}
+	_cleanup_free_ char *abs = NULL;
 	if (path[0] != '/') {
-		pc_warn(pc, xasprintf("pip setting %s: relative path '%s' cannot be handed into the fetch "
-				      "sandbox; dropped",
-				      where, item));
-		return NULL;
+		/* relative to where pyti runs, as pip on the host would read it */
+		abs = realpath(path, NULL);
+		if (!abs) {
+			pc_warn(pc, xasprintf("pip setting %s names '%s', which does not exist; dropped", where, item));
+			return NULL;
+		}
+		path = abs;
+		item = abs;
 	}
 	struct stat st;
 	if (stat(path, &st) < 0) {

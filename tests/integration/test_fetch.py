@@ -92,3 +92,19 @@ def test_unreachable_index(fx, tmp_path):
     assert rc == 1
     assert res["class"] == "Network", res
     assert "cannot reach" in res["error"]
+
+
+def test_local_sdist(fx, tmp_path):
+    import tarfile
+    proj = make_demo_project(tmp_path / "src", name="pyti_sdist_pkg", version="0.2.0")
+    sd = tmp_path / "pyti_sdist_pkg-0.2.0.tar.gz"
+    with tarfile.open(sd, "w:gz") as tf:
+        tf.add(proj, arcname=proj.name)
+    os.chmod(sd, 0o644)
+    before = sd.read_bytes()
+    rc, res = fetch(fx, tmp_path / "io", sd)
+    assert rc == 0, res
+    assert res["dist_wheel"].startswith("pyti_sdist_pkg-0.2.0-")
+    assert Path(res["sdist"]).name == sd.name and Path(res["sdist"]).read_bytes() == before
+    st = sd.stat()
+    assert st.st_nlink == 1 and (st.st_mode & 0o777) == 0o644 and sd.read_bytes() == before

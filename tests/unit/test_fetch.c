@@ -102,6 +102,17 @@ static void test_pipconf_merge(void **state)
 	assert_null(strstr(pc.key_part, "index"));
 	fetch_pipconf_free(&pc);
 	fetch_pipconf_free(&pc); /* idempotent */
+	/* a relative path is read from the current directory, as pip would */
+	char cwd[4096];
+	assert_non_null(getcwd(cwd, sizeof cwd));
+	assert_int_equal(chdir(d), 0);
+	char *envp2[] = {"PIP_FIND_LINKS=wheels", NULL};
+	const char *none[] = {NULL};
+	assert_int_equal(fetch_pipconf_from(none, envp2, &pc, NULL), 0);
+	assert_int_equal(chdir(cwd), 0);
+	assert_string_equal(pj_str(pc.env, "PIP_FIND_LINKS", ""), links);
+	assert_true(has(pc.ro_binds, links));
+	fetch_pipconf_free(&pc);
 	rm_rf(d, NULL);
 }
 
@@ -230,7 +241,11 @@ static void test_cache_roundtrip(void **state)
 	fetch_cache_key("req:a", NULL, NULL, "img", "", key);
 	struct fetch_result r = {0};
 	assert_int_equal(fetch_cache_get(st, key, 0, io, &r, NULL), 0); /* empty cache: miss */
-	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, "a-1.0-py3-none-any.whl", NULL), 0);
+	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, false, "a-1.0-py3-none-any.whl", NULL), 0);
+	struct stat us;
+	assert_int_equal(stat(sd, &us), 0); /* the caller's own sdist: copied, untouched */
+	assert_int_equal(us.st_nlink, 1);
+	assert_int_equal(us.st_mode & 0777, 0644);
 	assert_int_equal(fetch_cache_get(st, key, 0, io, &r, NULL), 1);
 	assert_string_equal(r.dist_wheel, "a-1.0-py3-none-any.whl");
 	_cleanup_free_ char *wa = xasprintf("%s/wheels/a-1.0-py3-none-any.whl", io);
