@@ -683,9 +683,13 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 	c.r = xcalloc(1, sizeof *c.r);
 	c.r->source = xstrdup(source_name);
 
-	/* Debian's inih makes its compile-time options run-time globals. We own all INI parsing in
-	 * pyti, so set what recipes need on every call: whole lines up to our limit, no inline
-	 * comments (';' is shell syntax), multi-line values. */
+	/* Debian's inih makes its compile-time options run-time globals. Set what recipes need for
+	 * this parse — whole lines up to our limit, no inline comments (';' is shell syntax),
+	 * multi-line values — and put back what other users of inih (fetch's pip.conf) expect. */
+	bool o_stack = ini_use_stack, o_realloc = ini_allow_realloc, o_inline = ini_allow_inline_comments,
+	     o_multi = ini_allow_multiline, o_novalue = ini_allow_no_value, o_bom = ini_allow_bom,
+	     o_stop = ini_stop_on_first_error;
+	int o_max = ini_max_line, o_init = ini_initial_alloc;
 	ini_use_stack = false;
 	ini_allow_realloc = false;
 	ini_max_line = RECIPE_MAX_LINE;
@@ -697,6 +701,15 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 	ini_stop_on_first_error = true;
 
 	int rc = ini_parse_stream(ctx_reader, &c, ini_handler_cb, &c);
+	ini_use_stack = o_stack;
+	ini_allow_realloc = o_realloc;
+	ini_max_line = o_max;
+	ini_initial_alloc = o_init;
+	ini_allow_inline_comments = o_inline;
+	ini_allow_multiline = o_multi;
+	ini_allow_no_value = o_novalue;
+	ini_allow_bom = o_bom;
+	ini_stop_on_first_error = o_stop;
 	if (!c.failed && rc == -2)
 		pyti_err_set(err, ENOMEM, "%s: out of memory", source_name), c.failed = true;
 	else if (!c.failed && rc > 0)
@@ -719,7 +732,8 @@ int recipe_load_file(const char *path, struct recipe **out, struct pyti_err *err
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(RECIPE_MAX_SIZE);
 	if (read_file(path, &b, err) < 0) {
-		err->status = PYTI_EXIT_USAGE;
+		if (err)
+			err->status = PYTI_EXIT_USAGE;
 		return pyti_err_prefix(err, "recipe");
 	}
 	return recipe_load_buffer(path, b.data, b.len, out, err);

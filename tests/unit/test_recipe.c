@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include <ini.h>
+
 #include "recipe.h"
 
 static struct recipe *load_ok(const char *text)
@@ -102,6 +104,11 @@ static void test_defaults(void **state)
 	assert_int_equal(r->tasks[0].output_limit, RECIPE_DEFAULT_OUTPUT_LIMIT);
 	assert_null(r->tasks[0].junit);
 	recipe_free(r);
+	/* inih's run-time options are put back for its other users (fetch reads pip.conf) */
+	assert_true(ini_allow_inline_comments);
+	assert_true(ini_use_stack);
+	assert_false(ini_stop_on_first_error);
+	assert_int_equal(ini_max_line, 200);
 }
 
 static void test_values(void **state)
