@@ -378,7 +378,8 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	ns_mkdir(c, "/sys", 0755);
 	ns_mkdir(c, "/proc", 0555);
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		child_die(c, errno, "mount /proc");
+		child_die(c, errno, "mount a new /proc (refused when the host's /proc has parts covered, as in "
+				    "many containers; run pyti where /proc is not masked, or use --backend vm)");
 	ns_mkdir(c, "/dev", 0755);
 	ns_tmpfs(c, "/dev", "mode=0755", MS_NOEXEC);
 	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
@@ -523,6 +524,32 @@ static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, boo
 	return 0;
 }
 
+static long ns_read_long(const char *path)
+{
+	char b[32] = "";
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, b, sizeof b - 1) <= 0)
+		return -1;
+	return strtol(b, NULL, 10);
+}
+
+/* Name the switch that forbids user namespaces and how to turn it, as far as we can tell. */
+static void ns_userns_hint(char *out, size_t n)
+{
+	if (ns_read_long("/proc/sys/user/max_user_namespaces") == 0)
+		snprintf(out, n, "user.max_user_namespaces is 0; enable with `sysctl -w user.max_user_namespaces=10000`");
+	else if (geteuid() != 0 && ns_read_long("/proc/sys/kernel/unprivileged_userns_clone") == 0)
+		snprintf(out, n, "kernel.unprivileged_userns_clone is 0; enable with "
+				 "`sysctl -w kernel.unprivileged_userns_clone=1`");
+	else if (geteuid() != 0 && ns_read_long("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1)
+		snprintf(out, n, "AppArmor restricts unprivileged user namespaces "
+				 "(kernel.apparmor_restrict_unprivileged_userns=1); set it to 0 or give pyti an AppArmor "
+				 "profile with `userns,`");
+	else
+		snprintf(out, n, "probably a seccomp or container policy (running inside a container? allow "
+				 "clone/unshare of user namespaces, or use --backend vm)");
+}
+
 struct ns_stream {
 	int fd;
 	struct buf b;
@@ -642,12 +669,12 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	bool timed_out = false;
 
 	if (pid < 0) {
-		if (clone_errno == EPERM || clone_errno == ENOSPC || clone_errno == EINVAL)
-			pyti_err_set(err, clone_errno,
-				     "ns sandbox: cannot create user namespaces here (check "
-				     "/proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone, or an "
-				     "AppArmor/seccomp policy forbidding them)");
-		else
+		if (clone_errno == EPERM || clone_errno == ENOSPC || clone_errno == EINVAL) {
+			char hint[512];
+			ns_userns_hint(hint, sizeof hint);
+			pyti_err_set(err, clone_errno, "ns sandbox: this host does not let pyti create user namespaces: %s",
+				     hint);
+		} else
 			pyti_err_set(err, clone_errno, "ns sandbox: clone");
 		goto out_close;
 	}
