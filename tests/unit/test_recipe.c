@@ -289,6 +289,11 @@ static void test_builtin_default(void **state)
 	assert_non_null(strstr(t->run, "pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml"));
 	assert_non_null(strstr(r->tasks[0].run, "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv"));
 	assert_non_null(strstr(r->tasks[0].run, "--no-index --find-links /io/wheels '{requirement}'"));
+	/* two shell lines: the venv, then one pip command (not split over lines) */
+	assert_string_equal(r->tasks[0].run,
+			    "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
+			    "/tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index "
+			    "--find-links /io/wheels '{requirement}'");
 	recipe_free(r);
 
 	assert_int_equal(recipe_load("default", &r, &err), 0);
