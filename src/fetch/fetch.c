@@ -447,8 +447,6 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	const char *ex1[] = {c.extras, NULL};
 	char key[65];
 	fetch_cache_key(dist_id, ex1, req->requires, img, pc.key_part, key);
-	if (c.kind == FK_DIR)
-		out->src_dir = xstrdup(abs);
 
 	/* unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL seconds) */
 	double ttl = 0;
@@ -461,6 +459,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		if (hit < 0)
 			return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
 		if (hit) {
+			if (c.kind == FK_DIR)
+				out->src_dir = xstrdup(abs);
 			out->from_cache = true;
 			out->wall_s = now_mono() - t0;
 			log_debug("fetch %s: cache hit %s", req->dist, key);
@@ -519,6 +519,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
 		goto done;
 	}
+	if (c.kind == FK_DIR)
+		out->src_dir = xstrdup(abs);
 	out->wall_s = now_mono() - t0;
 	rc = 0;
 done:
