@@ -110,7 +110,7 @@ static int svm_check_reach(const char *uri, const char *path, struct pyti_err *e
 			return pyti_err_usage(err,
 					      "the vm backend on %s runs QEMU as user libvirt-qemu, which cannot "
 					      "enter %s (mode %o): use a --state-dir outside it, `chmod o+x %s`, "
-					      "or --vm-uri qemu:///session",
+					      "or --connect qemu:///session",
 					      uri, p, st.st_mode & 07777, p);
 	}
 	return 0;
@@ -140,8 +140,8 @@ static int svm_overlay_fast(const char *backing, const char *tmpl, const char *p
 	return copy_file(tmpl, path, 0644, err);
 }
 
-/* Warm snapshots of older agents/images (other keys) nobody uses: ~100 MB each. */
-static void svm_prune_warm(const char *cache, const char *keep)
+/* Warm snapshots of older agents/images (other keys) for the same URI that nobody uses: ~70 MB each. */
+static void svm_prune_warm(const char *cache, const char *keep, const char *uri)
 {
 	DIR *d = opendir(cache);
 	struct dirent *de;
@@ -150,6 +150,10 @@ static void svm_prune_warm(const char *cache, const char *keep)
 			continue;
 		_cleanup_free_ char *dir = xasprintf("%s/%s", cache, de->d_name);
 		_cleanup_free_ char *lockp = xasprintf("%s/lock", dir);
+		_cleanup_free_ char *urip = xasprintf("%s/uri", dir);
+		_cleanup_buf_ struct buf u = BUF_INIT(4096);
+		if (read_file(urip, &u, NULL) < 0 || strcmp(u.data ? u.data : "", uri) != 0)
+			continue;
 		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
 		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
 			log_info("vm: removing unused warm snapshot %s", dir);
@@ -244,7 +248,10 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
 	if (vm_save_image_xml(c, sav, &saved, err) < 0)
 		return -1;
 	_cleanup_free_ char *dx = xasprintf("%s/domain.xml", dir);
-	if (write_file_atomic(dx, saved, strlen(saved), 0644, err) < 0)
+	_cleanup_free_ char *urip = xasprintf("%s/uri", dir);
+	const char *uri = vm_conn_uri(c);
+	if (write_file_atomic(dx, saved, strlen(saved), 0644, err) < 0 ||
+	    write_file_atomic(urip, uri, strlen(uri), 0644, err) < 0)
 		return -1;
 	return write_file_atomic(ok, "ok\n", 3, 0644, err);
 }
@@ -293,8 +300,8 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 
 	/* warm snapshot: one per image + agent + domain shape, used by one job at a time */
 	char key_src[256];
-	snprintf(key_src, sizeof key_src, "%s %u %u %s %llu %s", img.key, mem, vcpus, vm_domain_type(uri),
-		 SVM_WARM_IO_SIZE, vm_default_cmdline);
+	snprintf(key_src, sizeof key_src, "%s %u %u %s %llu %s %s", img.key, mem, vcpus, vm_domain_type(uri),
+		 SVM_WARM_IO_SIZE, vm_default_cmdline, uri);
 	char key[65];
 	sha256_hex(key_src, strlen(key_src), key);
 	key[16] = '\0';
@@ -322,7 +329,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 			if (svm_warm_build(s, c, &img, warm_dir, warm_name, mem, vcpus, res, err) < 0)
 				goto out;
 			_cleanup_free_ char *keep = xasprintf("warm-%s", key);
-			svm_prune_warm(cache, keep);
+			svm_prune_warm(cache, keep, uri);
 			t0 = now_mono(); /* the job itself starts at the restore */
 		}
 		_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", warm_dir);
