@@ -107,6 +107,8 @@ struct recipe_vars {
 	const char *requirement;         /* overrides the computed {requirement} when set */
 };
 
+/* Only checks that every {placeholder} in tmpl is a known one (what loading does). */
+int recipe_check_placeholders(const char *tmpl, struct pyti_err *err);
 /* Substitute placeholders in one string (exposed for tests and the CLI). Caller frees *out. */
 int recipe_expand(const char *tmpl, const struct recipe_vars *vars, char **out, struct pyti_err *err);
 
