@@ -13,6 +13,7 @@ struct dsk {
 	const char *image;
 	bool rw;
 	int lock_fd; /* flock()ed: one pyti writer or several readers per image */
+	bool needs_recovery; /* read-only open of an image whose journal was not replayed */
 };
 
 /* Register libext2fs' error messages (idempotent). */

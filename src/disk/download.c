@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "disk_int.h"
+#include "proc.h"
 
 #define DL_BUF (1u << 20)
 #define DL_MAX_DEPTH 256
@@ -400,12 +401,42 @@ static int download_open(struct dl *x, const char *guest_path, const char *host_
 	return dl_entry(x, ino, dfd, base, 0, disp, err);
 }
 
+/* A guest that died with the I/O disk mounted (crash, timeout) leaves its last committed writes
+ * in the journal — results and logs among them. libext2fs cannot replay a journal, e2fsck can:
+ * `e2fsck -E journal_only` replays it and changes nothing else. This writes to the image, which
+ * for a job's I/O disk is what we want; a read-only image is read as it is. */
+static void replay_journal(const char *image)
+{
+	if (access(image, W_OK) < 0)
+		return;
+	const char *bin = "e2fsck";
+	if (access("/sbin/e2fsck", X_OK) == 0)
+		bin = "/sbin/e2fsck";
+	else if (access("/usr/sbin/e2fsck", X_OK) == 0)
+		bin = "/usr/sbin/e2fsck";
+	char *argv[] = {(char *)bin, "-E", "journal_only", "-y", (char *)image, NULL};
+	struct pyti_err e = {0};
+	if (proc_run_simple(argv, NULL, 120, &e) < 0)
+		log_warn("%s: replaying the journal failed: %s", image, pyti_err_str(&e));
+	else
+		log_info("%s: replayed the journal the guest left behind", image);
+}
+
 int disk_download_flags(const char *image, const char *guest_path, const char *host_path, unsigned flags,
 			struct pyti_err *err)
 {
 	struct dl x = {.flags = flags, .rootfd = -1};
 	if (dsk_open(&x.d, image, false, err) < 0)
 		return -1;
+	if (x.d.needs_recovery) {
+		dsk_close(&x.d, NULL);
+		replay_journal(image);
+		if (dsk_open(&x.d, image, false, err) < 0)
+			return -1;
+		if (x.d.needs_recovery)
+			log_warn("%s: the journal needs recovery and could not be replayed; reading what is outside it",
+				 image);
+	}
 	struct stat ist;
 	x.max_written = fstat(x.d.lock_fd, &ist) == 0 && S_ISREG(ist.st_mode) ? (uint64_t)ist.st_size : UINT64_MAX;
 	errcode_t rc = ext2fs_allocate_inode_bitmap(x.d.fs, "dirs seen", &x.dirs_seen);

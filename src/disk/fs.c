@@ -90,6 +90,7 @@ int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 	d->image = image;
 	d->rw = rw;
 	d->lock_fd = -1;
+	d->needs_recovery = false;
 	if (lock_image(d, err) < 0)
 		return -1;
 	int flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
@@ -119,7 +120,7 @@ int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 					    "run 'e2fsck -fy %s' first",
 					    image, image);
 		}
-		log_warn("%s: journal needs recovery; reading the file system without replaying it", image);
+		d->needs_recovery = true;
 	}
 	if (rw) {
 		rc = ext2fs_read_bitmaps(d->fs);

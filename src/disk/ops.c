@@ -56,6 +56,9 @@ int disk_ls(const char *image, const char *guest_path, disk_ls_cb cb, void *arg,
 	struct dsk d;
 	if (dsk_open(&d, image, false, err) < 0)
 		return -1;
+	if (d.needs_recovery)
+		log_warn("%s: the journal needs recovery (the guest did not unmount); listing without replaying it",
+			 image);
 	int r = 0;
 	ext2_ino_t ino;
 	struct ext2_inode inode;
