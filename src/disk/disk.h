@@ -5,6 +5,9 @@
  * ignored, ".." is refused, and symlinks inside the image are never followed while resolving.
  * Every writing call opens the image, does its work and closes it cleanly, so `e2fsck -fn IMAGE`
  * is clean after each call, also after one that failed (a half-created file is rolled back).
+ * Calls on one image serialise on a flock; writing an image that another program holds a
+ * byte-range lock on (QEMU running a VM on it) is refused, and so is writing one whose journal
+ * needs recovery. Nothing is fsync()ed: these are scratch images (see fs.c).
  * Errors: a missing path, an image that is not ext2/3/4, a full image (err->fclass =
  * PYTI_FC_NOSPACE) all come back with a message naming the image and the path. */
 #ifndef PYTI_DISK_H
@@ -50,7 +53,9 @@ int disk_from_dir(const char *image, const char *dir, uint64_t size_bytes, struc
  * - the image cannot fill the host's disk: holes stay holes, hard links stay hard links, a
  *   directory inode reached twice (a loop) is an error, and the data written in total may not
  *   exceed the image file's size.
- * Files written before a failure stay. Devices, fifos and sockets are skipped with a warning.
+ * An image whose journal still needs replaying (the guest died with it mounted) is replayed first
+ * with `e2fsck -E journal_only` when it is writable, so that the guest's last committed writes are
+ * seen. Files written before a failure stay. Devices, fifos and sockets are skipped with a warning.
  * For collecting a job's /out, DISK_DL_SKIP_UNSAFE_LINKS keeps one hostile link from hiding all
  * the other results. */
 #define DISK_DL_SKIP_UNSAFE_LINKS 0x1u
