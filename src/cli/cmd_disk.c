@@ -15,7 +15,8 @@ static const char *const disk_usage_text =
 	"  upload IMAGE HOSTPATH GUESTPATH      copy a file or directory tree into the image\n"
 	"  download IMAGE GUESTPATH HOSTPATH    copy a file or directory tree out of the image\n"
 	"  ls [-l] [--json] IMAGE [PATH]        list a directory (default /)\n"
-	"  rm [-r] IMAGE PATH                   remove a file (or a tree with -r)\n\n"
+	"  rm [-r] IMAGE PATH                   remove a file (or a tree with -r)\n"
+	"  df [--json] IMAGE                    blocks and inodes in use and free\n\n"
 	"`pyti disk COMMAND --help` describes a command.\n";
 
 static const struct {
@@ -41,6 +42,8 @@ static const struct {
 	       "  --json       a JSON array of {name,type,mode,uid,gid,nlink,size,mtime,ino[,target]}\n"},
 	{"rm", "usage: pyti disk rm [-r] IMAGE PATH\n\n"
 	       "Remove PATH from IMAGE; a directory only with -r (--recursive), with all it holds.\n"},
+	{"df", "usage: pyti disk df [--json] IMAGE\n\n"
+	       "Show IMAGE's block size, blocks and inodes in total and free (as dumpe2fs -h counts them).\n"},
 };
 
 static const char *help_for(const char *sub)
@@ -116,7 +119,7 @@ static int parse(int argc, char **argv, const char *sub, bool *opt_l, bool *opt_
 		{"skip-unsafe-links", no_argument, NULL, 's'},
 		{0},
 	};
-	bool is_ls = strcmp(sub, "ls") == 0, is_rm = strcmp(sub, "rm") == 0, is_dl = strcmp(sub, "download") == 0;
+	bool is_ls = strcmp(sub, "ls") == 0, is_df = strcmp(sub, "df") == 0, is_rm = strcmp(sub, "rm") == 0, is_dl = strcmp(sub, "download") == 0;
 	int c;
 	optind = 0; /* full re-initialisation of glibc's getopt for this argv */
 	opterr = 0;
@@ -138,7 +141,7 @@ static int parse(int argc, char **argv, const char *sub, bool *opt_l, bool *opt_
 			*opt_r = true;
 			break;
 		case 'j':
-			if (!is_ls)
+			if (!is_ls && !is_df)
 				goto bad;
 			*opt_json = true;
 			break;
@@ -219,6 +222,30 @@ int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 		}
 		if (disk_ls(args[0], path, opt_l ? ls_long_cb : ls_short_cb, NULL, &err) != 0)
 			return cli_fail(&err);
+		return 0;
+	}
+	if (strcmp(sub, "df") == 0) {
+		NEED(1, 1);
+		struct disk_usage u;
+		if (disk_usage(args[0], &u, &err) < 0)
+			return cli_fail(&err);
+		if (opt_json) {
+			_cleanup_json_ json_t *o = json_pack("{sI sI sI sI sI}", "block_size", (json_int_t)u.block_size,
+							     "blocks", (json_int_t)u.blocks, "free_blocks",
+							     (json_int_t)u.free_blocks, "inodes", (json_int_t)u.inodes,
+							     "free_inodes", (json_int_t)u.free_inodes);
+			char *js = json_dumps(o, JSON_INDENT(2));
+			if (js)
+				puts(js);
+			free(js);
+			return 0;
+		}
+		printf("block size   %llu\n", (unsigned long long)u.block_size);
+		printf("blocks       %llu total, %llu used, %llu free (%llu MiB free)\n", (unsigned long long)u.blocks,
+		       (unsigned long long)(u.blocks - u.free_blocks), (unsigned long long)u.free_blocks,
+		       (unsigned long long)(u.free_blocks * u.block_size >> 20));
+		printf("inodes       %llu total, %llu used, %llu free\n", (unsigned long long)u.inodes,
+		       (unsigned long long)(u.inodes - u.free_inodes), (unsigned long long)u.free_inodes);
 		return 0;
 	}
 	/* rm */

@@ -173,7 +173,7 @@ def test_errors_and_usage(disk, tmp_path):
     assert disk("ls", "-x", img, ok=False).returncode == 2
     assert disk("frobnicate", ok=False).returncode == 2
     assert disk("ls", img, "relative", ok=False).returncode == 2
-    for sub in ("mkfs", "upload", "download", "ls", "rm"):
+    for sub in ("mkfs", "upload", "download", "ls", "rm", "df"):
         r = disk(sub, "--help")
         assert r.returncode == 0 and r.stdout.startswith(f"usage: pyti disk {sub}")
     assert disk("--help").stdout.startswith("usage: pyti disk")
@@ -332,3 +332,17 @@ def test_download_replays_the_journal_of_a_dead_guest(disk, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "results.json").read_text() == '{"status": "passed"}'
     fsck_clean(snap)
+
+
+def test_df_matches_dumpe2fs(disk, tmp_path):
+    img = tmp_path / "io.img"
+    disk("mkfs", img, "32M")
+    (tmp_path / "f").write_bytes(os.urandom(2**20))
+    disk("upload", img, tmp_path / "f", "/f")
+    r = subprocess.run([_tool("dumpe2fs"), "-h", str(img)], capture_output=True, text=True, check=True)
+    ref = dict(l.split(":", 1) for l in r.stdout.splitlines() if ":" in l)
+    u = json.loads(disk("df", "--json", img).stdout)
+    assert u["block_size"] == int(ref["Block size"])
+    assert u["blocks"] == int(ref["Block count"]) and u["free_blocks"] == int(ref["Free blocks"])
+    assert u["inodes"] == int(ref["Inode count"]) and u["free_inodes"] == int(ref["Free inodes"])
+    assert "free" in disk("df", img).stdout
