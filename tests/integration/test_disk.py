@@ -346,3 +346,23 @@ def test_df_matches_dumpe2fs(disk, tmp_path):
     assert u["blocks"] == int(ref["Block count"]) and u["free_blocks"] == int(ref["Free blocks"])
     assert u["inodes"] == int(ref["Inode count"]) and u["free_inodes"] == int(ref["Free inodes"])
     assert "free" in disk("df", img).stdout
+
+
+def test_concurrent_writers_serialise(pyti_bin, disk, tmp_path):
+    img = tmp_path / "io.img"
+    disk("mkfs", img, "64M")
+    srcs = []
+    for i in range(6):
+        d = tmp_path / f"src{i}"
+        d.mkdir()
+        for j in range(50):
+            (d / f"f{j}").write_bytes(os.urandom(20000))
+        srcs.append(d)
+    procs = [subprocess.Popen([pyti_bin, "disk", "upload", str(img), str(d), f"/{d.name}"],
+                              stderr=subprocess.PIPE, text=True) for d in srcs]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    fsck_clean(img)
+    for d in srcs:
+        assert sorted(disk("ls", img, f"/{d.name}").stdout.split()) == sorted(p.name for p in d.iterdir())
