@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "fetch-int.h"
@@ -454,18 +455,34 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		const char *t = getenv("PYTI_FETCH_TTL");
 		ttl = t && *t ? strtod(t, NULL) : 86400;
 	}
-	if (!req->refresh) {
-		int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
-		if (hit < 0)
-			return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
-		if (hit) {
-			if (c.kind == FK_DIR)
-				out->src_dir = xstrdup(abs);
-			out->from_cache = true;
-			out->wall_s = now_mono() - t0;
-			log_debug("fetch %s: cache hit %s", req->dist, key);
-			return 0;
+	/* Jobs running side by side that want the same fetch wait for the first one and then take
+	 * it from the cache, instead of fetching it twice. */
+	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", req->state_dir);
+	if (mkdir_p(entries, 0755, err) < 0)
+		return -1;
+	_cleanup_free_ char *lockp = xasprintf("%s/%s.lock", entries, key);
+	_cleanup_close_ int lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (lockfd < 0)
+		return pyti_err_set(err, errno, "open %s", lockp);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		/* look (unless refreshing), then look again once the lock is ours */
+		if (!req->refresh) {
+			int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
+			if (hit < 0)
+				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
+			if (hit) {
+				if (c.kind == FK_DIR)
+					out->src_dir = xstrdup(abs);
+				out->from_cache = true;
+				out->wall_s = now_mono() - t0;
+				log_debug("fetch %s: cache hit %s", req->dist, key);
+				return 0;
+			}
 		}
+		if (attempt == 0 && flock(lockfd, LOCK_EX) < 0)
+			return pyti_err_set(err, errno, "lock %s", lockp);
+		if (req->refresh)
+			break;
 	}
 	for (size_t i = 0; i < pc.nwarnings; i++)
 		log_warn("%s", pc.warnings[i]);

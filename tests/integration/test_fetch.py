@@ -108,3 +108,21 @@ def test_local_sdist(fx, tmp_path):
     assert Path(res["sdist"]).name == sd.name and Path(res["sdist"]).read_bytes() == before
     st = sd.stat()
     assert st.st_nlink == 1 and (st.st_mode & 0o777) == 0o644 and sd.read_bytes() == before
+
+
+def test_concurrent_fetches_fetch_once(fx, tmp_path):
+    """Two jobs wanting the same fetch at once: one fetches, the other waits and takes the cache."""
+    procs = []
+    for i in range(2):
+        io = tmp_path / f"io{i}"
+        io.mkdir()
+        procs.append(subprocess.Popen(
+            [fx["driver"], "--fetch", fx["state"], fx["image"], fx["agent"], str(io), "iniconfig==2.0.0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        o, e = p.communicate(timeout=900)
+        assert p.returncode == 0, o + e
+        results.append(json.loads(o))
+    assert sorted(r["from_cache"] for r in results) == [False, True]
+    assert results[0]["dist_wheel"] == results[1]["dist_wheel"] == "iniconfig-2.0.0-py3-none-any.whl"
