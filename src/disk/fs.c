@@ -498,6 +498,12 @@ int dsk_free_inode(struct dsk *d, ext2_ino_t ino, struct pyti_err *err)
 	if (r < 0)
 		return -1;
 	ext2fs_inode_alloc_stats2(d->fs, ino, -1, isdir);
+	/* Freed blocks may be reused for file data, which upload writes past the io channel: a
+	 * dirty cached copy of such a block (a directory or extent block) must reach the disk now,
+	 * not at close, where it would overwrite the new data. */
+	rc = io_channel_flush(d->fs->io);
+	if (rc)
+		return dsk_err(err, rc, "%s: flush", d->image);
 	return 0;
 }
 

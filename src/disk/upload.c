@@ -4,8 +4,9 @@
  * data does not go through ext2fs_file_write (which maps and allocates one block at a time):
  * the file's blocks are allocated in one ext2fs_fallocate call (contiguous extents when the
  * image has room), then the data is written straight to those physical blocks in runs of up to
- * 1 MiB with io_channel_write_blk64. Directories created by this call are known to be empty, so
- * their entries are linked without looking names up first. */
+ * 1 MiB with pwrite on the image file (metadata keeps going through libext2fs' io channel and
+ * its cache). Directories created by this call are known to be empty, so their entries are
+ * linked without looking names up first. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -126,9 +127,19 @@ static int write_data(struct up *u, ext2_ino_t ino, struct dsk_inode *in, int fd
 			got += (size_t)r;
 		}
 		memset(u->buf + got, 0, want - got);
-		rc = io_channel_write_blk64(fs->io, p, (int)run, u->buf);
-		if (rc)
-			return dsk_err(err, rc, "%s: %s: write", u->d.image, disp);
+		/* Straight to the image file, not through the io channel: the channel flushes and
+		 * drops its whole metadata cache before every write of more than 4 blocks. This is
+		 * safe because no block that is file data now can be dirty in that cache (see
+		 * dsk_free_inode, which flushes after freeing blocks). */
+		for (size_t doff = 0; doff < want;) {
+			ssize_t w = pwrite(u->d.lock_fd, u->buf + doff, want - doff, (off_t)(p * bs + doff));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return pyti_err_class(err, errno == ENOSPC ? PYTI_FC_NOSPACE : PYTI_FC_NONE,
+						      "%s: %s: write: %s", u->d.image, disp, strerror(errno));
+			doff += (size_t)w;
+		}
 		l += run;
 	}
 	return 0;
