@@ -211,6 +211,12 @@ static void test_basic(void **state)
 		"grep -q 'NoNewPrivs:.1' /proc/self/status && echo nnp; "
 		"grep -q 'SigIgn:.0000000000000000' /proc/1/status && grep -q 'SigBlk:.0000000000000000' /proc/1/status "
 		"&& echo sig-clean; ls /proc/1/fd | wc -l | tr -d ' ' | sed s/^/agent-fds=/; "
+		"unshare -U true 2>/dev/null && echo userns-open || echo userns-blocked; "
+		"python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); "
+		"print(\"keyctl\", l.syscall(250, 0, 0, 0, 0, 0), ctypes.get_errno())'; "
+		"python3 -c 'import threading, subprocess; t = threading.Thread(target=print, args=(\"thread-ok\",)); "
+		"t.start(); t.join(); subprocess.run([\"true\"], check=True); print(\"spawn-ok\")'; "
+		"grep 'Max processes' /proc/self/limits | tr -s ' ' | cut -d' ' -f3 | sed s/^/nproc=/; "
 		"(setsid sleep 1000 & ) ; sleep 1000 & echo bg-started";
 	_cleanup_free_ char *io = mk_io(cmd);
 	struct events ev = {0};
@@ -247,6 +253,10 @@ static void test_basic(void **state)
 	assert_non_null(strstr(out, "nocaps\n"));
 	assert_non_null(strstr(out, "nnp\n"));
 	assert_non_null(strstr(out, "sig-clean\n"));
+	assert_non_null(strstr(out, "userns-blocked\n"));
+	assert_non_null(strstr(out, "keyctl -1 1\n")); /* EPERM */
+	assert_non_null(strstr(out, "thread-ok\nspawn-ok\n"));
+	assert_non_null(strstr(out, "nproc=4096\n"));
 	assert_non_null(strstr(out, "agent-fds=3\n")); /* stdin, stdout, stderr */
 	assert_int_equal(ev.start, 1);
 	assert_int_equal(ev.end, 1);
