@@ -393,12 +393,40 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	return 0;
 }
 
+/* Scratch directories of fetches that died with their pyti (killed, power loss) are removed
+ * once they are a day old: far past any fetch's backstop. */
+static void sweep_scratch(const char *tmpdir)
+{
+	DIR *d = opendir(tmpdir);
+	if (!d)
+		return;
+	struct dirent *e;
+	double now = now_wall();
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "fetch.", 6))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", tmpdir, e->d_name);
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && now - (double)st.st_mtime > 86400) {
+			log_debug("fetch: removing stale %s", p);
+			rm_rf(p, NULL);
+		}
+	}
+	closedir(d);
+}
+
 int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyti_err *err)
 {
 	double t0 = now_mono();
 	memset(out, 0, sizeof *out);
 	if (!req->dist || !*req->dist)
 		return pyti_err_usage(err, "fetch: no distribution given");
+	/* pip would read a leading '-' as one of its options */
+	if (req->dist[0] == '-')
+		return pyti_err_usage(err, "fetch: '%s' is not a requirement, a file or a directory", req->dist);
+	for (size_t i = 0; req->requires && req->requires[i]; i++)
+		if (req->requires[i][0] == '-' || !req->requires[i][0])
+			return pyti_err_usage(err, "fetch: '%s' is not a requirement", req->requires[i]);
 	if (!req->state_dir || !req->io_dir || !req->image_dir || !req->agent_path)
 		return pyti_err_set(err, 0, "fetch: state_dir, io_dir, image_dir and agent_path are required");
 	struct fetch_ctx c = {.req = req, .kind = FK_REQ};
@@ -491,6 +519,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
 	if (mkdir_p(tmpdir, 0755, err) < 0)
 		return -1;
+	sweep_scratch(tmpdir);
 	_cleanup_free_ char *io = xasprintf("%s/fetch.XXXXXX", tmpdir);
 	if (!mkdtemp(io))
 		return pyti_err_set(err, errno, "mkdtemp %s", io);

@@ -286,6 +286,14 @@ static void test_bad_requests(void **state)
 	assert_non_null(strstr(err.msg, "./no/such/dir"));
 	q.dist = "";
 	assert_int_equal(fetch_dist(&q, &r, &err), -1);
+	q.dist = "--index-url=http://x.invalid/";
+	assert_int_equal(fetch_dist(&q, &r, &err), -1);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	const char *bad_req[] = {"pytest", "--pre", NULL};
+	q.dist = "six";
+	q.requires = bad_req;
+	assert_int_equal(fetch_dist(&q, &r, &err), -1);
+	assert_non_null(strstr(err.msg, "--pre"));
 }
 
 static int driver(int argc, char **argv)
