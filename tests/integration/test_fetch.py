@@ -3,8 +3,10 @@ names, through the driver built from tests/unit/test_fetch.c
 (`test_fetch --fetch STATE IMAGE_DIR AGENT IO_DIR DIST [REQ…]`), with a fresh cache per module."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,28 @@ def test_concurrent_fetches_fetch_once(fx, tmp_path):
         results.append(json.loads(o))
     assert sorted(r["from_cache"] for r in results) == [False, True]
     assert results[0]["dist_wheel"] == results[1]["dist_wheel"] == "iniconfig-2.0.0-py3-none-any.whl"
+
+
+def test_fetch_as_ordinary_user(fx):
+    """design.md §7: no root needed (the sandbox maps the user's own uid, as bubblewrap does)."""
+    if os.geteuid() != 0:
+        pytest.skip("runs as an ordinary user already")
+    base = Path(tempfile.mkdtemp(prefix="pyti-fetch-user-"))  # pytest's own tmp is root-only
+    try:
+        os.chmod(base, 0o755)
+        home = base / "home"
+        (home / "io").mkdir(parents=True)
+        subprocess.run(["chown", "-R", "65534:65534", str(home)], check=True)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"HOME={home}",
+               fx["driver"], "--fetch", str(home / "state"), fx["image"], fx["agent"], str(home / "io"),
+               "six==1.17.0"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if r.returncode != 0 and "Permission denied" in r.stdout + r.stderr:
+            pytest.skip("the build or image is not readable by nobody here: " + (r.stdout + r.stderr)[-300:])
+        assert r.returncode == 0, r.stdout + r.stderr
+        res = json.loads(r.stdout)
+        assert res["dist_wheel"] == "six-1.17.0-py2.py3-none-any.whl"
+        st = (Path(res["wheelhouse"]) / res["dist_wheel"]).stat()
+        assert st.st_uid == 65534 and st.st_nlink == 1  # a copy: the sandbox owns it
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
