@@ -7,7 +7,7 @@
 
 #include "vm-int.h"
 
-const char vm_default_cmdline[] = "console=ttyS0 panic=-1 quiet loglevel=3 init_on_free=1";
+const char vm_default_cmdline[] = "console=ttyS0 panic=-1 quiet loglevel=3";
 
 /* libvirt prints every error to stderr by default; we report them ourselves, with context. */
 static void vm_silent_error(void *arg, virErrorPtr e)
