@@ -88,16 +88,13 @@ int buf_puts(struct buf *b, const char *s)
 
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
+	char *tmp = NULL;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vasprintf(&tmp, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return -1;
-	char *tmp = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(tmp, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+		abort(); /* out of memory, as in xmalloc */
 	int r = buf_append(b, tmp, (size_t)n);
 	free(tmp);
 	return r;

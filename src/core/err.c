@@ -30,7 +30,7 @@ int pyti_fclass_parse(const char *name)
 	return -1;
 }
 
-static int verr(struct pyti_err *err, int errnum, enum pyti_fclass fc, enum pyti_estatus st,
+__attribute__((format(printf, 5, 0))) static int verr(struct pyti_err *err, int errnum, enum pyti_fclass fc, enum pyti_estatus st,
 		const char *fmt, va_list ap)
 {
 	if (!err)

@@ -12,17 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "manager.h"
-#ifndef PYTI_MANAGER_READY
-int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)
-{
-	(void)o;
-	*results = NULL;
-	return pyti_err_set(err, 0, "pyti run is not built yet (fetch/archive missing)");
-}
-#else
 #include "fetch.h"
 #include "image.h"
+#include "manager.h"
 #include "pyti_archive.h"
 #include "recipe.h"
 #include "sandbox.h"
@@ -173,33 +165,15 @@ static char *keep_outputs(const char *state_dir, const char *job_id, const char 
 	return dst;
 }
 
-int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)
+/* Stage the source, fetch, write job.json, run the sandbox and collect: everything that happens
+ * inside the job's I/O directory. */
+static int run_job(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
+		   const char *job_id, const char *io, json_t **results, struct pyti_err *err)
 {
-	*results = NULL;
-	struct image_info img = {0};
-	_cleanup_recipe_ struct recipe *recipe = NULL;
-	int rc = -1;
-	char *io = NULL, *job_id = NULL;
-	json_t *job = NULL, *res = NULL;
-	struct fetch_result fr = {0};
-	struct wheel_meta wm = {0};
-
-	if (image_find(o->state_dir, o->suite, &img, err) < 0)
-		goto out;
-	if (recipe_load(o->recipe_path ? o->recipe_path : "default", &recipe, err) < 0)
-		goto out;
-	if (access(o->agent_path, X_OK) < 0) {
-		pyti_err_set(err, errno, "guest agent %s", o->agent_path);
-		goto out;
-	}
-
-	job_id = new_job_id();
-	_cleanup_free_ char *jobs = xasprintf("%s/jobs", o->state_dir);
-	io = xasprintf("%s/%s", jobs, job_id);
 	_cleanup_free_ char *src = xasprintf("%s/src", io), *wheels = xasprintf("%s/wheels", io),
 			    *outd = xasprintf("%s/out", io);
 	if (mkdir_p(src, 0755, err) < 0 || mkdir_p(wheels, 0755, err) < 0 || mkdir_p(outd, 0755, err) < 0)
-		goto out;
+		return -1;
 
 	/* A local sdist or source tree is staged first: a hostile archive is refused before any of
 	 * its code could run anywhere. */
@@ -208,43 +182,47 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 	if (local && S_ISREG(st.st_mode) && is_sdist_name(o->dist)) {
 		progress(o, "stage: unpacking sdist", NULL);
 		if (stage_sdist(o->dist, src, err) < 0)
-			goto out;
+			return -1;
 	} else if (local && S_ISDIR(st.st_mode)) {
 		progress(o, "stage: copying source tree", NULL);
 		if (copy_tree(o->dist, src, err) < 0)
-			goto out;
+			return -1;
 	} else if (local && !(S_ISREG(st.st_mode) && has_suffix(o->dist, ".whl"))) {
-		pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory", o->dist);
-		goto out;
+		return pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory",
+				      o->dist);
 	}
 
 	progress(o, "fetch: resolving and downloading with the guest's pip (network on, in a fetch sandbox)", NULL);
+	struct run_state rs = {.o = o};
+	_cleanup_free_ const char **requires = xcalloc(recipe->n_requires + 1, sizeof *requires);
+	for (size_t i = 0; i < recipe->n_requires; i++)
+		requires[i] = recipe->requires[i];
 	struct fetch_req freq = {
 		.dist = o->dist,
 		.state_dir = o->state_dir,
-		.image_dir = img.dir,
-		.image_hash = img.hash,
+		.image_dir = img->dir,
 		.agent_path = o->agent_path,
 		.io_dir = io,
-		.requires = (const char *const *)recipe->requires,
-		.n_requires = recipe->n_requires,
+		.requires = requires,
+		.on_event = on_event,
+		.arg = &rs,
 	};
+	_cleanup_(fetch_result_free) struct fetch_result fr = {0};
 	if (fetch_dist(&freq, &fr, err) < 0)
-		goto out;
+		return -1;
 	if (fr.from_cache)
 		progress(o, "fetch: all from the cache", NULL);
 	if (!local && fr.sdist) {
 		progress(o, "stage: unpacking sdist", NULL);
 		if (stage_sdist(fr.sdist, src, err) < 0)
-			goto out;
+			return -1;
 	}
 
-	/* Name, version, extras and importable modules from the dist's own wheel. */
-	_cleanup_free_ char *whl = xasprintf("%s/%s", wheels, fr.wheel);
-	if (wheel_read_meta(whl, &wm, err) < 0) {
-		pyti_err_prefix(err, "reading the metadata of %s", fr.wheel);
-		goto out;
-	}
+	/* Name, version, extras and importable modules from the dist's own wheel: read, never run. */
+	_cleanup_free_ char *whl = xasprintf("%s/%s", fr.wheelhouse, fr.dist_wheel);
+	_cleanup_(wheel_meta_free) struct wheel_meta wm = {0};
+	if (wheel_read_meta(whl, &wm, err) < 0)
+		return pyti_err_prefix(err, "reading the metadata of %s", fr.dist_wheel);
 	const char *extras[ARRAY_SIZE(test_extras)];
 	size_t n_extras = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(test_extras); i++)
@@ -263,18 +241,18 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 	};
 	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
 	if (!tasks)
-		goto out;
-	job = json_pack("{sssssssssssoso}", "job", job_id, "dist", dist_pin, "recipe", recipe->name, "backend",
-			o->backend, "image", img.display, "env", task_env(), "tasks", tasks);
+		return -1;
+	_cleanup_json_ json_t *job = json_pack("{sssssssssssoso}", "job", job_id, "dist", dist_pin, "recipe",
+					       recipe->name, "backend", o->backend, "image", img->display,
+					       "env", task_env(), "tasks", tasks);
 	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, job_path, err) < 0)
-		goto out;
+		return -1;
 
 	progress(o, o->cold ? "sandbox: starting (cold)" : "sandbox: starting", NULL);
-	struct run_state rs = {.o = o};
 	struct sandbox_spec spec = {
 		.backend = o->backend,
-		.image_dir = img.dir,
+		.image_dir = img->dir,
 		.io_dir = io,
 		.agent_path = o->agent_path,
 		.state_dir = o->state_dir,
@@ -286,43 +264,51 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 	};
 	struct sandbox_result sr;
 	if (sandbox_run(&spec, &sr, err) < 0)
-		goto out;
+		return -1;
 
 	progress(o, "collect", NULL);
 	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", io);
-	res = pj_load_file(res_path, err);
+	_cleanup_json_ json_t *res = pj_load_file(res_path, err);
 	if (!res) {
 		pyti_err_prefix(err, "the sandbox left no results");
 		err->fclass = PYTI_FC_CRASH;
-		goto out;
+		return -1;
 	}
 	report_add_test_counts(res, job, io, err);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
-	char *kept = keep_outputs(o->state_dir, job_id, io, err);
+	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, err);
 	if (!kept)
-		goto out;
+		return -1;
 	json_object_set_new(res, "logs", json_string(kept));
 	_cleanup_free_ char *kept_res = xasprintf("%s/results.json", kept);
-	free(kept);
 	if (pj_dump_file(res, kept_res, err) < 0)
-		goto out;
+		return -1;
 	*results = steal_pointer(&res);
-	rc = 0;
-out:
-	if (io && !o->keep) {
+	return 0;
+}
+
+int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)
+{
+	*results = NULL;
+	_cleanup_(image_info_free) struct image_info img = {0};
+	_cleanup_recipe_ struct recipe *recipe = NULL;
+
+	if (image_find(o->state_dir, o->suite, &img, err) < 0)
+		return -1;
+	if (recipe_load(o->recipe_path ? o->recipe_path : "default", &recipe, err) < 0)
+		return -1;
+	if (access(o->agent_path, X_OK) < 0)
+		return pyti_err_set(err, errno, "guest agent %s", o->agent_path);
+
+	_cleanup_free_ char *job_id = new_job_id();
+	_cleanup_free_ char *io = xasprintf("%s/jobs/%s", o->state_dir, job_id);
+	int rc = run_job(o, &img, recipe, job_id, io, results, err);
+	if (o->keep) {
+		log_info("job directory kept: %s", io);
+	} else {
 		struct pyti_err e2 = {0};
 		if (rm_rf(io, &e2) < 0)
 			log_warn("%s", pyti_err_str(&e2));
-	} else if (io) {
-		log_info("job directory kept: %s", io);
 	}
-	fetch_result_free(&fr);
-	wheel_meta_free(&wm);
-	image_info_free(&img);
-	json_decref(job);
-	json_decref(res);
-	free(io);
-	free(job_id);
 	return rc;
 }
-#endif

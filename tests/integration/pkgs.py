@@ -61,6 +61,8 @@ def make_evil_sdist(path: Path, kind: str) -> Path:
             class Zeros(io.RawIOBase):
                 def __init__(self, n):
                     self.n = n
+                def readable(self):
+                    return True
                 def readinto(self, b):
                     k = min(len(b), self.n)
                     b[:k] = bytes(k)

@@ -57,12 +57,17 @@ static void test_junit_hostile(void **state)
 
 static json_t *sample(void)
 {
-	return json_pack("{sssssssssssfs[{sssssisfsfsfsIss}{sssssss?}]}", "job", "j1", "dist", "evil\x1b[31m==1",
-			 "image", "bookworm (Python 3.11.2)", "backend", "ns", "recipe", "default", "status",
-			 "failed", "wall_s", 3.5, "tasks", "task", "test", "status", "failed", "exit_code", 1,
-			 "wall_s", 1.25, "cpu_user_s", 1.0, "cpu_sys_s", 0.25, "max_rss_kb", (json_int_t)20480,
-			 "output", "line1\n\x1b]0;pwned\x07line2 <&> \x01\n", "task", "after", "status", "skipped",
-			 "failure_class", "DependsOn", "output", NULL);
+	static const char doc[] =
+		"{\"job\": \"j1\", \"dist\": \"evil\\u001b[31m==1\", \"image\": \"bookworm (Python 3.11.2)\","
+		" \"backend\": \"ns\", \"recipe\": \"default\", \"status\": \"failed\", \"wall_s\": 3.5,"
+		" \"tasks\": [{\"task\": \"test\", \"status\": \"failed\", \"exit_code\": 1, \"wall_s\": 1.25,"
+		" \"cpu_user_s\": 1.0, \"cpu_sys_s\": 0.25, \"max_rss_kb\": 20480,"
+		" \"output\": \"line1\\n\\u001b]0;pwned\\u0007line2 <&> \\u0001\\n\"},"
+		" {\"task\": \"after\", \"status\": \"skipped\", \"failure_class\": \"DependsOn\", \"output\": null}]}";
+	struct pyti_err err = {0};
+	json_t *j = pj_loads(doc, sizeof doc - 1, &err);
+	assert_non_null(j);
+	return j;
 }
 
 static void test_table_escapes(void **state)
