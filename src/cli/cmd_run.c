@@ -43,6 +43,12 @@ static void on_progress(void *arg, const char *phase, const json_t *ev)
 		return;
 	}
 	const char *e = pj_str(ev, "event", "");
+	if (strcmp(phase, "fetch") == 0) { /* the fetch sandbox's own steps: pip wheel, pip download */
+		if (strcmp(e, "task_end") == 0)
+			fprintf(stderr, "pyti: [%6.1fs] fetch: %s %s (%.2fs)\n", t, pj_str(ev, "task", "?"),
+				pj_str(ev, "status", "?"), pj_num(ev, "wall_s", 0));
+		return;
+	}
 	if (strcmp(e, "task_start") == 0) {
 		fprintf(stderr, "pyti: [%6.1fs] task %lld/%lld %s …\n", t, pj_int(ev, "i", 0), pj_int(ev, "n", 0),
 			pj_str(ev, "task", "?"));

@@ -141,12 +141,13 @@ static double sandbox_backstop(const json_t *tasks)
 
 struct run_state {
 	const struct manager_opts *o;
+	const char *phase; /* "fetch" while the fetch sandbox runs, then "sandbox" */
 };
 
 static void on_event(void *arg, json_t *ev)
 {
 	struct run_state *rs = arg;
-	progress(rs->o, "sandbox", ev);
+	progress(rs->o, rs->phase, ev);
 }
 
 /* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. */
@@ -193,7 +194,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 
 	progress(o, "fetch: resolving and downloading with the guest's pip (network on, in a fetch sandbox)", NULL);
-	struct run_state rs = {.o = o};
+	struct run_state rs = {.o = o, .phase = "fetch"};
 	_cleanup_free_ const char **requires = xcalloc(recipe->n_requires + 1, sizeof *requires);
 	for (size_t i = 0; i < recipe->n_requires; i++)
 		requires[i] = recipe->requires[i];
@@ -249,6 +250,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	if (pj_dump_file(job, job_path, err) < 0)
 		return -1;
 
+	rs.phase = "sandbox";
 	progress(o, o->cold ? "sandbox: starting (cold)" : "sandbox: starting", NULL);
 	struct sandbox_spec spec = {
 		.backend = o->backend,
