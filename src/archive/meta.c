@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "archive-int.h"
 #include "pyti_archive.h"
 
 #define META_MAX_FILE (16u << 20)  /* METADATA, RECORD, top_level.txt, PKG-INFO */
@@ -94,7 +95,7 @@ static void strset_add(char ***v, size_t *n, const char *s, size_t len)
 	(*n)++;
 }
 
-static struct archive *meta_open(const char *path, bool tar_too, struct pyti_err *err)
+struct archive *archive_open_read(const char *path, bool tar_too, struct pyti_err *err)
 {
 	struct archive *a = archive_read_new();
 	if (!a) {
@@ -120,11 +121,6 @@ static struct archive *meta_open(const char *path, bool tar_too, struct pyti_err
 	return a;
 }
 
-static void meta_closep(struct archive **a)
-{
-	if (*a)
-		archive_read_free(*a);
-}
 
 static int read_member(struct archive *a, const char *apath, const char *name, struct buf *b, struct pyti_err *err)
 {
@@ -279,7 +275,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 int wheel_read_meta(const char *wheel_path, struct wheel_meta *out, struct pyti_err *err)
 {
 	memset(out, 0, sizeof *out);
-	_cleanup_(meta_closep) struct archive *a = meta_open(wheel_path, false, err);
+	_cleanup_archive_ struct archive *a = archive_open_read(wheel_path, false, err);
 	if (!a)
 		return -1;
 	_cleanup_buf_ struct buf metadata = BUF_INIT(META_MAX_FILE), record = BUF_INIT(META_MAX_FILE),
@@ -387,7 +383,7 @@ out:
 int sdist_read_meta(const char *sdist_path, struct wheel_meta *out, struct pyti_err *err)
 {
 	memset(out, 0, sizeof *out);
-	_cleanup_(meta_closep) struct archive *a = meta_open(sdist_path, true, err);
+	_cleanup_archive_ struct archive *a = archive_open_read(sdist_path, true, err);
 	if (!a)
 		return -1;
 	_cleanup_buf_ struct buf pkginfo = BUF_INIT(META_MAX_FILE);

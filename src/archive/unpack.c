@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "archive-int.h"
 #include "pyti_archive.h"
 
 #define MAX_LINK_EXPANSIONS 40
@@ -114,36 +115,6 @@ static bool have_file(const struct unpack *u, const char *path, size_t ord)
 }
 
 /* Opens the archive with only the formats and filters an sdist or wheel can use. */
-static struct archive *ar_open(const char *path, struct pyti_err *err)
-{
-	struct archive *a = archive_read_new();
-	if (!a) {
-		pyti_err_set(err, ENOMEM, "libarchive");
-		return NULL;
-	}
-	archive_read_support_filter_gzip(a);
-	archive_read_support_filter_bzip2(a);
-	archive_read_support_filter_xz(a);
-	archive_read_support_filter_lzma(a);
-	archive_read_support_filter_zstd(a);
-	archive_read_support_format_tar(a);
-	archive_read_support_format_gnutar(a);
-	archive_read_support_format_zip(a);
-	if (archive_read_open_filename(a, path, 65536) != ARCHIVE_OK) {
-		pyti_err_set(err, archive_errno(a) > 0 ? archive_errno(a) : 0, "%s: %s", path,
-			     archive_error_string(a) ? archive_error_string(a) : "cannot open archive");
-		archive_read_free(a);
-		return NULL;
-	}
-	return a;
-}
-
-static void ar_closep(struct archive **a)
-{
-	if (*a)
-		archive_read_free(*a);
-}
-#define _cleanup_archive_ _cleanup_(ar_closep)
 
 /* Normalise an entry name: no leading "/", no "..", "." and empty components dropped. With strip,
  * the first component must be u->top (set from the first entry) and is removed. *out is "" for
@@ -381,7 +352,7 @@ static int pump_data(struct unpack *u, struct archive *a, const char *name, int 
 
 static int pass1(struct unpack *u, const char *path)
 {
-	_cleanup_archive_ struct archive *a = ar_open(path, u->err);
+	_cleanup_archive_ struct archive *a = archive_open_read(path, true, u->err);
 	if (!a)
 		return -1;
 	struct archive_entry *e;
@@ -568,7 +539,7 @@ static int write_entry(struct unpack *u, struct archive *a, struct archive_entry
 
 static int pass2(struct unpack *u, const char *path, int dfd)
 {
-	_cleanup_archive_ struct archive *a = ar_open(path, u->err);
+	_cleanup_archive_ struct archive *a = archive_open_read(path, true, u->err);
 	if (!a)
 		return -1;
 	u->entries = u->bytes = 0;
