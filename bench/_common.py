@@ -19,7 +19,7 @@ HOST_PY = "/usr/bin/python3"  # Debian's python, the same version as the bookwor
 
 def pyti_run(dist, *extra, keep=False):
     """Run `pyti run --json`; returns (wall seconds of the whole command, results, io dir or None)."""
-    args = [PYTI, "--state-dir", STATE] + (["-v"] if keep else []) + ["run", "--json", "-q"]
+    args = [PYTI, "--state-dir", STATE, "run", "--json", "-q"]
     if keep:
         args.append("--keep")
     args += [*extra, dist]
@@ -29,11 +29,7 @@ def pyti_run(dist, *extra, keep=False):
     if not r.stdout.strip():
         raise RuntimeError(f"pyti run {dist} failed ({r.returncode}): {r.stderr[-2000:]}")
     res = json.loads(r.stdout)
-    io = None
-    for line in r.stderr.splitlines():
-        if "job directory kept:" in line:
-            io = line.split("job directory kept:", 1)[1].strip()
-    return wall, res, io
+    return wall, res, res.get("job_dir")
 
 
 def host_tasks(io_dir):

@@ -137,6 +137,8 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 		fputc('\n', stdout);
 	} else {
 		report_table(stdout, res, true);
+		if (json_object_get(res, "job_dir"))
+			printf("job directory kept: %s\n", pj_str(res, "job_dir", ""));
 	}
 	fflush(stdout);
 	return strcmp(pj_str(res, "status", ""), "passed") == 0 ? PYTI_EXIT_OK : PYTI_EXIT_FAILED;

@@ -306,7 +306,10 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 	_cleanup_free_ char *io = xasprintf("%s/jobs/%s", o->state_dir, job_id);
 	int rc = run_job(o, &img, recipe, job_id, io, results, err);
 	if (o->keep) {
-		log_info("job directory kept: %s", io);
+		if (*results)
+			json_object_set_new(*results, "job_dir", json_string(io));
+		else
+			log_warn("job directory kept: %s", io);
 	} else {
 		struct pyti_err e2 = {0};
 		if (rm_rf(io, &e2) < 0)

@@ -22,7 +22,7 @@ struct manager_opts {
 };
 
 /* Run one job. On success *results is the job's raw data (results.json plus "tests" counts and
- * "logs", the directory that keeps its logs) — a failing task is still success here. On -1, err says
+ * "logs", the directory that keeps its logs, and with keep "job_dir") — a failing task is still success here. On -1, err says
  * why (err->status: 2 for usage/configuration, 3 for infrastructure; err->fclass when it applies). */
 int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err);
 

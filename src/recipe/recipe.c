@@ -751,7 +751,10 @@ static const char builtin_default[] =
 	"[task:test]\n"
 	"description = run the distribution's own tests (from the unpacked sdist)\n"
 	"needs = install\n"
-	"run = /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml\n"
+	/* pytest's exit status 5 is "no tests collected" (a wheel-only project has no sdist to take
+	 * tests from): that is 0 tests, not a failure. */
+	"run = /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml ||\n"
+	"  [ $? -eq 5 ]\n"
 	"cwd = /io/src\n"
 	"junit = out/junit-test.xml\n"
 	"timeout = 900\n"

@@ -213,3 +213,16 @@ def test_usage_errors(pyti):
     assert pyti("frobnicate").returncode == 2
     h = pyti("run", "--help")
     assert h.returncode == 0 and "--backend" in h.stdout
+
+
+def test_local_wheel(pyti):
+    """A local wheel (here: one a kept job fetched) runs; with no sdist there are no tests: 0, not a failure."""
+    r, res = run_json(pyti, "--keep", "six")
+    wheels = Path(res["job_dir"], "wheels")
+    whl = next(wheels.glob("six-*.whl"))
+    r2, res2 = run_json(pyti, whl)
+    assert r2.returncode == 0, r2.stderr
+    assert res2["dist"] == res["dist"]
+    assert task(res2, "test")["tests"] == {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    import shutil
+    shutil.rmtree(res["job_dir"])
