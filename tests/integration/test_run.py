@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import textwrap
 import threading
 import uuid
@@ -145,16 +146,19 @@ HOSTILE = {
 }
 
 
-def host_state():
-    mounts = Path("/proc/mounts").read_text()
+def host_state(state_dir):
+    """Mounts under the paths a sandbox uses, and processes carrying MARK."""
+    roots = (state_dir, tempfile.gettempdir())
+    mounts = [l for l in Path("/proc/mounts").read_text().splitlines()
+              if l.split()[1].startswith(roots) or "pyti" in l]
     procs = subprocess.run(["ps", "-eo", "pid,uid,args"], capture_output=True, text=True).stdout
     return mounts, [l for l in procs.splitlines() if MARK in l]
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
-def test_hostile_task(pyti, demo, tmp_path, kind):
+def test_hostile_task(pyti, demo, tmp_path, state_dir, kind):
     body, status, fclass = HOSTILE[kind]
-    mounts_before, _ = host_state()
+    mounts_before, _ = host_state(os.path.abspath(state_dir))
     recipe = write_recipe(tmp_path, f"[recipe]\nname = hostile\n[task:bad]\n{body}\n"
                                     "[task:after]\nrun = echo clean\n")
     r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
@@ -169,7 +173,7 @@ def test_hostile_task(pyti, demo, tmp_path, kind):
     assert task(res, "after")["status"] == "passed"
     r2, res2 = run_json(pyti, "--recipe", write_recipe(tmp_path, "[task:ok]\nrun = echo ok\n", "ok.ini"), demo)
     assert res2["status"] == "passed", r2.stderr
-    mounts_after, procs = host_state()
+    mounts_after, procs = host_state(os.path.abspath(state_dir))
     assert mounts_after == mounts_before
     assert procs == []
 

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -149,7 +150,10 @@ def test_isolation(env, tmp_path):
 
 
 def host_state():
-    mounts = Path("/proc/self/mountinfo").read_text()
+    """Mounts under the paths a sandbox uses (the image, temp dirs) and the process list."""
+    roots = (str(REPO), tempfile.gettempdir(), os.path.abspath(os.environ.get("PYTI_TEST_STATE", REPO)))
+    mounts = [l for l in Path("/proc/self/mountinfo").read_text().splitlines()
+              if l.split()[4].startswith(roots)]
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return mounts, procs
 
