@@ -661,6 +661,40 @@ static char *default_name(const char *src)
 	return xasprintf("%.*s", (int)n, b);
 }
 
+/* The run-time switches Debian's inih has in place of compile-time options. */
+struct ini_globals {
+	bool use_stack, allow_realloc, inline_comments, multiline, no_value, bom, stop_on_first_error;
+	int max_line, initial_alloc;
+};
+
+static struct ini_globals ini_globals_get(void)
+{
+	return (struct ini_globals){
+		.use_stack = ini_use_stack,
+		.allow_realloc = ini_allow_realloc,
+		.inline_comments = ini_allow_inline_comments,
+		.multiline = ini_allow_multiline,
+		.no_value = ini_allow_no_value,
+		.bom = ini_allow_bom,
+		.stop_on_first_error = ini_stop_on_first_error,
+		.max_line = ini_max_line,
+		.initial_alloc = ini_initial_alloc,
+	};
+}
+
+static void ini_globals_set(const struct ini_globals *g)
+{
+	ini_use_stack = g->use_stack;
+	ini_allow_realloc = g->allow_realloc;
+	ini_allow_inline_comments = g->inline_comments;
+	ini_allow_multiline = g->multiline;
+	ini_allow_no_value = g->no_value;
+	ini_allow_bom = g->bom;
+	ini_stop_on_first_error = g->stop_on_first_error;
+	ini_max_line = g->max_line;
+	ini_initial_alloc = g->initial_alloc;
+}
+
 int recipe_load_buffer(const char *source_name, const char *data, size_t len, struct recipe **out,
 		       struct pyti_err *err)
 {
@@ -673,30 +707,20 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 	/* Debian's inih makes its compile-time options run-time globals. Set what recipes need for
 	 * this parse — whole lines up to our limit, no inline comments (';' is shell syntax),
 	 * multi-line values — and put back what other users of inih (fetch's pip.conf) expect. */
-	bool o_stack = ini_use_stack, o_realloc = ini_allow_realloc, o_inline = ini_allow_inline_comments,
-	     o_multi = ini_allow_multiline, o_novalue = ini_allow_no_value, o_bom = ini_allow_bom,
-	     o_stop = ini_stop_on_first_error;
-	int o_max = ini_max_line, o_init = ini_initial_alloc;
-	ini_use_stack = false;
-	ini_allow_realloc = false;
-	ini_max_line = RECIPE_MAX_LINE;
-	ini_initial_alloc = RECIPE_MAX_LINE;
-	ini_allow_inline_comments = false;
-	ini_allow_multiline = true;
-	ini_allow_no_value = false;
-	ini_allow_bom = true;
-	ini_stop_on_first_error = true;
-
+	const struct ini_globals saved = ini_globals_get();
+	ini_globals_set(&(struct ini_globals){
+		.use_stack = false,
+		.allow_realloc = false,
+		.max_line = RECIPE_MAX_LINE,
+		.initial_alloc = RECIPE_MAX_LINE,
+		.inline_comments = false,
+		.multiline = true,
+		.no_value = false,
+		.bom = true,
+		.stop_on_first_error = true,
+	});
 	int rc = ini_parse_stream(ctx_reader, &c, ini_handler_cb, &c);
-	ini_use_stack = o_stack;
-	ini_allow_realloc = o_realloc;
-	ini_max_line = o_max;
-	ini_initial_alloc = o_init;
-	ini_allow_inline_comments = o_inline;
-	ini_allow_multiline = o_multi;
-	ini_allow_no_value = o_novalue;
-	ini_allow_bom = o_bom;
-	ini_stop_on_first_error = o_stop;
+	ini_globals_set(&saved);
 	if (!c.failed && rc == -2)
 		pyti_err_set(err, ENOMEM, "%s: out of memory", source_name), c.failed = true;
 	else if (!c.failed && rc > 0)
