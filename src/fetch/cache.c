@@ -48,7 +48,7 @@ void fetch_cache_key(const char *dist_id, const char *const *extras, const char 
 		     const char *image_hash, const char *pip_key_part, char out[65])
 {
 	json_t *k = json_object();
-	json_object_set_new(k, "v", json_integer(1));
+	json_object_set_new(k, "v", json_integer(2)); /* 2: entries list test_requires */
 	json_object_set_new(k, "dist", json_string(dist_id ? dist_id : ""));
 	json_t *e = json_array(), *r = json_array();
 	for (size_t i = 0; extras && extras[i]; i++)
@@ -195,6 +195,15 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
 			return -1;
 		out->sdist = steal_pointer(&dst);
 	}
+	json_t *tr = json_object_get(j, "test_requires");
+	size_t ntr = json_is_array(tr) ? json_array_size(tr) : 0;
+	out->test_requires = xcalloc(ntr + 1, sizeof *out->test_requires);
+	size_t k = 0;
+	json_array_foreach(tr, i, f) {
+		const char *s = json_string_value(f);
+		if (s && fetch_requirement_ok(s, strlen(s)))
+			out->test_requires[k++] = xstrdup(s);
+	}
 	out->wheelhouse = steal_pointer(&wh);
 	out->dist_wheel = xstrdup(own);
 	return 1;
@@ -225,7 +234,8 @@ static int blob_put(const char *state_dir, const char *src, bool may_link, char 
 }
 
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
-		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, struct pyti_err *err)
+		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, char *const *test_requires,
+		    struct pyti_err *err)
 {
 	_cleanup_free_ char *blobs = xasprintf("%s/cache/blobs", state_dir);
 	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", state_dir);
@@ -237,6 +247,10 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 	json_object_set_new(j, "files", files);
 	json_object_set_new(j, "dist_wheel", json_string(dist_wheel));
 	json_object_set_new(j, "created", json_real(now_wall()));
+	json_t *tr = json_array();
+	for (size_t i = 0; test_requires && test_requires[i]; i++)
+		json_array_append_new(tr, json_string(test_requires[i]));
+	json_object_set_new(j, "test_requires", tr);
 	DIR *d = opendir(wheel_dir);
 	if (!d)
 		return pyti_err_set(err, errno, "open %s", wheel_dir);

@@ -11,10 +11,24 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
 		    struct fetch_result *out, struct pyti_err *err);
 /* Store the wheels of wheel_dir (every *.whl), sdist (may be NULL) and the dist's own wheel name
  * under key, atomically. The wheels are hard-linked into the cache (wheel_dir is scratch);
- * sdist only when sdist_is_ours, else copied (a user's own file keeps its inode and mode). */
+ * sdist only when sdist_is_ours, else copied (a user's own file keeps its inode and mode).
+ * test_requires (may be NULL): the test dependency groups' requirements, kept in the entry. */
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
-		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, struct pyti_err *err);
+		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, char *const *test_requires,
+		    struct pyti_err *err);
 /* A plain file name (no '/', no leading '.', not empty). */
 bool fetch_name_ok(const char *name);
+
+/* groups.c */
+/* The Python program run by the fetch sandbox's "groups" task: argv[1] an sdist or a source
+ * directory; prints the requirements of its [dependency-groups] test/tests/testing. */
+extern const char fetch_groups_py[];
+#define FETCH_MAX_REQ_FILE (256 * 1024)
+/* The requirements in path, one a line (lines failing fetch_requirement_ok are dropped);
+ * NULL-terminated (free with fetch_strv_free), or NULL on error. */
+char **fetch_read_requirements(const char *path, struct pyti_err *err);
+/* One requirement line: not empty, at most 1024 bytes, no control characters, not an option. */
+bool fetch_requirement_ok(const char *s, size_t len);
+void fetch_strv_free(char **v);
 
 #endif

@@ -7,6 +7,9 @@
  *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies, and beside
  *          it (requirements only) pip download --no-deps --no-binary NAME -d /io/sdist DIST
  *          (a wheel-only project just has no sdist)
+ *   groups the test dependency groups (PEP 735) of the sdist or source tree, read by groups.c's
+ *          script; when there are any, one more pip wheel of everything together so that the
+ *          wheelhouse holds one consistent resolution. Its failure only means "no groups".
  * Building the own wheel first and resolving the rest from it treats every kind of DIST alike
  * and names the distribution's own wheel without parsing pip's output. */
 #include <dirent.h>
@@ -354,6 +357,30 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	buf_puts(&deps, " && { test -e \"/io/wheels/${1##*/}\" || cp \"$1\" /io/wheels/; }; rc=$?; wait; exit $rc");
 	_cleanup_free_ char *deps_run = buf_steal(&deps);
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
+	if (c->kind != FK_WHEEL) {
+		_cleanup_free_ char *script = xasprintf("%s/groups.py", io);
+		if (write_file_atomic(script, fetch_groups_py, strlen(fetch_groups_py), 0644, err) < 0)
+			return -1;
+		/* the source: the downloaded sdist, or the user's sdist or tree copied into /io/local */
+		struct buf g = BUF_INIT(0);
+		if (c->kind == FK_REQ)
+			buf_puts(&g, "set -- /io/sdist/* && [ -f \"$1\" ] || exit 0; src=$1");
+		else
+			buf_printf(&g, "src=%s", qdist);
+		buf_printf(&g, " && python3 /io/groups.py \"$src\" >/io/out/groups.txt && "
+			       "{ [ -s /io/out/groups.txt ] || exit 0; } && echo 'test dependency groups:' && "
+			       "cat /io/out/groups.txt && set -- /io/own/*.whl && "
+			       "python3 -m pip wheel --log /io/out/pip-groups.log --find-links /io/wheels -w /io/wheels "
+			       "\"$1%s%s%s\"",
+			   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
+		for (size_t i = 0; r->requires && r->requires[i]; i++) {
+			_cleanup_free_ char *q = sh_quote(r->requires[i]);
+			buf_printf(&g, " %s", q);
+		}
+		buf_puts(&g, " -r /io/out/groups.txt || { rm -f /io/out/groups.txt; exit 1; }");
+		_cleanup_free_ char *groups_run = buf_steal(&g);
+		json_array_append_new(tasks, task_new("groups", groups_run, "deps"));
+	}
 	json_object_set_new(job, "tasks", tasks);
 	_cleanup_free_ char *jobpath = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, jobpath, err) < 0)
@@ -384,6 +411,11 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		log_debug("fetch %s: task %s %s in %.1f s", r->dist, name, status, pj_num(t, "wall_s", 0));
 		if (!strcmp(status, "passed"))
 			continue;
+		if (!strcmp(name, "groups")) {
+			_cleanup_free_ char *last = tail_lines(output, 1, 200);
+			log_warn("fetch %s: its test dependency groups could not be fetched; testing without them (%s)",
+				 r->dist, last);
+		}
 		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
 			_cleanup_free_ char *log = read_log(io, name);
 			return classify(r->dist, !strcmp(name, "own") ? "build or download its wheel" : "get its dependencies",
@@ -525,7 +557,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		return pyti_err_set(err, errno, "mkdtemp %s", io);
 	chmod(io, 0755);
 	int rc = -1;
-	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
+	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL, *groups_txt = NULL;
 	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
 	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
 	if (c.kind != FK_REQ) {
@@ -557,7 +589,13 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		if (!sdist_src)
 			log_info("fetch %s: no sdist (a wheel-only project?): no tests from its source", req->dist);
 	}
-	if (fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, err) < 0)
+	groups_txt = xasprintf("%s/out/groups.txt", io);
+	char **groups = path_exists(groups_txt) ? fetch_read_requirements(groups_txt, err) : xcalloc(1, sizeof(char *));
+	if (!groups)
+		goto done;
+	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, groups, err);
+	fetch_strv_free(groups);
+	if (put < 0)
 		goto done;
 	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);
 	if (hit <= 0) {
@@ -588,5 +626,6 @@ void fetch_result_free(struct fetch_result *r)
 	free(r->sdist);
 	free(r->src_dir);
 	free(r->dist_wheel);
+	fetch_strv_free(r->test_requires);
 	memset(r, 0, sizeof *r);
 }

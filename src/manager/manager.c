@@ -230,6 +230,17 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		for (size_t k = 0; k < wm.n_extras; k++)
 			if (strcmp(wm.extras[k], test_extras[i]) == 0)
 				extras[n_extras++] = test_extras[i];
+	/* The test dependency groups go to the sandbox as a requirements file: {test_requirements}. */
+	const char *test_reqs = NULL;
+	if (fr.test_requires && fr.test_requires[0]) {
+		_cleanup_buf_ struct buf tr = BUF_INIT(0);
+		for (size_t i = 0; fr.test_requires[i]; i++)
+			buf_printf(&tr, "%s\n", fr.test_requires[i]);
+		_cleanup_free_ char *trp = xasprintf("%s/test-requirements.txt", io);
+		if (write_file_atomic(trp, tr.data, tr.len, 0644, err) < 0)
+			return -1;
+		test_reqs = "/io/test-requirements.txt";
+	}
 	_cleanup_free_ char *dist_pin = xasprintf("%s==%s", wm.name, wm.version);
 	struct recipe_vars vars = {
 		.dist = dist_pin,
@@ -239,6 +250,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.n_extras = n_extras,
 		.modules = (const char *const *)wm.modules,
 		.n_modules = wm.n_modules,
+		.test_requirements = test_reqs,
 	};
 	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
 	if (!tasks)

@@ -6,7 +6,8 @@
 
 #include "recipe.h"
 
-static const char *const placeholder_names[] = {"dist", "name", "version", "requirement", "module"};
+static const char *const placeholder_names[] = {"dist", "name", "version", "requirement", "module",
+						"test_requirements"};
 
 static bool is_ident_char(char ch, bool first)
 {
@@ -65,6 +66,17 @@ static bool valid_quotable(const char *s)
 	return true;
 }
 
+/* An absolute path of [A-Za-z0-9/._-] only: safe unquoted in a shell command. */
+static bool valid_path(const char *s)
+{
+	if (s[0] != '/' || strlen(s) > 255)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("/._-", *s))
+			return false;
+	return true;
+}
+
 static int expand_var(const char *var, const struct recipe_vars *v, struct buf *out, struct pyti_err *err)
 {
 	if (strcmp(var, "dist") == 0) {
@@ -117,6 +129,15 @@ static int expand_var(const char *var, const struct recipe_vars *v, struct buf *
 				buf_puts(out, ", ");
 			buf_puts(out, v->modules[i]);
 		}
+		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
+	if (strcmp(var, "test_requirements") == 0) {
+		if (!v->test_requirements)
+			return 0;
+		if (!valid_path(v->test_requirements))
+			return pyti_err_set(err, 0, "{test_requirements}: '%s' is not a plain absolute path",
+					    v->test_requirements);
+		buf_printf(out, "-r %s", v->test_requirements);
 		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
 	}
 	return pyti_err_usage(err, "unknown placeholder {%s}", var);

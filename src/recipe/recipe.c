@@ -762,7 +762,7 @@ static const char builtin_default[] =
 	"description = create a venv over the image's Python and install from the job's wheelhouse\n"
 	"run = python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
 	/* continuation lines join with "\n": each line is one shell command line */
-	"  /tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}'\n"
+	"  /tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
 	"timeout = 10m\n"
 	"\n"
 	"[task:import]\n"

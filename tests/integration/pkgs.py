@@ -5,8 +5,10 @@ import textwrap
 from pathlib import Path
 
 
-def make_demo_project(root: Path, name="pyti_demo_pkg", version="0.1.0", passing=1, failing=1) -> Path:
-    """A setuptools project whose test suite has `passing` passing and `failing` failing tests."""
+def make_demo_project(root: Path, name="pyti_demo_pkg", version="0.1.0", passing=1, failing=1,
+                      pyproject_extra="", test_imports=()) -> Path:
+    """A setuptools project whose test suite has `passing` passing and `failing` failing tests;
+    `pyproject_extra` is appended to its pyproject.toml, `test_imports` imported by its tests."""
     d = root / f"{name}-{version}"
     (d / name).mkdir(parents=True)
     (d / "tests").mkdir()
@@ -21,12 +23,12 @@ def make_demo_project(root: Path, name="pyti_demo_pkg", version="0.1.0", passing
 
         [tool.setuptools]
         packages = ["{name}"]
-        """))
+        """) + textwrap.dedent(pyproject_extra))
     (d / name / "__init__.py").write_text("def answer():\n    return 42\n")
     tests = [f"def test_pass_{i}():\n    from {name} import answer\n    assert answer() == 42\n"
              for i in range(passing)]
     tests += [f"def test_fail_{i}():\n    assert 1 == 2\n" for i in range(failing)]
-    (d / "tests" / "test_demo.py").write_text("\n\n".join(tests))
+    (d / "tests" / "test_demo.py").write_text("".join(f"import {m}\n" for m in test_imports) + "\n\n".join(tests))
     return d
 
 

@@ -2,8 +2,10 @@
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import textwrap
 import threading
@@ -40,6 +42,36 @@ def write_recipe(tmp_path, body, name="r.ini"):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return make_demo_project(tmp_path_factory.mktemp("demo"))
+
+
+GROUPS = """
+[dependency-groups]
+lint = ["pyti-no-such-linter-xyzzy"]
+runtime = ["six"]
+test = [{include-group = "runtime"}, "not a requirement !!"]
+"""
+
+
+@pytest.mark.parametrize("form", ["dir", "sdist"])
+def test_dependency_groups(pyti, tmp_path, form):
+    """PEP 735: the test group (and the groups it includes) is fetched and installed; other
+    groups are not; an entry pip would not accept is skipped."""
+    d = make_demo_project(tmp_path, name="pyti_groups_demo", failing=0, pyproject_extra=GROUPS,
+                          test_imports=["six"])
+    dist = d
+    if form == "sdist":
+        dist = tmp_path / f"{d.name}.tar.gz"
+        with tarfile.open(dist, "w:gz") as tf:
+            tf.add(d, arcname=d.name)
+    r, res = run_json(pyti, "--keep", dist)
+    assert r.returncode == 0, r.stderr
+    assert task(res, "test")["tests"]["passed"] == 1, json.dumps(res)[:3000]
+    job = Path(res["job_dir"])
+    assert (job / "test-requirements.txt").read_text() == "six\n"
+    assert any(w.name.startswith("six-") for w in (job / "wheels").iterdir())
+    install = next(t for t in json.loads((job / "job.json").read_text())["tasks"] if t["name"] == "install")
+    assert install["run"].endswith(" -r /io/test-requirements.txt")
+    shutil.rmtree(job)
 
 
 def test_local_project_counts(pyti, demo, tmp_path):

@@ -226,6 +226,24 @@ static void test_hash_dir(void **state)
 	rm_rf(d, NULL);
 }
 
+static void test_read_requirements(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *d = tmpdir();
+	put(d, "g.txt", "pytest>=8\n\n--index-url http://x\nhypothesis ; python_version >= '3'\n# c\nbad\x01x\nlast");
+	_cleanup_free_ char *p = xasprintf("%s/g.txt", d);
+	char **v = fetch_read_requirements(p, NULL);
+	assert_non_null(v);
+	assert_string_equal(v[0], "pytest>=8");
+	assert_string_equal(v[1], "hypothesis ; python_version >= '3'");
+	assert_string_equal(v[2], "last");
+	assert_null(v[3]);
+	fetch_strv_free(v);
+	_cleanup_free_ char *missing = xasprintf("%s/none.txt", d);
+	assert_null(fetch_read_requirements(missing, NULL));
+	rm_rf(d, NULL);
+}
+
 static void test_cache_roundtrip(void **state)
 {
 	(void)state;
@@ -241,13 +259,20 @@ static void test_cache_roundtrip(void **state)
 	fetch_cache_key("req:a", NULL, NULL, "img", "", key);
 	struct fetch_result r = {0};
 	assert_int_equal(fetch_cache_get(st, key, 0, io, &r, NULL), 0); /* empty cache: miss */
-	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, false, "a-1.0-py3-none-any.whl", NULL), 0);
+	char *groups[] = {"pytest>=8", "cloudpickle; platform_python_implementation == \"CPython\"",
+			  "-r evil.txt", NULL};
+	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, false, "a-1.0-py3-none-any.whl", groups, NULL), 0);
 	struct stat us;
 	assert_int_equal(stat(sd, &us), 0); /* the caller's own sdist: copied, untouched */
 	assert_int_equal(us.st_nlink, 1);
 	assert_int_equal(us.st_mode & 0777, 0644);
 	assert_int_equal(fetch_cache_get(st, key, 0, io, &r, NULL), 1);
 	assert_string_equal(r.dist_wheel, "a-1.0-py3-none-any.whl");
+	/* the test groups' requirements come back, options never */
+	assert_non_null(r.test_requires);
+	assert_string_equal(r.test_requires[0], groups[0]);
+	assert_string_equal(r.test_requires[1], groups[1]);
+	assert_null(r.test_requires[2]);
 	_cleanup_free_ char *wa = xasprintf("%s/wheels/a-1.0-py3-none-any.whl", io);
 	_cleanup_free_ char *wb = xasprintf("%s/wheels/b-2.0-py3-none-any.whl", io);
 	_cleanup_free_ char *wn = xasprintf("%s/wheels/notes.txt", io);
@@ -342,6 +367,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_norm_name),
 		cmocka_unit_test(test_hash_dir),
 		cmocka_unit_test(test_cache_roundtrip),
+		cmocka_unit_test(test_read_requirements),
 		cmocka_unit_test(test_bad_requests),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -293,7 +293,7 @@ static void test_builtin_default(void **state)
 	assert_string_equal(r->tasks[0].run,
 			    "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
 			    "/tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index "
-			    "--find-links /io/wheels '{requirement}'");
+			    "--find-links /io/wheels '{requirement}' {test_requirements}");
 	recipe_free(r);
 
 	assert_int_equal(recipe_load("default", &r, &err), 0);
@@ -338,6 +338,17 @@ static void test_expand(void **state)
 	assert_int_equal(recipe_expand("python -c 'import {module}'", &v, &out, &err), 0);
 	assert_string_equal(out, "python -c 'import six, foo.bar'");
 	free(out);
+	/* {test_requirements}: empty without a file, "-r FILE" with one, never a shell word otherwise */
+	assert_int_equal(recipe_expand("pip install x {test_requirements}", &v, &out, &err), 0);
+	assert_string_equal(out, "pip install x ");
+	free(out);
+	v.test_requirements = "/io/test-requirements.txt";
+	assert_int_equal(recipe_expand("pip install x {test_requirements}", &v, &out, &err), 0);
+	assert_string_equal(out, "pip install x -r /io/test-requirements.txt");
+	free(out);
+	v.test_requirements = "/io/a b;id";
+	assert_int_equal(recipe_expand("{test_requirements}", &v, &out, &err), -1);
+	v.test_requirements = NULL;
 	assert_int_equal(recipe_expand("{{literal}} ${HOME} { x } {a,b} }", &v, &out, &err), 0);
 	assert_string_equal(out, "{literal} ${HOME} { x } {a,b} }");
 	free(out);
