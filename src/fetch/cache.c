@@ -48,7 +48,7 @@ void fetch_cache_key(const char *dist_id, const char *const *extras, const char 
 		     const char *image_hash, const char *pip_key_part, char out[65])
 {
 	json_t *k = json_object();
-	json_object_set_new(k, "v", json_integer(2)); /* 2: entries list test_requires */
+	json_object_set_new(k, "v", json_integer(3)); /* 3: entries list test_requires */
 	json_object_set_new(k, "dist", json_string(dist_id ? dist_id : ""));
 	json_t *e = json_array(), *r = json_array();
 	for (size_t i = 0; extras && extras[i]; i++)

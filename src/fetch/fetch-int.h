@@ -19,10 +19,10 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 /* A plain file name (no '/', no leading '.', not empty). */
 bool fetch_name_ok(const char *name);
 
-/* groups.c */
-/* The Python program run by the fetch sandbox's "groups" task: argv[1] an sdist or a source
- * directory; prints the requirements of its [dependency-groups] test/tests/testing. */
-extern const char fetch_groups_py[];
+/* testreqs.c */
+/* testreqs.py, the Python program run by the fetch sandbox's "testreqs" task: argv[1] an sdist or
+ * a source directory; prints its test dependency groups' or test requirements file's requirements. */
+const char *fetch_testreqs_py(void);
 #define FETCH_MAX_REQ_FILE (256 * 1024)
 /* The requirements in path, one a line (lines failing fetch_requirement_ok are dropped);
  * NULL-terminated (free with fetch_strv_free), or NULL on error. */

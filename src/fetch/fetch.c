@@ -7,9 +7,10 @@
  *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies, and beside
  *          it (requirements only) pip download --no-deps --no-binary NAME -d /io/sdist DIST
  *          (a wheel-only project just has no sdist)
- *   groups the test dependency groups (PEP 735) of the sdist or source tree, read by groups.c's
- *          script; when there are any, one more pip wheel of everything together so that the
- *          wheelhouse holds one consistent resolution. Its failure only means "no groups".
+ *   testreqs  the test requirements the sdist or source tree declares (PEP 735 dependency groups,
+ *          requirements-test.txt …), read by testreqs.py; when there are any, one more pip wheel
+ *          of everything together so that the wheelhouse holds one consistent resolution. Its
+ *          failure only means "no such test requirements".
  * Building the own wheel first and resolving the rest from it treats every kind of DIST alike
  * and names the distribution's own wheel without parsing pip's output. */
 #include <dirent.h>
@@ -358,8 +359,9 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	_cleanup_free_ char *deps_run = buf_steal(&deps);
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
 	if (c->kind != FK_WHEEL) {
-		_cleanup_free_ char *script = xasprintf("%s/groups.py", io);
-		if (write_file_atomic(script, fetch_groups_py, strlen(fetch_groups_py), 0644, err) < 0)
+		_cleanup_free_ char *script = xasprintf("%s/testreqs.py", io);
+		const char *py = fetch_testreqs_py();
+		if (write_file_atomic(script, py, strlen(py), 0644, err) < 0)
 			return -1;
 		/* the source: the downloaded sdist, or the user's sdist or tree copied into /io/local */
 		struct buf g = BUF_INIT(0);
@@ -367,19 +369,19 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			buf_puts(&g, "set -- /io/sdist/* && [ -f \"$1\" ] || exit 0; src=$1");
 		else
 			buf_printf(&g, "src=%s", qdist);
-		buf_printf(&g, " && python3 /io/groups.py \"$src\" >/io/out/groups.txt && "
-			       "{ [ -s /io/out/groups.txt ] || exit 0; } && echo 'test dependency groups:' && "
-			       "cat /io/out/groups.txt && set -- /io/own/*.whl && "
-			       "python3 -m pip wheel --log /io/out/pip-groups.log --find-links /io/wheels -w /io/wheels "
+		buf_printf(&g, " && python3 /io/testreqs.py \"$src\" >/io/out/testreqs.txt && "
+			       "{ [ -s /io/out/testreqs.txt ] || exit 0; } && echo 'test requirements:' && "
+			       "cat /io/out/testreqs.txt && set -- /io/own/*.whl && "
+			       "python3 -m pip wheel --log /io/out/pip-testreqs.log --find-links /io/wheels -w /io/wheels "
 			       "\"$1%s%s%s\"",
 			   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
 		for (size_t i = 0; r->requires && r->requires[i]; i++) {
 			_cleanup_free_ char *q = sh_quote(r->requires[i]);
 			buf_printf(&g, " %s", q);
 		}
-		buf_puts(&g, " -r /io/out/groups.txt || { rm -f /io/out/groups.txt; exit 1; }");
-		_cleanup_free_ char *groups_run = buf_steal(&g);
-		json_array_append_new(tasks, task_new("groups", groups_run, "deps"));
+		buf_puts(&g, " -r /io/out/testreqs.txt || { rm -f /io/out/testreqs.txt; exit 1; }");
+		_cleanup_free_ char *testreqs_run = buf_steal(&g);
+		json_array_append_new(tasks, task_new("testreqs", testreqs_run, "deps"));
 	}
 	json_object_set_new(job, "tasks", tasks);
 	_cleanup_free_ char *jobpath = xasprintf("%s/job.json", io);
@@ -411,9 +413,9 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		log_debug("fetch %s: task %s %s in %.1f s", r->dist, name, status, pj_num(t, "wall_s", 0));
 		if (!strcmp(status, "passed"))
 			continue;
-		if (!strcmp(name, "groups")) {
+		if (!strcmp(name, "testreqs")) {
 			_cleanup_free_ char *last = tail_lines(output, 1, 200);
-			log_warn("fetch %s: its test dependency groups could not be fetched; testing without them (%s)",
+			log_warn("fetch %s: the test requirements it declares could not be fetched; testing without them (%s)",
 				 r->dist, last);
 		}
 		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
@@ -557,7 +559,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		return pyti_err_set(err, errno, "mkdtemp %s", io);
 	chmod(io, 0755);
 	int rc = -1;
-	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL, *groups_txt = NULL;
+	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL, *testreqs_txt = NULL;
 	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
 	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
 	if (c.kind != FK_REQ) {
@@ -589,12 +591,12 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		if (!sdist_src)
 			log_info("fetch %s: no sdist (a wheel-only project?): no tests from its source", req->dist);
 	}
-	groups_txt = xasprintf("%s/out/groups.txt", io);
-	char **groups = path_exists(groups_txt) ? fetch_read_requirements(groups_txt, err) : xcalloc(1, sizeof(char *));
-	if (!groups)
+	testreqs_txt = xasprintf("%s/out/testreqs.txt", io);
+	char **treqs = path_exists(testreqs_txt) ? fetch_read_requirements(testreqs_txt, err) : xcalloc(1, sizeof(char *));
+	if (!treqs)
 		goto done;
-	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, groups, err);
-	fetch_strv_free(groups);
+	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, treqs, err);
+	fetch_strv_free(treqs);
 	if (put < 0)
 		goto done;
 	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);

@@ -230,11 +230,14 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		for (size_t k = 0; k < wm.n_extras; k++)
 			if (strcmp(wm.extras[k], test_extras[i]) == 0)
 				extras[n_extras++] = test_extras[i];
-	/* The test dependency groups go to the sandbox as a requirements file: {test_requirements}. */
+	/* The recipe's requires (the test runner) and the dist's test dependency groups go to the
+	 * sandbox as one requirements file, which {test_requirements} names. */
 	const char *test_reqs = NULL;
-	if (fr.test_requires && fr.test_requires[0]) {
+	if (recipe->n_requires || (fr.test_requires && fr.test_requires[0])) {
 		_cleanup_buf_ struct buf tr = BUF_INIT(0);
-		for (size_t i = 0; fr.test_requires[i]; i++)
+		for (size_t i = 0; i < recipe->n_requires; i++)
+			buf_printf(&tr, "%s\n", recipe->requires[i]);
+		for (size_t i = 0; fr.test_requires && fr.test_requires[i]; i++)
 			buf_printf(&tr, "%s\n", fr.test_requires[i]);
 		_cleanup_free_ char *trp = xasprintf("%s/test-requirements.txt", io);
 		if (write_file_atomic(trp, tr.data, tr.len, 0644, err) < 0)

@@ -756,7 +756,8 @@ static const char builtin_default[] =
 	"[recipe]\n"
 	"name = default\n"
 	"description = install the distribution, import its modules, run its tests with pytest\n"
-	"requires = pytest\n"
+	/* pytest-cov: many projects put --cov in their pytest addopts or use its markers */
+	"requires = pytest, pytest-cov\n"
 	"\n"
 	"[task:install]\n"
 	"description = create a venv over the image's Python and install from the job's wheelhouse\n"

@@ -28,8 +28,9 @@
  *   {name}         the project name (as in its metadata)
  *   {version}      its version
  *   {requirement}  name[extra1,extra2]==version (pip requirement for exactly this dist + its extras)
- *   {test_requirements}  "-r FILE" naming the requirements of the dist's test dependency
- *                  groups (PEP 735 test/tests/testing) when it has any, else empty
+ *   {test_requirements}  "-r FILE" naming the test requirements: the recipe's requires and
+ *                  the dist's test dependency groups (PEP 735 test/tests/testing); empty when
+ *                  there are none
  *   {module}       the top-level importable modules joined with ", ", so that
  *                  `python -c "import {module}"` imports all of them in one statement
  *   {{ and }}      literal braces; "${" is left alone so shell ${VAR} needs no escaping
@@ -107,8 +108,8 @@ struct recipe_vars {
 	const char *const *modules;      /* top-level importable module names for {module} */
 	size_t n_modules;
 	const char *requirement;         /* overrides the computed {requirement} when set */
-	const char *test_requirements;   /* sandbox path of a requirements file with the test
-					  * dependency groups, or NULL: {test_requirements} is empty */
+	const char *test_requirements;   /* sandbox path of a requirements file with the recipe's
+					  * requires and the test dependency groups, or NULL */
 };
 
 /* Only checks that every {placeholder} in tmpl is a known one (what loading does). */

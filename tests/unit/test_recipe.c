@@ -272,8 +272,9 @@ static void test_builtin_default(void **state)
 	struct pyti_err err = {0};
 	assert_int_equal(recipe_builtin("default", &r, &err), 0);
 	assert_string_equal(r->name, "default");
-	assert_int_equal(r->n_requires, 1);
+	assert_int_equal(r->n_requires, 2);
 	assert_string_equal(r->requires[0], "pytest");
+	assert_string_equal(r->requires[1], "pytest-cov");
 	assert_int_equal(r->n_tasks, 3);
 	assert_string_equal(r->tasks[0].name, "install");
 	assert_string_equal(r->tasks[1].name, "import");

@@ -1,0 +1,111 @@
+"""src/fetch/testreqs.py, the script the fetch sandbox runs to find a source's test requirements.
+
+Here it runs on our own fixture archives with the guest image's pip (its vendored `packaging`, the
+parser the real run uses) on the host's Python of the same version; test_run.py covers it end to
+end inside the fetch sandbox."""
+import io
+import os
+import subprocess
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "src" / "fetch" / "testreqs.py"
+
+
+@pytest.fixture(scope="module")
+def guest_pip(state_dir):
+    dp = Path(state_dir) / "images" / "bookworm" / "rootfs" / "usr" / "lib" / "python3" / "dist-packages"
+    if not (dp / "pip").is_dir():
+        pytest.skip(f"no bookworm image in {state_dir}")
+    return str(dp)
+
+
+def run(guest_pip, src):
+    r = subprocess.run(["/usr/bin/python3", "-S", str(SCRIPT), str(src)], capture_output=True, text=True,
+                       env={"PYTHONPATH": guest_pip, "PATH": os.environ["PATH"]}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines(), r.stderr
+
+
+def tar_sdist(path, files):
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in files.items():
+            data = textwrap.dedent(text).encode()
+            ti = tarfile.TarInfo(f"proj-1.0/{name}")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def zip_sdist(path, files):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(f"proj-1.0/{name}", textwrap.dedent(text))
+    return path
+
+
+PYPROJECT = """\
+    [project]
+    name = "proj"
+    [dependency-groups]
+    lint = ["ruff"]
+    base = ["six>=1", "attrs; python_version >= '3'"]
+    Tests = [{include-group = "base"}, "hypothesis", "not a requirement !!", {include-group = "tests"}]
+    """
+
+
+def test_groups_from_tar(guest_pip, tmp_path):
+    src = tar_sdist(tmp_path / "proj-1.0.tar.gz", {"pyproject.toml": PYPROJECT,
+                                                    "requirements-test.txt": "never-read\n"})
+    out, err = run(guest_pip, src)
+    assert out == ["six>=1", 'attrs; python_version >= "3"', "hypothesis"]
+    assert "not a requirement !!" in err
+
+
+def test_requirements_file_from_zip(guest_pip, tmp_path):
+    src = zip_sdist(tmp_path / "proj-1.0.zip", {
+        "pyproject.toml": "[project]\nname = 'proj'\n",
+        "requirements-dev.txt": "sphinx\n",
+        "requirements/test.txt": """\
+            # comment
+            -r base.txt
+            -r ../../../etc/passwd
+            --index-url http://example.invalid/simple
+            -e .
+            ./local/path
+            pytest>=7  # trailing comment
+            freezegun \\
+              ==1.5.1
+            """,
+        "requirements/base.txt": "six\n",
+    })
+    out, err = run(guest_pip, src)
+    assert out == ["six", "pytest>=7", "freezegun==1.5.1"]
+    assert "requirements/test.txt" in err
+
+
+def test_dev_file_is_the_fallback(guest_pip, tmp_path):
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "requirements-dev.txt").write_text("pytest\nfreezegun\n")
+    out, _ = run(guest_pip, d)
+    assert out == ["pytest", "freezegun"]
+
+
+def test_nothing_declared(guest_pip, tmp_path):
+    src = tar_sdist(tmp_path / "proj-1.0.tar.gz", {"pyproject.toml": "[project]\nname = 'proj'\n",
+                                                    "setup.py": "raise SystemExit('never run')\n"})
+    out, _ = run(guest_pip, src)
+    assert out == []
+
+
+def test_bad_toml_is_not_fatal(guest_pip, tmp_path):
+    src = tar_sdist(tmp_path / "proj-1.0.tar.gz", {"pyproject.toml": "[dependency-groups\n",
+                                                    "test-requirements.txt": "pytest\n"})
+    out, err = run(guest_pip, src)
+    assert out == ["pytest"] and "pyproject.toml" in err
