@@ -32,9 +32,22 @@ def pyti_run(dist, *extra, keep=False):
     return wall, res, res.get("job_dir")
 
 
+def ensure_host_venv():
+    """The host baseline needs Debian's venv and pip for HOST_PY (installed here when missing, as root)."""
+    ok = subprocess.run([HOST_PY, "-c", "import venv, ensurepip; import pip"], capture_output=True).returncode == 0
+    if ok:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench: the host baseline needs python3-venv and python3-pip (apt-get install them)")
+    e = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "python3-venv", "python3-pip"],
+                   env=e, check=True)
+
+
 def host_tasks(io_dir):
     """The default recipe's tasks on the host, from the job's own wheelhouse and src/.
     Returns (wall seconds, {task: wall}, test counts)."""
+    ensure_host_venv()
     job = json.loads(Path(io_dir, "job.json").read_text())
     work = Path(tempfile.mkdtemp(prefix="pyti-bench-"))
     venv = work / "venv"
@@ -44,7 +57,8 @@ def host_tasks(io_dir):
     t_all = time.monotonic()
     for t in job["tasks"]:
         cmd = (t["run"].replace("/tmp/pyti-venv", str(venv)).replace("/io/wheels", f"{io_dir}/wheels")
-               .replace("/io/out", str(work)).replace("/io/src", f"{io_dir}/src"))
+               .replace("/io/out", str(work)).replace("/io/src", f"{io_dir}/src")
+               .replace("/io/test-requirements.txt", f"{io_dir}/test-requirements.txt"))
         cwd = t.get("cwd", "/io").replace("/io", str(io_dir), 1)
         t0 = time.monotonic()
         subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env, capture_output=True)

@@ -19,15 +19,19 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 /* A plain file name (no '/', no leading '.', not empty). */
 bool fetch_name_ok(const char *name);
 
-/* testreqs.c */
-/* testreqs.py, the Python program run by the fetch sandbox's "testreqs" task: argv[1] an sdist or
- * a source directory; prints its test dependency groups' or test requirements file's requirements. */
-const char *fetch_testreqs_py(void);
+/* testreqs.c: what src/fetch/testreqs.py (run by the fetch sandbox's "testreqs" task on an sdist
+ * or source directory) printed: the requirements of its test dependency groups or test
+ * requirements file, one a line. */
 #define FETCH_MAX_REQ_FILE (256 * 1024)
+#define FETCH_MAX_REQS 256
+/* The lines of data that pass fetch_requirement_ok, at most FETCH_MAX_REQS; NULL-terminated
+ * (free with fetch_strv_free), never NULL. */
+char **fetch_parse_requirements(const char *data, size_t size);
 /* The requirements in path, one a line (lines failing fetch_requirement_ok are dropped);
  * NULL-terminated (free with fetch_strv_free), or NULL on error. */
 char **fetch_read_requirements(const char *path, struct pyti_err *err);
-/* One requirement line: not empty, at most 1024 bytes, no control characters, not an option. */
+/* One requirement line: not empty, at most 1024 bytes of UTF-8, no control characters, not an
+ * option or a comment. */
 bool fetch_requirement_ok(const char *s, size_t len);
 void fetch_strv_free(char **v);
 

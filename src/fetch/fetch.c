@@ -22,6 +22,7 @@
 
 #include "fetch-int.h"
 #include "sandbox.h"
+#include "testreqs_py.h" /* testreqs_py[]: src/fetch/testreqs.py, embedded by the build */
 
 extern char **environ;
 
@@ -360,8 +361,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
 	if (c->kind != FK_WHEEL) {
 		_cleanup_free_ char *script = xasprintf("%s/testreqs.py", io);
-		const char *py = fetch_testreqs_py();
-		if (write_file_atomic(script, py, strlen(py), 0644, err) < 0)
+		if (write_file_atomic(script, testreqs_py, strlen(testreqs_py), 0644, err) < 0)
 			return -1;
 		/* the source: the downloaded sdist, or the user's sdist or tree copied into /io/local */
 		struct buf g = BUF_INIT(0);
@@ -484,8 +484,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		return pyti_err_usage(err, "%s: no such file or directory", req->dist);
 	}
 	const char *const *extras = req->extras ? req->extras : default_extras;
-	c.extras = extras_list(req->dist, c.kind, extras);
-	_cleanup_free_ char *extras_str = c.extras;
+	_cleanup_free_ char *extras_str = extras_list(req->dist, c.kind, extras);
+	c.extras = extras_str;
 
 	_cleanup_(fetch_pipconf_free) struct fetch_pipconf pc = {0};
 	if (fetch_pipconf_load(req->envp, &pc, err) < 0)
