@@ -5,8 +5,9 @@
  * wheels are built for the guest's Python and any package code (setup.py) runs confined:
  *   own    pip wheel --no-deps -w /io/own DIST           the distribution's own wheel
  *   deps   pip wheel -w /io/wheels OWN.whl[extras] REQS  with its (test) dependencies, and beside
- *          it (requirements only) pip download --no-deps --no-binary NAME -d /io/sdist DIST
- *          (a wheel-only project just has no sdist)
+ *          it (requirements only) the sdist of the same version: getsdist.py asks pip's finder for
+ *          its link without building anything (pip download --no-binary, the fallback, would
+ *          install its build backend); a wheel-only project just has no sdist
  *   testreqs  the test requirements the sdist or source tree declares (PEP 735 dependency groups,
  *          requirements-test.txt …), read by testreqs.py; when there are any, one more pip wheel
  *          of everything together so that the wheelhouse holds one consistent resolution. Its
@@ -22,7 +23,8 @@
 
 #include "fetch-int.h"
 #include "sandbox.h"
-#include "testreqs_py.h" /* testreqs_py[]: src/fetch/testreqs.py, embedded by the build */
+#include "getsdist_py.h" /* getsdist_py[]: src/fetch/getsdist.py, embedded by the build */
+#include "testreqs_py.h" /* testreqs_py[]: src/fetch/testreqs.py */
 
 extern char **environ;
 
@@ -346,9 +348,10 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		/* the sdist of the very version whose wheel was fetched ("name-VERSION-….whl") */
 		buf_printf(&deps,
 			   "set -- /io/own/*.whl && v=${1##*/} && v=${v#*-} && v=${v%%%%-*} && "
-			   "{ python3 -m pip download --log /io/out/pip-sdist.log --no-deps --no-binary %s -d /io/sdist "
-			   "%s==\"$v\" >/io/out/sdist.txt 2>&1 & } && ",
-			   qname, qname);
+			   "{ { python3 /io/getsdist.py %s \"$v\" /io/sdist >/io/out/sdist.txt 2>&1; rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || "
+			   "python3 -m pip download --log /io/out/pip-sdist.log --no-deps --no-binary %s -d /io/sdist "
+			   "%s==\"$v\" >>/io/out/sdist.txt 2>&1; } & } && ",
+			   qname, qname, qname);
 	}
 	buf_printf(&deps, "set -- /io/own/*.whl && python3 -m pip wheel --log /io/out/pip-deps.log -w /io/wheels \"$1%s%s%s\"",
 		   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
@@ -360,9 +363,6 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	_cleanup_free_ char *deps_run = buf_steal(&deps);
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
 	if (c->kind != FK_WHEEL) {
-		_cleanup_free_ char *script = xasprintf("%s/testreqs.py", io);
-		if (write_file_atomic(script, testreqs_py, strlen(testreqs_py), 0644, err) < 0)
-			return -1;
 		/* the source: the downloaded sdist, or the user's sdist or tree copied into /io/local */
 		struct buf g = BUF_INIT(0);
 		if (c->kind == FK_REQ)
@@ -384,6 +384,14 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		json_array_append_new(tasks, task_new("testreqs", testreqs_run, "deps"));
 	}
 	json_object_set_new(job, "tasks", tasks);
+	static const struct {
+		const char *name, *text;
+	} scripts[] = {{"getsdist.py", getsdist_py}, {"testreqs.py", testreqs_py}};
+	for (size_t i = 0; i < ARRAY_SIZE(scripts); i++) {
+		_cleanup_free_ char *p = xasprintf("%s/%s", io, scripts[i].name);
+		if (write_file_atomic(p, scripts[i].text, strlen(scripts[i].text), 0644, err) < 0)
+			return -1;
+	}
 	_cleanup_free_ char *jobpath = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, jobpath, err) < 0)
 		return -1;
@@ -588,8 +596,15 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (c.kind == FK_REQ) {
 		_cleanup_free_ char *sddir = xasprintf("%s/sdist", io);
 		sdist_src = first_sdist(sddir);
-		if (!sdist_src)
-			log_info("fetch %s: no sdist (a wheel-only project?): no tests from its source", req->dist);
+		if (!sdist_src) {
+			/* why: pip's last words on it (no sdist on the index, or one pip could not prepare) */
+			_cleanup_free_ char *why_p = xasprintf("%s/out/sdist.txt", io);
+			_cleanup_buf_ struct buf why = BUF_INIT(64 * 1024);
+			_cleanup_free_ char *last = read_file(why_p, &why, NULL) == 0 && why.len
+							   ? tail_lines(why.data, 2, 300) : xstrdup("");
+			log_info("fetch %s: no sdist, so no tests from its source%s%s", req->dist, *last ? ": " : "",
+				 last);
+		}
 	}
 	testreqs_txt = xasprintf("%s/out/testreqs.txt", io);
 	char **treqs = path_exists(testreqs_txt) ? fetch_read_requirements(testreqs_txt, err) : xcalloc(1, sizeof(char *));
@@ -610,7 +625,9 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	out->wall_s = now_mono() - t0;
 	rc = 0;
 done:
-	{
+	if (getenv("PYTI_KEEP_FETCH")) { /* debugging: docs/HACKING.md */
+		log_warn("fetch: scratch directory kept: %s", io);
+	} else {
 		struct pyti_err e2 = {0};
 		if (rm_rf(io, &e2) < 0)
 			log_warn("fetch: cannot remove %s: %s", io, pyti_err_str(&e2));

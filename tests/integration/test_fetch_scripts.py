@@ -1,8 +1,10 @@
-"""src/fetch/testreqs.py, the script the fetch sandbox runs to find a source's test requirements.
+"""src/fetch/testreqs.py and getsdist.py, the scripts the fetch sandbox runs: a source's test
+requirements, and an sdist fetched without building it.
 
-Here it runs on our own fixture archives with the guest image's pip (its vendored `packaging`, the
-parser the real run uses) on the host's Python of the same version; test_run.py covers it end to
-end inside the fetch sandbox."""
+Here they run on our own fixture archives with the guest image's pip (its vendored `packaging` and
+its package finder, what the real run uses) on the host's Python of the same version, with no index
+but a local find-links directory; test_run.py and test_fetch.py cover them end to end inside the
+fetch sandbox."""
 import io
 import os
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "src" / "fetch" / "testreqs.py"
+SCRIPTS = REPO / "src" / "fetch"
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,14 @@ def guest_pip(state_dir):
     return str(dp)
 
 
+def script(guest_pip, name, *args, env=None):
+    e = {"PYTHONPATH": guest_pip, "PATH": os.environ["PATH"], "HOME": "/nonexistent", **(env or {})}
+    return subprocess.run(["/usr/bin/python3", "-S", str(SCRIPTS / name), *map(str, args)], capture_output=True,
+                          text=True, env=e, timeout=60)
+
+
 def run(guest_pip, src):
-    r = subprocess.run(["/usr/bin/python3", "-S", str(SCRIPT), str(src)], capture_output=True, text=True,
-                       env={"PYTHONPATH": guest_pip, "PATH": os.environ["PATH"]}, timeout=60)
+    r = script(guest_pip, "testreqs.py", src)
     assert r.returncode == 0, r.stderr
     return r.stdout.splitlines(), r.stderr
 
@@ -109,3 +116,33 @@ def test_bad_toml_is_not_fatal(guest_pip, tmp_path):
                                                     "test-requirements.txt": "pytest\n"})
     out, err = run(guest_pip, src)
     assert out == ["pytest"] and "pyproject.toml" in err
+
+
+@pytest.fixture
+def links(tmp_path):
+    d = tmp_path / "links"
+    d.mkdir()
+    tar_sdist(d / "proj-1.0.tar.gz", {"setup.py": "raise SystemExit('never run')\n"})
+    zip_sdist(d / "proj-1.0.zip", {"setup.py": "raise SystemExit('never run')\n"})
+    (d / "proj-1.0-py3-none-any.whl").write_bytes(b"not read")
+    tar_sdist(d / "proj-2.0.tar.gz", {"setup.py": ""})
+    return d
+
+
+def test_getsdist_takes_the_tar_gz_of_that_version(guest_pip, tmp_path, links):
+    dest = tmp_path / "sdist"
+    dest.mkdir()
+    r = script(guest_pip, "getsdist.py", "proj", "1.0", dest,
+               env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links), "PIP_CONFIG_FILE": "/dev/null"})
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in dest.iterdir()] == ["proj-1.0.tar.gz"]
+    assert (dest / "proj-1.0.tar.gz").read_bytes() == (links / "proj-1.0.tar.gz").read_bytes()
+
+
+def test_getsdist_no_sdist_is_exit_3(guest_pip, tmp_path, links):
+    dest = tmp_path / "sdist"
+    dest.mkdir()
+    r = script(guest_pip, "getsdist.py", "proj", "3.0", dest,
+               env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links), "PIP_CONFIG_FILE": "/dev/null"})
+    assert r.returncode == 3, r.stderr
+    assert "no sdist" in r.stderr and list(dest.iterdir()) == []
