@@ -302,6 +302,18 @@ struct fetch_ctx {
 	char *extras;
 };
 
+/* "set -- OWN.whl && pip wheel OPTS -w /io/wheels OWN.whl[extras] REQS": the distribution with
+ * everything it and the recipe need, in one resolution. */
+static void pip_wheel_all(struct buf *b, const struct fetch_ctx *c, const char *opts)
+{
+	buf_printf(b, "set -- /io/own/*.whl && python3 -m pip wheel %s -w /io/wheels \"$1%s%s%s\"", opts,
+		   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
+	for (size_t i = 0; c->req->requires && c->req->requires[i]; i++) {
+		_cleanup_free_ char *q = sh_quote(c->req->requires[i]);
+		buf_printf(b, " %s", q);
+	}
+}
+
 static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc, const char *io,
 		       const char *key, struct pyti_err *err)
 {
@@ -353,12 +365,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			   "%s==\"$v\" >>/io/out/sdist.txt 2>&1; } & } && ",
 			   qname, qname, qname);
 	}
-	buf_printf(&deps, "set -- /io/own/*.whl && python3 -m pip wheel --log /io/out/pip-deps.log -w /io/wheels \"$1%s%s%s\"",
-		   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
-	for (size_t i = 0; r->requires && r->requires[i]; i++) {
-		_cleanup_free_ char *q = sh_quote(r->requires[i]);
-		buf_printf(&deps, " %s", q);
-	}
+	pip_wheel_all(&deps, c, "--log /io/out/pip-deps.log");
 	buf_puts(&deps, " && { test -e \"/io/wheels/${1##*/}\" || cp \"$1\" /io/wheels/; }; rc=$?; wait; exit $rc");
 	_cleanup_free_ char *deps_run = buf_steal(&deps);
 	json_array_append_new(tasks, task_new("deps", deps_run, "own"));
@@ -371,14 +378,8 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			buf_printf(&g, "src=%s", qdist);
 		buf_printf(&g, " && python3 /io/testreqs.py \"$src\" >/io/out/testreqs.txt && "
 			       "{ [ -s /io/out/testreqs.txt ] || exit 0; } && echo 'test requirements:' && "
-			       "cat /io/out/testreqs.txt && set -- /io/own/*.whl && "
-			       "python3 -m pip wheel --log /io/out/pip-testreqs.log --find-links /io/wheels -w /io/wheels "
-			       "\"$1%s%s%s\"",
-			   *c->extras ? "[" : "", c->extras, *c->extras ? "]" : "");
-		for (size_t i = 0; r->requires && r->requires[i]; i++) {
-			_cleanup_free_ char *q = sh_quote(r->requires[i]);
-			buf_printf(&g, " %s", q);
-		}
+			       "cat /io/out/testreqs.txt && ");
+		pip_wheel_all(&g, c, "--log /io/out/pip-testreqs.log --find-links /io/wheels");
 		buf_puts(&g, " -r /io/out/testreqs.txt || { rm -f /io/out/testreqs.txt; exit 1; }");
 		_cleanup_free_ char *testreqs_run = buf_steal(&g);
 		json_array_append_new(tasks, task_new("testreqs", testreqs_run, "deps"));
