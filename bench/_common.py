@@ -61,7 +61,13 @@ def host_tasks(io_dir):
                .replace("/io/test-requirements.txt", f"{io_dir}/test-requirements.txt"))
         cwd = t.get("cwd", "/io").replace("/io", str(io_dir), 1)
         t0 = time.monotonic()
-        subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env, capture_output=True)
+        try:  # the task's own timeout, as the sandbox applies it (setsid: kill the whole group)
+            p = subprocess.Popen(["/bin/sh", "-c", cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            p.wait(timeout=t.get("timeout") or None)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
         times[t["name"]] = time.monotonic() - t0
     wall = time.monotonic() - t_all
     counts = None
