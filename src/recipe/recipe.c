@@ -661,38 +661,29 @@ static char *default_name(const char *src)
 	return xasprintf("%.*s", (int)n, b);
 }
 
-/* The run-time switches Debian's inih has in place of compile-time options. */
+/* The run-time switches Debian's inih has in place of compile-time options, as a table so that
+ * they can be saved, set and put back in one loop each. */
+static bool *const ini_bool_opts[] = {&ini_use_stack,	    &ini_allow_realloc,	  &ini_allow_inline_comments,
+				      &ini_allow_multiline, &ini_allow_no_value, &ini_allow_bom,
+				      &ini_stop_on_first_error};
+static int *const ini_int_opts[] = {&ini_max_line, &ini_initial_alloc};
 struct ini_globals {
-	bool use_stack, allow_realloc, inline_comments, multiline, no_value, bom, stop_on_first_error;
-	int max_line, initial_alloc;
+	bool b[ARRAY_SIZE(ini_bool_opts)];
+	int i[ARRAY_SIZE(ini_int_opts)];
 };
 
-static struct ini_globals ini_globals_get(void)
+static void ini_globals_swap(struct ini_globals *g)
 {
-	return (struct ini_globals){
-		.use_stack = ini_use_stack,
-		.allow_realloc = ini_allow_realloc,
-		.inline_comments = ini_allow_inline_comments,
-		.multiline = ini_allow_multiline,
-		.no_value = ini_allow_no_value,
-		.bom = ini_allow_bom,
-		.stop_on_first_error = ini_stop_on_first_error,
-		.max_line = ini_max_line,
-		.initial_alloc = ini_initial_alloc,
-	};
-}
-
-static void ini_globals_set(const struct ini_globals *g)
-{
-	ini_use_stack = g->use_stack;
-	ini_allow_realloc = g->allow_realloc;
-	ini_allow_inline_comments = g->inline_comments;
-	ini_allow_multiline = g->multiline;
-	ini_allow_no_value = g->no_value;
-	ini_allow_bom = g->bom;
-	ini_stop_on_first_error = g->stop_on_first_error;
-	ini_max_line = g->max_line;
-	ini_initial_alloc = g->initial_alloc;
+	for (size_t k = 0; k < ARRAY_SIZE(ini_bool_opts); k++) {
+		bool t = *ini_bool_opts[k];
+		*ini_bool_opts[k] = g->b[k];
+		g->b[k] = t;
+	}
+	for (size_t k = 0; k < ARRAY_SIZE(ini_int_opts); k++) {
+		int t = *ini_int_opts[k];
+		*ini_int_opts[k] = g->i[k];
+		g->i[k] = t;
+	}
 }
 
 int recipe_load_buffer(const char *source_name, const char *data, size_t len, struct recipe **out,
@@ -707,20 +698,15 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 	/* Debian's inih makes its compile-time options run-time globals. Set what recipes need for
 	 * this parse — whole lines up to our limit, no inline comments (';' is shell syntax),
 	 * multi-line values — and put back what other users of inih (fetch's pip.conf) expect. */
-	const struct ini_globals saved = ini_globals_get();
-	ini_globals_set(&(struct ini_globals){
-		.use_stack = false,
-		.allow_realloc = false,
-		.max_line = RECIPE_MAX_LINE,
-		.initial_alloc = RECIPE_MAX_LINE,
-		.inline_comments = false,
-		.multiline = true,
-		.no_value = false,
-		.bom = true,
-		.stop_on_first_error = true,
-	});
+	struct ini_globals g = {
+		/* use_stack, allow_realloc, inline_comments, multiline, no_value, bom, stop_on_first_error */
+		.b = {false, false, false, true, false, true, true},
+		/* max_line, initial_alloc */
+		.i = {RECIPE_MAX_LINE, RECIPE_MAX_LINE},
+	};
+	ini_globals_swap(&g); /* ours in, theirs saved in g */
 	int rc = ini_parse_stream(ctx_reader, &c, ini_handler_cb, &c);
-	ini_globals_set(&saved);
+	ini_globals_swap(&g); /* theirs back */
 	if (!c.failed && rc == -2)
 		pyti_err_set(err, ENOMEM, "%s: out of memory", source_name), c.failed = true;
 	else if (!c.failed && rc > 0)
