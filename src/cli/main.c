@@ -139,6 +139,17 @@ int main(int argc, char **argv)
 	pyti_log_level = PYTI_LOG_WARN + ctx.verbose;
 	if (!state)
 		state = default_state_dir();
+	if (state[0] != '/') {
+		/* absolute: libvirtd opens the VM backend's disks from its own working directory */
+		_cleanup_free_ char *cwd = getcwd(NULL, 0);
+		if (!cwd) {
+			fprintf(stderr, "pyti: error: cannot resolve the state directory '%s': %s\n", state, strerror(errno));
+			return PYTI_EXIT_INFRA;
+		}
+		char *abs = xasprintf("%s/%s", cwd, state);
+		free(state);
+		state = abs;
+	}
 	ctx.state_dir = state;
 
 	const char *name = argv[optind];

@@ -227,8 +227,12 @@ def test_unknown_distribution(pyti):
     assert len(err) == 1 and "pyti-no-such-distribution-xyzzy" in err[0], r.stderr
 
 
-def test_unreachable_index(pyti):
-    r = pyti("run", "-q", "iniconfig==2.0.0",
+def test_unreachable_index(pyti, state_dir, tmp_path):
+    # a state dir of its own (the image linked in): the shared cache may hold the distribution
+    fresh = tmp_path / "state"
+    (fresh / "images").mkdir(parents=True)
+    (fresh / "images" / "bookworm").symlink_to(Path(state_dir).resolve() / "images" / "bookworm")
+    r = pyti("run", "-q", "iniconfig==2.0.0", state=fresh,
              env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"})
     assert r.returncode == 3
     assert "pyti: error:" in r.stderr and ("Network" in r.stderr or "reach" in r.stderr), r.stderr

@@ -132,6 +132,20 @@ def test_vm_run_matches_ns(pyti, libvirtd, image, demo, state_dir):
     assert list((Path(state_dir) / "vm").glob("run-*")) == []
 
 
+def test_vm_run_relative_state_dir(pyti_bin, libvirtd, image, demo, state_dir, tmp_path):
+    """libvirtd opens disks from its own working directory: a relative --state-dir must still work."""
+    recipe = tmp_path / "ok.ini"
+    recipe.write_text("[task:ok]\nrun = echo ok\n")
+    parent = Path(state_dir).resolve().parent
+    rel = os.path.relpath(Path(state_dir).resolve(), parent)
+    r = subprocess.run([pyti_bin, "--state-dir", rel, "run", "--json", "-q", "--backend", "vm",
+                        "--recipe", str(recipe), str(demo)], cwd=parent, capture_output=True, text=True, timeout=900)
+    assert r.stdout.strip(), r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == "passed", r.stderr
+    assert res["logs"].startswith("/")
+
+
 @needs_root
 def test_vm_guest_panic_is_crash(pyti, libvirtd, image, demo, tmp_path):
     recipe = tmp_path / "crash.ini"
