@@ -32,8 +32,9 @@ struct fetch_result {
 	char *sdist;      /* io_dir/sdist/<file> (the sdist whose tests are run), or NULL (wheel-only, source dir) */
 	char *src_dir;    /* the DIST itself when it is a local source directory, else NULL */
 	char *dist_wheel; /* file name, in wheelhouse, of the distribution's own wheel */
-	char **test_requires; /* NULL-terminated requirements of its test dependency groups (PEP 735:
-			       * test, tests, testing), fetched into wheelhouse too; never NULL */
+	char **test_requires; /* NULL-terminated test requirements its source declares (PEP 735 groups
+			       * test/tests/testing, else a test or dev requirements file), fetched
+			       * into wheelhouse too; never NULL */
 	bool from_cache;  /* nothing was fetched: the cache had it all */
 	double wall_s;
 };

@@ -7,8 +7,8 @@
 # version, and downloads it with pip's session, checking the index's hash when it gives one.
 # Exit status 0 with the file written; 3 when the index has no usable sdist; anything else (pip's
 # internals are not what this expects, the network failed) makes the caller fall back to
-# `pip download`. Embedded into pyti at build
-# time (meson: getsdist_py.h); runs with the guest's Python, never on the host.
+# `pip download`. Embedded into pyti at build time (meson: getsdist_py.h); runs with the guest's
+# Python, never on the host.
 import hashlib
 import os
 import sys

@@ -46,7 +46,6 @@ bool fetch_requirement_ok(const char *s, size_t len)
 	json_t *j = json_stringn(s, len);
 	json_decref(j);
 	return j != NULL;
-	return true;
 }
 
 void fetch_strv_free(char **v)

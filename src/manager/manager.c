@@ -230,8 +230,8 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		for (size_t k = 0; k < wm.n_extras; k++)
 			if (strcmp(wm.extras[k], test_extras[i]) == 0)
 				extras[n_extras++] = test_extras[i];
-	/* The recipe's requires (the test runner) and the dist's test dependency groups go to the
-	 * sandbox as one requirements file, which {test_requirements} names. */
+	/* The recipe's requires (the test runner) and the test requirements the dist's source
+	 * declares go to the sandbox as one requirements file, which {test_requirements} names. */
 	const char *test_reqs = NULL;
 	if (recipe->n_requires || (fr.test_requires && fr.test_requires[0])) {
 		_cleanup_buf_ struct buf tr = BUF_INIT(0);

@@ -29,8 +29,8 @@
  *   {version}      its version
  *   {requirement}  name[extra1,extra2]==version (pip requirement for exactly this dist + its extras)
  *   {test_requirements}  "-r FILE" naming the test requirements: the recipe's requires and
- *                  the dist's test dependency groups (PEP 735 test/tests/testing); empty when
- *                  there are none
+ *                  the test requirements the dist's source declares (PEP 735 groups
+ *                  test/tests/testing, else a test or dev requirements file); empty when none
  *   {module}       the top-level importable modules joined with ", ", so that
  *                  `python -c "import {module}"` imports all of them in one statement
  *   {{ and }}      literal braces; "${" is left alone so shell ${VAR} needs no escaping
@@ -109,7 +109,7 @@ struct recipe_vars {
 	size_t n_modules;
 	const char *requirement;         /* overrides the computed {requirement} when set */
 	const char *test_requirements;   /* sandbox path of a requirements file with the recipe's
-					  * requires and the test dependency groups, or NULL */
+					  * requires and the source's declared test requirements, or NULL */
 };
 
 /* Only checks that every {placeholder} in tmpl is a known one (what loading does). */
