@@ -121,7 +121,6 @@ static int parse(int argc, char **argv, const char *sub, bool *opt_l, bool *opt_
 	};
 	bool is_ls = strcmp(sub, "ls") == 0, is_df = strcmp(sub, "df") == 0, is_rm = strcmp(sub, "rm") == 0, is_dl = strcmp(sub, "download") == 0;
 	int c;
-	optind = 0; /* full re-initialisation of glibc's getopt for this argv */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, is_ls ? "hl" : is_rm ? "hrR" : "h", opts, NULL)) != -1) {
 		switch (c) {

@@ -241,8 +241,7 @@ int cmd_image(struct cli_ctx *ctx, int argc, char **argv)
 		image_usage(stdout);
 		return 0;
 	}
-	/* The subcommand parses its own options from argv[1..]. */
-	optind = 1;
+	/* The subcommand parses its own options from argv[1..] (main reset getopt: optind = 0). */
 	if (strcmp(sub, "build") == 0)
 		return image_cmd_build(ctx, argc - 1, argv + 1);
 	if (strcmp(sub, "list") == 0 || strcmp(sub, "ls") == 0)

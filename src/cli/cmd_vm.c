@@ -118,9 +118,6 @@ int cmd_vm(struct cli_ctx *ctx, int argc, char **argv)
 	unsigned mem = 0, vcpus = 0;
 	double timeout = 10;
 	int o;
-	/* optind = 0 re-initialises glibc's getopt, whose "+" (stop at the first non-option) mode
-	 * would otherwise stay from main's parse: options may follow NAME here. */
-	optind = 0;
 	while ((o = getopt_long(argc, argv, "c:i:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c': uri = optarg; break;

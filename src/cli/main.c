@@ -157,7 +157,10 @@ int main(int argc, char **argv)
 		if (strcmp(commands[i].name, name) == 0) {
 			int sub_argc = argc - optind;
 			char **sub_argv = argv + optind;
-			optind = 1; /* commands parse with getopt from their own argv[0] */
+			/* Commands parse with getopt from their own argv[0]. 0, not 1: a full re-initialisation,
+			 * so that main's "+" (stop at the first non-option) mode does not stay and options
+			 * may follow the command's operands ("pyti run six --json"). */
+			optind = 0;
 			return commands[i].fn(&ctx, sub_argc, sub_argv);
 		}
 	}

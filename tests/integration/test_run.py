@@ -238,6 +238,13 @@ def test_unreachable_index(pyti, state_dir, tmp_path):
     assert "pyti: error:" in r.stderr and ("Network" in r.stderr or "reach" in r.stderr), r.stderr
 
 
+def test_options_after_dist(pyti, demo, tmp_path):
+    recipe = write_recipe(tmp_path, "[task:ok]\nrun = echo ok\n")
+    r = pyti("run", demo, "--json", "-q", "--recipe", recipe)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "passed"
+
+
 def test_bad_recipe(pyti, demo, tmp_path):
     recipe = write_recipe(tmp_path, "[recipe]\nname = x\n[task:test]\nrun = true\ntimout = 3\n")
     r = pyti("run", "-q", "--recipe", recipe, demo)
