@@ -266,6 +266,8 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 			continue;
 		char sha[65];
 		rc = blob_put(state_dir, p, true, sha, err);
+		if (rc < 0)
+			break; /* sha is not set */
 		json_t *f = json_object();
 		json_object_set_new(f, "name", json_string(e->d_name));
 		json_object_set_new(f, "sha256", json_string(sha));

@@ -75,8 +75,9 @@ static int info_load(const char *state_dir, const char *suite, struct image_info
 		return -1;
 	}
 	if (strcmp(pj_str(m, "suite", ""), suite) != 0) {
+		pyti_err_set(err, 0, "%s: suite is not '%s'", out->manifest, suite);
 		image_info_free(out);
-		return pyti_err_set(err, 0, "%s/manifest.json: suite is not '%s'", state_dir, suite);
+		return -1;
 	}
 	out->kernel = xasprintf("%s/%s", out->dir, pj_str(m, "kernel", "vmlinuz"));
 	out->python = xstrdup(pj_str(m, "python", "?"));

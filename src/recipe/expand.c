@@ -168,13 +168,16 @@ static int expand(const char *tmpl, const struct recipe_vars *vars, struct buf *
 				memcpy(var, p + 1, n);
 				var[n] = '\0';
 				bool known = false;
-				for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++)
+				char names[160] = "";
+				for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++) {
 					known |= strcmp(var, placeholder_names[i]) == 0;
+					size_t l = strlen(names);
+					snprintf(names + l, sizeof names - l, "%s{%s}", i ? " " : "", placeholder_names[i]);
+				}
 				if (!known)
 					return pyti_err_usage(err,
-							      "unknown placeholder {%s} (known: {dist} {name} {version} "
-							      "{requirement} {module}; write {{ for a literal brace)",
-							      var);
+							      "unknown placeholder {%s} (known: %s; write {{ for a literal brace)",
+							      var, names);
 				if (vars && expand_var(var, vars, out, err) < 0)
 					return -1;
 				p = e + 1;
