@@ -158,6 +158,9 @@ json_t *pj_string_lossy(const char *p, size_t n);
 
 /* ---- time ---- */
 double now_mono(void);                       /* seconds, CLOCK_MONOTONIC */
+bool str_has_suffix(const char *s, const char *suffix);
+/* A source distribution's file name: .tar.gz .tgz .tar.bz2 .tar.xz .tar .zip */
+bool is_sdist_name(const char *name);
 void iso8601_utc(char out[32], double epoch); /* "2026-11-23T10:00:00Z" */
 double now_wall(void);
 

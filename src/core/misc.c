@@ -73,3 +73,18 @@ int sha256_file(const char *path, char out[65], struct pyti_err *err)
 	SHA256End(&ctx, out);
 	return 0;
 }
+
+bool str_has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+bool is_sdist_name(const char *name)
+{
+	static const char *const suffixes[] = {".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip"};
+	for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++)
+		if (str_has_suffix(name, suffixes[i]))
+			return true;
+	return false;
+}

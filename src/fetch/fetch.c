@@ -32,18 +32,6 @@ enum fetch_kind { FK_REQ, FK_SDIST, FK_WHEEL, FK_DIR };
 
 static const char *const default_extras[] = {"test", "tests", "testing", NULL};
 
-static bool ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-	return n >= m && !strcmp(s + n - m, suffix);
-}
-
-static bool is_sdist_name(const char *s)
-{
-	return ends_with(s, ".tar.gz") || ends_with(s, ".tgz") || ends_with(s, ".zip") ||
-	       ends_with(s, ".tar.bz2") || ends_with(s, ".tar.xz") || ends_with(s, ".tar");
-}
-
 static char *sh_quote(const char *s)
 {
 	struct buf b = BUF_INIT(0);
@@ -248,6 +236,12 @@ static char *extras_list(const char *dist, enum fetch_kind kind, const char *con
 	return buf_steal(&b);
 }
 
+bool fetch_dist_is_local(const char *dist, struct stat *st)
+{
+	return stat(dist, st) == 0 && (S_ISDIR(st->st_mode) || S_ISREG(st->st_mode)) &&
+	       (strchr(dist, '/') || str_has_suffix(dist, ".whl") || is_sdist_name(dist));
+}
+
 static bool pinned(const char *dist)
 {
 	return strstr(dist, "==") && !strchr(dist, '*') && !strchr(dist, ',');
@@ -263,7 +257,7 @@ static char *only_wheel(const char *dir)
 	int n = 0;
 	struct dirent *e;
 	while ((e = readdir(d)))
-		if (fetch_name_ok(e->d_name) && ends_with(e->d_name, ".whl")) {
+		if (fetch_name_ok(e->d_name) && str_has_suffix(e->d_name, ".whl")) {
 			n++;
 			free(found);
 			found = xstrdup(e->d_name);
@@ -475,14 +469,13 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	struct fetch_ctx c = {.req = req, .kind = FK_REQ};
 	struct stat st;
 	_cleanup_free_ char *abs = NULL;
-	if (stat(req->dist, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) &&
-	    (strchr(req->dist, '/') || ends_with(req->dist, ".whl") || is_sdist_name(req->dist))) {
+	if (fetch_dist_is_local(req->dist, &st)) {
 		abs = realpath(req->dist, NULL);
 		if (!abs)
 			return pyti_err_set(err, errno, "fetch: %s", req->dist);
 		if (S_ISDIR(st.st_mode))
 			c.kind = FK_DIR;
-		else if (ends_with(abs, ".whl"))
+		else if (str_has_suffix(abs, ".whl"))
 			c.kind = FK_WHEEL;
 		else if (is_sdist_name(abs))
 			c.kind = FK_SDIST;

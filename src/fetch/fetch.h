@@ -9,6 +9,8 @@
 #ifndef PYTI_FETCH_H
 #define PYTI_FETCH_H
 
+#include <sys/stat.h>
+
 #include "core.h"
 
 struct fetch_req {
@@ -42,6 +44,9 @@ struct fetch_result {
 /* Fills out (release with fetch_result_free). On -1, err->fclass is PYTI_FC_FETCH (unknown
  * distribution, failing build), PYTI_FC_NETWORK (index unreachable) or PYTI_FC_INFRA. */
 int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyti_err *err);
+/* DIST names a local file or directory (and not a requirement that happens to match a file name
+ * in the working directory): it exists and has a '/', a .whl or an sdist suffix. Fills st. */
+bool fetch_dist_is_local(const char *dist, struct stat *st);
 void fetch_result_free(struct fetch_result *r);
 
 /* ---- exposed for tests and for `pyti` diagnostics ---- */

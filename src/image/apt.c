@@ -192,19 +192,13 @@ static void parse_deb822(char *text, struct image_apt_entry **entries, size_t *n
 	buf_free(&s.comps);
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
-	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 int image_apt_parse_file(const char *path, struct image_apt_entry **entries, size_t *n,
 			 struct pyti_err *err)
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(APT_FILE_MAX);
 	if (read_file(path, &b, err) < 0)
 		return -1;
-	if (ends_with(path, ".sources"))
+	if (str_has_suffix(path, ".sources"))
 		parse_deb822(b.data, entries, n);
 	else
 		parse_one_line(b.data, entries, n);
@@ -248,7 +242,7 @@ static int apt_collect(const char *apt_dir, struct image_apt_entry **entries, si
 	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
-		if (!ends_with(de->d_name, ".list") && !ends_with(de->d_name, ".sources"))
+		if (!str_has_suffix(de->d_name, ".list") && !str_has_suffix(de->d_name, ".sources"))
 			continue;
 		names = xrealloc(names, (nn + 1) * sizeof *names);
 		names[nn++] = xstrdup(de->d_name);

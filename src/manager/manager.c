@@ -46,18 +46,6 @@ static char *new_job_id(void)
 	return xasprintf("%s-%06x", ts, r & 0xffffff);
 }
 
-static bool has_suffix(const char *s, const char *suf)
-{
-	size_t n = strlen(s), k = strlen(suf);
-	return n >= k && strcmp(s + n - k, suf) == 0;
-}
-
-static bool is_sdist_name(const char *p)
-{
-	return has_suffix(p, ".tar.gz") || has_suffix(p, ".tgz") || has_suffix(p, ".tar.bz2") ||
-	       has_suffix(p, ".tar.xz") || has_suffix(p, ".zip");
-}
-
 /* Copy a source directory into the job's src/: regular files, directories and relative symlinks
  * that stay inside; nothing is followed. VCS and build litter are skipped. */
 static const char *copy_dst;
@@ -179,7 +167,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	/* A local sdist or source tree is staged first: a hostile archive is refused before any of
 	 * its code could run anywhere. */
 	struct stat st;
-	bool local = stat(o->dist, &st) == 0;
+	bool local = fetch_dist_is_local(o->dist, &st);
 	if (local && S_ISREG(st.st_mode) && is_sdist_name(o->dist)) {
 		progress(o, "stage: unpacking sdist", NULL);
 		if (stage_sdist(o->dist, src, err) < 0)
@@ -188,7 +176,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		progress(o, "stage: copying source tree", NULL);
 		if (copy_tree(o->dist, src, err) < 0)
 			return -1;
-	} else if (local && !(S_ISREG(st.st_mode) && has_suffix(o->dist, ".whl"))) {
+	} else if (local && !(S_ISREG(st.st_mode) && str_has_suffix(o->dist, ".whl"))) {
 		return pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory",
 				      o->dist);
 	}
