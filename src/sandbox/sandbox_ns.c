@@ -687,24 +687,21 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	uid_t uid = privileged ? ns_pick_uid() : geteuid();
 	gid_t gid = privileged ? (gid_t)uid : getegid();
 	c.setgroups_allowed = privileged;
-	if (privileged && ns_chown_io(spec->io_dir, 0, uid, gid, false, err) < 0)
+	/* pipes first: nothing below may return before the I/O directory is taken back */
+	int pipes[4][2], np = 0;
+	for (; np < 4; np++)
+		if (pipe2(pipes[np], O_CLOEXEC) < 0) {
+			int e = errno;
+			while (np-- > 0)
+				close(pipes[np][0]), close(pipes[np][1]);
+			return pyti_err_set(err, e, "pipe");
+		}
+	int *syncp = pipes[0], *errp = pipes[1], *outp = pipes[2], *errout = pipes[3];
+	if (privileged && ns_chown_io(spec->io_dir, 0, uid, gid, false, err) < 0) {
+		ns_chown_io(spec->io_dir, uid, 0, 0, true, NULL); /* what was handed out before it failed */
+		for (int i = 0; i < 4; i++)
+			close(pipes[i][0]), close(pipes[i][1]);
 		return pyti_err_prefix(err, "ns sandbox: hand the I/O directory to the sandbox");
-
-	int syncp[2], errp[2], outp[2], errout[2];
-	if (pipe2(syncp, O_CLOEXEC) < 0)
-		return pyti_err_set(err, errno, "pipe");
-	if (pipe2(errp, O_CLOEXEC) < 0) {
-		close(syncp[0]), close(syncp[1]);
-		return pyti_err_set(err, errno, "pipe");
-	}
-	if (pipe2(outp, O_CLOEXEC) < 0) {
-		close(syncp[0]), close(syncp[1]), close(errp[0]), close(errp[1]);
-		return pyti_err_set(err, errno, "pipe");
-	}
-	if (pipe2(errout, O_CLOEXEC) < 0) {
-		close(syncp[0]), close(syncp[1]), close(errp[0]), close(errp[1]);
-		close(outp[0]), close(outp[1]);
-		return pyti_err_set(err, errno, "pipe");
 	}
 	c.sync_fd = syncp[0];
 	c.err_fd = errp[1];

@@ -406,7 +406,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 
 	/* results (also partial ones after a crash or timeout: logs help) */
 	struct pyti_err derr = {0};
-	int dl = disk_download(io, "/out", outdir, &derr);
+	int dl = disk_download_flags(io, "/out", outdir, DISK_DL_SKIP_UNSAFE_LINKS, &derr);
 	if (w != 0)
 		goto out;
 	if (dl < 0) {
