@@ -62,9 +62,10 @@ int mkdir_p(const char *path, unsigned mode, struct pyti_err *err)
 static int rm_one(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
 {
 	(void)ftw;
-	/* A directory we cannot enter (mode 000 left by a test suite) is made writable first. */
+	/* A directory we could not read (mode 000 left by a test suite): nftw skipped its contents,
+	 * so make it ours to read and remove it with a walk of its own. */
 	if (type == FTW_DNR)
-		chmod(fpath, 0700);
+		return chmod(fpath, 0700) == 0 && rm_rf(fpath, NULL) == 0 ? 0 : -1;
 	int r = (type == FTW_DP || type == FTW_DNR || (S_ISDIR(sb->st_mode) && type != FTW_SL))
 			? rmdir(fpath)
 			: unlink(fpath);
