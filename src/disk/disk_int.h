@@ -14,6 +14,7 @@ struct dsk {
 	bool rw;
 	int lock_fd; /* flock()ed: one pyti writer or several readers per image */
 	bool needs_recovery; /* read-only open of an image whose journal was not replayed */
+	bool under_paused_vm; /* DSK_UNDER_PAUSED_VM: QEMU's image lock is no reason to refuse */
 };
 
 /* Register libext2fs' error messages (idempotent). */
@@ -22,9 +23,17 @@ void dsk_init(void);
 /* Open image (rw: read the bitmaps too). Errors name the image; a file that is not ext2/3/4 gets
  * a message saying so. */
 int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err);
+/* The caller vouches that the VM holding the image open is paused and has not read it since
+ * (disk_from_dir_in_place): write despite QEMU's byte-range lock. */
+#define DSK_UNDER_PAUSED_VM 0x1u
+int dsk_open_flags(struct dsk *d, const char *image, bool rw, unsigned flags, struct pyti_err *err);
 /* Flush and close; returns -1 (with err when err is not NULL) when the flush fails. Safe to
  * call twice. */
 int dsk_close(struct dsk *d, struct pyti_err *err);
+
+/* A fresh file system over the existing regular file image, same inode and size (its old
+ * contents are discarded): disk_from_dir_in_place. */
+int dsk_mkfs_in_place(const char *image, struct pyti_err *err);
 
 /* Fill err from a libext2fs error code; ENOSPC-like codes set PYTI_FC_NOSPACE. */
 int dsk_err(struct pyti_err *err, errcode_t rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -63,7 +63,7 @@ static int lock_image(struct dsk *d, struct pyti_err *err)
 		}
 		usleep(100000);
 	}
-	if (d->rw) {
+	if (d->rw && !d->under_paused_vm) {
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
 		if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
 			close(fd);
@@ -85,16 +85,22 @@ static void unlock_image(struct dsk *d)
 
 int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err)
 {
+	return dsk_open_flags(d, image, rw, 0, err);
+}
+
+int dsk_open_flags(struct dsk *d, const char *image, bool rw, unsigned flags, struct pyti_err *err)
+{
 	dsk_init();
 	d->fs = NULL;
 	d->image = image;
 	d->rw = rw;
 	d->lock_fd = -1;
 	d->needs_recovery = false;
+	d->under_paused_vm = (flags & DSK_UNDER_PAUSED_VM) != 0;
 	if (lock_image(d, err) < 0)
 		return -1;
-	int flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
-	errcode_t rc = ext2fs_open(image, flags, 0, 0, unix_io_manager, &d->fs);
+	int xflags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
+	errcode_t rc = ext2fs_open(image, xflags, 0, 0, unix_io_manager, &d->fs);
 	if (rc) {
 		d->fs = NULL;
 		unlock_image(d);

@@ -186,6 +186,25 @@ int disk_mkfs(const char *image, uint64_t size_bytes, struct pyti_err *err)
 	return 0;
 }
 
+int dsk_mkfs_in_place(const char *image, struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(image, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "mkfs: open %s", image);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return pyti_err_set(err, errno, "mkfs: stat %s", image);
+	uint64_t size = (uint64_t)st.st_size & ~(uint64_t)((1024u << DSK_BLOCK_LOG) - 1);
+	if (!S_ISREG(st.st_mode) || size < (1u << 20))
+		return pyti_err_set(err, 0, "mkfs: %s is not a regular file of at least 1 MiB", image);
+	/* Drop every old block: the new file system relies on zeroed inode tables. */
+	if (ftruncate(fd, 0) < 0 || ftruncate(fd, st.st_size) < 0)
+		return pyti_err_set(err, errno, "mkfs: truncate %s", image);
+	if (build(image, size, err) < 0)
+		return pyti_err_prefix(err, "%s", image);
+	return 0;
+}
+
 int disk_parse_size(const char *s, uint64_t *out, struct pyti_err *err)
 {
 	if (!s || !*s || *s == '-')

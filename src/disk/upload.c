@@ -480,11 +480,12 @@ static int upload_open(struct up *u, const char *host_path, const char *guest_pa
 	return up_entry(u, cur, fresh, AT_FDCWD, host_path, true, &st, name, host_path, 0, err);
 }
 
-int disk_upload(const char *image, const char *host_path, const char *guest_path, struct pyti_err *err)
+static int upload(const char *image, const char *host_path, const char *guest_path, unsigned open_flags,
+		  struct pyti_err *err)
 {
 	struct up u = {0};
 	clock_gettime(CLOCK_REALTIME, &u.now);
-	if (dsk_open(&u.d, image, true, err) < 0)
+	if (dsk_open_flags(&u.d, image, true, open_flags, err) < 0)
 		return -1;
 	u.buf = xmalloc(UP_BUF);
 	int r = upload_open(&u, host_path, guest_path, err);
@@ -497,6 +498,11 @@ int disk_upload(const char *image, const char *host_path, const char *guest_path
 	return r;
 }
 
+int disk_upload(const char *image, const char *host_path, const char *guest_path, struct pyti_err *err)
+{
+	return upload(image, host_path, guest_path, 0, err);
+}
+
 int disk_from_dir(const char *image, const char *dir, uint64_t size_bytes, struct pyti_err *err)
 {
 	if (!path_is_dir(dir))
@@ -504,4 +510,13 @@ int disk_from_dir(const char *image, const char *dir, uint64_t size_bytes, struc
 	if (disk_mkfs(image, size_bytes, err) < 0)
 		return -1;
 	return disk_upload(image, dir, "/", err);
+}
+
+int disk_from_dir_in_place(const char *image, const char *dir, struct pyti_err *err)
+{
+	if (!path_is_dir(dir))
+		return pyti_err_set(err, ENOTDIR, "disk_from_dir: %s is not a directory", dir);
+	if (dsk_mkfs_in_place(image, err) < 0)
+		return -1;
+	return upload(image, dir, "/", DSK_UNDER_PAUSED_VM, err);
 }

@@ -25,6 +25,17 @@ int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, str
 			      PYTI_HAVE_NS ? " ns" : "", PYTI_HAVE_VM ? " vm" : "");
 }
 
+int sandbox_vm_standby_helper(const char *warm_dir, const char *uri)
+{
+#if PYTI_HAVE_VM
+	return sandbox_vm_standby_main(warm_dir, uri);
+#else
+	(void)warm_dir;
+	(void)uri;
+	return PYTI_EXIT_USAGE;
+#endif
+}
+
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg)
 {
 	static const char tag[] = "@pyti ";

@@ -33,6 +33,11 @@ struct sandbox_result {
  * err (and res->fclass where it applies) otherwise. Nothing of the sandbox is left behind. */
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
 
+/* Internal to the vm backend: the body of the hidden command `pyti __vm-standby WARM_DIR URI`,
+ * the helper process that restores the next job's standby guest (see sandbox_vm.c). Returns an
+ * exit status. */
+int sandbox_vm_standby_helper(const char *warm_dir, const char *uri);
+
 /* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
  * Shared by both backends' stream readers. */
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);

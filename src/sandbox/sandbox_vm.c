@@ -2,12 +2,15 @@
  *   vda = a fresh qcow2 overlay (cold: on the image's base; warm: on the overlay frozen at the
  *         warm snapshot), vdb = the job's raw ext4 I/O disk written by the DiskHandler.
  * Warm reset (design.md §3): once per image+agent, boot to the agent's "ready" and virDomainSave
- * the guest there; each job then virDomainRestoreFlags that image with an alternate XML pointing
- * vda/vdb at the job's files, and sends "go". The agent has read nothing of the I/O disk before
- * "go", so swapping it under the saved guest is safe (the agent flushes the block cache first).
+ * the guest there. A warm job then takes the *standby* (below): that snapshot already restored,
+ * paused, by a helper process after the previous warm job; the job writes its I/O disk into the
+ * standby's I/O disk file, resumes the guest and sends "go". The agent has read nothing of the I/O
+ * disk before "go", so its contents may change under the saved guest (the agent drops its block
+ * cache first). Without a standby the job restores the snapshot itself, the same way.
  *
  * Layout: STATE/vm/<suite>/initrd-<h>.img, STATE/vm/<suite>/warm-<key>/{frozen.qcow2, io0.img,
- * state.sav, domain.xml, ok, lock}, STATE/vm/run-<pid>-<n>/{system.qcow2, io.img} (per job). */
+ * state.sav, domain.xml, ok, uri, lock, standby, standby.qcow2, standby-io.img, standby.log},
+ * STATE/vm/run-<pid>-<n>/{system.qcow2, io.img} (cold jobs). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +19,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "disk.h"
 #include "proc.h"
@@ -35,10 +40,10 @@ struct svm {
 	const struct sandbox_spec *spec;
 	struct buf con; /* console bytes not yet parsed (an incomplete line) */
 	bool ready, job_end;
+	double t_job_start;  /* now_mono() of job_start: the agent has mounted the I/O disk */
 	double t_first_task; /* now_mono() of the first task_end (bench/vm-reset reads the log line) */
 	char *agent_error;
 	int lock_fd;
-	const char *warm_name; /* the warm domain's name while we hold its lock */
 };
 
 static void svm_on_event(void *arg, json_t *ev)
@@ -51,6 +56,8 @@ static void svm_on_event(void *arg, json_t *ev)
 	}
 	if (strcmp(e, "job_end") == 0)
 		s->job_end = true;
+	if (strcmp(e, "job_start") == 0 && !s->t_job_start)
+		s->t_job_start = now_mono();
 	if (strcmp(e, "task_end") == 0 && !s->t_first_task)
 		s->t_first_task = now_mono();
 	if (strcmp(e, "error") == 0 && !s->agent_error)
@@ -79,10 +86,10 @@ static bool svm_is_stale(void *arg, const char *name)
 {
 	struct svm *s = arg;
 	int pid = 0;
-	if (sscanf(name, VM_NAME_PREFIX "job-%d-", &pid) == 1 && pid > 0)
-		return pid != getpid() && kill(pid, 0) < 0 && errno == ESRCH;
-	/* a warm domain still running while we hold its lock belongs to a dead process */
-	return s->warm_name && strcmp(name, s->warm_name) == 0;
+	(void)s;
+	/* (a warm domain is a standby, or what a dead job left of one: svm_standby_take decides) */
+	return sscanf(name, VM_NAME_PREFIX "job-%d-", &pid) == 1 && pid > 0 && pid != getpid() &&
+	       kill(pid, 0) < 0 && errno == ESRCH;
 }
 
 static long long svm_tree_bytes;
@@ -146,7 +153,8 @@ static int svm_overlay_fast(const char *backing, const char *tmpl, const char *p
 }
 
 /* Warm snapshots of older agents/images (other keys) for the same URI that nobody uses: ~70 MB each. */
-static void svm_prune_warm(const char *cache, const char *keep, const char *uri)
+static void svm_standby_destroy(struct vm_conn *c, const char *name);
+static void svm_prune_warm(struct vm_conn *c, const char *cache, const char *keep, const char *uri)
 {
 	DIR *d = opendir(cache);
 	struct dirent *de;
@@ -162,6 +170,8 @@ static void svm_prune_warm(const char *cache, const char *keep, const char *uri)
 		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
 		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
 			log_info("vm: removing unused warm snapshot %s", dir);
+			_cleanup_free_ char *standby = xasprintf(VM_NAME_PREFIX "%s", de->d_name);
+			svm_standby_destroy(c, standby);
 			rm_rf(dir, NULL);
 		}
 	}
@@ -262,6 +272,219 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
 	return write_file_atomic(ok, "ok\n", 3, 0644, err);
 }
 
+/* ---- the standby: the warm snapshot restored ahead of the next job ----
+ *
+ * Restoring through libvirt costs ~0.6 s here, over half of it libvirt itself (it reads the
+ * guest CPU's ~400 feature properties over QMP whenever it starts a QEMU process), so a warm job
+ * does not restore: it adopts a "standby", the warm snapshot restored *paused* by a helper process
+ * right after the previous warm job, with its own system overlay and its own I/O disk file
+ * (standby.qcow2, standby-io.img; the I/O disk has the snapshot's fixed size). The job writes its
+ * files into standby-io.img in place (QEMU has it open but the paused guest has never read it),
+ * resumes the guest and says "go". One standby per warm snapshot, owned by whoever holds the warm
+ * lock; warm-dir/standby says who that is ("job PID", "prep PID", "ready PID SECONDS" with the
+ * restore's duration, "failed PID"). PYTI_VM_STANDBY=0 restores inline and leaves nothing running. */
+
+struct svm_warm {
+	char *dir, *name, *frozen, *sav, *dx, *ok, *tmpl, *sb_sys, *sb_io, *owner;
+};
+
+/* dir = STATE/vm/<suite>/warm-<key>; the domain is pyti-warm-<key>. */
+static void svm_warm_init(struct svm_warm *w, const char *dir)
+{
+	const char *base = strrchr(dir, '/');
+	w->dir = xstrdup(dir);
+	w->name = xasprintf(VM_NAME_PREFIX "%s", base ? base + 1 : dir);
+	w->frozen = xasprintf("%s/frozen.qcow2", w->dir);
+	w->sav = xasprintf("%s/state.sav", w->dir);
+	w->dx = xasprintf("%s/domain.xml", w->dir);
+	w->ok = xasprintf("%s/ok", w->dir);
+	w->tmpl = xasprintf("%s/overlay-template.qcow2", w->dir);
+	w->sb_sys = xasprintf("%s/standby.qcow2", w->dir);
+	w->sb_io = xasprintf("%s/standby-io.img", w->dir);
+	w->owner = xasprintf("%s/standby", w->dir);
+}
+
+static void svm_warm_free(struct svm_warm *w)
+{
+	free(w->dir);
+	free(w->name);
+	free(w->frozen);
+	free(w->sav);
+	free(w->dx);
+	free(w->ok);
+	free(w->tmpl);
+	free(w->sb_sys);
+	free(w->sb_io);
+	free(w->owner);
+}
+
+static void svm_owner_set(const struct svm_warm *w, const char *what, pid_t pid, double secs)
+{
+	char line[96];
+	int n = secs > 0 ? snprintf(line, sizeof line, "%s %d %.3f\n", what, (int)pid, secs)
+			 : snprintf(line, sizeof line, "%s %d\n", what, (int)pid);
+	write_file_atomic(w->owner, line, (size_t)n, 0644, NULL);
+}
+
+/* The standby's owner record: state word into what (16 bytes), pid, seconds (or 0). */
+static bool svm_owner_get(const struct svm_warm *w, char what[16], int *pid, double *secs)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(4096);
+	*pid = 0;
+	*secs = 0;
+	return read_file(w->owner, &b, NULL) == 0 && b.data && sscanf(b.data, "%15s %d %lf", what, pid, secs) >= 2;
+}
+
+/* Restore the warm snapshot paused as the standby (we hold the warm lock). */
+static int svm_standby_restore(struct vm_conn *c, const struct svm_warm *w, vm_console_fn fn, void *arg,
+			       struct vm_guest **out, struct pyti_err *err)
+{
+	_cleanup_free_ char *io0 = xasprintf("%s/io0.img", w->dir);
+	_cleanup_buf_ struct buf x = BUF_INIT(4u << 20);
+	if (read_file(w->dx, &x, err) < 0 || svm_overlay_fast(w->frozen, w->tmpl, w->sb_sys, err) < 0)
+		return -1;
+	/* an empty file of the snapshot's I/O disk size: the job writes its file system into it */
+	struct stat st;
+	if (stat(io0, &st) < 0)
+		return pyti_err_set(err, errno, "warm snapshot %s", io0);
+	_cleanup_close_ int fd = open(w->sb_io, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 || ftruncate(fd, st.st_size) < 0)
+		return pyti_err_set(err, errno, "standby I/O disk %s", w->sb_io);
+	_cleanup_free_ char *xml = buf_steal(&x);
+	if (vm_xml_replace_file(&xml, w->frozen, w->sb_sys) < 1 || vm_xml_replace_file(&xml, io0, w->sb_io) < 1)
+		return pyti_err_set(err, 0, "warm snapshot %s: its domain XML does not name %s and %s", w->dir,
+				    w->frozen, io0);
+	return vm_guest_restore(c, w->sav, xml, VM_RESTORE_PAUSED, fn, arg, out, err);
+}
+
+/* `pyti __vm-standby WARM_DIR URI`, started by svm_standby_spawn with the warm lock as fd 3 (held
+ * until this process exits) and stderr on WARM_DIR/standby.log. */
+int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
+{
+	struct svm_warm w = {0};
+	svm_warm_init(&w, warm_dir);
+	struct pyti_err err = {0};
+	struct vm_conn *c = NULL;
+	struct vm_guest *g = NULL;
+	double t0 = now_mono();
+	int r = -1;
+	if (vm_connect(uri, &c, &err) == 0 && svm_standby_restore(c, &w, NULL, NULL, &g, &err) == 0) {
+		svm_owner_set(&w, "ready", getpid(), now_mono() - t0);
+		vm_guest_release(g);
+		r = 0;
+	} else {
+		log_warn("vm: standby for %s: %s", w.name, pyti_err_str(&err));
+		svm_owner_set(&w, "failed", getpid(), 0);
+	}
+	vm_disconnect(c);
+	svm_warm_free(&w);
+	return r < 0 ? PYTI_EXIT_INFRA : 0;
+}
+
+/* After a warm job: start the helper that restores the next standby, hand it the warm lock, and
+ * return at once (double fork: nobody has to reap it). */
+static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_warm *w)
+{
+	const char *e = getenv("PYTI_VM_STANDBY");
+	if (e && strcmp(e, "0") == 0)
+		return;
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(pfd[0]);
+		setsid();
+		pid_t gc = fork();
+		if (gc != 0) {
+			int v = gc > 0 ? (int)gc : -1;
+			(void)!write(pfd[1], &v, sizeof v);
+			_exit(0);
+		}
+		_cleanup_free_ char *logp = xasprintf("%s/standby.log", w->dir);
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int log = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		dup2(nul, 0);
+		dup2(nul, 1);
+		dup2(log >= 0 ? log : nul, 2);
+		dup2(s->lock_fd, 3); /* the warm lock: dup2 clears close-on-exec, so the helper keeps it */
+		close_range(4, ~0u, 0);
+		/* a fresh process: libvirt's client state does not survive fork */
+		execl("/proc/self/exe", "pyti", "__vm-standby", w->dir, uri, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	int gc = -1;
+	if (pid > 0) {
+		(void)!read(pfd[0], &gc, sizeof gc);
+		waitpid(pid, NULL, 0);
+	}
+	close(pfd[0]);
+	if (gc > 0)
+		svm_owner_set(w, "prep", gc, 0); /* the helper holds the lock now; ours goes at the end */
+	else
+		log_warn("vm: could not start the standby helper: %s", strerror(errno));
+}
+
+/* The lock is busy: worth waiting for when a helper is restoring the standby (under a second),
+ * not when another job runs on it. */
+static bool svm_wait_for_prep(int lock_fd, const struct svm_warm *w)
+{
+	char what[16];
+	int pid;
+	double secs;
+	for (double end = now_mono() + 30; now_mono() < end;) {
+		if (!svm_owner_get(w, what, &pid, &secs) || strcmp(what, "prep") != 0 || pid <= 0 ||
+		    (kill(pid, 0) < 0 && errno == ESRCH))
+			return flock(lock_fd, LOCK_EX | LOCK_NB) == 0;
+		if (flock(lock_fd, LOCK_EX | LOCK_NB) == 0)
+			return true;
+		usleep(20000);
+	}
+	return false;
+}
+
+/* With the warm lock held: the standby, adopted (paused, restored earlier by the helper) or
+ * restored now. *restore_s is how long its restore took and *adopted whether that was earlier. */
+static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_warm *w, struct vm_guest **out,
+			    double *restore_s, bool *adopted, struct pyti_err *err)
+{
+	char what[16] = "";
+	int pid;
+	double secs;
+	bool ready = svm_owner_get(w, what, &pid, &secs) && strcmp(what, "ready") == 0;
+	svm_owner_set(w, "job", getpid(), 0);
+	struct vm_guest *g = NULL;
+	struct pyti_err e2 = {0};
+	if (vm_guest_adopt(c, w->name, svm_console, s, &g, &e2) == 0) {
+		/* Paused and recorded ready: the helper's. Anything else (a running guest: its job
+		 * died holding the lock) is thrown away. */
+		if (ready && vm_guest_paused(g) == 1) {
+			*out = g;
+			*restore_s = secs;
+			*adopted = true;
+			return 0;
+		}
+		log_info("vm: discarding a used or unfinished standby %s", w->name);
+		vm_guest_free(g);
+	}
+	*adopted = false;
+	double t0 = now_mono();
+	if (svm_standby_restore(c, w, svm_console, s, out, err) < 0)
+		return -1;
+	*restore_s = now_mono() - t0;
+	return 0;
+}
+
+/* A standby of a warm snapshot that is going away. */
+static void svm_standby_destroy(struct vm_conn *c, const char *name)
+{
+	struct vm_guest *g = NULL;
+	struct pyti_err e2 = {0};
+	if (vm_guest_adopt(c, name, NULL, NULL, &g, &e2) == 0)
+		vm_guest_free(g);
+}
+
 static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct sandbox_result *res,
 		   struct pyti_err *err)
 {
@@ -277,13 +500,15 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		return -1;
 	int r = -1;
 	struct vm_guest *g = NULL;
-	_cleanup_free_ char *xml = NULL, *warm_dir = NULL, *warm_name = NULL, *lockp = NULL, *key_src = NULL;
+	struct svm_warm w = {0};
+	_cleanup_free_ char *xml = NULL, *lockp = NULL, *key_src = NULL, *warm_dir = NULL;
 	_cleanup_free_ char *ov = xasprintf("%s/system.qcow2", rundir);
-	_cleanup_free_ char *io = xasprintf("%s/io.img", rundir);
+	_cleanup_free_ char *io_cold = xasprintf("%s/io.img", rundir);
+	const char *io = io_cold; /* the I/O disk the guest has: the job's own, or the standby's */
 	_cleanup_free_ char *outdir = xasprintf("%s/out", spec->io_dir);
 	_cleanup_free_ char *results = xasprintf("%s/results.json", outdir);
 	if (svm_check_reach(uri, img.base, err) < 0 || svm_check_reach(uri, img.initrd, err) < 0 ||
-	    svm_check_reach(uri, io, err) < 0)
+	    svm_check_reach(uri, io_cold, err) < 0)
 		goto out;
 
 	/* I/O disk: the job's files + room for out/ (logs, junit, results) */
@@ -299,10 +524,6 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 			 (unsigned long long)(io_size >> 20));
 		cold = true;
 	}
-	if (!cold)
-		io_size = SVM_WARM_IO_SIZE;
-	if (disk_from_dir(io, spec->io_dir, io_size, err) < 0)
-		goto out;
 
 	/* warm snapshot: one per image + agent + domain shape, used by one job at a time */
 	key_src = xasprintf("%s %u %u %s %llu %s%s %s", img.key, mem, vcpus, vm_domain_type(uri),
@@ -311,68 +532,72 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	sha256_hex(key_src, strlen(key_src), key);
 	key[16] = '\0';
 	warm_dir = xasprintf("%s/warm-%s", cache, key);
-	warm_name = xasprintf(VM_NAME_PREFIX "warm-%s", key);
+	svm_warm_init(&w, warm_dir);
 	bool warm = false;
 	if (!cold) {
-		lockp = xasprintf("%s/lock", warm_dir);
-		if (mkdir_p(warm_dir, 0755, err) < 0)
+		lockp = xasprintf("%s/lock", w.dir);
+		if (mkdir_p(w.dir, 0755, err) < 0)
 			goto out;
 		s->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-		/* Busy (another job restores it now): boot cold rather than wait. */
-		if (s->lock_fd >= 0 && flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0) {
+		/* Busy: wait for a helper restoring the standby, boot cold rather than wait for a job. */
+		if (s->lock_fd >= 0 &&
+		    (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0 || svm_wait_for_prep(s->lock_fd, &w)))
 			warm = true;
-			s->warm_name = warm_name;
-		}
+		else
+			log_info("vm: the warm snapshot is in use by another job: booting cold");
 	}
 	if (vm_cleanup_stale(c, svm_is_stale, s, err) < 0)
 		goto out;
 
 	double t0 = now_mono();
 	if (warm) {
-		_cleanup_free_ char *okp = xasprintf("%s/ok", warm_dir);
-		if (!path_exists(okp)) {
-			if (svm_warm_build(s, c, &img, warm_dir, warm_name, mem, vcpus, res, err) < 0)
+		if (!path_exists(w.ok)) {
+			svm_standby_destroy(c, w.name);
+			if (svm_warm_build(s, c, &img, w.dir, w.name, mem, vcpus, res, err) < 0)
 				goto out;
 			_cleanup_free_ char *keep = xasprintf("warm-%s", key);
-			svm_prune_warm(cache, keep, uri);
-			t0 = now_mono(); /* the job itself starts at the restore */
+			svm_prune_warm(c, cache, keep, uri);
 		}
-		_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", warm_dir);
-		_cleanup_free_ char *io0 = xasprintf("%s/io0.img", warm_dir);
-		_cleanup_free_ char *sav = xasprintf("%s/state.sav", warm_dir);
-		_cleanup_free_ char *dx = xasprintf("%s/domain.xml", warm_dir);
-		_cleanup_buf_ struct buf x = BUF_INIT(4u << 20);
-		_cleanup_free_ char *tmpl = xasprintf("%s/overlay-template.qcow2", warm_dir);
-		if (read_file(dx, &x, err) < 0 || svm_overlay_fast(frozen, tmpl, ov, err) < 0)
-			goto out;
-		xml = buf_steal(&x);
-		if (vm_xml_replace_file(&xml, frozen, ov) < 1 || vm_xml_replace_file(&xml, io0, io) < 1) {
-			pyti_err_set(err, 0, "warm snapshot %s: its domain XML does not name %s and %s", warm_dir,
-				     frozen, io0);
-			goto out;
-		}
-		if (vm_guest_restore(c, sav, xml, svm_console, s, &g, err) == 0) {
+		double restore_s = 0;
+		bool adopted = false;
+		t0 = now_mono(); /* the job itself starts here */
+		if (svm_standby_take(s, c, &w, &g, &restore_s, &adopted, err) == 0) {
+			double t_take = now_mono();
+			if (disk_from_dir_in_place(w.sb_io, spec->io_dir, err) < 0)
+				goto out;
+			io = w.sb_io;
+			double t_disk = now_mono();
+			if (vm_guest_resume(g, err) < 0)
+				goto out;
 			s->ready = true; /* saved at "ready"; the agent waits for "go" */
-			log_info("vm: restore → ready %.2f s", now_mono() - t0);
+			/* the I/O disk is written outside the timing, as it is before a cold boot */
+			double ready_s = now_mono() - t_disk + (t_take - t0);
+			if (adopted)
+				log_info("vm: standby → ready %.2f s (its restore ran after the previous job: %.2f s)",
+					 ready_s, restore_s);
+			else
+				log_info("vm: restore → ready %.2f s (restore %.2f s)", ready_s, restore_s);
+			t0 = now_mono() - ready_s;
 		} else {
 			/* e.g. a save image from an older QEMU: boot this job, rebuild the snapshot next time */
 			log_warn("vm: %s; booting instead, the warm snapshot will be rebuilt", pyti_err_str(err));
 			pyti_err_clear(err);
-			_cleanup_free_ char *stale_ok = xasprintf("%s/ok", warm_dir);
-			unlink(stale_ok);
-			unlink(ov);
+			unlink(w.ok);
 			warm = false;
 			t0 = now_mono();
 		}
 	}
 	if (!warm) {
+		if (disk_from_dir(io_cold, spec->io_dir, io_size, err) < 0)
+			goto out;
+		t0 = now_mono();
 		_cleanup_free_ char *tmpl = xasprintf("%s/overlay-%.16s.qcow2", cache, img.key);
 		if (svm_overlay_fast(img.base, tmpl, ov, err) < 0)
 			goto out;
 		static unsigned counter;
 		_cleanup_free_ char *name = xasprintf(VM_NAME_PREFIX "job-%d-%u", (int)getpid(), ++counter);
 		struct vm_def d = {.name = name, .memory_mib = mem, .vcpus = vcpus, .kernel = img.kernel,
-				   .initrd = img.initrd, .system_disk = ov, .io_disk = io};
+				   .initrd = img.initrd, .system_disk = ov, .io_disk = io_cold};
 		if (vm_domain_xml(&d, uri, &xml, err) < 0 || svm_boot_ready(s, c, xml, &g, res, err) < 0)
 			goto out;
 		log_info("vm: cold boot → ready %.2f s", now_mono() - t0);
@@ -386,15 +611,16 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		goto out;
 	double t_go = now_mono();
 	double deadline = spec->timeout_s > 0 ? t_go + spec->timeout_s : 0;
-	int w = vm_guest_wait(g, &s->job_end, deadline, err);
-	if (w < 0)
+	int wr = vm_guest_wait(g, &s->job_end, deadline, err);
+	if (wr < 0)
 		goto out;
-	if (w == 0) {
-		log_info("vm: go → first task done %.2f s, → job_end %.2f s",
-			 s->t_first_task ? s->t_first_task - t_go : -1.0, now_mono() - t_go);
-		/* The agent synced and unmounted /io before job_end; let it power off, briefly. */
-		vm_guest_wait(g, NULL, now_mono() + 3, NULL);
-	} else if (w == 1) {
+	if (wr == 0) {
+		log_info("vm: go → job start %.2f s, → first task done %.2f s, → job_end %.2f s",
+			 s->t_job_start ? s->t_job_start - t_go : -1.0, s->t_first_task ? s->t_first_task - t_go : -1.0,
+			 now_mono() - t_go);
+		/* The agent synced and unmounted /io before job_end, and QEMU has written what the guest
+		 * flushed: the guest's power-off (a second under TCG) has nothing left to do. */
+	} else if (wr == 1) {
 		svm_fill_crash(s, g, res, "the guest stopped before the job ended", err);
 	} else {
 		res->fclass = PYTI_FC_TIMEOUT;
@@ -407,7 +633,9 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	/* results (also partial ones after a crash or timeout: logs help) */
 	struct pyti_err derr = {0};
 	int dl = disk_download_flags(io, "/out", outdir, DISK_DL_SKIP_UNSAFE_LINKS, &derr);
-	if (w != 0)
+	if (warm)
+		svm_standby_spawn(s, uri, &w);
+	if (wr != 0)
 		goto out;
 	if (dl < 0) {
 		*err = derr;
@@ -425,6 +653,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 out:
 	vm_guest_free(g);
 	vm_image_free(&img);
+	svm_warm_free(&w);
 	return r;
 }
 

@@ -68,9 +68,17 @@ typedef void (*vm_console_fn)(void *arg, const char *data, size_t n);
  * watched, then resumed, so that no console output is lost. */
 int vm_guest_create(struct vm_conn *c, const char *xml, vm_console_fn fn, void *arg, struct vm_guest **out,
 		    struct pyti_err *err);
-/* Restore a saved domain (vm_guest_save) with an alternate XML (NULL = the saved one). */
-int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, vm_console_fn fn, void *arg,
-		     struct vm_guest **out, struct pyti_err *err);
+/* Restore a saved domain (vm_guest_save) with an alternate XML (NULL = the saved one), running, or
+ * paused with VM_RESTORE_PAUSED (then vm_guest_resume it). */
+#define VM_RESTORE_PAUSED 1u
+int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, unsigned flags, vm_console_fn fn,
+		     void *arg, struct vm_guest **out, struct pyti_err *err);
+/* A running or paused domain someone else started (a standby): console and events attached. */
+int vm_guest_adopt(struct vm_conn *c, const char *name, vm_console_fn fn, void *arg, struct vm_guest **out,
+		   struct pyti_err *err);
+int vm_guest_resume(struct vm_guest *g, struct pyti_err *err);
+/* 1 paused, 0 not, -1 unknown (gone). */
+int vm_guest_paused(struct vm_guest *g);
 int vm_guest_send(struct vm_guest *g, const char *data, size_t n, struct pyti_err *err);
 /* Run libvirt's event loop until *stop is true (set from the console callback), the domain has
  * stopped, or now_mono() >= deadline (0 = none). Returns 0, 1 (stopped) or 2 (deadline). */
@@ -83,6 +91,8 @@ const char *vm_guest_console_tail(const struct vm_guest *g);
 const char *vm_guest_name(const struct vm_guest *g);
 /* Destroy the domain if it still runs, release everything. NULL ok. */
 void vm_guest_free(struct vm_guest *g);
+/* Release our handles but leave the domain as it is (a standby for a later job). NULL ok. */
+void vm_guest_release(struct vm_guest *g);
 
 /* The domain XML stored in a save image; caller frees. */
 int vm_save_image_xml(struct vm_conn *c, const char *save_path, char **out, struct pyti_err *err);

@@ -166,8 +166,8 @@ int vm_save_image_xml(struct vm_conn *c, const char *save_path, char **out, stru
 	return 0;
 }
 
-int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, vm_console_fn fn, void *arg,
-		     struct vm_guest **out, struct pyti_err *err)
+int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, unsigned flags, vm_console_fn fn,
+		     void *arg, struct vm_guest **out, struct pyti_err *err)
 {
 	*out = NULL;
 	_cleanup_free_ char *own = NULL;
@@ -179,9 +179,10 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 	_cleanup_free_ char *name = vm_xml_name(xml);
 	if (!name)
 		return pyti_err_set(err, 0, "no <name> in the domain XML of %s", save_path);
-	/* Restored running: the guest was saved waiting for input, so nothing is printed before the
-	 * console is attached (and a paused restore + resume costs one more QEMU round trip). */
-	if (virDomainRestoreFlags(c->lc, save_path, xml, VIR_DOMAIN_SAVE_RUNNING) < 0)
+	/* Restored running, the guest was saved waiting for input, so nothing is printed before the
+	 * console is attached; paused, the caller may hot-plug devices before it resumes. */
+	unsigned lf = flags & VM_RESTORE_PAUSED ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
+	if (virDomainRestoreFlags(c->lc, save_path, xml, lf) < 0)
 		return vm_lverr(err, "restore %s", save_path);
 	struct vm_guest *g = vm_guest_new(c, fn, arg);
 	g->name = steal_pointer(&name);
@@ -197,6 +198,38 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 	}
 	*out = g;
 	return 0;
+}
+
+int vm_guest_adopt(struct vm_conn *c, const char *name, vm_console_fn fn, void *arg, struct vm_guest **out,
+		   struct pyti_err *err)
+{
+	*out = NULL;
+	struct vm_guest *g = vm_guest_new(c, fn, arg);
+	g->name = xstrdup(name);
+	g->dom = virDomainLookupByName(c->lc, name);
+	if (!g->dom || vm_guest_attach(g, err) < 0) {
+		if (!g->dom)
+			vm_lverr(err, "look up domain %s", name);
+		vm_guest_release(g);
+		return -1;
+	}
+	*out = g;
+	return 0;
+}
+
+int vm_guest_resume(struct vm_guest *g, struct pyti_err *err)
+{
+	if (virDomainResume(g->dom) < 0)
+		return vm_lverr(err, "resume %s", g->name);
+	return 0;
+}
+
+int vm_guest_paused(struct vm_guest *g)
+{
+	int st = 0, reason = 0;
+	if (virDomainGetState(g->dom, &st, &reason, 0) < 0)
+		return -1;
+	return st == VIR_DOMAIN_PAUSED;
 }
 
 int vm_guest_wait(struct vm_guest *g, const bool *stop, double deadline, struct pyti_err *err)
@@ -258,7 +291,7 @@ int vm_guest_save(struct vm_guest *g, const char *path, struct pyti_err *err)
 const char *vm_guest_console_tail(const struct vm_guest *g) { return g->tail; }
 const char *vm_guest_name(const struct vm_guest *g) { return g->name; }
 
-void vm_guest_free(struct vm_guest *g)
+static void vm_guest_drop(struct vm_guest *g, bool destroy)
 {
 	if (!g)
 		return;
@@ -268,10 +301,13 @@ void vm_guest_free(struct vm_guest *g)
 	if (g->timer >= 0)
 		virEventRemoveTimeout(g->timer);
 	if (g->dom) {
-		if (virDomainIsActive(g->dom) == 1)
+		if (destroy && virDomainIsActive(g->dom) == 1)
 			virDomainDestroy(g->dom);
 		virDomainFree(g->dom);
 	}
 	free(g->name);
 	free(g);
 }
+
+void vm_guest_free(struct vm_guest *g) { vm_guest_drop(g, true); }
+void vm_guest_release(struct vm_guest *g) { vm_guest_drop(g, false); }

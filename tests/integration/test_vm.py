@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="qemu:///system set-up
 def libvirtd():
     r = subprocess.run([str(REPO / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"scripts/libvirtd-start failed:\n{r.stderr}"
+    yield
+    # warm runs leave a paused standby guest for the next one: not after the suite
+    for n in virsh("list", "--name").stdout.split():
+        if n.startswith("pyti-warm-"):
+            virsh("destroy", n)
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +167,54 @@ def test_vm_guest_panic_is_crash(pyti, libvirtd, image, demo, tmp_path):
     r = pyti("run", "--backend", "vm", "-q", "-r", recipe, demo, timeout=900)
     assert r.returncode != 0
     assert "Kernel panic" in r.stderr or "Crash" in r.stderr, r.stderr
+
+
+def standby_record(state_dir):
+    """The newest warm snapshot's standby record ("ready PID SECONDS", …) and its domain name."""
+    recs = sorted(Path(state_dir).glob("vm/bookworm/warm-*/standby"), key=lambda p: p.stat().st_mtime)
+    assert recs, "no warm snapshot with a standby record"
+    return recs[-1], "pyti-" + recs[-1].parent.name
+
+
+def wait_standby(state_dir, timeout=60):
+    rec, name = standby_record(state_dir)
+    for _ in range(int(timeout / 0.1)):
+        words = rec.read_text().split()
+        if words and words[0] in ("ready", "failed"):
+            return words[0], name
+        time.sleep(0.1)
+    raise AssertionError(f"standby helper still at work: {rec.read_text()}")
+
+
+@needs_root
+def test_vm_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
+    """A warm run leaves the next job a paused standby guest (restored by a helper process after it
+    ended); the next warm run adopts it; PYTI_VM_STANDBY=0 leaves none; a standby whose record is not
+    "ready" is thrown away, not trusted."""
+    recipe = tmp_path / "ok.ini"
+    recipe.write_text("[task:ok]\nrun = echo ok; test -f /io/job.json\n")
+
+    def warm(env=None):
+        r = pyti("-v", "run", "--json", "-q", "--backend", "vm", "--recipe", recipe, demo, env=env, timeout=900)
+        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "passed", r.stderr
+        return r
+
+    warm()
+    state, name = wait_standby(state_dir)
+    assert state == "ready", (Path(state_dir) / "vm").glob("bookworm/warm-*/standby.log")
+    assert vm_list(pyti)[name]["state"] == "paused"
+
+    r = warm(env={"PYTI_VM_STANDBY": "0"})
+    assert "vm: standby → ready" in r.stderr, r.stderr
+    assert name not in vm_list(pyti)  # used, destroyed, and no helper started
+
+    r = warm()
+    assert "vm: restore → ready" in r.stderr, r.stderr
+    assert wait_standby(state_dir)[0] == "ready"
+
+    rec, _ = standby_record(state_dir)
+    rec.write_text("failed 1\n")
+    r = warm()
+    assert "discarding a used or unfinished standby" in r.stderr and "vm: restore → ready" in r.stderr, r.stderr
+    wait_standby(state_dir)
+    assert pyti("vm", "destroy", name).returncode == 0

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -234,6 +236,58 @@ static void test_roundtrip(void **state)
 	_cleanup_free_ char *back = P("tool.back");
 	OK(disk_download(img, "/sub/tool", back, &err));
 	compare_trees(f, back, true);
+}
+
+/* The standby guest's I/O disk: a new file system in the same file, while another process holds
+ * the byte-range lock QEMU puts on a running VM's images (an ordinary upload refuses that). */
+static void test_from_dir_in_place(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	_cleanup_free_ char *img = P("io.img"), *src = P("src"), *out = P("out"), *old = P("old");
+	make_tree(src);
+	mkdir(old, 0755);
+	_cleanup_free_ char *oldf = P("old/stale");
+	write_bytes(oldf, 4096, 7, 0644);
+	OK(disk_from_dir(img, old, 32u << 20, &err));
+	struct stat before, after;
+	assert_int_equal(stat(img, &before), 0);
+
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t holder = fork();
+	if (holder == 0) { /* QEMU's part: an OFD write lock on the image, held until killed */
+		int fd = open(img, O_RDWR);
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		char c = fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 'y' : 'n';
+		(void)!write(pfd[1], &c, 1);
+		pause();
+		_exit(0);
+	}
+	char c = 0;
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	assert_int_equal(c, 'y');
+	assert_int_equal(disk_upload(img, src, "/x", &err), -1); /* the ordinary path refuses */
+	pyti_err_clear(&err);
+	OK(disk_from_dir_in_place(img, src, &err));
+	kill(holder, SIGKILL);
+	waitpid(holder, NULL, 0);
+	close(pfd[0]);
+	close(pfd[1]);
+
+	assert_int_equal(stat(img, &after), 0);
+	assert_int_equal(after.st_ino, before.st_ino); /* the very file a VM has open */
+	assert_int_equal(after.st_size, before.st_size);
+	assert_int_equal(fsck(img), 0);
+	OK(disk_download(img, "/", out, &err));
+	_cleanup_free_ char *gone = P("out/stale");
+	assert_int_equal(access(gone, F_OK), -1); /* nothing of the old file system */
+	_cleanup_free_ char *srcsub = P("src/sub"), *outsub = P("out/sub");
+	compare_trees(srcsub, outsub, true);
+	/* a missing image is an error, not a new file */
+	_cleanup_free_ char *missing = P("missing.img");
+	assert_int_equal(disk_from_dir_in_place(missing, src, &err), -1);
+	assert_int_equal(access(missing, F_OK), -1);
 }
 
 struct names {
@@ -507,6 +561,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_mkfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_from_dir_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ls_rm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nospace, setup, teardown),
