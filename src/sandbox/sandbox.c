@@ -63,3 +63,26 @@ size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *,
 	}
 	return used;
 }
+
+void sandbox_feed_events(struct buf *pending, size_t line_max, const char *data, size_t n, bool eof,
+			 void (*on_event)(void *, json_t *), void *arg)
+{
+	size_t off = 0;
+	do {
+		size_t room = line_max - 1 - pending->len, k = n - off;
+		if (k > room)
+			k = room;
+		buf_append(pending, data + off, k);
+		off += k;
+		if (eof && off == n && pending->len && pending->data[pending->len - 1] != '\n')
+			buf_append(pending, "\n", 1);
+		size_t used = sandbox_parse_events(pending->data ? pending->data : "", pending->len, on_event, arg);
+		if (used) {
+			memmove(pending->data, pending->data + used, pending->len - used);
+			pending->len -= used;
+			pending->data[pending->len] = '\0';
+		}
+		if (pending->len >= line_max - 1) /* an endless line is console noise, never an event */
+			buf_reset(pending);
+	} while (off < n);
+}

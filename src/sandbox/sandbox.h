@@ -41,5 +41,10 @@ int sandbox_vm_standby_helper(const char *warm_dir, const char *uri);
 /* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
  * Shared by both backends' stream readers. */
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);
+/* A stream reader's side of it: append data[0..n) to pending (bytes of an unfinished line), hand
+ * every complete event line on, keep the rest. A line reaching line_max bytes is dropped; at eof
+ * a last line without its newline counts. */
+void sandbox_feed_events(struct buf *pending, size_t line_max, const char *data, size_t n, bool eof,
+			 void (*on_event)(void *, json_t *), void *arg);
 
 #endif

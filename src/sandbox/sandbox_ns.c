@@ -621,22 +621,6 @@ struct ns_stream {
 	struct buf b;
 };
 
-/* Hand each complete "@pyti {…}" line to on_event (sandbox.c's shared parser); at EOF a last line
- * without its newline counts too. */
-static void ns_events(const struct sandbox_spec *s, struct ns_stream *st, bool flush)
-{
-	if (flush && st->b.len && st->b.data[st->b.len - 1] != '\n')
-		buf_append(&st->b, "\n", 1);
-	size_t used = sandbox_parse_events(st->b.data ? st->b.data : "", st->b.len, s->on_event, s->arg);
-	if (used) {
-		memmove(st->b.data, st->b.data + used, st->b.len - used);
-		st->b.len -= used;
-		st->b.data[st->b.len] = '\0';
-	}
-	if (st->b.len >= NS_LINE_MAX - 1) /* an endless line: drop it */
-		buf_reset(&st->b);
-}
-
 static void ns_tail_keep(struct buf *tail, const char *p, size_t n)
 {
 	if (n >= NS_STDERR_TAIL) {
@@ -806,16 +790,10 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 		if (out.fd >= 0 && pf[1].revents) {
 			ssize_t r = read(out.fd, chunk, sizeof chunk);
 			if (r > 0) {
-				for (size_t off = 0; off < (size_t)r;) {
-					size_t room = NS_LINE_MAX - 1 - out.b.len, k = (size_t)r - off;
-					if (k > room)
-						k = room;
-					buf_append(&out.b, chunk + off, k);
-					off += k;
-					ns_events(spec, &out, false);
-				}
+				sandbox_feed_events(&out.b, NS_LINE_MAX, chunk, (size_t)r, false, spec->on_event,
+						    spec->arg);
 			} else if (r == 0 || errno != EINTR) {
-				ns_events(spec, &out, true);
+				sandbox_feed_events(&out.b, NS_LINE_MAX, "", 0, true, spec->on_event, spec->arg);
 				ns_close(&out.fd);
 			}
 		}

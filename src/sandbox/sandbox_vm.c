@@ -36,6 +36,8 @@
  * so the restore. It costs the boot 1–3 s under TCG, so cold job boots go without it. */
 #define SVM_WARM_CMDLINE_EXTRA " init_on_free=1"
 
+#define SVM_LINE_MAX (1u << 20) /* an event line longer than this is console noise */
+
 struct svm {
 	const struct sandbox_spec *spec;
 	struct buf con; /* console bytes not yet parsed (an incomplete line) */
@@ -69,17 +71,7 @@ static void svm_on_event(void *arg, json_t *ev)
 static void svm_console(void *arg, const char *data, size_t n)
 {
 	struct svm *s = arg;
-	if (buf_append(&s->con, data, n) < 0) {
-		/* a line longer than the cap is console noise, never an event: drop it */
-		buf_reset(&s->con);
-		return;
-	}
-	size_t used = sandbox_parse_events(s->con.data, s->con.len, svm_on_event, s);
-	if (used) {
-		memmove(s->con.data, s->con.data + used, s->con.len - used);
-		s->con.len -= used;
-		s->con.data[s->con.len] = '\0';
-	}
+	sandbox_feed_events(&s->con, SVM_LINE_MAX, data, n, false, svm_on_event, s);
 }
 
 static bool svm_is_stale(void *arg, const char *name)
@@ -665,7 +657,7 @@ int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	if (spec->network)
 		return pyti_err_usage(err, "vm backend: guests have no network (the fetch sandbox is ns only)");
 	double t0 = now_mono();
-	struct svm s = {.spec = spec, .con = BUF_INIT(1u << 20), .lock_fd = -1};
+	struct svm s = {.spec = spec, .con = BUF_INIT(0), .lock_fd = -1};
 	struct vm_conn *c = NULL;
 	static unsigned counter;
 	_cleanup_free_ char *rundir = xasprintf("%s/vm/run-%d-%u", spec->state_dir, (int)getpid(), ++counter);
