@@ -145,6 +145,18 @@ int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *
 bool path_exists(const char *path);
 bool path_is_dir(const char *path);
 
+/* ---- source trees (a local DIST directory) ----
+ * Litter that is never part of a source: .tox .nox .venv __pycache__ .pytest_cache .mypy_cache,
+ * *.pyc, a top-level build/; and version control (.git .hg) unless SRC_TREE_KEEP_VCS (a build
+ * needs it: setuptools-scm reads the version from tags). One rule for every copy and for the
+ * fetch cache's hash of a tree. depth 0 = an entry of the tree's top directory. */
+#define SRC_TREE_KEEP_VCS 0x1u
+bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags);
+/* Copy src to dst (created): directories, regular files (0755 when any x bit is set, else 0644)
+ * and symlinks that are relative and have no ".." (they stay inside); nothing is followed, and
+ * what src_tree_skip(flags) says or anything else (devices, fifos, escaping links) is left out. */
+int copy_src_tree(const char *src, const char *dst, unsigned flags, struct pyti_err *err);
+
 /* ---- JSON helpers over jansson ---- */
 json_t *pj_load_file(const char *path, struct pyti_err *err);
 json_t *pj_loads(const char *s, size_t len, struct pyti_err *err);

@@ -1,5 +1,6 @@
 /* Files and paths. Paths that come from outside (archives, job files, disk images) go through
  * path_is_safe_rel() before they are joined to anything. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -166,6 +167,65 @@ int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *
 			return pyti_err_set(err, errno, "write %s", dst);
 	}
 	return 0;
+}
+
+bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags)
+{
+	static const char *const litter[] = {".tox", ".nox", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache"};
+	if (is_dir) {
+		for (size_t i = 0; i < ARRAY_SIZE(litter); i++)
+			if (strcmp(name, litter[i]) == 0)
+				return true;
+		if (!(flags & SRC_TREE_KEEP_VCS) && (strcmp(name, ".git") == 0 || strcmp(name, ".hg") == 0))
+			return true;
+		return depth == 0 && strcmp(name, "build") == 0;
+	}
+	return str_has_suffix(name, ".pyc");
+}
+
+static int copy_src_walk(const char *src, const char *dst, unsigned flags, int depth, struct pyti_err *err)
+{
+	if (depth > 64)
+		return pyti_err_set(err, 0, "%s: directories nested too deeply", src);
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		return pyti_err_set(err, errno, "mkdir %s", dst);
+	DIR *d = opendir(src);
+	if (!d)
+		return pyti_err_set(err, errno, "open %s", src);
+	struct dirent *e;
+	int rc = 0;
+	while (rc == 0 && (e = readdir(d))) {
+		const char *n = e->d_name;
+		if (!strcmp(n, ".") || !strcmp(n, ".."))
+			continue;
+		_cleanup_free_ char *s = xasprintf("%s/%s", src, n);
+		_cleanup_free_ char *t = xasprintf("%s/%s", dst, n);
+		struct stat st;
+		if (lstat(s, &st) < 0 || src_tree_skip(n, S_ISDIR(st.st_mode), depth, flags))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			rc = copy_src_walk(s, t, flags, depth + 1, err);
+		} else if (S_ISREG(st.st_mode)) {
+			rc = copy_file(s, t, (st.st_mode & 0111) ? 0755 : 0644, err);
+		} else if (S_ISLNK(st.st_mode)) {
+			char l[4096];
+			ssize_t k = readlink(s, l, sizeof l - 1);
+			if (k <= 0)
+				continue;
+			l[k] = '\0';
+			if (l[0] == '/' || strstr(l, ".."))
+				continue; /* would point outside the copy */
+			if (symlink(l, t) < 0 && errno != EEXIST)
+				rc = pyti_err_set(err, errno, "symlink %s", t);
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+int copy_src_tree(const char *src, const char *dst, unsigned flags, struct pyti_err *err)
+{
+	return copy_src_walk(src, dst, flags, 0, err);
 }
 
 bool path_exists(const char *path)

@@ -65,18 +65,23 @@ void fetch_cache_key(const char *dist_id, const char *const *extras, const char 
 	json_decref(k);
 }
 
-static bool hash_skip(const char *name)
+/* What of a .git (or .hg) decides a build's version, cheaply: HEAD and the refs (a new tag or
+ * commit changes them), not the object store. */
+static const char *const vcs_state[] = {"HEAD", "packed-refs", "refs", "dirstate", "localtags", "bookmarks"};
+
+static bool hash_vcs_keep(const char *rel_in_vcs)
 {
-	static const char *const skip[] = {".git", ".hg", ".tox", ".nox", ".venv", "__pycache__",
-					   ".pytest_cache", ".mypy_cache"};
-	for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
-		if (!strcmp(name, skip[i]))
+	for (size_t i = 0; i < ARRAY_SIZE(vcs_state); i++) {
+		size_t n = strlen(vcs_state[i]);
+		if (strncmp(rel_in_vcs, vcs_state[i], n) == 0 && (rel_in_vcs[n] == '\0' || rel_in_vcs[n] == '/'))
 			return true;
-	size_t n = strlen(name);
-	return n > 4 && !strcmp(name + n - 4, ".pyc");
+	}
+	return false;
 }
 
-static int hash_walk(const char *root, const char *rel, struct buf *acc, int depth, struct pyti_err *err)
+/* vcs: the offset in rel just past ".git/" or ".hg/" while inside one, else 0. */
+static int hash_walk(const char *root, const char *rel, size_t vcs, struct buf *acc, int depth,
+		     struct pyti_err *err)
 {
 	if (depth > 64)
 		return pyti_err_set(err, 0, "%s: directories nested too deeply", root);
@@ -88,17 +93,21 @@ static int hash_walk(const char *root, const char *rel, struct buf *acc, int dep
 	int rc = 0;
 	for (int i = 0; i < n; i++) {
 		const char *name = ents[i]->d_name;
-		if (rc || !strcmp(name, ".") || !strcmp(name, "..") || hash_skip(name))
+		if (rc || !strcmp(name, ".") || !strcmp(name, ".."))
 			continue;
 		_cleanup_free_ char *r = *rel ? xasprintf("%s/%s", rel, name) : xstrdup(name);
 		_cleanup_free_ char *p = xasprintf("%s/%s", root, r);
 		struct stat st;
 		if (lstat(p, &st) < 0)
 			continue;
+		/* the same rule as the copy the fetch sandbox builds from (copy_src_tree) */
+		if (vcs ? !hash_vcs_keep(r + vcs) : src_tree_skip(name, S_ISDIR(st.st_mode), depth, SRC_TREE_KEEP_VCS))
+			continue;
 		if (S_ISDIR(st.st_mode)) {
 			buf_printf(acc, "D %s", r);
 			buf_append(acc, "", 1);
-			rc = hash_walk(root, r, acc, depth + 1, err);
+			size_t in_vcs = vcs ? vcs : depth == 0 && (!strcmp(name, ".git") || !strcmp(name, ".hg")) ? strlen(r) + 1 : 0;
+			rc = hash_walk(root, r, in_vcs, acc, depth + 1, err);
 		} else if (S_ISREG(st.st_mode)) {
 			char h[65];
 			if (sha256_file(p, h, err) < 0) {
@@ -128,7 +137,7 @@ static int hash_walk(const char *root, const char *rel, struct buf *acc, int dep
 int fetch_hash_dir(const char *dir, char out[65], struct pyti_err *err)
 {
 	_cleanup_buf_ struct buf acc = BUF_INIT(0);
-	if (hash_walk(dir, "", &acc, 0, err) < 0)
+	if (hash_walk(dir, "", 0, &acc, 0, err) < 0)
 		return -1;
 	sha256_hex(acc.data ? acc.data : "", acc.len, out);
 	return 0;

@@ -159,46 +159,6 @@ static json_t *task_new(const char *name, const char *run, const char *need)
 	return t;
 }
 
-/* Copy a source tree (regular files, directories, symlinks as symlinks) for the fetch sandbox. */
-static int copy_tree(const char *src, const char *dst, int depth, struct pyti_err *err)
-{
-	if (depth > 64)
-		return pyti_err_set(err, 0, "%s: directories nested too deeply", src);
-	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
-		return pyti_err_set(err, errno, "mkdir %s", dst);
-	DIR *d = opendir(src);
-	if (!d)
-		return pyti_err_set(err, errno, "open %s", src);
-	struct dirent *e;
-	int rc = 0;
-	while (rc == 0 && (e = readdir(d))) {
-		const char *n = e->d_name;
-		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, ".tox") || !strcmp(n, ".nox") ||
-		    !strcmp(n, ".venv") || !strcmp(n, "__pycache__"))
-			continue;
-		_cleanup_free_ char *s = xasprintf("%s/%s", src, n);
-		_cleanup_free_ char *t = xasprintf("%s/%s", dst, n);
-		struct stat st;
-		if (lstat(s, &st) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			rc = copy_tree(s, t, depth + 1, err);
-		} else if (S_ISREG(st.st_mode)) {
-			rc = copy_file(s, t, st.st_mode & 0755, err);
-		} else if (S_ISLNK(st.st_mode)) {
-			char l[4096];
-			ssize_t k = readlink(s, l, sizeof l - 1);
-			if (k > 0) {
-				l[k] = '\0';
-				if (symlink(l, t) < 0)
-					rc = pyti_err_set(err, errno, "symlink %s", t);
-			}
-		}
-	}
-	closedir(d);
-	return rc;
-}
-
 static char *image_hash(const char *image_dir)
 {
 	_cleanup_free_ char *m = xasprintf("%s/manifest.json", image_dir);
@@ -570,7 +530,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		_cleanup_free_ char *dst = xasprintf("%s/%s", local, base);
 		if (mkdir_p(local, 0755, err) < 0)
 			goto done;
-		if ((c.kind == FK_DIR ? copy_tree(abs, dst, 0, err) : copy_file(abs, dst, 0644, err)) < 0)
+		if ((c.kind == FK_DIR ? copy_src_tree(abs, dst, SRC_TREE_KEEP_VCS, err) : copy_file(abs, dst, 0644, err)) < 0)
 			goto done;
 		in_io = xasprintf("/io/local/%s", base);
 		c.dist_arg_in_io = in_io;

@@ -74,8 +74,9 @@ void fetch_pipconf_free(struct fetch_pipconf *pc);
  * spec, or "file:<sha256>"/"dir:<sha256>" of a local file/directory's content. */
 void fetch_cache_key(const char *dist_id, const char *const *extras, const char *const *requires,
 		     const char *image_hash, const char *pip_key_part, char out[65]);
-/* sha256 over a source directory's regular files and symlinks (names and contents, sorted),
- * skipping .git, .tox, .nox, __pycache__ and *.pyc. */
+/* sha256 over a source directory's regular files and symlinks (names and contents, sorted), as
+ * copy_src_tree(SRC_TREE_KEEP_VCS) copies it for a build, except that of .git/.hg only HEAD and
+ * the refs count (a new tag or commit changes the key; the object store is not read). */
 int fetch_hash_dir(const char *dir, char out[65], struct pyti_err *err);
 /* PEP 503 normalised project name of a wheel/sdist file name or requirement ("Foo_Bar-1.0…" → "foo-bar"). */
 char *fetch_norm_name(const char *s);

@@ -46,57 +46,6 @@ static char *new_job_id(void)
 	return xasprintf("%s-%06x", ts, r & 0xffffff);
 }
 
-/* Copy a source directory into the job's src/: regular files, directories and relative symlinks
- * that stay inside; nothing is followed. VCS and build litter are skipped. */
-static const char *copy_dst;
-static size_t copy_root_len;
-static struct pyti_err *copy_err;
-
-static int copy_one(const char *fpath, const struct stat *sb, int type, struct FTW *ftw)
-{
-	const char *rel = fpath + copy_root_len;
-	while (*rel == '/')
-		rel++;
-	const char *base = fpath + ftw->base;
-	if (type == FTW_D && ftw->level > 0 &&
-	    (strcmp(base, ".git") == 0 || strcmp(base, ".hg") == 0 || strcmp(base, ".tox") == 0 ||
-	     strcmp(base, "__pycache__") == 0 || strcmp(base, ".venv") == 0 || strcmp(base, "build") == 0))
-		return FTW_SKIP_SUBTREE;
-	_cleanup_free_ char *dst = *rel ? xasprintf("%s/%s", copy_dst, rel) : xstrdup(copy_dst);
-	if (type == FTW_D) {
-		if (mkdir(dst, 0755) < 0 && errno != EEXIST)
-			return pyti_err_set(copy_err, errno, "mkdir %s", dst), FTW_STOP;
-	} else if (type == FTW_F && S_ISREG(sb->st_mode)) {
-		if (copy_file(fpath, dst, (sb->st_mode & 0111) ? 0755 : 0644, copy_err) < 0)
-			return FTW_STOP;
-	} else if (type == FTW_SL) {
-		char target[4096];
-		ssize_t n = readlink(fpath, target, sizeof target - 1);
-		if (n < 0)
-			return FTW_CONTINUE;
-		target[n] = '\0';
-		if (target[0] == '/' || strstr(target, ".."))
-			return FTW_CONTINUE; /* would point outside the copy: leave it out */
-		if (symlink(target, dst) < 0 && errno != EEXIST)
-			return pyti_err_set(copy_err, errno, "symlink %s", dst), FTW_STOP;
-	}
-	return FTW_CONTINUE;
-}
-
-static int copy_tree(const char *src, const char *dst, struct pyti_err *err)
-{
-	copy_dst = dst;
-	copy_root_len = strlen(src);
-	copy_err = err;
-	pyti_err_clear(err);
-	int r = nftw(src, copy_one, 32, FTW_PHYS | FTW_ACTIONRETVAL);
-	if (r == FTW_STOP)
-		return -1;
-	if (r < 0)
-		return pyti_err_set(err, errno, "copy %s", src);
-	return 0;
-}
-
 /* Unpack an sdist into src/ with the archive module's checks. */
 static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *err)
 {
@@ -174,7 +123,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 			return -1;
 	} else if (local && S_ISDIR(st.st_mode)) {
 		progress(o, "stage: copying source tree", NULL);
-		if (copy_tree(o->dist, src, err) < 0)
+		if (copy_src_tree(o->dist, src, 0, err) < 0)
 			return -1;
 	} else if (local && !(S_ISREG(st.st_mode) && str_has_suffix(o->dist, ".whl"))) {
 		return pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory",

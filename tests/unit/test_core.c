@@ -135,11 +135,67 @@ static void test_rm_rf_unreadable(void **state)
 	assert_int_equal(rm_rf(tmpl, NULL), 0);
 }
 
+static void put(const char *root, const char *rel, const char *data)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", root, rel);
+	_cleanup_free_ char *dir = xstrdup(p);
+	*strrchr(dir, '/') = '\0';
+	assert_int_equal(mkdir_p(dir, 0755, NULL), 0);
+	assert_int_equal(write_file_atomic(p, data, strlen(data), 0644, NULL), 0);
+}
+
+static bool has(const char *root, const char *rel)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", root, rel);
+	return path_exists(p);
+}
+
+static void test_copy_src_tree(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	_cleanup_free_ char *src = xasprintf("%s/src", tmpl), *a = xasprintf("%s/a", tmpl),
+			    *b = xasprintf("%s/b", tmpl);
+	put(src, "pkg/__init__.py", "x = 1\n");
+	put(src, "pkg/build/keep.py", "a package named build is source\n");
+	put(src, "build/lib/pkg/__init__.py", "old build output\n");
+	put(src, "pkg/__pycache__/m.pyc", "junk");
+	put(src, "pkg/m.pyc", "junk");
+	put(src, ".tox/py311/x", "junk");
+	put(src, ".git/HEAD", "ref: refs/heads/main\n");
+	_cleanup_free_ char *l1 = xasprintf("%s/pkg/inside", src), *l2 = xasprintf("%s/pkg/out", src),
+			    *l3 = xasprintf("%s/abs", src), *tool = xasprintf("%s/tool", src);
+	assert_int_equal(symlink("__init__.py", l1), 0);
+	assert_int_equal(symlink("../../etc", l2), 0);
+	assert_int_equal(symlink("/etc/passwd", l3), 0);
+	put(src, "tool", "#!/bin/sh\n");
+	chmod(tool, 0750);
+
+	struct pyti_err err = {0};
+	assert_int_equal(copy_src_tree(src, a, 0, &err), 0);
+	assert_true(has(a, "pkg/__init__.py") && has(a, "pkg/build/keep.py") && has(a, "pkg/inside"));
+	assert_false(has(a, "build") || has(a, ".git") || has(a, ".tox") || has(a, "pkg/__pycache__") ||
+		     has(a, "pkg/m.pyc") || has(a, "pkg/out") || has(a, "abs"));
+	_cleanup_free_ char *ta = xasprintf("%s/tool", a), *la = xasprintf("%s/pkg/inside", a);
+	struct stat st;
+	assert_int_equal(stat(ta, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0755);
+	assert_int_equal(lstat(la, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	/* for a build, version control stays (setuptools-scm) */
+	assert_int_equal(copy_src_tree(src, b, SRC_TREE_KEEP_VCS, &err), 0);
+	assert_true(has(b, ".git/HEAD"));
+	assert_false(has(b, ".tox") || has(b, "build"));
+	rm_rf(tmpl, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
+		cmocka_unit_test(test_copy_src_tree),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

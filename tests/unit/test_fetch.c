@@ -207,10 +207,27 @@ static void test_hash_dir(void **state)
 	_cleanup_free_ char *d = tmpdir();
 	put(d, "pkg/__init__.py", "x = 1\n");
 	put(d, "setup.py", "setup()\n");
-	char a[65], b[65];
+	put(d, ".git/HEAD", "ref: refs/heads/main\n");
+	put(d, ".git/refs/heads/main", "1111\n");
+	char a[65], b[65], c[65];
 	assert_int_equal(fetch_hash_dir(d, a, NULL), 0);
+	/* litter and the VCS's object store do not count… */
 	put(d, "pkg/__pycache__/m.cpython-311.pyc", "junk");
+	put(d, "build/lib/pkg/__init__.py", "old");
 	put(d, ".git/index", "junk");
+	put(d, ".git/objects/ab/cdef", "blob");
+	assert_int_equal(fetch_hash_dir(d, b, NULL), 0);
+	assert_string_equal(a, b);
+	/* …a new tag does (setuptools-scm makes the version from it), and so does a new commit */
+	put(d, ".git/refs/tags/v1.0", "1111\n");
+	assert_int_equal(fetch_hash_dir(d, c, NULL), 0);
+	assert_string_not_equal(a, c);
+	put(d, ".git/refs/heads/main", "2222\n");
+	assert_int_equal(fetch_hash_dir(d, b, NULL), 0);
+	assert_string_not_equal(c, b);
+	_cleanup_free_ char *tags = xasprintf("%s/.git/refs/tags", d);
+	rm_rf(tags, NULL);
+	put(d, ".git/refs/heads/main", "1111\n");
 	assert_int_equal(fetch_hash_dir(d, b, NULL), 0);
 	assert_string_equal(a, b);
 	put(d, "pkg/__init__.py", "x = 2\n");
