@@ -128,8 +128,18 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 
 	struct pyti_err err = {0};
 	_cleanup_json_ json_t *res = NULL;
-	if (manager_run(&mo, &res, &err) < 0)
+	if (manager_run(&mo, &res, &err) < 0) {
+		if (ctx->json) { /* machine-readable on failure too (docs/contracts.md) */
+			const char *fc = pyti_fclass_name(err.fclass);
+			_cleanup_json_ json_t *e = json_pack("{s:s, s:o, s:s, s:i}", "status", "error", "failure_class",
+							     fc ? json_string(fc) : json_null(), "error", pyti_err_str(&err),
+							     "exit_status", err.status ? (int)err.status : PYTI_EXIT_INFRA);
+			json_dumpf(e, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+			fputc('\n', stdout);
+			fflush(stdout);
+		}
 		return cli_fail(&err);
+	}
 	if (junit && report_junit_write(res, junit, &err) < 0)
 		return cli_fail(&err);
 	if (ctx->json) {

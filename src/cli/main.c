@@ -40,7 +40,11 @@ static void usage(FILE *f)
 
 int cli_fail(const struct pyti_err *err)
 {
-	fprintf(stderr, "pyti: error: %s\n", pyti_err_str(err));
+	const char *fc = pyti_fclass_name(err->fclass);
+	if (fc)
+		fprintf(stderr, "pyti: error (%s): %s\n", fc, pyti_err_str(err));
+	else
+		fprintf(stderr, "pyti: error: %s\n", pyti_err_str(err));
 	return err->status ? (int)err->status : PYTI_EXIT_INFRA;
 }
 

@@ -11,7 +11,8 @@
  * helper (`pyti __vm-standby`) that restores the next standby, and return without waiting for it.
  * Same contract as sandbox_run(). Environment: PYTI_VM_URI (when spec->vm_uri is NULL),
  * PYTI_VM_MEMORY_MIB (default 1024), PYTI_VM_VCPUS (default 1), PYTI_VM_ACCEL (kvm|tcg),
- * PYTI_VM_STANDBY=0 (restore inline each time; leave no paused guest behind). */
+ * PYTI_VM_STANDBY=0 (restore inline each time; leave no paused guest behind), PYTI_VM_HANG_S (a
+ * guest whose console stays silent this long while a job runs is hung: class Timeout; default 120). */
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
 /* sandbox_vm_standby_helper() */
 int sandbox_vm_standby_main(const char *warm_dir, const char *uri);

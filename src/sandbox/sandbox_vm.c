@@ -42,6 +42,7 @@ struct svm {
 	const struct sandbox_spec *spec;
 	struct buf con; /* console bytes not yet parsed (an incomplete line) */
 	bool ready, job_end;
+	double t_output;     /* now_mono() of the console's last bytes (the hang watchdog) */
 	double t_job_start;  /* now_mono() of job_start: the agent has mounted the I/O disk */
 	double t_first_task; /* now_mono() of the first task_end (bench/vm-reset reads the log line) */
 	char *agent_error;
@@ -71,6 +72,7 @@ static void svm_on_event(void *arg, json_t *ev)
 static void svm_console(void *arg, const char *data, size_t n)
 {
 	struct svm *s = arg;
+	s->t_output = now_mono();
 	sandbox_feed_events(&s->con, SVM_LINE_MAX, data, n, false, svm_on_event, s);
 }
 
@@ -603,7 +605,25 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		goto out;
 	double t_go = now_mono();
 	double deadline = spec->timeout_s > 0 ? t_go + spec->timeout_s : 0;
-	int wr = vm_guest_wait(g, &s->job_end, deadline, err);
+	/* A hung guest (a kernel that stopped, a livelock) prints nothing, while the agent prints a
+	 * heartbeat every 10 s during a task: silence much longer than that ends the job early
+	 * instead of at the backstop, which may be hours away. */
+	double hang_s = svm_env_uint("PYTI_VM_HANG_S", 120);
+	s->t_output = t_go;
+	int wr;
+	bool hung = false;
+	for (;;) {
+		double until = now_mono() + 1;
+		if (deadline > 0 && deadline < until)
+			until = deadline;
+		wr = vm_guest_wait(g, &s->job_end, until, err);
+		if (wr != 2 || (deadline > 0 && now_mono() >= deadline))
+			break;
+		if (now_mono() - s->t_output > hang_s) {
+			hung = true;
+			break;
+		}
+	}
 	if (wr < 0)
 		goto out;
 	if (wr == 0) {
@@ -614,6 +634,12 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 		 * flushed: the guest's power-off (a second under TCG) has nothing left to do. */
 	} else if (wr == 1) {
 		svm_fill_crash(s, g, res, "the guest stopped before the job ended", err);
+	} else if (hung) {
+		res->fclass = PYTI_FC_TIMEOUT;
+		_cleanup_free_ char *t = svm_tail_text(vm_guest_console_tail(g));
+		pyti_err_class(err, PYTI_FC_TIMEOUT,
+			       "vm %s: the guest printed nothing for %.0f s (hung); console ends with:\n%s",
+			       vm_guest_name(g), hang_s, t);
 	} else {
 		res->fclass = PYTI_FC_TIMEOUT;
 		pyti_err_class(err, PYTI_FC_TIMEOUT, "vm %s: the job did not end within %.0f s", vm_guest_name(g),

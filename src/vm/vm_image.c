@@ -358,6 +358,32 @@ static int vm_stat_sig(const char *path, struct buf *b, struct pyti_err *err)
 	return 0;
 }
 
+/* sha256 of a file, remembered in cache_dir under its stat signature (inode, size, mtime to the
+ * nanosecond): every vm job names its initrd by the agent's and the base initrd's contents, and
+ * hashing them each time cost more than the standby's whole reset. */
+static int vm_sha256_memo(const char *cache_dir, const char *path, char out[65], struct pyti_err *err)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return pyti_err_set(err, errno, "%s", path);
+	_cleanup_free_ char *sig = xasprintf("%s %llu %llu %lld %lld.%09ld", path, (unsigned long long)st.st_dev,
+					     (unsigned long long)st.st_ino, (long long)st.st_size,
+					     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	char hs[65];
+	sha256_hex(sig, strlen(sig), hs);
+	hs[16] = '\0';
+	_cleanup_free_ char *memo = xasprintf("%s/sha256-%s", cache_dir, hs);
+	_cleanup_buf_ struct buf b = BUF_INIT(128);
+	if (read_file(memo, &b, NULL) == 0 && b.len == 64) {
+		memcpy(out, b.data, 65);
+		return 0;
+	}
+	if (sha256_file(path, out, err) < 0)
+		return -1;
+	write_file_atomic(memo, out, 64, 0644, NULL); /* a cache: failing to write it costs only time */
+	return 0;
+}
+
 static int vm_agent_initrd(const char *initrd0, const char *agent_path, const char *out, struct pyti_err *err)
 {
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", out, (int)getpid());
@@ -406,13 +432,12 @@ static int vm_image_fill(struct vm_image *img, const char *image_dir, const char
 
 	/* initrd + agent, named by both contents */
 	char h0[65], ha[65], hk[65];
-	if (sha256_file(initrd0, h0, err) < 0 || sha256_file(agent_path, ha, err) < 0)
+	if (mkdir_p(cache_dir, 0755, err) < 0 || vm_sha256_memo(cache_dir, initrd0, h0, err) < 0 ||
+	    vm_sha256_memo(cache_dir, agent_path, ha, err) < 0)
 		return -1;
 	_cleanup_free_ char *both = xasprintf("%s %s", h0, ha);
 	sha256_hex(both, strlen(both), hk);
 	hk[16] = '\0';
-	if (mkdir_p(cache_dir, 0755, err) < 0)
-		return -1;
 	img->initrd = xasprintf("%s/initrd-%s.img", cache_dir, hk);
 	if (!path_exists(img->initrd) && vm_agent_initrd(initrd0, agent_path, img->initrd, err) < 0)
 		return -1;

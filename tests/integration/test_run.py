@@ -215,7 +215,7 @@ def test_hostile_sdist_refused(pyti, tmp_path, state_dir, kind):
     evil = make_evil_sdist(tmp_path / "evil-1.0.tar.gz", kind)
     r = pyti("run", "-q", evil)
     assert r.returncode == 3, (r.returncode, r.stderr)
-    assert "pyti: error:" in r.stderr and "refus" in r.stderr.lower(), r.stderr
+    assert "pyti: error" in r.stderr and "refus" in r.stderr.lower(), r.stderr
     assert not Path("/tmp/pyti-evil-absolute.txt").exists()
     assert not (tmp_path.parent / "escaped.txt").exists()
 
@@ -223,8 +223,14 @@ def test_hostile_sdist_refused(pyti, tmp_path, state_dir, kind):
 def test_unknown_distribution(pyti):
     r = pyti("run", "-q", "pyti-no-such-distribution-xyzzy==0.0.1")
     assert r.returncode == 3
-    err = [l for l in r.stderr.splitlines() if l.startswith("pyti: error:")]
+    err = [l for l in r.stderr.splitlines() if l.startswith("pyti: error")]
     assert len(err) == 1 and "pyti-no-such-distribution-xyzzy" in err[0], r.stderr
+    assert err[0].startswith("pyti: error (Fetch): "), r.stderr
+    # --json is machine-readable on failure too
+    r = pyti("run", "-q", "--json", "pyti-no-such-distribution-xyzzy==0.0.1")
+    res = json.loads(r.stdout)
+    assert (res["status"], res["failure_class"], res["exit_status"]) == ("error", "Fetch", 3)
+    assert "pyti-no-such-distribution-xyzzy" in res["error"]
 
 
 def test_unreachable_index(pyti, state_dir, tmp_path):
@@ -235,7 +241,7 @@ def test_unreachable_index(pyti, state_dir, tmp_path):
     r = pyti("run", "-q", "iniconfig==2.0.0", state=fresh,
              env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"})
     assert r.returncode == 3
-    assert "pyti: error:" in r.stderr and ("Network" in r.stderr or "reach" in r.stderr), r.stderr
+    assert "pyti: error (Network): " in r.stderr, r.stderr
 
 
 def test_options_after_dist(pyti, demo, tmp_path):

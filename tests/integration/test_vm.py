@@ -218,3 +218,28 @@ def test_vm_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
     assert "discarding a used or unfinished standby" in r.stderr and "vm: restore → ready" in r.stderr, r.stderr
     wait_standby(state_dir)
     assert pyti("vm", "destroy", name).returncode == 0
+
+
+@needs_root
+def test_vm_guest_hang_is_timeout(pyti, libvirtd, image, demo, tmp_path):
+    """A guest that stops printing (here: a kernel panic with automatic reboot turned off, which
+    leaves the domain running but dead) is found by the silence watchdog, long before the backstop."""
+    recipe = tmp_path / "hang.ini"
+    recipe.write_text(textwrap.dedent("""\
+        [recipe]
+        name = hang
+        description = halt the guest kernel without ending the domain
+
+        [task:freeze]
+        run = echo 0 > /proc/sys/kernel/panic; echo c > /proc/sysrq-trigger; sleep 600
+        timeout = 600
+        """))
+    t0 = time.monotonic()
+    r = pyti("run", "--backend", "vm", "--json", "-q", "-r", recipe, demo, timeout=900,
+             env={"PYTI_VM_HANG_S": "15"})
+    assert r.returncode == 3, r.stderr
+    assert "error (Timeout)" in r.stderr and "printed nothing for 15 s (hung)" in r.stderr, r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == "error" and res["failure_class"] == "Timeout" and res["exit_status"] == 3
+    assert time.monotonic() - t0 < 300  # the backstop would be 600 + 5 + 120 s
+    assert not [n for n in vm_list(pyti) if n.startswith("pyti-job-")]
