@@ -243,3 +243,13 @@ def test_vm_guest_hang_is_timeout(pyti, libvirtd, image, demo, tmp_path):
     assert res["status"] == "error" and res["failure_class"] == "Timeout" and res["exit_status"] == 3
     assert time.monotonic() - t0 < 300  # the backstop would be 600 + 5 + 120 s
     assert not [n for n in vm_list(pyti) if n.startswith("pyti-job-")]
+
+
+def test_vm_session_uri(pyti, image, demo, tmp_path):
+    """qemu:///session (the per-user libvirtd, started on demand by libvirt itself) runs a job too."""
+    recipe = tmp_path / "ok.ini"
+    recipe.write_text("[task:ok]\nrun = test -f /io/job.json\n")
+    r = pyti("run", "--backend", "vm", "--cold", "--connect", "qemu:///session", "--json", "-q",
+             "--recipe", recipe, demo, timeout=900)
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "passed", r.stderr
+    assert pyti("vm", "list", "--connect", "qemu:///session").returncode == 0
