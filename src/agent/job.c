@@ -110,9 +110,9 @@ static int parse_task(struct agent_job *job, size_t i, const json_t *t, struct p
 	task->lim = (struct proc_limits){
 		.timeout_s = timeout,
 		.no_output_timeout_s = noout,
-		.memory_bytes = (uint64_t)memory,
+		.memory_bytes = (uint64_t)fmin(memory, 1.8e19), /* beyond uint64_t would be undefined */
 		.pids = pids > 0 ? (unsigned)fmin(pids, 4e9) : AGENT_DEFAULT_PIDS,
-		.output_limit = (uint64_t)olim,
+		.output_limit = (uint64_t)fmin(olim, 1.8e19),
 	};
 	return 0;
 }

@@ -1,6 +1,7 @@
 /* A thin layer over jansson: file I/O with clear errors, typed getters with defaults, and strings
  * built from untrusted bytes. */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "core.h"
@@ -44,8 +45,17 @@ long long pj_int(const json_t *obj, const char *key, long long dflt)
 	const json_t *v = json_object_get(obj, key);
 	if (json_is_integer(v))
 		return json_integer_value(v);
-	if (json_is_real(v))
-		return (long long)json_real_value(v);
+	if (json_is_real(v)) {
+		/* out of range (or NaN) would be undefined behaviour: saturate, as a limit should */
+		double d = json_real_value(v);
+		if (!(d == d))
+			return dflt;
+		if (d >= 9.2e18)
+			return LLONG_MAX;
+		if (d <= -9.2e18)
+			return LLONG_MIN;
+		return (long long)d;
+	}
 	return dflt;
 }
 

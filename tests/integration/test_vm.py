@@ -25,7 +25,14 @@ def libvirtd():
     r = subprocess.run([str(REPO / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"scripts/libvirtd-start failed:\n{r.stderr}"
     yield
-    # warm runs leave a paused standby guest for the next one: not after the suite
+    # warm runs leave a paused standby guest for the next one: not after the suite (a helper may
+    # still be restoring one: let it finish first)
+    state = os.environ.get("PYTI_TEST_STATE", str(REPO / ".state"))
+    for _ in range(300):
+        recs = [f.read_text().split()[:1] for f in Path(state).glob("vm/*/warm-*/standby")]
+        if ["prep"] not in recs:
+            break
+        time.sleep(0.1)
     for n in virsh("list", "--name").stdout.split():
         if n.startswith("pyti-warm-"):
             virsh("destroy", n)
