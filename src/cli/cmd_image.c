@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "sandbox.h"
 #include "image.h"
 
 static void image_usage(FILE *f)
@@ -21,7 +22,7 @@ static void image_usage(FILE *f)
 	      "  -f, --force         rebuild even when the image exists\n"
 	      "  -q, --quiet         no progress on stderr\n"
 	      "list    the built images: suite, Python version, size, creation time (--json: an array)\n"
-	      "rm      remove an image\n\n"
+	      "rm      remove an image, its VM artefacts and its standby guests (vm backend)\n\n"
 	      "exit status: 0 done, 2 usage or configuration error (unknown suite, no mirror found,\n"
 	      "missing tool, no such image), 3 the build failed.\n"
 	      "A command that needs an image which is not built (e.g. `pyti run`) exits with status 2\n"
@@ -226,6 +227,7 @@ static int image_cmd_rm(struct cli_ctx *ctx, int argc, char **argv)
 	struct pyti_err err = {0};
 	if (image_rm(ctx->state_dir, argv[1], &err) < 0)
 		return cli_fail(&err);
+	sandbox_vm_forget_image(ctx->state_dir, argv[1]); /* its VM artefacts and standby guests */
 	fprintf(stderr, "pyti: removed image %s\n", argv[1]);
 	return 0;
 }

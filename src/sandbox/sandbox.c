@@ -36,6 +36,16 @@ int sandbox_vm_standby_helper(const char *warm_dir, const char *uri)
 #endif
 }
 
+void sandbox_vm_forget_image(const char *state_dir, const char *suite)
+{
+#if PYTI_HAVE_VM
+	sandbox_vm_forget_image_main(state_dir, suite);
+#else
+	(void)state_dir;
+	(void)suite;
+#endif
+}
+
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg)
 {
 	static const char tag[] = "@pyti ";

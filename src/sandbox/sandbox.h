@@ -38,6 +38,11 @@ int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, str
  * exit status. */
 int sandbox_vm_standby_helper(const char *warm_dir, const char *uri);
 
+/* After `pyti image rm SUITE`: destroy the vm backend's standby guests of that image (each on the
+ * libvirt URI it was made for) and remove its VM artefacts (STATE/vm/SUITE: initrds, warm
+ * snapshots). Best effort: what cannot be done (libvirtd down, a job running) is warned about. */
+void sandbox_vm_forget_image(const char *state_dir, const char *suite);
+
 /* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
  * Shared by both backends' stream readers. */
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);

@@ -375,6 +375,45 @@ int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 	return r < 0 ? PYTI_EXIT_INFRA : 0;
 }
 
+void sandbox_vm_forget_image_main(const char *state_dir, const char *suite)
+{
+	_cleanup_free_ char *cache = xasprintf("%s/vm/%s", state_dir, suite);
+	DIR *d = opendir(cache);
+	if (!d)
+		return;
+	bool busy = false;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, "warm-", 5) != 0 || strchr(de->d_name, '.'))
+			continue;
+		_cleanup_free_ char *lockp = xasprintf("%s/%s/lock", cache, de->d_name);
+		_cleanup_free_ char *urip = xasprintf("%s/%s/uri", cache, de->d_name);
+		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			busy = true;
+			continue;
+		}
+		_cleanup_buf_ struct buf u = BUF_INIT(4096);
+		struct vm_conn *c = NULL;
+		struct pyti_err err = {0};
+		if (read_file(urip, &u, NULL) < 0 || !u.data || !*u.data)
+			continue;
+		if (vm_connect(u.data, &c, &err) < 0) {
+			log_warn("vm: %s: its standby guest (if any) stays: %s", de->d_name, pyti_err_str(&err));
+			continue;
+		}
+		_cleanup_free_ char *name = xasprintf(VM_NAME_PREFIX "%s", de->d_name);
+		svm_standby_destroy(c, name);
+		vm_disconnect(c);
+	}
+	closedir(d);
+	struct pyti_err err = {0};
+	if (busy)
+		log_warn("vm: a job is using a warm snapshot of %s: %s stays", suite, cache);
+	else if (rm_rf(cache, &err) < 0)
+		log_warn("vm: %s", pyti_err_str(&err));
+}
+
 /* After a warm job: start the helper that restores the next standby, hand it the warm lock, and
  * return at once (double fork: nobody has to reap it). */
 static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_warm *w)

@@ -260,3 +260,25 @@ def test_vm_session_uri(pyti, image, demo, tmp_path):
              "--recipe", recipe, demo, timeout=900)
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "passed", r.stderr
     assert pyti("vm", "list", "--connect", "qemu:///session").returncode == 0
+
+
+@needs_root
+def test_vm_image_rm_drops_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
+    """`pyti image rm` also removes the image's VM artefacts and destroys its standby guest."""
+    # beside the shared state dir, which QEMU (user libvirt-qemu) can reach, unlike pytest's tmp
+    own = Path(state_dir).resolve() / "test-image-rm"
+    subprocess.run(["rm", "-rf", str(own)], check=True)
+    (own / "images").mkdir(parents=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(Path(state_dir) / "images" / "bookworm"),
+                    str(own / "images" / "bookworm")], check=True, timeout=300)
+    recipe = tmp_path / "ok.ini"
+    recipe.write_text("[task:ok]\nrun = echo ok\n")
+    r = pyti("run", "--backend", "vm", "-q", "--recipe", recipe, demo, state=own, timeout=900)
+    assert r.returncode == 0, r.stderr
+    _, name = wait_standby(own)
+    assert vm_list(pyti)[name]["state"] == "paused"
+    r = pyti("image", "rm", "bookworm", state=own)
+    assert r.returncode == 0, r.stderr
+    assert name not in vm_list(pyti)
+    assert not (own / "vm" / "bookworm").exists()
+    subprocess.run(["rm", "-rf", str(own)], check=True)
