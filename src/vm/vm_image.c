@@ -36,6 +36,20 @@ void vm_image_free(struct vm_image *img)
 
 /* ---- cpio (newc) writing through libarchive ---- */
 
+/* Put a finished artefact under its real name, unless a concurrent pyti got there first: then its
+ * (identical) file stays and ours goes, so that the file others already named by its stat
+ * signature (vm_image.key, the warm snapshot keys) is not replaced under them. */
+static int vm_publish(const char *tmp, const char *out, struct pyti_err *err)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno == EEXIST) {
+		unlink(tmp);
+		return 0;
+	}
+	return pyti_err_set(err, errno, "rename %s", tmp);
+}
+
 static int vm_ar_err(struct archive *a, const char *what, struct pyti_err *err)
 {
 	return pyti_err_set(err, archive_errno(a) > 0 ? archive_errno(a) : 0, "initrd: %s: %s", what,
@@ -298,8 +312,8 @@ static int vm_build_initrd(const char *image_dir, const char *rootfs, const char
 	vm_mods_free(&mods);
 	if (a && vm_ar_close(a, tmp, r == 0 ? err : NULL) < 0)
 		r = -1;
-	if (r == 0 && rename(tmp, out) < 0)
-		r = pyti_err_set(err, errno, "rename %s", tmp);
+	if (r == 0)
+		r = vm_publish(tmp, out, err);
 	if (r < 0)
 		unlink(tmp);
 	return r;
@@ -337,8 +351,8 @@ static int vm_build_base(const char *rootfs, const char *out, struct pyti_err *e
 	unlink(raw);
 	if (r == 0 && chmod(tmp, 0644) < 0)
 		r = pyti_err_set(err, errno, "chmod %s", tmp);
-	if (r == 0 && rename(tmp, out) < 0)
-		r = pyti_err_set(err, errno, "rename %s", tmp);
+	if (r == 0)
+		r = vm_publish(tmp, out, err);
 	if (r < 0) {
 		unlink(tmp);
 		return pyti_err_prefix(err, "system disk base %s", out);
@@ -405,8 +419,8 @@ static int vm_agent_initrd(const char *initrd0, const char *agent_path, const ch
 	archive_write_free(a);
 	if (fd >= 0)
 		close(fd);
-	if (r == 0 && rename(tmp, out) < 0)
-		r = pyti_err_set(err, errno, "rename %s", tmp);
+	if (r == 0)
+		r = vm_publish(tmp, out, err);
 	if (r < 0)
 		unlink(tmp);
 	return r;
