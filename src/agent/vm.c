@@ -8,7 +8,8 @@
  *   2. print  @pyti {"event":"ready"}           <- the warm-snapshot point: nothing of the job has
  *                                                  been read yet; the host may save the VM here.
  *   3. wait for a line "go" or "go EPOCH"       -> EPOCH (unix seconds, may have a fraction) sets the
- *      guest clock, which is stale after a snapshot restore; other lines are ignored.
+ *      guest clock, which is stale after a snapshot restore; other lines are ignored, except
+ *      "warm": run the image's Python once (vm_warm_up), print @pyti {"event":"warm"}, wait again.
  *   4. flush the block cache of the I/O device (default /dev/vdb; the disk may have been swapped
  *      while the VM was saved), mount it as ext4 at /io, run /io/job.json exactly as the ns backend
  *      does (events job_start, task_start, heartbeat, task_end on the console).
@@ -115,8 +116,8 @@ static int vm_open_console(const char *console)
 	return fd;
 }
 
-/* Block until "go" or "go EPOCH". */
-static void vm_wait_go(void)
+/* Block until "go" or "go EPOCH" (returns true) or "warm" (returns false). */
+static bool vm_wait_go(void)
 {
 	char line[128];
 	size_t n = 0;
@@ -137,6 +138,8 @@ static void vm_wait_go(void)
 		}
 		line[n] = '\0';
 		n = 0;
+		if (strcmp(line, "warm") == 0)
+			return false;
 		if (strncmp(line, "go", 2) != 0 || (line[2] != '\0' && line[2] != ' '))
 			continue;
 		char *end;
@@ -145,8 +148,33 @@ static void vm_wait_go(void)
 			struct timespec ts = {(time_t)epoch, (long)((epoch - (double)(time_t)epoch) * 1e9)};
 			clock_settime(CLOCK_REALTIME, &ts);
 		}
-		return;
+		return true;
 	}
+}
+
+/* "warm": run the image's Python once over what a job's first task loads (the interpreter, venv,
+ * pip's install command), so that QEMU's translation cache (TCG), which no snapshot keeps, and the
+ * guest's page cache hold them before a job comes. No job data exists yet; -B writes no .pyc files,
+ * so the system disk stays as the snapshot left it. Its failure (no pip in the image) is harmless. */
+static void vm_warm_up(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+		if (nul >= 0) {
+			dup2(nul, 0);
+			dup2(nul, 1);
+			dup2(nul, 2);
+		}
+		char *argv[] = {"python3", "-B", "-c", "import venv, pip._internal.commands.install", NULL};
+		char *envp[] = {"PATH=" AGENT_DEFAULT_PATH, "HOME=/root", "LANG=C.UTF-8", NULL};
+		execve("/usr/bin/python3", argv, envp);
+		_exit(127);
+	}
+	while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "warm");
+	agent_emit(vm_console, ev);
 }
 
 static int vm_mount_io(const char *dev)
@@ -210,7 +238,8 @@ void agent_vm_main(const char *io_dev, const char *console)
 
 	_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "ready");
 	agent_emit(vm_console, ev);
-	vm_wait_go();
+	while (!vm_wait_go())
+		vm_warm_up();
 
 	if (vm_mount_io(io_dev) < 0)
 		vm_power_off();

@@ -77,6 +77,7 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 int vm_guest_adopt(struct vm_conn *c, const char *name, vm_console_fn fn, void *arg, struct vm_guest **out,
 		   struct pyti_err *err);
 int vm_guest_resume(struct vm_guest *g, struct pyti_err *err);
+int vm_guest_suspend(struct vm_guest *g, struct pyti_err *err);
 /* 1 paused, 0 not, -1 unknown (gone). */
 int vm_guest_paused(struct vm_guest *g);
 int vm_guest_send(struct vm_guest *g, const char *data, size_t n, struct pyti_err *err);

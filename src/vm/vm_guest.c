@@ -224,6 +224,13 @@ int vm_guest_resume(struct vm_guest *g, struct pyti_err *err)
 	return 0;
 }
 
+int vm_guest_suspend(struct vm_guest *g, struct pyti_err *err)
+{
+	if (virDomainSuspend(g->dom) < 0)
+		return vm_lverr(err, "pause %s", g->name);
+	return 0;
+}
+
 int vm_guest_paused(struct vm_guest *g)
 {
 	int st = 0, reason = 0;
