@@ -57,12 +57,7 @@ static const char *help_for(const char *sub)
 /* Names come from images: print control bytes escaped so they cannot drive the terminal. */
 static void put_name(const char *s)
 {
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || *p == '\\')
-			printf("\\x%02x", *p);
-		else
-			putchar(*p);
-	}
+	term_put_safe(stdout, s, strlen(s), TERM_ESCAPE_BACKSLASH);
 }
 
 static void mode_string(uint32_t mode, char type, char out[11])

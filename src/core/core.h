@@ -167,6 +167,17 @@ double pj_num(const json_t *obj, const char *key, double dflt); /* accepts int o
 bool pj_bool(const json_t *obj, const char *key, bool dflt);
 /* Build a JSON string from untrusted bytes: invalid UTF-8 is replaced with U+FFFD. */
 json_t *pj_string_lossy(const char *p, size_t n);
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 when it is not one. */
+size_t utf8_seq(const unsigned char *p, size_t n);
+
+/* Write untrusted bytes to a terminal with every control that could drive it escaped: C0 (but
+ * \n and \t with TERM_KEEP_NEWLINES), DEL, UTF-8-encoded C1 (U+0080..U+009F, as \u00XX) and
+ * bytes that are not UTF-8 (as \xNN); TERM_ESCAPE_BACKSLASH escapes '\\' too (unambiguous names). */
+#define TERM_KEEP_NEWLINES 0x1u
+#define TERM_ESCAPE_BACKSLASH 0x2u
+void term_put_safe(FILE *f, const char *s, size_t n, unsigned flags);
+/* The same into a new string (caller frees). */
+char *term_safe_dup(const char *s, unsigned flags);
 
 /* ---- time ---- */
 double now_mono(void);                       /* seconds, CLOCK_MONOTONIC */

@@ -72,7 +72,7 @@ bool pj_bool(const json_t *obj, const char *key, bool dflt)
 }
 
 /* Length of a valid UTF-8 sequence at p (at most n bytes), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+size_t utf8_seq(const unsigned char *p, size_t n)
 {
 	unsigned c = p[0];
 	size_t len;
@@ -117,4 +117,43 @@ json_t *pj_string_lossy(const char *s, size_t n)
 	json_t *j = json_stringn(b.data ? b.data : "", b.len);
 	buf_free(&b);
 	return j;
+}
+
+void term_put_safe(FILE *f, const char *s, size_t n, unsigned flags)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		unsigned c = p[i];
+		size_t k = utf8_seq(p + i, n - i);
+		if (k == 0) { /* not UTF-8: a lone byte an 8-bit terminal may take for C1 */
+			fprintf(f, "\\x%02x", c);
+			i++;
+		} else if (k == 2 && c == 0xc2 && p[i + 1] < 0xa0) { /* U+0080..U+009F: C1 controls */
+			fprintf(f, "\\u%04x", (unsigned)p[i + 1]);
+			i += 2;
+		} else if (k > 1) {
+			fwrite(p + i, 1, k, f);
+			i += k;
+		} else {
+			bool keep = (c >= 0x20 && c != 0x7f && !(c == '\\' && (flags & TERM_ESCAPE_BACKSLASH))) ||
+				    ((c == '\n' || c == '\t') && (flags & TERM_KEEP_NEWLINES));
+			if (keep)
+				fputc((int)c, f);
+			else
+				fprintf(f, "\\x%02x", c);
+			i++;
+		}
+	}
+}
+
+char *term_safe_dup(const char *s, unsigned flags)
+{
+	char *out = NULL;
+	size_t n = 0;
+	FILE *m = open_memstream(&out, &n);
+	if (!m)
+		return xstrdup("?");
+	term_put_safe(m, s, strlen(s), flags);
+	fclose(m);
+	return out ? out : xstrdup("");
 }

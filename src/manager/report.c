@@ -95,18 +95,6 @@ int report_add_test_counts(json_t *results, const json_t *job, const char *io_di
 	return 0;
 }
 
-/* Copy s to f with terminal control sequences neutralised (ESC, C0 except \n \t, DEL, C1). */
-static void put_safe(FILE *f, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '\n' || c == '\t' || (c >= 0x20 && c != 0x7f))
-			fputc(c, f);
-		else
-			fprintf(f, "\\x%02x", c);
-	}
-}
-
 static void fmt_mem(char out[32], long kb)
 {
 	if (kb <= 0)
@@ -148,28 +136,28 @@ static const char *tail_lines(const char *s, size_t n, int lines, size_t *len)
 
 void report_table(FILE *f, const json_t *r, bool show_failures)
 {
-	fputs("", f);
-	const char *dist = pj_str(r, "dist", "?");
-	fputs("pyti: ", f);
-	put_safe(f, dist, strlen(dist));
-	fprintf(f, " on %s, backend %s, recipe %s\n", pj_str(r, "image", "?"), pj_str(r, "backend", "?"),
-		pj_str(r, "recipe", "?"));
+	/* every string here comes back from the sandbox: escape what could drive the terminal */
+	_cleanup_free_ char *dist = term_safe_dup(pj_str(r, "dist", "?"), 0),
+			    *image = term_safe_dup(pj_str(r, "image", "?"), 0),
+			    *backend = term_safe_dup(pj_str(r, "backend", "?"), 0),
+			    *recipe = term_safe_dup(pj_str(r, "recipe", "?"), 0);
+	fprintf(f, "pyti: %s on %s, backend %s, recipe %s\n", dist, image, backend, recipe);
 	fprintf(f, "%-12s %-8s %-10s %9s %9s %10s  %s\n", "TASK", "STATUS", "CLASS", "WALL", "CPU", "PEAK MEM",
 		"TESTS");
 	size_t i;
 	json_t *t;
 	json_array_foreach(json_object_get(r, "tasks"), i, t) {
 		char wall[32] = "-", cpu[32] = "-", mem[32], tests[96];
-		const char *st = pj_str(t, "status", "?");
+		_cleanup_free_ char *st = term_safe_dup(pj_str(t, "status", "?"), 0),
+				    *fc = term_safe_dup(pj_str(t, "failure_class", ""), 0),
+				    *name = term_safe_dup(pj_str(t, "task", "?"), 0);
 		if (strcmp(st, "skipped") != 0) {
 			snprintf(wall, sizeof wall, "%.2fs", pj_num(t, "wall_s", 0));
 			snprintf(cpu, sizeof cpu, "%.2fs", pj_num(t, "cpu_user_s", 0) + pj_num(t, "cpu_sys_s", 0));
 		}
 		fmt_mem(mem, (long)pj_int(t, "max_rss_kb", 0));
 		fmt_tests(tests, json_object_get(t, "tests"));
-		const char *fc = pj_str(t, "failure_class", "");
-		fprintf(f, "%-12.40s %-8s %-10s %9s %9s %10s  %s\n", pj_str(t, "task", "?"), st, fc, wall, cpu,
-			mem, tests);
+		fprintf(f, "%-12.40s %-8s %-10s %9s %9s %10s  %s\n", name, st, fc, wall, cpu, mem, tests);
 	}
 	if (show_failures) {
 		json_array_foreach(json_object_get(r, "tasks"), i, t) {
@@ -178,17 +166,19 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 			const char *out = pj_str(t, "output", "");
 			size_t len;
 			const char *tl = tail_lines(out, strlen(out), 15, &len);
-			fprintf(f, "\n--- %s: last lines of output", pj_str(t, "task", "?"));
+			_cleanup_free_ char *name = term_safe_dup(pj_str(t, "task", "?"), 0);
+			fprintf(f, "\n--- %s: last lines of output", name);
 			if (json_is_integer(json_object_get(t, "exit_code")))
 				fprintf(f, " (exit status %lld)", pj_int(t, "exit_code", 0));
 			else if (json_is_integer(json_object_get(t, "signal")))
 				fprintf(f, " (signal %lld)", pj_int(t, "signal", 0));
 			fputs(" ---\n", f);
-			put_safe(f, tl, len);
+			term_put_safe(f, tl, len, TERM_KEEP_NEWLINES);
 			fputc('\n', f);
 		}
 	}
-	fprintf(f, "\nresult: %s in %.1fs", pj_str(r, "status", "?"), pj_num(r, "wall_s", 0));
+	_cleanup_free_ char *status = term_safe_dup(pj_str(r, "status", "?"), 0);
+	fprintf(f, "\nresult: %s in %.1fs", status, pj_num(r, "wall_s", 0));
 	const char *logs = pj_str(r, "logs", NULL);
 	if (logs)
 		fprintf(f, "; logs in %s", logs);

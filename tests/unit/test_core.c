@@ -190,12 +190,23 @@ static void test_copy_src_tree(void **state)
 	rm_rf(tmpl, NULL);
 }
 
+static void test_term_safe(void **state)
+{
+	(void)state;
+	/* ESC, a UTF-8 C1 CSI (U+009B), a lone 0x9b, DEL, a tab and newline, é and a backslash */
+	static const char in[] = "a\x1b[2Jb\xc2\x9b" "31mc\x9b\x7f\t\n\xc3\xa9\\";
+	_cleanup_free_ char *plain = term_safe_dup(in, 0);
+	assert_string_equal(plain, "a\\x1b[2Jb\\u009b31mc\\x9b\\x7f\\x09\\x0a\xc3\xa9\\");
+	_cleanup_free_ char *lines = term_safe_dup(in, TERM_KEEP_NEWLINES | TERM_ESCAPE_BACKSLASH);
+	assert_string_equal(lines, "a\\x1b[2Jb\\u009b31mc\\x9b\\x7f\t\n\xc3\xa9\\x5c");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
-		cmocka_unit_test(test_copy_src_tree),
+		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
