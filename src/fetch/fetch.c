@@ -30,7 +30,7 @@ extern char **environ;
 
 enum fetch_kind { FK_REQ, FK_SDIST, FK_WHEEL, FK_DIR };
 
-static const char *const default_extras[] = {"test", "tests", "testing", NULL};
+const char *const fetch_test_extras[] = {"test", "tests", "testing", NULL};
 
 static char *sh_quote(const char *s)
 {
@@ -445,7 +445,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	} else if (strchr(req->dist, '/') && !strstr(req->dist, "://") && !strchr(req->dist, '@')) {
 		return pyti_err_usage(err, "%s: no such file or directory", req->dist);
 	}
-	const char *const *extras = req->extras ? req->extras : default_extras;
+	const char *const *extras = req->extras ? req->extras : fetch_test_extras;
 	_cleanup_free_ char *extras_str = extras_list(req->dist, c.kind, extras);
 	c.extras = extras_str;
 
@@ -495,8 +495,6 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			if (hit < 0)
 				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
 			if (hit) {
-				if (c.kind == FK_DIR)
-					out->src_dir = xstrdup(abs);
 				out->from_cache = true;
 				out->wall_s = now_mono() - t0;
 				log_debug("fetch %s: cache hit %s", req->dist, key);
@@ -574,8 +572,6 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
 		goto done;
 	}
-	if (c.kind == FK_DIR)
-		out->src_dir = xstrdup(abs);
 	out->wall_s = now_mono() - t0;
 	rc = 0;
 done:
@@ -597,7 +593,6 @@ void fetch_result_free(struct fetch_result *r)
 		return;
 	free(r->wheelhouse);
 	free(r->sdist);
-	free(r->src_dir);
 	free(r->dist_wheel);
 	fetch_strv_free(r->test_requires);
 	memset(r, 0, sizeof *r);

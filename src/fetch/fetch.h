@@ -16,7 +16,7 @@
 struct fetch_req {
 	const char *dist;              /* name, any pip requirement, local sdist/wheel file, or source dir */
 	const char *const *requires;   /* extra requirements such as the recipe's test runner; NULL-terminated, may be NULL */
-	const char *const *extras;     /* extras to ask for; NULL = test, tests, testing (unknown ones only warn) */
+	const char *const *extras;     /* extras to ask for; NULL = fetch_test_extras (unknown ones only warn) */
 	const char *state_dir;         /* cache in state_dir/cache, scratch in state_dir/tmp */
 	const char *image_dir;         /* the guest image (rootfs/, manifest.json) */
 	const char *agent_path;        /* the static pyti-agent */
@@ -29,10 +29,13 @@ struct fetch_req {
 	void *arg;
 };
 
+/* The extras that name a distribution's test dependencies: "test", "tests", "testing"; NULL-ended.
+ * Fetched by default, and installed by {extras} when the distribution declares them. */
+extern const char *const fetch_test_extras[];
+
 struct fetch_result {
 	char *wheelhouse; /* io_dir/wheels */
 	char *sdist;      /* io_dir/sdist/<file> (the sdist whose tests are run), or NULL (wheel-only, source dir) */
-	char *src_dir;    /* the DIST itself when it is a local source directory, else NULL */
 	char *dist_wheel; /* file name, in wheelhouse, of the distribution's own wheel */
 	char **test_requires; /* NULL-terminated test requirements its source declares (PEP 735 groups
 			       * test/tests/testing, else a test or dev requirements file), fetched

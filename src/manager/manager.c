@@ -21,7 +21,6 @@
 
 #define VENV "/tmp/pyti-venv"
 /* Extras that conventionally carry a project's test dependencies. */
-static const char *const test_extras[] = {"test", "tests", "testing"};
 
 static void progress(const struct manager_opts *o, const char *phase, const json_t *ev)
 {
@@ -161,12 +160,12 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	_cleanup_(wheel_meta_free) struct wheel_meta wm = {0};
 	if (wheel_read_meta(whl, &wm, err) < 0)
 		return pyti_err_prefix(err, "reading the metadata of %s", fr.dist_wheel);
-	const char *extras[ARRAY_SIZE(test_extras)];
+	const char *extras[8];
 	size_t n_extras = 0;
-	for (size_t i = 0; i < ARRAY_SIZE(test_extras); i++)
+	for (size_t i = 0; fetch_test_extras[i] && n_extras < ARRAY_SIZE(extras); i++)
 		for (size_t k = 0; k < wm.n_extras; k++)
-			if (strcmp(wm.extras[k], test_extras[i]) == 0)
-				extras[n_extras++] = test_extras[i];
+			if (strcmp(wm.extras[k], fetch_test_extras[i]) == 0)
+				extras[n_extras++] = fetch_test_extras[i];
 	/* The recipe's requires (the test runner) and the test requirements the dist's source
 	 * declares go to the sandbox as one requirements file, which {test_requirements} names. */
 	const char *test_reqs = NULL;
@@ -228,7 +227,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		err->fclass = PYTI_FC_CRASH;
 		return -1;
 	}
-	report_add_test_counts(res, job, io, err);
+	report_add_test_counts(res, job, io);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, err);
 	if (!kept)

@@ -29,7 +29,7 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 /* Test counts {"passed","failed","skipped","errors"} from a JUnit XML file (untrusted input). */
 json_t *report_junit_counts(const char *path, struct pyti_err *err);
 /* For each task of job.json that names a junit file, add "tests" to its entry in results. */
-int report_add_test_counts(json_t *results, const json_t *job, const char *io_dir, struct pyti_err *err);
+void report_add_test_counts(json_t *results, const json_t *job, const char *io_dir);
 /* The human table; show_failures adds the last lines of each failed task's output (escaped). */
 void report_table(FILE *f, const json_t *results, bool show_failures);
 /* One <testcase> per task. */

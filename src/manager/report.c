@@ -59,9 +59,8 @@ json_t *report_junit_counts(const char *path, struct pyti_err *err)
 			 (json_int_t)c[1], "skipped", (json_int_t)c[3], "errors", (json_int_t)c[2]);
 }
 
-int report_add_test_counts(json_t *results, const json_t *job, const char *io_dir, struct pyti_err *err)
+void report_add_test_counts(json_t *results, const json_t *job, const char *io_dir)
 {
-	(void)err;
 	json_t *jtasks = json_object_get(job, "tasks"), *rtasks = json_object_get(results, "tasks");
 	size_t i;
 	json_t *jt;
@@ -82,17 +81,11 @@ int report_add_test_counts(json_t *results, const json_t *job, const char *io_di
 		}
 		size_t k;
 		json_t *rt;
-		bool placed = false;
-		json_array_foreach(rtasks, k, rt) {
-			if (strcmp(pj_str(rt, "task", ""), name) == 0) {
+		json_array_foreach(rtasks, k, rt)
+			if (strcmp(pj_str(rt, "task", ""), name) == 0)
 				json_object_set(rt, "tests", counts);
-				placed = true;
-			}
-		}
-		(void)placed;
 		json_decref(counts);
 	}
-	return 0;
 }
 
 static void fmt_mem(char out[32], long kb)

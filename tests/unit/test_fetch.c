@@ -356,7 +356,6 @@ static int driver(int argc, char **argv)
 	if (rc == 0) {
 		json_object_set_new(j, "wheelhouse", json_string(r.wheelhouse));
 		json_object_set_new(j, "sdist", r.sdist ? json_string(r.sdist) : json_null());
-		json_object_set_new(j, "src_dir", r.src_dir ? json_string(r.src_dir) : json_null());
 		json_object_set_new(j, "dist_wheel", json_string(r.dist_wheel));
 		json_object_set_new(j, "from_cache", json_boolean(r.from_cache));
 		json_object_set_new(j, "wall_s", json_real(r.wall_s));
