@@ -22,7 +22,9 @@ static const char *const pc_path_keys[] = {"cert", "client-cert"};
 static const char *const pc_list_keys[] = {"find-links", "index-url", "extra-index-url", "constraint",
 					   "requirement"};
 /* Settings that change what a fetch produces: part of the cache key. Index URLs are not: the
- * same requirement from a mirror is the same distribution. */
+ * same requirement from a mirror is the same distribution (an index's files are immutable per
+ * version), and a repeat must work offline (PIP_NO_INDEX, an unreachable index: test_fetch.py's
+ * test_fetch_then_cache). Unpinned requirements are re-resolved after PYTI_FETCH_TTL anyway. */
 static const char *const pc_key_keys[] = {"pre", "only-binary", "no-binary", "prefer-binary", "use-feature",
 					  "use-deprecated", "no-build-isolation", "python-version",
 					  "platform", "implementation", "abi"};
