@@ -530,7 +530,8 @@ static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_w
 	if (vm_guest_adopt(c, w->name, svm_console, s, &g, &e2) == 0) {
 		/* Paused and recorded ready: the helper's. Anything else (a running guest: its job
 		 * died holding the lock) is thrown away. */
-		if (ready && vm_guest_paused(g) == 1) {
+		struct stat io_st;
+		if (ready && vm_guest_paused(g) == 1 && stat(w->sb_io, &io_st) == 0 && S_ISREG(io_st.st_mode)) {
 			*out = g;
 			*restore_s = secs;
 			*adopted = true;
