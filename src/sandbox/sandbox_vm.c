@@ -353,8 +353,7 @@ static int svm_standby_restore(struct vm_conn *c, const struct svm_warm *w, vm_c
 	return vm_guest_restore(c, w->sav, xml, VM_RESTORE_PAUSED, fn, arg, out, err);
 }
 
-/* `pyti __vm-standby WARM_DIR URI`, started by svm_standby_spawn with the warm lock as fd 3 (held
- * until this process exits) and stderr on WARM_DIR/standby.log. */
+/* The helper's view of the console: it waits for the agent's "warm" event. */
 struct svm_warmup {
 	struct buf con;
 	bool warm;
@@ -373,6 +372,8 @@ static void svm_warmup_console(void *arg, const char *data, size_t n)
 	sandbox_feed_events(&wu->con, SVM_LINE_MAX, data, n, false, svm_warmup_event, wu);
 }
 
+/* `pyti __vm-standby WARM_DIR URI`, started by svm_standby_spawn with the warm lock as fd 3 (held
+ * until this process exits) and stderr on WARM_DIR/standby.log. */
 int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 {
 	struct svm_warm w = {0};
