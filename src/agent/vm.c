@@ -9,7 +9,8 @@
  *                                                  been read yet; the host may save the VM here.
  *   3. wait for a line "go" or "go EPOCH"       -> EPOCH (unix seconds, may have a fraction) sets the
  *      guest clock, which is stale after a snapshot restore; other lines are ignored, except
- *      "warm": run the image's Python once (vm_warm_up), print @pyti {"event":"warm"}, wait again.
+ *      "warm": run the image's Python once beside the wait (vm_warm_start) and print
+ *      @pyti {"event":"warm"} when it is done; a "go" that comes first kills it.
  *   4. flush the block cache of the I/O device (default /dev/vdb; the disk may have been swapped
  *      while the VM was saved), mount it as ext4 at /io, run /io/job.json exactly as the ns backend
  *      does (events job_start, task_start, heartbeat, task_end on the console).
@@ -24,6 +25,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <net/if.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -116,12 +118,46 @@ static int vm_open_console(const char *console)
 	return fd;
 }
 
-/* Block until "go" or "go EPOCH" (returns true) or "warm" (returns false). */
-static bool vm_wait_go(void)
+/* "warm": run the image's Python once over what a job's first task loads (the interpreter, venv,
+ * pip's install command), so that QEMU's translation cache (TCG), which no snapshot keeps, and the
+ * guest's page cache hold them before a job comes. No job data exists yet; -B writes no .pyc files,
+ * so the system disk stays as the snapshot left it. Its failure (no pip in the image) is harmless.
+ * It runs beside the wait for "go", which kills it: a job never waits for a warm-up. */
+static pid_t vm_warm_start(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+		if (nul >= 0) {
+			dup2(nul, 0);
+			dup2(nul, 1);
+			dup2(nul, 2);
+		}
+		char *argv[] = {"python3", "-B", "-c", "import venv, pip._internal.commands.install", NULL};
+		char *envp[] = {"PATH=" AGENT_DEFAULT_PATH, "HOME=/root", "LANG=C.UTF-8", NULL};
+		execve("/usr/bin/python3", argv, envp);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Wait for "go" or "go EPOCH" on the console; "warm" starts a warm-up, whose end prints
+ * @pyti {"event":"warm"}. */
+static void vm_wait_go(void)
 {
 	char line[128];
 	size_t n = 0;
+	pid_t warm = 0;
 	for (;;) {
+		if (warm > 0 && waitpid(warm, NULL, WNOHANG) == warm) {
+			warm = 0;
+			_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "warm");
+			agent_emit(vm_console, ev);
+		}
+		struct pollfd pfd = {.fd = vm_console, .events = POLLIN};
+		int pr = poll(&pfd, 1, warm > 0 ? 50 : 1000);
+		if (pr <= 0)
+			continue;
 		char c;
 		ssize_t r = read(vm_console, &c, 1);
 		if (r < 0 && errno == EINTR)
@@ -138,43 +174,26 @@ static bool vm_wait_go(void)
 		}
 		line[n] = '\0';
 		n = 0;
-		if (strcmp(line, "warm") == 0)
-			return false;
+		if (strcmp(line, "warm") == 0) {
+			if (warm <= 0)
+				warm = vm_warm_start();
+			continue;
+		}
 		if (strncmp(line, "go", 2) != 0 || (line[2] != '\0' && line[2] != ' '))
 			continue;
+		if (warm > 0) { /* the job is here: the warm-up has done what it could */
+			kill(warm, SIGKILL);
+			while (waitpid(warm, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
 		char *end;
 		double epoch = strtod(line + 2, &end);
 		if (end != line + 2 && epoch > 1e9) {
 			struct timespec ts = {(time_t)epoch, (long)((epoch - (double)(time_t)epoch) * 1e9)};
 			clock_settime(CLOCK_REALTIME, &ts);
 		}
-		return true;
+		return;
 	}
-}
-
-/* "warm": run the image's Python once over what a job's first task loads (the interpreter, venv,
- * pip's install command), so that QEMU's translation cache (TCG), which no snapshot keeps, and the
- * guest's page cache hold them before a job comes. No job data exists yet; -B writes no .pyc files,
- * so the system disk stays as the snapshot left it. Its failure (no pip in the image) is harmless. */
-static void vm_warm_up(void)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDWR);
-		if (nul >= 0) {
-			dup2(nul, 0);
-			dup2(nul, 1);
-			dup2(nul, 2);
-		}
-		char *argv[] = {"python3", "-B", "-c", "import venv, pip._internal.commands.install", NULL};
-		char *envp[] = {"PATH=" AGENT_DEFAULT_PATH, "HOME=/root", "LANG=C.UTF-8", NULL};
-		execve("/usr/bin/python3", argv, envp);
-		_exit(127);
-	}
-	while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
-	_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "warm");
-	agent_emit(vm_console, ev);
 }
 
 static int vm_mount_io(const char *dev)
@@ -238,8 +257,7 @@ void agent_vm_main(const char *io_dev, const char *console)
 
 	_cleanup_json_ json_t *ev = json_pack("{s:s}", "event", "ready");
 	agent_emit(vm_console, ev);
-	while (!vm_wait_go())
-		vm_warm_up();
+	vm_wait_go();
 
 	if (vm_mount_io(io_dev) < 0)
 		vm_power_off();

@@ -39,8 +39,9 @@ int disk_upload(const char *image, const char *host_path, const char *guest_path
 int disk_from_dir(const char *image, const char *dir, uint64_t size_bytes, struct pyti_err *err);
 /* The same into the existing image file itself: same inode, same size, old contents discarded.
  * For the vm backend's standby guest, whose QEMU opened its I/O disk before the job was known:
- * the caller vouches that the VM is paused and has not read the disk since its snapshot (the
- * agent drops its block cache before mounting), so QEMU's image lock is no reason to refuse. */
+ * the caller vouches that the VM has not read the disk since its snapshot and will not before it
+ * is told to (the agent drops its block cache before mounting), so QEMU's image lock is no reason
+ * to refuse. */
 int disk_from_dir_in_place(const char *image, const char *dir, struct pyti_err *err);
 
 /* Copy guest_path (file, symlink or tree) to host_path, the mirror of disk_upload: host_path

@@ -14,7 +14,7 @@ struct dsk {
 	bool rw;
 	int lock_fd; /* flock()ed: one pyti writer or several readers per image */
 	bool needs_recovery; /* read-only open of an image whose journal was not replayed */
-	bool under_paused_vm; /* DSK_UNDER_PAUSED_VM: QEMU's image lock is no reason to refuse */
+	bool vm_not_reading; /* DSK_VM_NOT_READING: QEMU's image lock is no reason to refuse */
 };
 
 /* Register libext2fs' error messages (idempotent). */
@@ -23,9 +23,9 @@ void dsk_init(void);
 /* Open image (rw: read the bitmaps too). Errors name the image; a file that is not ext2/3/4 gets
  * a message saying so. */
 int dsk_open(struct dsk *d, const char *image, bool rw, struct pyti_err *err);
-/* The caller vouches that the VM holding the image open is paused and has not read it since
- * (disk_from_dir_in_place): write despite QEMU's byte-range lock. */
-#define DSK_UNDER_PAUSED_VM 0x1u
+/* The caller vouches that the VM holding the image open has not read it and will not until told
+ * to (disk_from_dir_in_place): write despite QEMU's byte-range lock. */
+#define DSK_VM_NOT_READING 0x1u
 int dsk_open_flags(struct dsk *d, const char *image, bool rw, unsigned flags, struct pyti_err *err);
 /* Flush and close; returns -1 (with err when err is not NULL) when the flush fails. Safe to
  * call twice. */

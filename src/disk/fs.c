@@ -63,7 +63,7 @@ static int lock_image(struct dsk *d, struct pyti_err *err)
 		}
 		usleep(100000);
 	}
-	if (d->rw && !d->under_paused_vm) {
+	if (d->rw && !d->vm_not_reading) {
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
 		if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
 			close(fd);
@@ -96,7 +96,7 @@ int dsk_open_flags(struct dsk *d, const char *image, bool rw, unsigned flags, st
 	d->rw = rw;
 	d->lock_fd = -1;
 	d->needs_recovery = false;
-	d->under_paused_vm = (flags & DSK_UNDER_PAUSED_VM) != 0;
+	d->vm_not_reading = (flags & DSK_VM_NOT_READING) != 0;
 	if (lock_image(d, err) < 0)
 		return -1;
 	int xflags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);

@@ -518,5 +518,5 @@ int disk_from_dir_in_place(const char *image, const char *dir, struct pyti_err *
 		return pyti_err_set(err, ENOTDIR, "disk_from_dir: %s is not a directory", dir);
 	if (dsk_mkfs_in_place(image, err) < 0)
 		return -1;
-	return upload(image, dir, "/", DSK_UNDER_PAUSED_VM, err);
+	return upload(image, dir, "/", DSK_VM_NOT_READING, err);
 }

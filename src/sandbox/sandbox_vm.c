@@ -373,7 +373,9 @@ static void svm_warmup_console(void *arg, const char *data, size_t n)
 }
 
 /* `pyti __vm-standby WARM_DIR URI`, started by svm_standby_spawn with the warm lock as fd 3 (held
- * until this process exits) and stderr on WARM_DIR/standby.log. */
+ * until this process exits) and stderr on WARM_DIR/standby.log. Record: "prep" while it restores,
+ * "warming" while the guest warms up (a job may kill it then and take the guest as it is), "ready"
+ * once the guest is paused again. */
 int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 {
 	struct svm_warm w = {0};
@@ -388,6 +390,8 @@ int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 	 * TCG's translation cache is not in the snapshot) and paused again for the next job */
 	if (vm_connect(uri, &c, &err) == 0 && svm_standby_restore(c, &w, svm_warmup_console, &wu, &g, &err) == 0) {
 		t_restored = now_mono();
+		/* usable from here on: a job that comes now ends the warm-up (svm_wait_for_prep) */
+		svm_owner_set(&w, "warming", getpid(), t_restored - t0);
 		int wr = -1;
 		if (vm_guest_resume(g, &err) == 0 && vm_guest_send(g, "warm\n", 5, &err) == 0)
 			wr = vm_guest_wait(g, &wu.warm, now_mono() + 120, &err);
@@ -498,17 +502,23 @@ static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_w
 		log_warn("vm: could not start the standby helper: %s", strerror(errno));
 }
 
-/* The lock is busy: worth waiting for when a helper is restoring the standby (under a second),
- * not when another job runs on it. */
+/* The lock is busy: worth waiting for when a helper is restoring the standby (under a second), or
+ * finishing; a warming helper is ended at once (the guest is usable, the agent drops the warm-up
+ * at "go"); another job on it is not worth waiting for. */
 static bool svm_wait_for_prep(int lock_fd, const struct svm_warm *w)
 {
 	char what[16];
 	int pid;
 	double secs;
 	for (double end = now_mono() + 30; now_mono() < end;) {
-		if (!svm_owner_get(w, what, &pid, &secs) || strcmp(what, "prep") != 0 || pid <= 0 ||
-		    (kill(pid, 0) < 0 && errno == ESRCH))
+		/* the helper's record: "prep", "warming", and "ready"/"failed" for the moment between
+		 * its last word and its exit, which releases the lock */
+		bool helper = svm_owner_get(w, what, &pid, &secs) && strcmp(what, "job") != 0 && pid > 0 &&
+			      !(kill(pid, 0) < 0 && errno == ESRCH);
+		if (!helper)
 			return flock(lock_fd, LOCK_EX | LOCK_NB) == 0;
+		if (strcmp(what, "warming") == 0)
+			kill(pid, SIGKILL);
 		if (flock(lock_fd, LOCK_EX | LOCK_NB) == 0)
 			return true;
 		usleep(20000);
@@ -519,23 +529,28 @@ static bool svm_wait_for_prep(int lock_fd, const struct svm_warm *w)
 /* With the warm lock held: the standby, adopted (paused, restored earlier by the helper) or
  * restored now. *restore_s is how long its restore took and *adopted whether that was earlier. */
 static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_warm *w, struct vm_guest **out,
-			    double *restore_s, bool *adopted, struct pyti_err *err)
+			    double *restore_s, bool *adopted, bool *warm_cut, struct pyti_err *err)
 {
 	char what[16] = "";
 	int pid;
 	double secs;
-	bool ready = svm_owner_get(w, what, &pid, &secs) && strcmp(what, "ready") == 0;
+	bool got = svm_owner_get(w, what, &pid, &secs);
+	bool ready = got && (strcmp(what, "ready") == 0 || strcmp(what, "warming") == 0);
 	svm_owner_set(w, "job", getpid(), 0);
 	struct vm_guest *g = NULL;
 	struct pyti_err e2 = {0};
 	if (vm_guest_adopt(c, w->name, svm_console, s, &g, &e2) == 0) {
-		/* Paused and recorded ready: the helper's. Anything else (a running guest: its job
-		 * died holding the lock) is thrown away. */
+		/* Recorded ready (paused), or warming (its helper ended by svm_wait_for_prep: paused or
+		 * still running the warm-up, which "go" ends). Anything else (a guest a job used and
+		 * died with) is thrown away. */
 		struct stat io_st;
-		if (ready && vm_guest_paused(g) == 1 && stat(w->sb_io, &io_st) == 0 && S_ISREG(io_st.st_mode)) {
+		int paused = vm_guest_paused(g);
+		if (ready && (paused == 1 || (paused == 0 && strcmp(what, "warming") == 0)) &&
+		    stat(w->sb_io, &io_st) == 0 && S_ISREG(io_st.st_mode)) {
 			*out = g;
 			*restore_s = secs;
 			*adopted = true;
+			*warm_cut = strcmp(what, "warming") == 0;
 			return 0;
 		}
 		log_info("vm: discarding a used or unfinished standby %s", w->name);
@@ -632,22 +647,22 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 			svm_prune_warm(c, cache, keep, uri);
 		}
 		double restore_s = 0;
-		bool adopted = false;
+		bool adopted = false, warm_cut = false;
 		t0 = now_mono(); /* the job itself starts here */
-		if (svm_standby_take(s, c, &w, &g, &restore_s, &adopted, err) == 0) {
+		if (svm_standby_take(s, c, &w, &g, &restore_s, &adopted, &warm_cut, err) == 0) {
 			double t_take = now_mono();
 			if (disk_from_dir_in_place(w.sb_io, spec->io_dir, err) < 0)
 				goto out;
 			io = w.sb_io;
 			double t_disk = now_mono();
-			if (vm_guest_resume(g, err) < 0)
+			if (vm_guest_paused(g) == 1 && vm_guest_resume(g, err) < 0)
 				goto out;
 			s->ready = true; /* saved at "ready"; the agent waits for "go" */
 			/* the I/O disk is written outside the timing, as it is before a cold boot */
 			double ready_s = now_mono() - t_disk + (t_take - t0);
 			if (adopted)
-				log_info("vm: standby → ready %.2f s (its restore ran after the previous job: %.2f s)",
-					 ready_s, restore_s);
+				log_info("vm: standby → ready %.2f s (its restore ran after the previous job: %.2f s%s)",
+					 ready_s, restore_s, warm_cut ? "; its warm-up cut short" : "");
 			else
 				log_info("vm: restore → ready %.2f s (restore %.2f s)", ready_s, restore_s);
 			t0 = now_mono() - ready_s;

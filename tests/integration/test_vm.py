@@ -207,6 +207,9 @@ def test_vm_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
         return r
 
     warm()
+    # right away: the job waits for the helper's restore, not for its warm-up (which "go" ends)
+    r = warm()
+    assert "vm: standby → ready" in r.stderr, r.stderr
     state, name = wait_standby(state_dir)
     assert state == "ready", (Path(state_dir) / "vm").glob("bookworm/warm-*/standby.log")
     assert vm_list(pyti)[name]["state"] == "paused"
