@@ -769,6 +769,29 @@ out:
 	return r;
 }
 
+/* Run directories of pyti processes that died (killed mid-job): their domains are cleaned by
+ * vm_cleanup_stale, their files here. Like that, it judges by pids of this pid namespace: a state
+ * directory shared with pyti processes in other pid namespaces is not supported. */
+static void svm_remove_stale_rundirs(const char *state_dir)
+{
+	_cleanup_free_ char *vmdir = xasprintf("%s/vm", state_dir);
+	DIR *d = opendir(vmdir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		int pid = 0;
+		unsigned n = 0;
+		if (sscanf(de->d_name, "run-%d-%u", &pid, &n) != 2 || pid <= 0 || pid == getpid() ||
+		    !(kill(pid, 0) < 0 && errno == ESRCH))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", vmdir, de->d_name);
+		struct pyti_err e2 = {0};
+		if (rm_rf(p, &e2) < 0)
+			log_warn("vm: %s", pyti_err_str(&e2));
+	}
+	if (d)
+		closedir(d);
+}
+
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
 	*res = (struct sandbox_result){.agent_status = -1};
@@ -783,6 +806,7 @@ int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	_cleanup_free_ char *rundir = xasprintf("%s/vm/run-%d-%u", spec->state_dir, (int)getpid(), ++counter);
 	int r = vm_connect(spec->vm_uri, &c, err);
 	if (r == 0) {
+		svm_remove_stale_rundirs(spec->state_dir);
 		r = mkdir_p(rundir, 0755, err);
 		if (r == 0)
 			r = svm_run(&s, c, rundir, res, err);

@@ -128,6 +128,10 @@ def test_vm_run_matches_ns(pyti, libvirtd, image, demo, state_dir):
     r = subprocess.run(["virsh", "-c", SYSTEM, "create", "/dev/stdin", "--paused"], input=xml,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    # and its run directory
+    stale_dir = Path(state_dir) / "vm" / f"run-{dead.pid}-1"
+    (stale_dir / "sub").mkdir(parents=True, exist_ok=True)
+    (stale_dir / "sub" / "system.qcow2").write_bytes(b"x")
 
     rn, ns = run_json(pyti, "--backend", "ns", demo)
     rv, vm = run_json(pyti, "--backend", "vm", demo)
@@ -142,7 +146,7 @@ def test_vm_run_matches_ns(pyti, libvirtd, image, demo, state_dir):
     # nothing of the job is left: no pyti-job domains of ours, no run directories
     left = [n for n in virsh("list", "--all", "--name").stdout.split() if n.startswith("pyti-job-")]
     assert left == []
-    assert list((Path(state_dir) / "vm").glob("run-*")) == []
+    assert list((Path(state_dir) / "vm").glob("run-*")) == []  # the stale one included
 
 
 def test_vm_run_relative_state_dir(pyti_bin, libvirtd, image, demo, state_dir, tmp_path):
