@@ -20,7 +20,6 @@
 #include "sandbox.h"
 
 #define VENV "/tmp/pyti-venv"
-/* Extras that conventionally carry a project's test dependencies. */
 
 static void progress(const struct manager_opts *o, const char *phase, const json_t *ev)
 {

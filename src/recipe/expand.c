@@ -168,16 +168,19 @@ static int expand(const char *tmpl, const struct recipe_vars *vars, struct buf *
 				memcpy(var, p + 1, n);
 				var[n] = '\0';
 				bool known = false;
-				char names[160] = "";
-				for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++) {
+				for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++)
 					known |= strcmp(var, placeholder_names[i]) == 0;
-					size_t l = strlen(names);
-					snprintf(names + l, sizeof names - l, "%s{%s}", i ? " " : "", placeholder_names[i]);
-				}
-				if (!known)
+				if (!known) {
+					char names[160] = "";
+					for (size_t i = 0; i < ARRAY_SIZE(placeholder_names); i++) {
+						size_t l = strlen(names);
+						snprintf(names + l, sizeof names - l, "%s{%s}", i ? " " : "",
+							 placeholder_names[i]);
+					}
 					return pyti_err_usage(err,
 							      "unknown placeholder {%s} (known: %s; write {{ for a literal brace)",
 							      var, names);
+				}
 				if (vars && expand_var(var, vars, out, err) < 0)
 					return -1;
 				p = e + 1;

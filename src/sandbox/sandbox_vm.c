@@ -80,9 +80,8 @@ static void svm_console(void *arg, const char *data, size_t n)
 
 static bool svm_is_stale(void *arg, const char *name)
 {
-	struct svm *s = arg;
+	(void)arg;
 	int pid = 0;
-	(void)s;
 	/* (a warm domain is a standby, or what a dead job left of one: svm_standby_take decides) */
 	return sscanf(name, VM_NAME_PREFIX "job-%d-", &pid) == 1 && pid > 0 && pid != getpid() &&
 	       kill(pid, 0) < 0 && errno == ESRCH;
@@ -148,6 +147,48 @@ static int svm_overlay_fast(const char *backing, const char *tmpl, const char *p
 	return copy_file(tmpl, path, 0644, err);
 }
 
+/* The files of one warm snapshot (STATE/vm/<suite>/warm-<key>, see the layout above) and its
+ * standby's domain name. */
+struct svm_warm {
+	char *dir, *name, *lock, *uri, *frozen, *io0, *sav, *dx, *ok, *tmpl, *sb_sys, *sb_io, *owner;
+};
+
+/* dir = STATE/vm/<suite>/warm-<key>; the domain is pyti-warm-<key>. */
+static void svm_warm_init(struct svm_warm *w, const char *dir)
+{
+	const char *base = strrchr(dir, '/');
+	w->dir = xstrdup(dir);
+	w->name = xasprintf(VM_NAME_PREFIX "%s", base ? base + 1 : dir);
+	w->lock = xasprintf("%s/lock", w->dir);
+	w->uri = xasprintf("%s/uri", w->dir);
+	w->frozen = xasprintf("%s/frozen.qcow2", w->dir);
+	w->io0 = xasprintf("%s/io0.img", w->dir);
+	w->sav = xasprintf("%s/state.sav", w->dir);
+	w->dx = xasprintf("%s/domain.xml", w->dir);
+	w->ok = xasprintf("%s/ok", w->dir);
+	w->tmpl = xasprintf("%s/overlay-template.qcow2", w->dir);
+	w->sb_sys = xasprintf("%s/standby.qcow2", w->dir);
+	w->sb_io = xasprintf("%s/standby-io.img", w->dir);
+	w->owner = xasprintf("%s/standby", w->dir);
+}
+
+static void svm_warm_free(struct svm_warm *w)
+{
+	free(w->dir);
+	free(w->name);
+	free(w->lock);
+	free(w->uri);
+	free(w->frozen);
+	free(w->io0);
+	free(w->sav);
+	free(w->dx);
+	free(w->ok);
+	free(w->tmpl);
+	free(w->sb_sys);
+	free(w->sb_io);
+	free(w->owner);
+}
+
 /* Warm snapshots of older agents/images (other keys) for the same URI that nobody uses: ~70 MB each. */
 static void svm_standby_destroy(struct vm_conn *c, const char *name);
 static void svm_prune_warm(struct vm_conn *c, const char *cache, const char *keep, const char *uri)
@@ -158,18 +199,18 @@ static void svm_prune_warm(struct vm_conn *c, const char *cache, const char *kee
 		if (strncmp(de->d_name, "warm-", 5) != 0 || strcmp(de->d_name, keep) == 0 || strchr(de->d_name, '.'))
 			continue;
 		_cleanup_free_ char *dir = xasprintf("%s/%s", cache, de->d_name);
-		_cleanup_free_ char *lockp = xasprintf("%s/lock", dir);
-		_cleanup_free_ char *urip = xasprintf("%s/uri", dir);
+		struct svm_warm w = {0};
+		svm_warm_init(&w, dir);
 		_cleanup_buf_ struct buf u = BUF_INIT(4096);
-		if (read_file(urip, &u, NULL) < 0 || strcmp(u.data ? u.data : "", uri) != 0)
-			continue;
-		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
-		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
-			log_info("vm: removing unused warm snapshot %s", dir);
-			_cleanup_free_ char *standby = xasprintf(VM_NAME_PREFIX "%s", de->d_name);
-			svm_standby_destroy(c, standby);
-			rm_rf(dir, NULL);
+		if (read_file(w.uri, &u, NULL) == 0 && strcmp(u.data ? u.data : "", uri) == 0) {
+			_cleanup_close_ int fd = open(w.lock, O_RDWR | O_CLOEXEC);
+			if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+				log_info("vm: removing unused warm snapshot %s", dir);
+				svm_standby_destroy(c, w.name);
+				rm_rf(dir, NULL);
+			}
 		}
+		svm_warm_free(&w);
 	}
 	if (d)
 		closedir(d);
@@ -227,23 +268,18 @@ static int svm_boot_ready(struct svm *s, struct vm_conn *c, const char *xml, str
 }
 
 /* Make the warm snapshot of this image+agent under dir (we hold dir/lock). */
-static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_image *img, const char *dir,
-			  const char *name, unsigned mem, unsigned vcpus, struct sandbox_result *res,
-			  struct pyti_err *err)
+static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_image *img, const struct svm_warm *w,
+			  unsigned mem, unsigned vcpus, struct sandbox_result *res, struct pyti_err *err)
 {
-	_cleanup_free_ char *frozen = xasprintf("%s/frozen.qcow2", dir);
-	_cleanup_free_ char *io0 = xasprintf("%s/io0.img", dir);
-	_cleanup_free_ char *sav = xasprintf("%s/state.sav", dir);
-	_cleanup_free_ char *ok = xasprintf("%s/ok", dir);
 	_cleanup_free_ char *xml = NULL, *saved = NULL;
-	unlink(ok);
-	unlink(frozen);
-	unlink(sav);
-	if (svm_qcow2_overlay(img->base, frozen, err) < 0 || disk_mkfs(io0, SVM_WARM_IO_SIZE, err) < 0)
+	unlink(w->ok);
+	unlink(w->frozen);
+	unlink(w->sav);
+	if (svm_qcow2_overlay(img->base, w->frozen, err) < 0 || disk_mkfs(w->io0, SVM_WARM_IO_SIZE, err) < 0)
 		return -1;
 	_cleanup_free_ char *cmdline = xasprintf("%s%s", vm_default_cmdline, SVM_WARM_CMDLINE_EXTRA);
-	struct vm_def d = {.name = name, .memory_mib = mem, .vcpus = vcpus, .kernel = img->kernel,
-			   .initrd = img->initrd, .cmdline = cmdline, .system_disk = frozen, .io_disk = io0};
+	struct vm_def d = {.name = w->name, .memory_mib = mem, .vcpus = vcpus, .kernel = img->kernel,
+			   .initrd = img->initrd, .cmdline = cmdline, .system_disk = w->frozen, .io_disk = w->io0};
 	if (vm_domain_xml(&d, vm_conn_uri(c), &xml, err) < 0)
 		return -1;
 	double t0 = now_mono();
@@ -251,21 +287,19 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
 	if (svm_boot_ready(s, c, xml, &g, res, err) < 0)
 		return pyti_err_prefix(err, "warm snapshot");
 	double t_ready = now_mono();
-	int r = vm_guest_save(g, sav, err);
+	int r = vm_guest_save(g, w->sav, err);
 	vm_guest_free(g);
 	if (r < 0)
 		return pyti_err_prefix(err, "warm snapshot");
-	log_info("vm: warm snapshot of %s: boot → ready %.2f s, save %.2f s", name, t_ready - t0,
+	log_info("vm: warm snapshot of %s: boot → ready %.2f s, save %.2f s", w->name, t_ready - t0,
 		 now_mono() - t_ready);
-	if (vm_save_image_xml(c, sav, &saved, err) < 0)
+	if (vm_save_image_xml(c, w->sav, &saved, err) < 0)
 		return -1;
-	_cleanup_free_ char *dx = xasprintf("%s/domain.xml", dir);
-	_cleanup_free_ char *urip = xasprintf("%s/uri", dir);
 	const char *uri = vm_conn_uri(c);
-	if (write_file_atomic(dx, saved, strlen(saved), 0644, err) < 0 ||
-	    write_file_atomic(urip, uri, strlen(uri), 0644, err) < 0)
+	if (write_file_atomic(w->dx, saved, strlen(saved), 0644, err) < 0 ||
+	    write_file_atomic(w->uri, uri, strlen(uri), 0644, err) < 0)
 		return -1;
-	return write_file_atomic(ok, "ok\n", 3, 0644, err);
+	return write_file_atomic(w->ok, "ok\n", 3, 0644, err);
 }
 
 /* ---- the standby: the warm snapshot restored ahead of the next job ----
@@ -275,44 +309,11 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
  * does not restore: it adopts a "standby", the warm snapshot restored *paused* by a helper process
  * right after the previous warm job, with its own system overlay and its own I/O disk file
  * (standby.qcow2, standby-io.img; the I/O disk has the snapshot's fixed size). The job writes its
- * files into standby-io.img in place (QEMU has it open but the paused guest has never read it),
- * resumes the guest and says "go". One standby per warm snapshot, owned by whoever holds the warm
- * lock; warm-dir/standby says who that is ("job PID", "prep PID", "ready PID SECONDS" with the
- * restore's duration, "failed PID"). PYTI_VM_STANDBY=0 restores inline and leaves nothing running. */
-
-struct svm_warm {
-	char *dir, *name, *frozen, *sav, *dx, *ok, *tmpl, *sb_sys, *sb_io, *owner;
-};
-
-/* dir = STATE/vm/<suite>/warm-<key>; the domain is pyti-warm-<key>. */
-static void svm_warm_init(struct svm_warm *w, const char *dir)
-{
-	const char *base = strrchr(dir, '/');
-	w->dir = xstrdup(dir);
-	w->name = xasprintf(VM_NAME_PREFIX "%s", base ? base + 1 : dir);
-	w->frozen = xasprintf("%s/frozen.qcow2", w->dir);
-	w->sav = xasprintf("%s/state.sav", w->dir);
-	w->dx = xasprintf("%s/domain.xml", w->dir);
-	w->ok = xasprintf("%s/ok", w->dir);
-	w->tmpl = xasprintf("%s/overlay-template.qcow2", w->dir);
-	w->sb_sys = xasprintf("%s/standby.qcow2", w->dir);
-	w->sb_io = xasprintf("%s/standby-io.img", w->dir);
-	w->owner = xasprintf("%s/standby", w->dir);
-}
-
-static void svm_warm_free(struct svm_warm *w)
-{
-	free(w->dir);
-	free(w->name);
-	free(w->frozen);
-	free(w->sav);
-	free(w->dx);
-	free(w->ok);
-	free(w->tmpl);
-	free(w->sb_sys);
-	free(w->sb_io);
-	free(w->owner);
-}
+ * files into standby-io.img in place (QEMU has it open but the guest has never read it), resumes
+ * the guest if it is paused and says "go". One standby per warm snapshot, owned by whoever holds
+ * the warm lock; warm-dir/standby says who that is ("job PID", "prep PID", "warming PID SECONDS",
+ * "ready PID SECONDS" with the restore's duration, "failed PID"). PYTI_VM_STANDBY=0 restores inline
+ * and leaves nothing running. */
 
 static void svm_owner_set(const struct svm_warm *w, const char *what, pid_t pid, double secs)
 {
@@ -335,21 +336,20 @@ static bool svm_owner_get(const struct svm_warm *w, char what[16], int *pid, dou
 static int svm_standby_restore(struct vm_conn *c, const struct svm_warm *w, vm_console_fn fn, void *arg,
 			       struct vm_guest **out, struct pyti_err *err)
 {
-	_cleanup_free_ char *io0 = xasprintf("%s/io0.img", w->dir);
 	_cleanup_buf_ struct buf x = BUF_INIT(4u << 20);
 	if (read_file(w->dx, &x, err) < 0 || svm_overlay_fast(w->frozen, w->tmpl, w->sb_sys, err) < 0)
 		return -1;
 	/* an empty file of the snapshot's I/O disk size: the job writes its file system into it */
 	struct stat st;
-	if (stat(io0, &st) < 0)
-		return pyti_err_set(err, errno, "warm snapshot %s", io0);
+	if (stat(w->io0, &st) < 0)
+		return pyti_err_set(err, errno, "warm snapshot %s", w->io0);
 	_cleanup_close_ int fd = open(w->sb_io, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0 || ftruncate(fd, st.st_size) < 0)
 		return pyti_err_set(err, errno, "standby I/O disk %s", w->sb_io);
 	_cleanup_free_ char *xml = buf_steal(&x);
-	if (vm_xml_replace_file(&xml, w->frozen, w->sb_sys) < 1 || vm_xml_replace_file(&xml, io0, w->sb_io) < 1)
+	if (vm_xml_replace_file(&xml, w->frozen, w->sb_sys) < 1 || vm_xml_replace_file(&xml, w->io0, w->sb_io) < 1)
 		return pyti_err_set(err, 0, "warm snapshot %s: its domain XML does not name %s and %s", w->dir,
-				    w->frozen, io0);
+				    w->frozen, w->io0);
 	return vm_guest_restore(c, w->sav, xml, VM_RESTORE_PAUSED, fn, arg, out, err);
 }
 
@@ -429,25 +429,21 @@ void sandbox_vm_forget_image_main(const char *state_dir, const char *suite)
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, "warm-", 5) != 0 || strchr(de->d_name, '.'))
 			continue;
-		_cleanup_free_ char *lockp = xasprintf("%s/%s/lock", cache, de->d_name);
-		_cleanup_free_ char *urip = xasprintf("%s/%s/uri", cache, de->d_name);
-		_cleanup_close_ int fd = open(lockp, O_RDWR | O_CLOEXEC);
-		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			busy = true;
-			continue;
-		}
+		_cleanup_free_ char *dir = xasprintf("%s/%s", cache, de->d_name);
+		struct svm_warm w = {0};
+		svm_warm_init(&w, dir);
+		_cleanup_close_ int fd = open(w.lock, O_RDWR | O_CLOEXEC);
 		_cleanup_buf_ struct buf u = BUF_INIT(4096);
 		struct vm_conn *c = NULL;
 		struct pyti_err err = {0};
-		if (read_file(urip, &u, NULL) < 0 || !u.data || !*u.data)
-			continue;
-		if (vm_connect(u.data, &c, &err) < 0) {
+		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+			busy = true;
+		else if (read_file(w.uri, &u, NULL) == 0 && u.data && *u.data && vm_connect(u.data, &c, &err) < 0)
 			log_warn("vm: %s: its standby guest (if any) stays: %s", de->d_name, pyti_err_str(&err));
-			continue;
-		}
-		_cleanup_free_ char *name = xasprintf(VM_NAME_PREFIX "%s", de->d_name);
-		svm_standby_destroy(c, name);
+		else if (c)
+			svm_standby_destroy(c, w.name);
 		vm_disconnect(c);
+		svm_warm_free(&w);
 	}
 	closedir(d);
 	struct pyti_err err = {0};
@@ -534,8 +530,8 @@ static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_w
 	char what[16] = "";
 	int pid;
 	double secs;
-	bool got = svm_owner_get(w, what, &pid, &secs);
-	bool ready = got && (strcmp(what, "ready") == 0 || strcmp(what, "warming") == 0);
+	bool ready = svm_owner_get(w, what, &pid, &secs) &&
+		     (strcmp(what, "ready") == 0 || strcmp(what, "warming") == 0);
 	svm_owner_set(w, "job", getpid(), 0);
 	struct vm_guest *g = NULL;
 	struct pyti_err e2 = {0};
@@ -589,7 +585,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	int r = -1;
 	struct vm_guest *g = NULL;
 	struct svm_warm w = {0};
-	_cleanup_free_ char *xml = NULL, *lockp = NULL, *key_src = NULL, *warm_dir = NULL;
+	_cleanup_free_ char *xml = NULL, *key_src = NULL, *warm_dir = NULL;
 	_cleanup_free_ char *ov = xasprintf("%s/system.qcow2", rundir);
 	_cleanup_free_ char *io_cold = xasprintf("%s/io.img", rundir);
 	const char *io = io_cold; /* the I/O disk the guest has: the job's own, or the standby's */
@@ -623,10 +619,9 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	svm_warm_init(&w, warm_dir);
 	bool warm = false;
 	if (!cold) {
-		lockp = xasprintf("%s/lock", w.dir);
 		if (mkdir_p(w.dir, 0755, err) < 0)
 			goto out;
-		s->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		s->lock_fd = open(w.lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		/* Busy: wait for a helper restoring the standby, boot cold rather than wait for a job. */
 		if (s->lock_fd >= 0 &&
 		    (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0 || svm_wait_for_prep(s->lock_fd, &w)))
@@ -641,7 +636,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	if (warm) {
 		if (!path_exists(w.ok)) {
 			svm_standby_destroy(c, w.name);
-			if (svm_warm_build(s, c, &img, w.dir, w.name, mem, vcpus, res, err) < 0)
+			if (svm_warm_build(s, c, &img, &w, mem, vcpus, res, err) < 0)
 				goto out;
 			_cleanup_free_ char *keep = xasprintf("warm-%s", key);
 			svm_prune_warm(c, cache, keep, uri);

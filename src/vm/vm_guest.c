@@ -116,6 +116,8 @@ static int vm_guest_attach(struct vm_guest *g, struct pyti_err *err)
 	return 0;
 }
 
+static void vm_guest_drop(struct vm_guest *g, bool destroy);
+
 static struct vm_guest *vm_guest_new(struct vm_conn *c, vm_console_fn fn, void *arg)
 {
 	struct vm_guest *g = xcalloc(1, sizeof *g);
@@ -166,6 +168,25 @@ int vm_save_image_xml(struct vm_conn *c, const char *save_path, char **out, stru
 	return 0;
 }
 
+/* A domain by name with console and lifecycle events attached; on failure the domain is destroyed
+ * (destroy_on_fail: one we just made) or left as it is. */
+static int vm_guest_open(struct vm_conn *c, const char *name, bool destroy_on_fail, vm_console_fn fn, void *arg,
+			 struct vm_guest **out, struct pyti_err *err)
+{
+	*out = NULL;
+	struct vm_guest *g = vm_guest_new(c, fn, arg);
+	g->name = xstrdup(name);
+	g->dom = virDomainLookupByName(c->lc, name);
+	if (!g->dom || vm_guest_attach(g, err) < 0) {
+		if (!g->dom)
+			vm_lverr(err, "look up domain %s", name);
+		vm_guest_drop(g, destroy_on_fail);
+		return -1;
+	}
+	*out = g;
+	return 0;
+}
+
 int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, unsigned flags, vm_console_fn fn,
 		     void *arg, struct vm_guest **out, struct pyti_err *err)
 {
@@ -180,41 +201,17 @@ int vm_guest_restore(struct vm_conn *c, const char *save_path, const char *xml, 
 	if (!name)
 		return pyti_err_set(err, 0, "no <name> in the domain XML of %s", save_path);
 	/* Restored running, the guest was saved waiting for input, so nothing is printed before the
-	 * console is attached; paused, the caller may hot-plug devices before it resumes. */
+	 * console is attached; paused, the caller may prepare the guest's disks before it resumes. */
 	unsigned lf = flags & VM_RESTORE_PAUSED ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
 	if (virDomainRestoreFlags(c->lc, save_path, xml, lf) < 0)
 		return vm_lverr(err, "restore %s", save_path);
-	struct vm_guest *g = vm_guest_new(c, fn, arg);
-	g->name = steal_pointer(&name);
-	g->dom = virDomainLookupByName(c->lc, g->name);
-	if (!g->dom) {
-		vm_lverr(err, "look up restored domain %s", g->name);
-		vm_guest_free(g);
-		return -1;
-	}
-	if (vm_guest_attach(g, err) < 0) {
-		vm_guest_free(g);
-		return -1;
-	}
-	*out = g;
-	return 0;
+	return vm_guest_open(c, name, true, fn, arg, out, err);
 }
 
 int vm_guest_adopt(struct vm_conn *c, const char *name, vm_console_fn fn, void *arg, struct vm_guest **out,
 		   struct pyti_err *err)
 {
-	*out = NULL;
-	struct vm_guest *g = vm_guest_new(c, fn, arg);
-	g->name = xstrdup(name);
-	g->dom = virDomainLookupByName(c->lc, name);
-	if (!g->dom || vm_guest_attach(g, err) < 0) {
-		if (!g->dom)
-			vm_lverr(err, "look up domain %s", name);
-		vm_guest_release(g);
-		return -1;
-	}
-	*out = g;
-	return 0;
+	return vm_guest_open(c, name, false, fn, arg, out, err);
 }
 
 int vm_guest_resume(struct vm_guest *g, struct pyti_err *err)
