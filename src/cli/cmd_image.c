@@ -50,8 +50,10 @@ static void show(struct build_progress *p, const char *phase, const char *line)
 		/* Without a terminal: one line per phase, plus pyti's own notes (not tool chatter). */
 		if (new_phase)
 			fprintf(stderr, "pyti: [%6.1fs] image: %s\n", t, phase);
-		else if (line && strcmp(phase, "bootstrap") != 0)
-			fprintf(stderr, "pyti: [%6.1fs] image: %s: %s\n", t, phase, line);
+		else if (line && strcmp(phase, "bootstrap") != 0) {
+			_cleanup_free_ char *safe = term_safe_dup(line, 0);
+			fprintf(stderr, "pyti: [%6.1fs] image: %s: %s\n", t, phase, safe);
+		}
 		return;
 	}
 	static const char spin[] = "|/-\\";

@@ -42,23 +42,27 @@ static void on_progress(void *arg, const char *phase, const json_t *ev)
 		fprintf(stderr, "pyti: [%6.1fs] %s\n", t, phase);
 		return;
 	}
+	/* task names and statuses come from the agent, inside the sandbox: escaped like the table */
 	const char *e = pj_str(ev, "event", "");
+	_cleanup_free_ char *task = term_safe_dup(pj_str(ev, "task", "?"), 0),
+			    *status = term_safe_dup(pj_str(ev, "status", "?"), 0);
 	if (strcmp(phase, "fetch") == 0) { /* the fetch sandbox's own steps: pip wheel, pip download */
 		if (strcmp(e, "task_end") == 0)
-			fprintf(stderr, "pyti: [%6.1fs] fetch: %s %s (%.2fs)\n", t, pj_str(ev, "task", "?"),
-				pj_str(ev, "status", "?"), pj_num(ev, "wall_s", 0));
+			fprintf(stderr, "pyti: [%6.1fs] fetch: %s %s (%.2fs)\n", t, task, status,
+				pj_num(ev, "wall_s", 0));
 		return;
 	}
 	if (strcmp(e, "task_start") == 0) {
 		fprintf(stderr, "pyti: [%6.1fs] task %lld/%lld %s …\n", t, pj_int(ev, "i", 0), pj_int(ev, "n", 0),
-			pj_str(ev, "task", "?"));
+			task);
 	} else if (strcmp(e, "task_end") == 0) {
-		const char *fc = pj_str(ev, "failure_class", NULL);
-		fprintf(stderr, "pyti: [%6.1fs] task %s %s%s%s (%.2fs)\n", t, pj_str(ev, "task", "?"),
-			pj_str(ev, "status", "?"), fc ? " " : "", fc ? fc : "", pj_num(ev, "wall_s", 0));
+		const char *fc0 = pj_str(ev, "failure_class", NULL);
+		_cleanup_free_ char *fc = fc0 ? term_safe_dup(fc0, 0) : NULL;
+		fprintf(stderr, "pyti: [%6.1fs] task %s %s%s%s (%.2fs)\n", t, task, status, fc ? " " : "",
+			fc ? fc : "", pj_num(ev, "wall_s", 0));
 	} else if (strcmp(e, "heartbeat") == 0 && p->tty) {
-		fprintf(stderr, "pyti: [%6.1fs] task %s still running (%lld bytes of output)\n", t,
-			pj_str(ev, "task", "?"), pj_int(ev, "output_bytes", 0));
+		fprintf(stderr, "pyti: [%6.1fs] task %s still running (%lld bytes of output)\n", t, task,
+			pj_int(ev, "output_bytes", 0));
 	}
 }
 
@@ -131,8 +135,11 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 	if (manager_run(&mo, &res, &err) < 0) {
 		if (ctx->json) { /* machine-readable on failure too (docs/contracts.md) */
 			const char *fc = pyti_fclass_name(err.fclass);
-			_cleanup_json_ json_t *e = json_pack("{s:s, s:o, s:s, s:i}", "status", "error", "failure_class",
-							     fc ? json_string(fc) : json_null(), "error", pyti_err_str(&err),
+			/* lossy: the message may quote sandbox bytes that are not UTF-8 (json_pack would fail) */
+			const char *msg = pyti_err_str(&err);
+			_cleanup_json_ json_t *e = json_pack("{s:s, s:o, s:o, s:i}", "status", "error", "failure_class",
+							     fc ? json_string(fc) : json_null(), "error",
+							     pj_string_lossy(msg, strlen(msg)),
 							     "exit_status", err.status ? (int)err.status : PYTI_EXIT_INFRA);
 			json_dumpf(e, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 			fputc('\n', stdout);

@@ -38,24 +38,28 @@ static void usage(FILE *f)
 		   "2 usage or configuration error, 3 infrastructure error.\n");
 }
 
+/* Every error reaches the user here, and many quote what a sandbox wrote (pip's output, the
+ * agent's messages, file names of a package): the one place to escape them for the terminal. */
 int cli_fail(const struct pyti_err *err)
 {
 	const char *fc = pyti_fclass_name(err->fclass);
+	_cleanup_free_ char *msg = term_safe_dup(pyti_err_str(err), TERM_KEEP_NEWLINES);
 	if (fc)
-		fprintf(stderr, "pyti: error (%s): %s\n", fc, pyti_err_str(err));
+		fprintf(stderr, "pyti: error (%s): %s\n", fc, msg);
 	else
-		fprintf(stderr, "pyti: error: %s\n", pyti_err_str(err));
+		fprintf(stderr, "pyti: error: %s\n", msg);
 	return err->status ? (int)err->status : PYTI_EXIT_INFRA;
 }
 
 int cli_usage(const char *fmt, ...)
 {
+	char line[4096];
 	va_list ap;
-	fputs("pyti: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	_cleanup_free_ char *msg = term_safe_dup(line, TERM_KEEP_NEWLINES);
+	fprintf(stderr, "pyti: %s\n", msg);
 	return PYTI_EXIT_USAGE;
 }
 

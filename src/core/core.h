@@ -171,8 +171,11 @@ json_t *pj_string_lossy(const char *p, size_t n);
 size_t utf8_seq(const unsigned char *p, size_t n);
 
 /* Write untrusted bytes to a terminal with every control that could drive it escaped: C0 (but
- * \n and \t with TERM_KEEP_NEWLINES), DEL, UTF-8-encoded C1 (U+0080..U+009F, as \u00XX) and
- * bytes that are not UTF-8 (as \xNN); TERM_ESCAPE_BACKSLASH escapes '\\' too (unambiguous names). */
+ * \n and \t with TERM_KEEP_NEWLINES), DEL, UTF-8-encoded C1 (U+0080..U+009F, as \u00XX), bidi
+ * controls (U+200E/F, U+202A..U+202E, U+2066..U+2069) and other invisible format characters (as
+ * \uXXXX or \UXXXXXXXX) and bytes that are not UTF-8 (as \xNN); TERM_ESCAPE_BACKSLASH escapes
+ * '\\' too (unambiguous names). The one sanitiser for sandbox text on its way to a terminal: the
+ * CLI's error printer and pyti_log() pass everything through it. */
 #define TERM_KEEP_NEWLINES 0x1u
 #define TERM_ESCAPE_BACKSLASH 0x2u
 void term_put_safe(FILE *f, const char *s, size_t n, unsigned flags);

@@ -119,6 +119,29 @@ json_t *pj_string_lossy(const char *s, size_t n)
 	return j;
 }
 
+/* The code point of a valid UTF-8 sequence of k bytes (utf8_seq said so). */
+static unsigned utf8_decode(const unsigned char *p, size_t k)
+{
+	static const unsigned char lead_mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+	unsigned c = p[0] & lead_mask[k];
+	for (size_t i = 1; i < k; i++)
+		c = (c << 6) | (p[i] & 0x3f);
+	return c;
+}
+
+/* Characters that draw nothing yet change what the reader sees: the bidi embeddings, overrides,
+ * isolates and marks ("Trojan Source": U+202E shows "exe.txt" for "txt.exe"), invisible
+ * separators and joiners-that-are-not (U+200B, U+2060, U+FEFF), the line and paragraph separators
+ * some terminals break lines on, interlinear annotations and tags (invisible text). ZWNJ/ZWJ
+ * (U+200C/U+200D) stay: scripts and emoji need them, and they cannot reorder or hide text. */
+static bool term_invisible(unsigned cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c || cp == 0x180e ||
+	       cp == 0x200b || cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb) ||
+	       (cp >= 0x1d173 && cp <= 0x1d17a) || (cp >= 0xe0000 && cp <= 0xe007f);
+}
+
 void term_put_safe(FILE *f, const char *s, size_t n, unsigned flags)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -128,11 +151,14 @@ void term_put_safe(FILE *f, const char *s, size_t n, unsigned flags)
 		if (k == 0) { /* not UTF-8: a lone byte an 8-bit terminal may take for C1 */
 			fprintf(f, "\\x%02x", c);
 			i++;
-		} else if (k == 2 && c == 0xc2 && p[i + 1] < 0xa0) { /* U+0080..U+009F: C1 controls */
-			fprintf(f, "\\u%04x", (unsigned)p[i + 1]);
-			i += 2;
 		} else if (k > 1) {
-			fwrite(p + i, 1, k, f);
+			unsigned cp = utf8_decode(p + i, k);
+			if (!term_invisible(cp))
+				fwrite(p + i, 1, k, f);
+			else if (cp <= 0xffff) /* C1 (U+0080..U+009F) included */
+				fprintf(f, "\\u%04x", cp);
+			else
+				fprintf(f, "\\U%08x", cp);
 			i += k;
 		} else {
 			bool keep = (c >= 0x20 && c != 0x7f && !(c == '\\' && (flags & TERM_ESCAPE_BACKSLASH))) ||

@@ -19,7 +19,10 @@ void pyti_log(enum pyti_loglevel lvl, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "pyti: %s: %s\n", tag[lvl], line);
+	/* Messages quote sandbox text (pip's output, task names, event strings): escape it here, once,
+	 * rather than trust every caller to remember. */
+	_cleanup_free_ char *safe = term_safe_dup(line, TERM_KEEP_NEWLINES);
+	fprintf(stderr, "pyti: %s: %s\n", tag[lvl], safe);
 }
 
 double now_mono(void)

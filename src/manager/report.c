@@ -1,6 +1,6 @@
 /* Reports of a job's raw data: test counts from JUnit XML, the terminal table, JUnit XML out.
  * Everything printed from a task's output is untrusted: control characters are neutralised for the
- * terminal and dropped for XML. */
+ * terminal and replaced for XML. */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -23,16 +23,24 @@ static long attr_long(xmlNode *n, const char *name)
 	return (r < 0) ? 0 : r;
 }
 
+/* The counts are the task's to choose (two suites of tests="9223372036854775807"): a sum that
+ * would overflow sticks at LONG_MAX instead, which is both defined and obviously absurd. */
+static long sat_add(long a, long b)
+{
+	long r;
+	return __builtin_add_overflow(a, b, &r) ? LONG_MAX : r;
+}
+
 static void sum_suites(xmlNode *n, long c[4], int depth)
 {
 	for (; n && depth < 32; n = n->next) {
 		if (n->type != XML_ELEMENT_NODE)
 			continue;
 		if (xmlStrcmp(n->name, (const xmlChar *)"testsuite") == 0) {
-			c[0] += attr_long(n, "tests");
-			c[1] += attr_long(n, "failures");
-			c[2] += attr_long(n, "errors");
-			c[3] += attr_long(n, "skipped");
+			c[0] = sat_add(c[0], attr_long(n, "tests"));
+			c[1] = sat_add(c[1], attr_long(n, "failures"));
+			c[2] = sat_add(c[2], attr_long(n, "errors"));
+			c[3] = sat_add(c[3], attr_long(n, "skipped"));
 		} else if (xmlStrcmp(n->name, (const xmlChar *)"testsuites") == 0) {
 			sum_suites(n->children, c, depth + 1);
 		}
@@ -54,8 +62,10 @@ json_t *report_junit_counts(const char *path, struct pyti_err *err)
 	long c[4] = {0};
 	sum_suites(xmlDocGetRootElement(doc), c, 0);
 	xmlFreeDoc(doc);
-	long passed = c[0] - c[1] - c[2] - c[3];
-	return json_pack("{sIsIsIsI}", "passed", (json_int_t)(passed > 0 ? passed : 0), "failed",
+	/* every count is >= 0 (attr_long), so only the subtraction's sign needs care */
+	long not_passed = sat_add(sat_add(c[1], c[2]), c[3]);
+	long passed = c[0] > not_passed ? c[0] - not_passed : 0;
+	return json_pack("{sIsIsIsI}", "passed", (json_int_t)passed, "failed",
 			 (json_int_t)c[1], "skipped", (json_int_t)c[3], "errors", (json_int_t)c[2]);
 }
 
@@ -178,16 +188,29 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 	fputc('\n', f);
 }
 
-/* XML 1.0 allows \t \n \r and >= 0x20 only; invalid UTF-8 was already replaced by the JSON layer. */
+/* The one XML escaper for sandbox text (the writer does <>&" itself): XML 1.0 allows only
+ * \t \n \r, U+0020..U+D7FF, U+E000..U+FFFD and U+10000.. — anything else (a control byte, U+FFFE,
+ * bytes that are not UTF-8) would make the whole file unparseable, so it becomes U+FFFD. */
 static char *xml_clean(const char *s)
 {
-	char *o = xstrdup(s);
-	for (char *p = o; *p; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
-			*p = '?';
+	struct buf b = BUF_INIT(0);
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(p + i, n - i);
+		bool ok = k > 0;
+		if (k == 1)
+			ok = p[i] >= 0x20 || p[i] == '\t' || p[i] == '\n' || p[i] == '\r';
+		else if (k == 3) /* U+FFFE, U+FFFF: EF BF BE/BF */
+			ok = !(p[i] == 0xef && p[i + 1] == 0xbf && p[i + 2] >= 0xbe);
+		if (ok)
+			buf_append(&b, p + i, k);
+		else
+			buf_append(&b, "\xef\xbf\xbd", 3);
+		i += k ? k : 1;
 	}
-	return o;
+	buf_append(&b, "", 0);
+	return b.data; /* NUL-terminated by buf (it keeps one spare byte) */
 }
 
 int report_junit_write(const json_t *r, const char *path, struct pyti_err *err)
@@ -206,7 +229,8 @@ int report_junit_write(const json_t *r, const char *path, struct pyti_err *err)
 		nfail += strcmp(st, "failed") == 0;
 		nskip += strcmp(st, "skipped") == 0;
 	}
-	_cleanup_free_ char *dist = xml_clean(pj_str(r, "dist", "?"));
+	_cleanup_free_ char *dist = xml_clean(pj_str(r, "dist", "?")),
+			    *recipe = xml_clean(pj_str(r, "recipe", "recipe"));
 	xmlTextWriterSetIndent(w, 1);
 	xmlTextWriterStartDocument(w, NULL, "UTF-8", NULL);
 	xmlTextWriterStartElement(w, BAD_CAST "testsuites");
@@ -220,11 +244,12 @@ int report_junit_write(const json_t *r, const char *path, struct pyti_err *err)
 	json_array_foreach(tasks, i, t) {
 		const char *st = pj_str(t, "status", "");
 		xmlTextWriterStartElement(w, BAD_CAST "testcase");
-		xmlTextWriterWriteFormatAttribute(w, BAD_CAST "classname", "pyti.%s", pj_str(r, "recipe", "recipe"));
+		xmlTextWriterWriteFormatAttribute(w, BAD_CAST "classname", "pyti.%s", recipe);
 		_cleanup_free_ char *name = xml_clean(pj_str(t, "task", "?"));
 		xmlTextWriterWriteAttribute(w, BAD_CAST "name", BAD_CAST name);
 		xmlTextWriterWriteFormatAttribute(w, BAD_CAST "time", "%.3f", pj_num(t, "wall_s", 0));
-		const char *fc = pj_str(t, "failure_class", NULL);
+		const char *fc0 = pj_str(t, "failure_class", NULL);
+		_cleanup_free_ char *fc = fc0 ? xml_clean(fc0) : NULL;
 		if (strcmp(st, "failed") == 0) {
 			xmlTextWriterStartElement(w, BAD_CAST "failure");
 			xmlTextWriterWriteFormatAttribute(w, BAD_CAST "type", "%s", fc ? fc : "Failed");

@@ -6,8 +6,11 @@
  * exactly the way inih is about to. So when the handler runs, ctx->lineno is its line. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "recipe.h"
 
@@ -269,6 +272,17 @@ static char *ctx_reader(char *str, int num, void *stream)
 	if (memchr(p, '\0', n)) {
 		perr(c, c->lineno, "NUL byte in recipe");
 		return NULL;
+	}
+	/* A recipe is UTF-8 text: say so here, with the line, rather than let a bad byte in a name
+	 * or command surface after the fetch as a JSON error (job.json, results are UTF-8). */
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq((const unsigned char *)p + i, n - i);
+		if (!k) {
+			perr(c, c->lineno, "invalid UTF-8 (byte 0x%02x at column %zu); a recipe is UTF-8 text",
+			     (unsigned char)p[i], i + 1);
+			return NULL;
+		}
+		i += k;
 	}
 	if (n + 1 > (size_t)num || n > RECIPE_MAX_LINE - 3) {
 		perr(c, c->lineno, "line too long (more than %d bytes)", RECIPE_MAX_LINE - 3);
@@ -725,14 +739,42 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 	return 0;
 }
 
+/* The user names the file, but it may be anything: a FIFO would block open() and read() for
+ * ever, a tty would become our controlling terminal, /dev/zero would never end. So: open without
+ * blocking or a ctty, accept a regular file only, and read at most RECIPE_MAX_SIZE + 1 bytes. */
+static int read_recipe_file(const char *path, struct buf *b, struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return pyti_err_usage(err, "recipe %s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return pyti_err_usage(err, "recipe %s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return pyti_err_usage(err, "recipe %s: not a regular file", path);
+	if (st.st_size > (off_t)RECIPE_MAX_SIZE)
+		return pyti_err_usage(err, "%s: recipe larger than %u bytes", path, RECIPE_MAX_SIZE);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_usage(err, "recipe %s: read: %s", path, strerror(errno));
+		if (n == 0)
+			break;
+		if (buf_append(b, chunk, (size_t)n) < 0) /* it grew since fstat */
+			return pyti_err_usage(err, "%s: recipe larger than %u bytes", path, RECIPE_MAX_SIZE);
+	}
+	buf_append(b, "", 0);
+	return 0;
+}
+
 int recipe_load_file(const char *path, struct recipe **out, struct pyti_err *err)
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(RECIPE_MAX_SIZE);
-	if (read_file(path, &b, err) < 0) {
-		if (err)
-			err->status = PYTI_EXIT_USAGE;
-		return pyti_err_prefix(err, "recipe");
-	}
+	if (read_recipe_file(path, &b, err) < 0)
+		return -1;
 	return recipe_load_buffer(path, b.data, b.len, out, err);
 }
 

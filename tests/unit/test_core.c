@@ -201,12 +201,47 @@ static void test_term_safe(void **state)
 	assert_string_equal(lines, "a\\x1b[2Jb\\u009b31mc\\x9b\\x7f\t\n\xc3\xa9\\x5c");
 }
 
+static void test_term_safe_invisible(void **state)
+{
+	(void)state;
+	/* "Trojan Source": RLO, LRI..PDI, LRM/RLM, ZWSP, BOM, word joiner, a tag character, the line
+	 * separator; and a CR that would overwrite the line */
+	static const char in[] = "g\xe2\x80\xae" "h\xe2\x81\xa6" "i\xe2\x81\xa9" "j\xe2\x80\x8e\xe2\x80\x8f"
+				 "k\xe2\x80\x8b" "m\xef\xbb\xbf" "n\xe2\x81\xa0" "p\xf3\xa0\x80\x81" "q\xe2\x80\xa8"
+				 "r\rs";
+	_cleanup_free_ char *o = term_safe_dup(in, TERM_KEEP_NEWLINES);
+	assert_string_equal(o, "g\\u202eh\\u2066i\\u2069j\\u200e\\u200fk\\u200bm\\ufeffn\\u2060p\\U000e0001q"
+			       "\\u2028r\\x0ds");
+	/* every bidi control named by Unicode (U+202A..U+202E, U+2066..U+2069, ALM) */
+	static const unsigned bidi[] = {0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x61c};
+	for (size_t i = 0; i < ARRAY_SIZE(bidi); i++) {
+		char s[8];
+		unsigned cp = bidi[i];
+		if (cp < 0x800)
+			snprintf(s, sizeof s, "%c%c", 0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+		else
+			snprintf(s, sizeof s, "%c%c%c", 0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f));
+		_cleanup_free_ char *e = term_safe_dup(s, 0);
+		char want[16];
+		snprintf(want, sizeof want, "\\u%04x", cp);
+		assert_string_equal(e, want);
+	}
+	/* C1 as UTF-8 and as raw bytes, invalid UTF-8 (truncated, overlong, surrogate) */
+	_cleanup_free_ char *c1 = term_safe_dup("\xc2\x85\xc2\x9d\x9d\xe2\x80\xc0\xaf\xed\xa0\x80", 0);
+	assert_string_equal(c1, "\\u0085\\u009d\\x9d\\xe2\\x80\\xc0\\xaf\\xed\\xa0\\x80");
+	/* what stays: accents, CJK, emoji with ZWJ, the no-break space */
+	static const char keep[] = "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x92\xbb\xc2\xa0";
+	_cleanup_free_ char *k = term_safe_dup(keep, 0);
+	assert_string_equal(k, keep);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
 		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe),
+		cmocka_unit_test(test_term_safe_invisible),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -324,6 +326,60 @@ static void test_load_file(void **state)
 	assert_int_equal(rm_rf(dir, &err), 0);
 }
 
+static void test_invalid_utf8(void **state)
+{
+	(void)state;
+	/* found at parse time with the line, not after the fetch as a JSON error */
+	expect_err("[task:t]\nrun = echo \xff\n", "recipe.ini:2: invalid UTF-8 (byte 0xff at column 12); a recipe is UTF-8 text");
+	expect_err("[recipe]\nname = caf\xc3\n[task:t]\nrun = x\n",
+		   "recipe.ini:2: invalid UTF-8 (byte 0xc3 at column 11); a recipe is UTF-8 text");
+	/* an overlong encoding and a UTF-16 surrogate are not UTF-8 either */
+	expect_err("[task:t]\nrun = x\n  \xc0\xafy\n", "recipe.ini:3: invalid UTF-8 (byte 0xc0 at column 3); a recipe is UTF-8 text");
+	expect_err("[task:t]\nrun = \xed\xa0\x80\n", "recipe.ini:2: invalid UTF-8 (byte 0xed at column 7); a recipe is UTF-8 text");
+	/* and a NUL within a value (recipe_load_buffer takes a length) */
+	static const char nul[] = "[task:t]\nrun = a\0b\n";
+	struct recipe *r = NULL;
+	struct pyti_err err = {0};
+	assert_int_equal(recipe_load_buffer("recipe.ini", nul, sizeof nul - 1, &r, &err), -1);
+	assert_string_equal(err.msg, "recipe.ini:2: NUL byte in recipe");
+	/* valid UTF-8 stays fine */
+	static const char ok[] = "[task:t]\nrun = echo caf\xc3\xa9 \xe2\x80\xa6\n";
+	assert_int_equal(recipe_load_buffer("recipe.ini", ok, sizeof ok - 1, &r, &err), 0);
+	assert_string_equal(r->tasks[0].run, "echo caf\xc3\xa9 \xe2\x80\xa6");
+	recipe_free(r);
+}
+
+static void test_load_not_regular(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/pyti-test-recipe-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct pyti_err err = {0};
+	struct recipe *r = NULL;
+	/* a FIFO with no writer: opening it must not block, and it is refused */
+	_cleanup_free_ char *fifo = xasprintf("%s/fifo.ini", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(recipe_load_file(fifo, &r, &err), -1);
+	_cleanup_free_ char *want = xasprintf("recipe %s: not a regular file", fifo);
+	assert_string_equal(err.msg, want);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	/* a directory */
+	assert_int_equal(recipe_load_file(dir, &r, &err), -1);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	/* a file over the cap */
+	_cleanup_free_ char *big = xasprintf("%s/big.ini", dir);
+	FILE *f = fopen(big, "w");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, (2L << 20), SEEK_SET), 0);
+	fputc('\n', f);
+	fclose(f);
+	assert_int_equal(recipe_load_file(big, &r, &err), -1);
+	assert_non_null(strstr(err.msg, "recipe larger than"));
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	assert_null(r);
+	assert_int_equal(rm_rf(dir, &err), 0);
+}
+
 static void test_expand(void **state)
 {
 	(void)state;
@@ -450,7 +506,8 @@ int main(void)
 		cmocka_unit_test(test_nul_and_long_lines), cmocka_unit_test(test_cycles),
 		cmocka_unit_test(test_order),         cmocka_unit_test(test_builtin_default),
 		cmocka_unit_test(test_load_file),     cmocka_unit_test(test_expand),
-		cmocka_unit_test(test_job_tasks),
+		cmocka_unit_test(test_job_tasks),     cmocka_unit_test(test_invalid_utf8),
+		cmocka_unit_test(test_load_not_regular),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
