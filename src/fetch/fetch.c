@@ -114,8 +114,13 @@ static int classify(const char *dist, const char *what, const char *output, cons
 	if (!output)
 		output = "";
 	_cleanup_free_ char *tail = tail_lines(output, 12, 1500);
-	_cleanup_free_ char *netline = line_with(output, net);
-	if (!netline && log)
+	/* When the package's own build code failed (setup.py, a PEP 517 hook; not pip's subprocess
+	 * installing build dependencies), its output is in the log, and it may say "Connection
+	 * refused" to pass its failure off as the index's: the class is Fetch, whatever it printed. */
+	bool own_build_failed = strstr(output, "subprocess-exited-with-error") &&
+				!strstr(output, "pip subprocess to install");
+	_cleanup_free_ char *netline = own_build_failed ? NULL : line_with(output, net);
+	if (!netline && log && !own_build_failed)
 		netline = line_with(log, net);
 	if (netline)
 		return pyti_err_class(err, PYTI_FC_NETWORK,

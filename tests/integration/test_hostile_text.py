@@ -50,14 +50,15 @@ def demo(tmp_path_factory):
 
 
 def test_failing_fetch_output_escaped(pyti_bin, state_dir, tmp_path):
-    """A setup.py that prints terminal controls and fails: the Fetch error quotes pip's output,
-    escaped, and stays a Fetch error (exit 3) in the table and in --json."""
+    """A setup.py that prints terminal controls and a network error's words, then fails: nothing
+    raw reaches the terminal, and the failure stays the package's (Fetch, exit 3; it used to
+    become "Network" with the build's line quoted raw from pip's log), in --json too."""
     d = tmp_path / "pyti_evil_build-1.0"
     d.mkdir()
     (d / "setup.py").write_text(textwrap.dedent(f"""\
         import sys
         for f in (sys.stdout.buffer, sys.stderr.buffer):
-            f.write(b"HOSTILE-BUILD " + {NASTY!r} + b" END\\n")
+            f.write(b"HOSTILE-BUILD Connection refused " + {NASTY!r} + b" END\\n")
             f.flush()
         sys.exit(1)
         """))
