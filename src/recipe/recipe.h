@@ -20,7 +20,8 @@
  *   junit = out/junit-test.xml     ; written by the task; under /io/out ("/io/" prefix accepted)
  *   description = ...
  *
- * Lines starting with ';' or '#' are comments. There are no inline comments: ';' inside a value is
+ * The file is UTF-8 text, a regular file of at most 1 MiB (no NUL): anything else is refused with
+ * file:line before a job starts. Lines starting with ';' or '#' are comments. There are no inline comments: ';' inside a value is
  * part of it (shell commands need it).
  *
  * Placeholders, substituted by recipe_to_job_tasks() in run, cwd and env values:
