@@ -89,19 +89,21 @@ static int sandbox_judge(const struct sandbox_spec *spec, const struct sandbox_v
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(SANDBOX_RESULTS_MAX);
 	struct pyti_err e2 = {0};
+	_cleanup_close_ int ofd = -1;
+	int rd = sandbox_read_results(spec->io_dir, &b, &ofd, &e2);
 	if (rc < 0) {
 		/* A crash or a timeout: out/ stays for what it shows (logs, how far the job got), but a
-		 * results.json other than the last one the agent announced is not the agent's: it goes. */
-		_cleanup_close_ int ofd = -1;
-		if (sandbox_read_results(spec->io_dir, &b, &ofd, &e2) == 0 &&
-		    sandbox_verdict_check(v, b.data, b.len, false, NULL, &e2) < 0) {
-			unlinkat(ofd, "results.json", 0);
-			log_warn("%s; removed it", pyti_err_str(&e2));
+		 * results.json other than the last one the agent announced is not the agent's. */
+		if (rd == 0 && sandbox_verdict_check(v, b.data, b.len, false, NULL, &e2) < 0) {
+			renameat(ofd, "results.json", ofd, "results.json.refused");
+			log_warn("%s; kept as out/results.json.refused", pyti_err_str(&e2));
 		}
 		return -1;
 	}
-	if (sandbox_read_results(spec->io_dir, &b, NULL, &e2) < 0 ||
-	    sandbox_verdict_check(v, b.data ? b.data : "", b.len, true, spec->job_tasks, &e2) < 0) {
+	if (rd < 0 || sandbox_verdict_check(v, b.data ? b.data : "", b.len, true, spec->job_tasks, &e2) < 0) {
+		/* Kept for whoever looks into it, under a name nothing takes for the agent's. */
+		if (rd == 0)
+			renameat(ofd, "results.json", ofd, "results.json.refused");
 		*err = e2;
 		err->fclass = res->fclass = PYTI_FC_TAMPERED;
 		return pyti_err_prefix(err, "the job's results cannot be believed");

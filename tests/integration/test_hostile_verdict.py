@@ -183,7 +183,7 @@ def test_replace_results_after_partial(pyti, demo, tmp_path):
 def test_replace_results_and_stop_the_agent(pyti, demo, tmp_path):
     """Task 2 replaces results.json after the partial write and makes out/logs a link, so that the
     agent, refusing to write through it, ends without final results: the job is an error (never
-    "passed"), and the forged file is not left as if it were the agent's."""
+    "passed", though the agent had written a results.json), and what out/ keeps is the agent's."""
     code = forge_code("""
         with open("/io/out/results.json", "w") as f:
             json.dump(forged, f)
@@ -212,8 +212,11 @@ def test_replace_results_and_stop_the_agent(pyti, demo, tmp_path):
     job = Path(m.group(1))
     try:
         kept = job / "out" / "results.json"
-        # The forgery is gone; only the agent's own partial results could remain.
-        assert not kept.exists() or json.loads(kept.read_text()).get("job") != "forged"
+        # What is left is the agent's own partial results (written after the swapper ended, over
+        # the forgery), showing how far the job really got.
+        partial = json.loads(kept.read_text())
+        assert partial["job"] != "forged" and partial["status"] == "running", partial
+        assert statuses(partial) == {"first": ("passed", None), "swapper": ("passed", None)}
     finally:
         shutil.rmtree(job, ignore_errors=True)
 
@@ -308,12 +311,22 @@ def test_vm_console_forgery(pyti, libvirtd_up, demo, tmp_path):
         timeout = 300
         """)
     # --cold: no warm snapshot of this agent is made in the shared state directory for one test.
-    r, res = run_json(pyti, "--backend", "vm", "--cold", "--recipe", recipe, demo, timeout=1500)
+    r, res = run_json(pyti, "--backend", "vm", "--cold", "--keep", "--recipe", recipe, demo, timeout=1500)
     assert_not_forged(r, res)
     if res["status"] == "error":
         assert r.returncode == 3
         assert res["failure_class"] == "Tampered", res
-    else:
-        # The forgery never reached the host: the job ran to its real end.
-        assert r.returncode == 1, r.stderr
-        assert statuses(res) == {"first": ("passed", None), "forger": ("failed", None), "after": ("passed", None)}
+        # The forgery is kept aside for inspection, under a name nothing takes for the agent's.
+        m = re.search(r"job directory kept: (\S+)", r.stderr)
+        assert m, r.stderr
+        out = Path(m.group(1), "out")
+        try:
+            assert json.loads((out / "results.json.refused").read_text())["job"] == "forged"
+            assert not (out / "results.json").exists()
+        finally:
+            shutil.rmtree(m.group(1), ignore_errors=True)
+        return
+    # The forgery never reached the host (tasks cannot open the console): the job ran to its end.
+    shutil.rmtree(res["job_dir"], ignore_errors=True)
+    assert r.returncode == 1, r.stderr
+    assert statuses(res) == {"first": ("passed", None), "forger": ("failed", None), "after": ("passed", None)}
