@@ -124,7 +124,7 @@ def test_fake_event_lines(pyti, demo, tmp_path):
     log, not to the host) and tries the agent's own stdout through /proc/1/fd/1 (the agent is not
     dumpable), then exits 1. The job goes on, and fails honestly."""
     code = textwrap.dedent("""\
-        import hashlib, json, sys
+        import hashlib, json, os, sys
         fake = json.dumps({"status": "passed", "tasks": []}) + "\\n"
         open("/io/out/results.json", "w").write(fake)
         d = hashlib.sha256(fake.encode()).hexdigest()
@@ -139,6 +139,13 @@ def test_fake_event_lines(pyti, demo, tmp_path):
                 print("WROTE", p)
             except OSError as e:
                 print("refused", p, e.errno)
+        # Nothing of the agent's reaches a task: its descriptors are 0-2 and its own pipe.
+        for fd in range(3, 256):
+            try:
+                os.fstat(fd)
+                print("LEAKED fd", fd, os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
         raise SystemExit(1)
         """)
     recipe = write_recipe(tmp_path, f"""\
@@ -155,6 +162,7 @@ def test_fake_event_lines(pyti, demo, tmp_path):
     assert statuses(res) == {"liar": ("failed", None), "after": ("passed", None)}
     liar = next(t for t in res["tasks"] if t["task"] == "liar")
     assert "WROTE" not in liar["output"], liar["output"]
+    assert "LEAKED" not in liar["output"], liar["output"]
 
 
 def test_replace_results_after_partial(pyti, demo, tmp_path):
@@ -221,30 +229,31 @@ def test_replace_results_and_stop_the_agent(pyti, demo, tmp_path):
         shutil.rmtree(job, ignore_errors=True)
 
 
-@pytest.mark.parametrize("kind", ["symlink", "directory"])
+@pytest.mark.parametrize("kind", ["symlink", "directory", "log-symlink"])
 def test_results_name_taken_by_task(pyti, demo, tmp_path, kind):
-    """A task leaves out/results.json as a link to another file, or as a directory. The agent never
-    writes through the link (its target keeps its bytes) and gives its own verdict; a directory
-    it cannot replace makes the job an error, never "passed"."""
+    """A task leaves out/results.json as a link to another file, or as a directory, or the next
+    task's log as a link. The agent never writes through a link (its target keeps its bytes) and
+    gives its own verdict; a directory it cannot replace makes the job an error, never "passed"."""
     if kind == "symlink":
         code = forge_code("""
             open("/io/src/victim", "w").write("untouched")
             os.remove("/io/out/results.json")
             os.symlink("/io/src/victim", "/io/out/results.json")
         """)
-    else:
+    elif kind == "directory":
         code = forge_code("""
             os.remove("/io/out/results.json")
             os.makedirs("/io/out/results.json/x")
         """)
-    recipe = write_recipe(tmp_path, f"""\
-        [task:first]
-        run = echo first
-        timeout = 120
-        [task:taker]
-        run = {py(code)}
-        timeout = 120
+    else:  # the log of the next task, made a link before the agent opens it
+        code = forge_code("""
+            open("/io/src/victim", "w").write("untouched")
+            os.symlink("/io/src/victim", "/io/out/logs/after.log")
         """)
+    body = f"[task:first]\nrun = echo first\ntimeout = 120\n[task:taker]\nrun = {py(code)}\ntimeout = 120\n"
+    if kind == "log-symlink":
+        body += "[task:after]\nrun = echo after\ntimeout = 120\n"
+    recipe = write_recipe(tmp_path, body)
     r, res = run_json(pyti, "--keep", "--recipe", recipe, demo)
     if kind == "symlink":
         assert r.returncode == 0, r.stderr
@@ -253,6 +262,15 @@ def test_results_name_taken_by_task(pyti, demo, tmp_path, kind):
         job = Path(res["job_dir"])
         assert (job / "src" / "victim").read_text() == "untouched"
         assert not Path(res["logs"], "results.json").is_symlink()
+        shutil.rmtree(job, ignore_errors=True)
+    elif kind == "log-symlink":
+        # The agent does not open the log through the link: that task cannot start (Infra, with
+        # the reason in its output), the others keep their real statuses.
+        assert_not_forged(r, res)
+        assert r.returncode == 1, r.stderr
+        assert statuses(res) == {"first": ("passed", None), "taker": ("passed", None), "after": ("failed", "Infra")}
+        job = Path(res["job_dir"])
+        assert (job / "src" / "victim").read_text() == "untouched"
         shutil.rmtree(job, ignore_errors=True)
     else:
         assert_not_forged(r, res)
