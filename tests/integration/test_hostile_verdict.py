@@ -10,6 +10,7 @@ Every test makes its hostile task itself and checks both that the attack fails a
 that really ran keep honest statuses. ns backend; one vm test of the console forgery at the end.
 """
 import base64
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,31 @@ def assert_not_forged(r, res):
     assert res["status"] != "passed", json.dumps(res)[:2000]
     for t in res.get("tasks", []):
         assert (t.get("tests") or {}).get("passed", 0) != 1000, json.dumps(t)[:2000]
+
+
+def test_agent_announces_what_it_writes(tmp_path):
+    """The contract the host's check rests on (docs/contracts.md, event "results"): after every
+    results.json it writes, the agent prints the sha256 of those exact bytes, partial ones included,
+    before job_end. Run on the real agent binary as an ordinary process."""
+    agent = Path(os.environ.get("PYTI_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"),
+                 "src", "agent", "pyti-agent")
+    assert agent.exists(), f"pyti-agent not found at {agent}; build first"
+    io = tmp_path / "io"
+    (io / "out").mkdir(parents=True)
+    saved = tmp_path / "partial.json"
+    job = {"job": "j", "tasks": [{"name": "a", "run": "true"},
+                                 {"name": "b", "run": f"cp {io}/out/results.json {saved}; exit 1"}]}
+    (io / "job.json").write_text(json.dumps(job))
+    r = subprocess.run([str(agent), "--io", str(io)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(l[len("@pyti "):]) for l in r.stdout.splitlines() if l.startswith("@pyti ")]
+    seq = [(e["event"], e.get("task") or e.get("status")) for e in events if e["event"] != "task_start"]
+    assert seq == [("job_start", None), ("task_end", "a"), ("results", "running"), ("task_end", "b"),
+                   ("results", "failed"), ("job_end", "failed")], seq
+    ann = [e for e in events if e["event"] == "results"]
+    assert ann[0]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert ann[1]["sha256"] == hashlib.sha256((io / "out" / "results.json").read_bytes()).hexdigest()
+    assert [a["tasks"] for a in ann] == [1, 2]
 
 
 @pytest.fixture(scope="module")
