@@ -20,6 +20,7 @@
 
 static int sandbox_dispatch(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
+	(void)res; /* in a build without backends (the fuzz targets) */
 	const char *b = spec->backend ? spec->backend : "ns";
 #if PYTI_HAVE_NS
 	if (strcmp(b, "ns") == 0)
