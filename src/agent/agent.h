@@ -2,9 +2,10 @@
  *
  * It reads <io>/job.json (docs/contracts.md), runs the tasks in order with `/bin/sh -c RUN` under
  * proc_run() with each task's limits, and writes <io>/out/logs/<task>.log and <io>/out/results.json,
- * printing one `@pyti {json}` event line per state change. The same agent runs as PID 1 of a pid
- * namespace (ns backend), as PID 1 of the VM guest (--vm, see vm.c) and as an ordinary process
- * (tests). This header is the agent's internal interface, public only so that tests can reach the
+ * printing one `@pyti {json}` event line per state change, and after each results.json it writes the
+ * file's sha256 (event "results"): the host believes only the results.json the agent announced.
+ * The same agent runs as PID 1 of a pid namespace (ns backend), as PID 1 of the VM guest (--vm, see
+ * vm.c) and as an ordinary process (tests). This header is the agent's internal interface, public only so that tests can reach the
  * pure logic (parsing, needs, result and event building).
  */
 #ifndef PYTI_AGENT_H

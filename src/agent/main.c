@@ -46,6 +46,9 @@ int main(int argc, char **argv)
 			return PYTI_EXIT_USAGE;
 		}
 	}
+	/* Tasks run beside us: as our uid (ns) they could otherwise open /proc/1/fd/1 — the event
+	 * channel the host trusts — or /proc/1/mem. Not dumpable, those need a capability tasks lack. */
+	prctl(PR_SET_DUMPABLE, 0);
 	if (vm) {
 		/* It mounts file systems and powers the machine off: never on a host by mistake. */
 		if (getpid() != 1) {

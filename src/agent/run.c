@@ -57,14 +57,44 @@ static void agent_sweep(bool pid1)
 	}
 }
 
-static int agent_write_results(const char *path, const json_t *results, struct pyti_err *err)
+/* A directory of out/ the agent writes into: tasks share /io with us and may have replaced it with
+ * a link (to make us write elsewhere) or a file. Make it when it is missing; refuse anything but a
+ * real directory, loudly, rather than write through it. Tasks never run while we write (each is
+ * swept before), so what lstat sees stays true until we are done. */
+static int agent_own_dir(const char *path, struct pyti_err *err)
+{
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return pyti_err_set(err, errno, "mkdir %s", path);
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return pyti_err_set(err, errno, "%s", path);
+	if (!S_ISDIR(st.st_mode))
+		return pyti_err_set(err, 0, "%s is no longer a directory (a task replaced it?); refusing to write "
+					    "through it",
+				    path);
+	return 0;
+}
+
+/* Write results.json and announce its digest on the event channel, which no task holds: the host
+ * believes a results.json only when its bytes match the last digest we announced (sandbox.c), so a
+ * file a task writes over ours is refused, never taken for the verdict. */
+static int agent_write_results(const struct agent_opts *opts, const char *path, const json_t *results,
+			       struct pyti_err *err)
 {
 	_cleanup_free_ char *s = json_dumps(results, JSON_INDENT(2) | JSON_REAL_PRECISION(12));
 	if (!s)
 		return pyti_err_set(err, ENOMEM, "serialise %s", path);
 	size_t n = strlen(s);
 	s[n] = '\n';
-	return write_file_atomic(path, s, n + 1, 0644, err);
+	if (write_file_atomic(path, s, n + 1, 0644, err) < 0)
+		return -1;
+	char digest[65];
+	sha256_hex(s, n + 1, digest);
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:s, s:O, s:I}", "event", "results", "sha256", digest,
+					      "status", json_object_get(results, "status"), "tasks",
+					      (json_int_t)json_array_size(json_object_get(results, "tasks")));
+	agent_emit(opts->event_fd, ev);
+	return 0;
 }
 
 /* Run one task that is allowed to run; returns its result object. */
@@ -133,7 +163,7 @@ int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *
 	int rc = 0;
 	for (size_t i = 0; i < job.n_tasks; i++) {
 		const struct agent_task *t = &job.tasks[i];
-		if (mkdir_p(logs_dir, 0755, err) < 0) {
+		if (agent_own_dir(out_dir, err) < 0 || agent_own_dir(logs_dir, err) < 0) {
 			rc = -1;
 			break;
 		}
@@ -162,17 +192,17 @@ int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *
 			       "failure_class", json_object_get(o, "failure_class"));
 		agent_emit(opts->event_fd, ev);
 		/* Partial results after each task: if the guest dies, the host still learns how far it got. */
-		if (i + 1 < job.n_tasks) {
+		if (i + 1 < job.n_tasks && agent_own_dir(out_dir, NULL) == 0) {
 			_cleanup_json_ json_t *partial = agent_results(&job, tasks, "running", now_mono() - t0, started);
-			agent_write_results(res_path, partial, NULL);
+			agent_write_results(opts, res_path, partial, NULL);
 		}
 	}
-	if (rc == 0 && mkdir_p(out_dir, 0755, err) < 0)
+	if (rc == 0 && agent_own_dir(out_dir, err) < 0)
 		rc = -1;
 	if (rc == 0) {
 		_cleanup_json_ json_t *results =
 			agent_results(&job, tasks, all ? "passed" : "failed", now_mono() - t0, started);
-		rc = agent_write_results(res_path, results, err);
+		rc = agent_write_results(opts, res_path, results, err);
 	}
 	if (rc == 0) {
 		*passed = all;

@@ -13,7 +13,7 @@
  *      @pyti {"event":"warm"} when it is done; a "go" that comes first kills it.
  *   4. flush the block cache of the I/O device (default /dev/vdb; the disk may have been swapped
  *      while the VM was saved), mount it as ext4 at /io, run /io/job.json exactly as the ns backend
- *      does (events job_start, task_start, heartbeat, task_end on the console).
+ *      does (events job_start, task_start, heartbeat, task_end, results on the console).
  *   5. sync, unmount /io, then print  @pyti {"event":"job_end","status":"passed"|"failed"}:
  *      once job_end is seen, the I/O disk is clean and complete.
  *   6. power off (reboot(RB_POWER_OFF)); the domain needs <features><acpi/></features>.

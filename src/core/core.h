@@ -32,6 +32,7 @@ enum pyti_fclass {
 	PYTI_FC_CRASH,     /* sandbox/guest died (kernel panic, agent gone) */
 	PYTI_FC_FETCH,     /* distribution could not be resolved or downloaded */
 	PYTI_FC_INFRA,     /* pyti's own machinery failed */
+	PYTI_FC_TAMPERED,  /* the job's results are not what its agent reported (a task forged them) */
 	PYTI_FC_COUNT
 };
 const char *pyti_fclass_name(enum pyti_fclass fc); /* "OOM", "Timeout", …; NULL for NONE */
@@ -139,7 +140,9 @@ int mkdir_p(const char *path, unsigned mode, struct pyti_err *err);
 int rm_rf(const char *path, struct pyti_err *err);
 /* Read a whole file into b (respecting b->max: larger files are an error). */
 int read_file(const char *path, struct buf *b, struct pyti_err *err);
-/* Write via a temporary file in the same directory + fsync + rename. */
+/* Write via a temporary file in the same directory + fsync + rename. The temporary name
+ * (path.tmp.<pid>.<random>) is created with O_EXCL|O_NOFOLLOW, so a pre-made name or link there is
+ * never written through; a directory at path makes it fail. */
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, struct pyti_err *err);
 int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *err);
 bool path_exists(const char *path);

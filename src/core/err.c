@@ -10,7 +10,7 @@ static const char *const fclass_names[PYTI_FC_COUNT] = {
 	[PYTI_FC_NOSPACE] = "NoSpace", [PYTI_FC_NETWORK] = "Network",
 	[PYTI_FC_DEPENDSON] = "DependsOn", [PYTI_FC_PIDS] = "Pids",
 	[PYTI_FC_CRASH] = "Crash",     [PYTI_FC_FETCH] = "Fetch",
-	[PYTI_FC_INFRA] = "Infra",
+	[PYTI_FC_INFRA] = "Infra",     [PYTI_FC_TAMPERED] = "Tampered",
 };
 
 const char *pyti_fclass_name(enum pyti_fclass fc)

@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "core.h"
@@ -129,10 +130,22 @@ static int write_all(int fd, const void *data, size_t len)
 
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode, struct pyti_err *err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return pyti_err_set(err, errno, "create %s", tmp);
+	/* The directory may be shared with code we do not trust (a sandbox's out/): a guessable name
+	 * opened without O_EXCL would let it pre-create the name (a directory, a link, a file it keeps
+	 * open) and swap what we rename into place. So the name is unpredictable, made with O_EXCL and
+	 * never followed; rename() replaces a link at path itself rather than writing through it. */
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	for (int tries = 0; fd < 0; tries++) {
+		uint64_t r = 0;
+		if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+			r = ((uint64_t)getpid() << 32) ^ (uint64_t)(now_wall() * 1e6) ^ (uint64_t)tries;
+		free(tmp);
+		tmp = xasprintf("%s.tmp.%ld.%016llx", path, (long)getpid(), (unsigned long long)r);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd < 0 && (errno != EEXIST || tries >= 16))
+			return pyti_err_set(err, errno, "create %s", tmp);
+	}
 	if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		int e = errno;
 		unlink(tmp);

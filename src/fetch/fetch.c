@@ -360,7 +360,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	struct sandbox_spec spec = {.backend = "ns", .image_dir = r->image_dir, .io_dir = io,
 				    .agent_path = r->agent_path, .state_dir = r->state_dir, .network = true,
 				    .ro_binds = binds, .timeout_s = r->timeout_s > 0 ? r->timeout_s : 1800,
-				    .on_event = r->on_event, .arg = r->arg};
+				    .job_tasks = tasks, .on_event = r->on_event, .arg = r->arg};
 	struct sandbox_result sres;
 	log_debug("fetch %s: starting the fetch sandbox", r->dist);
 	if (sandbox_run(&spec, &sres, err) < 0) {

@@ -209,6 +209,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.agent_path = o->agent_path,
 		.state_dir = o->state_dir,
 		.timeout_s = sandbox_backstop(tasks),
+		.job_tasks = tasks,
 		.cold = o->cold,
 		.vm_uri = o->vm_uri,
 		.on_event = on_event,

@@ -17,6 +17,10 @@ struct sandbox_spec {
 	double timeout_s;      /* backstop for the whole sandbox, above the tasks' own timeouts; 0 = none */
 	bool cold;             /* vm: boot instead of restoring the warm snapshot */
 	const char *vm_uri;    /* vm: libvirt URI (NULL = default) */
+	/* The tasks of job.json as the host wrote it. When set, out/results.json is believed only as
+	 * far as the agent itself vouched for it on its event channel (sandbox_verdict_check): a file
+	 * a task forged or changed is refused with class Tampered. NULL: no check (tests' stand-ins). */
+	const json_t *job_tasks;
 	/* Called with each "@pyti {…}" event the agent prints (borrowed reference); may be NULL. */
 	void (*on_event)(void *arg, json_t *event);
 	void *arg;
@@ -32,6 +36,28 @@ struct sandbox_result {
 /* Runs the agent to completion. Returns 0 when the agent ran and wrote out/results.json; -1 with
  * err (and res->fclass where it applies) otherwise. Nothing of the sandbox is left behind. */
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
+
+/* What the host saw on the agent's own event channel (ns: its stdout, a pipe no task holds; vm:
+ * the serial console, which tasks cannot open when they run as another uid than the agent), to judge
+ * the out/results.json it finds by. The agent announces every results.json it writes (partial
+ * and final) as {"event":"results","sha256":HEX,"status":…,"tasks":N}. */
+struct sandbox_verdict {
+	char digest[65];   /* of the last results.json the agent announced; "" = none yet */
+	char status[16];   /* that announcement's job status: running, passed or failed */
+	json_t *task_ends; /* the task_end events seen, in order (owned) */
+	char job_end[16];  /* job_end's status; "" = not seen */
+	int job_starts;
+	char *odd;         /* the first event an honest agent would not send, or NULL */
+};
+void sandbox_verdict_init(struct sandbox_verdict *v);
+void sandbox_verdict_free(struct sandbox_verdict *v);
+void sandbox_verdict_event(struct sandbox_verdict *v, const json_t *ev);
+/* Judge the bytes of out/results.json. final: the backend says the job ran to its end; the file must
+ * then be the agent's final one (digest, job_end, and its tasks those of job_tasks (may be NULL)
+ * and of the task_end events, in order). Not final (a crash or timeout): it must be the last
+ * results.json the agent announced. 0 when it is; -1 with class Tampered otherwise. */
+int sandbox_verdict_check(const struct sandbox_verdict *v, const char *data, size_t len, bool final,
+			  const json_t *job_tasks, struct pyti_err *err);
 
 /* Internal to the vm backend: the body of the hidden command `pyti __vm-standby WARM_DIR URI`,
  * the helper process that restores the next job's standby guest (see sandbox_vm.c). Returns an

@@ -834,8 +834,19 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 		char results[4096];
 		snprintf(results, sizeof results, "%s/out/results.json", spec->io_dir);
 		struct stat rs;
-		if (lstat(results, &rs) == 0 && S_ISREG(rs.st_mode)) {
+		bool have = lstat(results, &rs) == 0 && S_ISREG(rs.st_mode);
+		if (have && res->agent_status == 0) {
 			rc = 0;
+		} else if (have) {
+			/* The agent's own status is the verdict's first witness: a results.json beside an agent
+			 * that failed is a partial one (or not the agent's at all), never a job's end. */
+			if (tail.len)
+				buf_append(&tail, "", 1);
+			pyti_err_class(err, PYTI_FC_INFRA, "ns sandbox: the agent failed (%s %d)%s%s",
+				       WIFEXITED(status) ? "status" : "signal",
+				       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+				       tail.len ? "; its last words: " : "", tail.len ? tail.data : "");
+			res->fclass = PYTI_FC_INFRA;
 		} else {
 			if (tail.len)
 				buf_append(&tail, "", 1);

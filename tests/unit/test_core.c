@@ -235,6 +235,35 @@ static void test_term_safe_invisible(void **state)
 	assert_string_equal(k, keep);
 }
 
+/* write_file_atomic shares directories with sandboxes: a pre-made temporary name (the old
+ * predictable path.tmp.<pid>, as a directory) must not stop it, a link at path is replaced and
+ * never written through, a directory at path is an error. */
+static void test_write_atomic_hostile_dir(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	_cleanup_free_ char *f = xasprintf("%s/results.json", tmpl);
+	_cleanup_free_ char *old_tmp = xasprintf("%s.tmp.%ld", f, (long)getpid());
+	assert_int_equal(mkdir(old_tmp, 0755), 0);
+	_cleanup_free_ char *victim = xasprintf("%s/victim", tmpl);
+	assert_int_equal(write_file_atomic(victim, "keep", 4, 0644, NULL), 0);
+	assert_int_equal(symlink(victim, f), 0);
+	struct pyti_err err = {0};
+	assert_int_equal(write_file_atomic(f, "new", 3, 0644, &err), 0);
+	struct stat st;
+	assert_int_equal(lstat(f, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	struct buf b = BUF_INIT(0);
+	assert_int_equal(read_file(victim, &b, &err), 0);
+	assert_string_equal(b.data, "keep");
+	buf_free(&b);
+	_cleanup_free_ char *d = xasprintf("%s/dir", tmpl);
+	assert_int_equal(mkdir(d, 0755), 0);
+	assert_int_equal(write_file_atomic(d, "x", 1, 0644, &err), -1);
+	assert_int_equal(rm_rf(tmpl, NULL), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -242,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
 		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe),
 		cmocka_unit_test(test_term_safe_invisible),
+		cmocka_unit_test(test_write_atomic_hostile_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
