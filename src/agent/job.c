@@ -113,9 +113,12 @@ static int parse_task(struct agent_job *job, size_t i, const json_t *t, struct p
 		.memory_bytes = (uint64_t)fmin(memory, 1.8e19), /* beyond uint64_t would be undefined */
 		.pids = pids > 0 ? (unsigned)fmin(pids, 4e9) : AGENT_DEFAULT_PIDS,
 		.output_limit = (uint64_t)fmin(olim, 1.8e19),
+		.tmpfs_paths = agent_tmpfs_paths,
 	};
 	return 0;
 }
+
+const char *const agent_tmpfs_paths[] = {"/tmp", "/var/tmp", "/dev/shm", "/run", NULL};
 
 int agent_job_parse(json_t *root, struct agent_job *job, struct pyti_err *err)
 {

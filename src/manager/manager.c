@@ -193,9 +193,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
 	if (!tasks)
 		return -1;
-	_cleanup_json_ json_t *job = json_pack("{sssssssssssoso}", "job", job_id, "dist", dist_pin, "recipe",
+	_cleanup_json_ json_t *job = json_pack("{sssssssssssosIso}", "job", job_id, "dist", dist_pin, "recipe",
 					       recipe->name, "backend", o->backend, "image", img->display,
-					       "env", task_env(), "tasks", tasks);
+					       "env", task_env(), "tmpfs", (json_int_t)recipe->tmpfs, "tasks", tasks);
 	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, job_path, err) < 0)
 		return -1;
@@ -209,6 +209,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.agent_path = o->agent_path,
 		.state_dir = o->state_dir,
 		.timeout_s = sandbox_backstop(tasks),
+		.tmpfs_bytes = recipe->tmpfs,
 		.cold = o->cold,
 		.vm_uri = o->vm_uri,
 		.on_event = on_event,

@@ -11,6 +11,8 @@
  *     and breaks programs that reserve large mappings), so it is deliberately not used.
  *     The RSS sum overcounts pages shared between forked processes, so when it crosses the limit the
  *     PSS (/proc/<pid>/smaps_rollup) decides. Overshoot is bounded by allocation speed × tick.
+ *     What the task put on the tmpfs mounts named in lim.tmpfs_paths (their growth since it
+ *     started, by statfs) is memory too: RAM that no process's RSS shows.
  *   - the tree: the child's process group, every process whose ppid chain reaches the child, and,
  *     when this process is a subreaper or PID 1, every descendant of this process (daemons that
  *     setsid() and double-fork are re-parented to us and stay visible).
@@ -29,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -377,7 +380,40 @@ struct proc_run_state {
 	double ru_user, ru_sys;
 	long ru_maxrss;
 	long peak_rss_kb; /* seen by the watchdog */
+	uint64_t tmpfs_base; /* bytes used on lim.tmpfs_paths when the task started */
+	bool tmpfs_full;     /* one of them was seen (nearly) full while it ran */
 };
+
+#define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
+#define PROC_TMPFS_MAX 16
+
+/* Bytes used on the distinct tmpfs mounts among paths; *full when one has (almost) no room left:
+ * less than 1 MiB or 1/256 of its size, so that a writer that stopped at ENOSPC with a partial
+ * block unwritten still counts. */
+static uint64_t proc_tmpfs_used(const char *const *paths, bool *full)
+{
+	uint64_t used = 0;
+	dev_t seen[PROC_TMPFS_MAX];
+	size_t n = 0;
+	for (; paths && *paths && n < PROC_TMPFS_MAX; paths++) {
+		struct statfs sf;
+		struct stat st;
+		if (statfs(*paths, &sf) < 0 || (unsigned long)sf.f_type != PROC_TMPFS_MAGIC || stat(*paths, &st) < 0)
+			continue;
+		bool dup = false;
+		for (size_t i = 0; i < n; i++)
+			dup |= seen[i] == st.st_dev;
+		if (dup)
+			continue;
+		seen[n++] = st.st_dev;
+		uint64_t bs = (uint64_t)sf.f_bsize, total = (uint64_t)sf.f_blocks * bs;
+		used += (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
+		uint64_t avail = (uint64_t)sf.f_bavail * bs;
+		if (full && total && (avail < (1u << 20) || avail < total / 256))
+			*full = true;
+	}
+	return used;
+}
 
 static void fold_rusage(struct proc_run_state *st, const struct rusage *ru)
 {
@@ -467,6 +503,12 @@ static bool proc_watchdog(struct proc_run_state *st)
 		proc_kill_tree(st);
 		return true;
 	}
+	uint64_t tmpfs = 0;
+	if (lim->tmpfs_paths) {
+		uint64_t used = proc_tmpfs_used(lim->tmpfs_paths, &st->tmpfs_full);
+		tmpfs = used > st->tmpfs_base ? used - st->tmpfs_base : 0; /* what it deleted is not credit */
+		rss_sum += tmpfs;
+	}
 	if (lim->memory_bytes && rss_sum > lim->memory_bytes) {
 		static int rollup = -1;
 		if (rollup < 0)
@@ -483,7 +525,7 @@ static bool proc_watchdog(struct proc_run_state *st)
 				pss = rollup ? 0 : e->rss_pages * page_kb;
 			pss_sum += (uint64_t)pss * 1024;
 		}
-		if (pss_sum > lim->memory_bytes) {
+		if (pss_sum + tmpfs > lim->memory_bytes) {
 			st->res->fclass = PYTI_FC_OOM;
 			proc_kill_tree(st);
 			return true;
@@ -627,6 +669,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				    "(mount proc in the sandbox)");
 	pid_t parent = getpid();
 	long long oom_before = proc_oom_kills();
+	uint64_t tmpfs_base = proc_tmpfs_used(spec->lim.tmpfs_paths, NULL);
 	double start = now_mono();
 	pid_t child = fork();
 	if (child < 0)
@@ -638,7 +681,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	close(pyti_steal_fd(&ewr));
 
 	struct proc_run_state st = {
-		.spec = spec, .res = res, .child = child,
+		.spec = spec, .res = res, .child = child, .tmpfs_base = tmpfs_base,
 		.tree = {.child = child, .self = parent, .reaper = reaper, .procfs_ok = procfs_ok},
 	};
 	struct proc_exec_fail f;
@@ -666,7 +709,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	};
 	char *chunk = xmalloc(PROC_READ_CHUNK);
 	const struct proc_limits *lim = &spec->lim;
-	bool watch = lim->memory_bytes || lim->pids;
+	bool watch = lim->memory_bytes || lim->pids || lim->tmpfs_paths;
 	bool killed = false;
 	double last_out = start, next_wd = start, next_hb = start + spec->heartbeat_s;
 	double drain_until = 0;
@@ -778,6 +821,13 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	res->cpu_sys_s = st.ru_sys;
 	res->max_rss_kb = st.ru_maxrss > st.peak_rss_kb ? st.ru_maxrss : st.peak_rss_kb;
 	proc_classify(lim, res, oom_before);
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
+		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
+		bool full = st.tmpfs_full;
+		proc_tmpfs_used(lim->tmpfs_paths, &full);
+		if (full)
+			res->fclass = PYTI_FC_NOSPACE;
+	}
 	out_finish(&o, res);
 	free(o.head);
 	free(o.tail);

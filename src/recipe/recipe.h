@@ -6,6 +6,8 @@
  *   name = default                 ; optional, defaults to the file's base name without .ini
  *   description = ...
  *   requires = pytest, pytest-xdist   ; extra requirements to fetch (comma or newline separated)
+ *   tmpfs = 1G                     ; size of each of the sandbox's tmpfs (/tmp, /var/tmp, /dev/shm,
+ *                                  ; /run); default 1 GiB, at least 16M
  *
  *   [task:NAME]                    ; NAME: letters, digits, '.', '_', '-' (it names out/logs/NAME.log)
  *   run = shell command            ; required; continuation lines (indented) join with "\n"
@@ -47,6 +49,8 @@
 
 #define RECIPE_DEFAULT_CWD "/io"
 #define RECIPE_DEFAULT_OUTPUT_LIMIT (16ULL * 1024 * 1024)
+#define RECIPE_DEFAULT_TMPFS (1ULL << 30)
+#define RECIPE_MIN_TMPFS (16ULL << 20)
 
 struct recipe_task {
 	char *name;
@@ -71,6 +75,7 @@ struct recipe {
 	char *source;      /* file name used in messages ("recipe.ini", "<builtin:default>") */
 	char **requires;   /* extra requirements to fetch, e.g. "pytest" */
 	size_t n_requires;
+	uint64_t tmpfs; /* bytes each sandbox tmpfs holds; RECIPE_DEFAULT_TMPFS when not given */
 	/* Tasks in a validated topological order: every task comes after all tasks it needs; among
 	 * tasks free to go, file order is kept. */
 	struct recipe_task *tasks;

@@ -229,7 +229,7 @@ static void ns_ensure_target(const struct ns_ctx *c, const char *path, bool dir)
 				int old = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
 				if (old < 0)
 					child_die(c, errno, "open %s", parent);
-				ns_tmpfs(c, parent, "mode=0755", 0);
+				ns_tmpfs(c, parent, "mode=0755,size=1m", 0);
 				ns_populate(c, old, parent, NULL);
 				close(old);
 			}
@@ -440,28 +440,32 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	if (chdir("/") < 0)
 		child_die(c, errno, "chdir /");
 
-	/* 5. the image, read-only, and the writable places */
+	/* 5. the image, read-only, and the writable places (each tmpfs bounded: see sandbox.h) */
+	char tmpfs_opts[64], run_opts[64];
+	unsigned long long tmpfs_size = s->tmpfs_bytes ? s->tmpfs_bytes : SANDBOX_TMPFS_DEFAULT;
+	snprintf(tmpfs_opts, sizeof tmpfs_opts, "mode=1777,size=%llu", tmpfs_size);
+	snprintf(run_opts, sizeof run_opts, "mode=0755,size=%llu", tmpfs_size);
 	static const char *const own[] = {"proc", "dev", "sys", "tmp", "run", "io", ".old", NULL};
 	ns_populate(c, root_fd, "/", own);
 	ns_mkdir(c, "/tmp", 01777);
-	ns_tmpfs(c, "/tmp", "mode=1777", 0);
+	ns_tmpfs(c, "/tmp", tmpfs_opts, 0);
 	ns_mkdir(c, "/tmp/home", 0755);
 	ns_mkdir(c, "/run", 0755);
-	ns_tmpfs(c, "/run", "mode=0755", 0);
+	ns_tmpfs(c, "/run", run_opts, 0);
 	ns_mkdir(c, "/run/pyti", 0755);
 	ns_make_file(c, "/run/pyti/agent");
 	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
 		child_die(c, errno, "bind the agent %s", s->agent_path);
 	struct stat st;
 	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
-		ns_tmpfs(c, "/var/tmp", "mode=1777", 0);
+		ns_tmpfs(c, "/var/tmp", tmpfs_opts, 0);
 	ns_mkdir(c, "/sys", 0755);
 	ns_mkdir(c, "/proc", 0555);
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		child_die(c, errno, "mount a new /proc (refused when the host's /proc has parts covered, as in "
 				    "many containers; run pyti where /proc is not masked, or use --backend vm)");
 	ns_mkdir(c, "/dev", 0755);
-	ns_tmpfs(c, "/dev", "mode=0755", MS_NOEXEC);
+	ns_tmpfs(c, "/dev", "mode=0755,size=1m", MS_NOEXEC);
 	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
 		if (dev_fd[i] < 0)
 			continue;
@@ -480,7 +484,7 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 		if (symlink(dev_links[i][0], dev_links[i][1]) < 0)
 			child_die(c, errno, "symlink %s", dev_links[i][1]);
 	ns_mkdir(c, "/dev/shm", 01777);
-	ns_tmpfs(c, "/dev/shm", "mode=1777", 0);
+	ns_tmpfs(c, "/dev/shm", tmpfs_opts, 0);
 	ns_mkdir(c, "/dev/pts", 0755);
 	/* Pseudo-terminals are a nicety (a few test suites open one); go on without them. */
 	mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
