@@ -821,6 +821,13 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	res->cpu_sys_s = st.ru_sys;
 	res->max_rss_kb = st.ru_maxrss > st.peak_rss_kb ? st.ru_maxrss : st.peak_rss_kb;
 	proc_classify(lim, res, oom_before);
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && lim->memory_bytes) {
+		/* What it left on a tmpfs is memory it still holds, however fast it wrote and left
+		 * (between two watchdog ticks): over the limit, it did not pass. */
+		uint64_t used = proc_tmpfs_used(lim->tmpfs_paths, NULL);
+		if (used > st.tmpfs_base && used - st.tmpfs_base > lim->memory_bytes)
+			res->fclass = PYTI_FC_OOM;
+	}
 	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
 		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
 		bool full = st.tmpfs_full;

@@ -148,3 +148,111 @@ def test_fetch_still_downloads_a_real_package(fx, tmp_path):  # noqa: F811
     assert res["from_cache"] is False
     assert res["dist_wheel"] == "iniconfig-2.0.0-py3-none-any.whl"
     assert (Path(res["wheelhouse"]) / res["dist_wheel"]).stat().st_size > 0
+
+
+# ------------------------------------------------------------------ point 5: tmpfs and /io/out
+
+from pkgs import make_demo_project  # noqa: E402
+
+
+def run_json(pyti, *args, **kw):
+    r = pyti("run", "--json", "-q", *args, **kw)
+    assert r.stdout.strip(), f"no JSON on stdout; rc={r.returncode}\nstderr:\n{r.stderr}"
+    return r, json.loads(r.stdout)
+
+
+def task(res, name):
+    return next(t for t in res["tasks"] if t["task"] == name)
+
+
+def write_recipe(tmp_path, body, name="r.ini"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo_project(tmp_path_factory.mktemp("demo"), failing=0)
+
+
+@pytest.fixture(scope="module")
+def image(state_dir):
+    if not (Path(state_dir) / "images" / "bookworm" / "rootfs" / "usr" / "bin" / "python3").exists():
+        pytest.skip(f"no bookworm image in {state_dir}")
+
+
+# dd stops at the first short write (ENOSPC) with status 1; `sync` is not needed on a tmpfs.
+FILL = "dd if=/dev/zero of={path}/pyti-fill bs=1M count={mib} status=none"
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "/var/tmp"])
+def test_tmpfs_counts_against_memory(pyti, image, demo, tmp_path, where):
+    """A task under `memory = 64M` writes 300 MiB to a tmpfs and exits at once: what it left there
+    is memory it holds (OOM), however fast it was; the next task still runs and passes."""
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = tmpfs-memory
+        [task:fill]
+        memory = 64M
+        run = {FILL.format(path=where, mib=300)}
+        [task:after]
+        run = df -B1 {where}; echo clean
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    fill = task(res, "fill")
+    assert fill["status"] == "failed", json.dumps(fill)[:2000]
+    assert fill["failure_class"] == "OOM", json.dumps(fill)[:2000]
+    after = task(res, "after")
+    assert after["status"] == "passed" and "clean" in after["output"], after
+    assert res["status"] == "failed"
+    assert r.returncode == 1
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "/var/tmp", "/run"])
+def test_tmpfs_is_bounded_and_full_is_nospace(pyti, image, demo, tmp_path, where):
+    """`tmpfs = 32M` bounds each tmpfs (the kernel says so in df); a task that fills one and fails
+    on ENOSPC is NoSpace, not a failure of the package's own; the next task passes."""
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = tmpfs-bounded
+        tmpfs = 32M
+        [task:size]
+        run = df -B1 --output=size {where} | tail -n 1
+        [task:fill]
+        run = {FILL.format(path=where, mib=200)}
+        [task:after]
+        run = rm -f {where}/pyti-fill && echo clean
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    size = task(res, "size")
+    assert size["status"] == "passed", size
+    assert int(size["output"].split()[-1]) == 32 << 20, size["output"]
+    fill = task(res, "fill")
+    assert fill["status"] == "failed", json.dumps(fill)[:2000]
+    assert fill["failure_class"] == "NoSpace", json.dumps(fill)[:2000]
+    assert "No space left on device" in fill["output"]
+    assert task(res, "after")["status"] == "passed"
+    assert res["status"] == "failed"
+
+
+def test_tmpfs_default_is_bounded(pyti, image, demo, tmp_path):
+    """Without a `tmpfs` key every tmpfs still has a size: 1 GiB, not half of the host's RAM."""
+    recipe = write_recipe(tmp_path, """\
+        [recipe]
+        name = tmpfs-default
+        [task:size]
+        run = df -B1 --output=size /tmp /dev/shm /var/tmp /run | tail -n +2
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    t = task(res, "size")
+    assert t["status"] == "passed", t
+    assert [int(x) for x in t["output"].split()] == [1 << 30] * 4, t["output"]
+
+
+@pytest.mark.parametrize("value", ["1K", "lots", "0"])
+def test_tmpfs_bad_value_is_a_usage_error(pyti, tmp_path, demo, value):
+    recipe = write_recipe(tmp_path, f"[recipe]\nname = bad\ntmpfs = {value}\n[task:t]\nrun = true\n")
+    r = pyti("run", "-q", "--recipe", recipe, demo)
+    assert r.returncode == 2, r.stderr
+    assert "r.ini:3" in r.stderr and "tmpfs" in r.stderr, r.stderr
