@@ -20,6 +20,7 @@
  * there counts against its memory limit (proc_limits.tmpfs_paths). */
 #define AGENT_DEFAULT_TMPFS (1ULL << 30)
 extern const char *const agent_tmpfs_paths[];
+#define AGENT_DEFAULT_IO_LIMIT (4ULL << 30)
 #define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct agent_task {
@@ -38,6 +39,7 @@ struct agent_job {
 	struct agent_task *tasks;
 	size_t n_tasks;
 	double heartbeat_s;
+	uint64_t io_limit; /* ns: bytes each task may add under /io ("io_limit", default below); 0 = none */
 };
 
 /* Validate and index a parsed job.json (takes a new reference to root). Usage errors (exit 2) for

@@ -382,7 +382,54 @@ struct proc_run_state {
 	long peak_rss_kb; /* seen by the watchdog */
 	uint64_t tmpfs_base; /* bytes used on lim.tmpfs_paths when the task started */
 	bool tmpfs_full;     /* one of them was seen (nearly) full while it ran */
+	uint64_t io_base;    /* bytes under lim.io_path when the task started */
 };
+
+#define PROC_IO_TICK_S 1.0
+#define PROC_IO_DEPTH_MAX 64
+
+/* Bytes allocated to the files under the directory dfd (consumed), links not followed. */
+static uint64_t proc_dir_bytes(int dfd, int depth)
+{
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	uint64_t sum = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		sum += (uint64_t)st.st_blocks * 512;
+		if (S_ISDIR(st.st_mode) && depth < PROC_IO_DEPTH_MAX) {
+			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				sum += proc_dir_bytes(sub, depth + 1);
+		}
+	}
+	closedir(d);
+	return sum;
+}
+
+static uint64_t proc_io_used(const char *path)
+{
+	if (!path)
+		return 0;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? 0 : proc_dir_bytes(fd, 0);
+}
+
+/* True when the task wrote more than its budget under lim.io_path (growth since it started). */
+static bool proc_io_over(const struct proc_run_state *st)
+{
+	const struct proc_limits *lim = &st->spec->lim;
+	uint64_t used = proc_io_used(lim->io_path);
+	return used > st->io_base && used - st->io_base > lim->io_bytes;
+}
 
 #define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
 #define PROC_TMPFS_MAX 16
@@ -670,6 +717,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	pid_t parent = getpid();
 	long long oom_before = proc_oom_kills();
 	uint64_t tmpfs_base = proc_tmpfs_used(spec->lim.tmpfs_paths, NULL);
+	uint64_t io_base = spec->lim.io_bytes ? proc_io_used(spec->lim.io_path) : 0;
 	double start = now_mono();
 	pid_t child = fork();
 	if (child < 0)
@@ -681,7 +729,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	close(pyti_steal_fd(&ewr));
 
 	struct proc_run_state st = {
-		.spec = spec, .res = res, .child = child, .tmpfs_base = tmpfs_base,
+		.spec = spec, .res = res, .child = child, .tmpfs_base = tmpfs_base, .io_base = io_base,
 		.tree = {.child = child, .self = parent, .reaper = reaper, .procfs_ok = procfs_ok},
 	};
 	struct proc_exec_fail f;
@@ -711,7 +759,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	const struct proc_limits *lim = &spec->lim;
 	bool watch = lim->memory_bytes || lim->pids || lim->tmpfs_paths;
 	bool killed = false;
-	double last_out = start, next_wd = start, next_hb = start + spec->heartbeat_s;
+	bool watch_io = lim->io_path && lim->io_bytes;
+	double last_out = start, next_wd = start, next_io = start + PROC_IO_TICK_S,
+	       next_hb = start + spec->heartbeat_s;
 	double drain_until = 0;
 
 	while (rfd >= 0 || !st.child_reaped) {
@@ -733,6 +783,16 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				double after = now_mono();
 				next_wd = after + fmax(PROC_TICK_S, 20 * (after - now));
 			}
+			if (!killed && watch_io && now >= next_io) {
+				double t = now_mono();
+				if (proc_io_over(&st)) {
+					res->fclass = PYTI_FC_NOSPACE;
+					proc_kill_tree(&st);
+					killed = true;
+				}
+				double after = now_mono();
+				next_io = after + fmax(PROC_IO_TICK_S, 20 * (after - t)); /* a big tree: ≤ 5% */
+			}
 		}
 		if (spec->on_heartbeat && spec->heartbeat_s > 0 && now >= next_hb) {
 			spec->on_heartbeat(spec->arg, now - start, o.total);
@@ -752,6 +812,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				wait = min_pos(wait, last_out + lim->no_output_timeout_s - now);
 			if (watch)
 				wait = min_pos(wait, next_wd - now);
+			if (watch_io)
+				wait = min_pos(wait, next_io - now);
 			if (pidfd < 0 || st.tree.reaper)
 				wait = min_pos(wait, PROC_TICK_S); /* orphans are only seen by polling */
 		} else {
@@ -828,6 +890,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 		if (used > st.tmpfs_base && used - st.tmpfs_base > lim->memory_bytes)
 			res->fclass = PYTI_FC_OOM;
 	}
+	if (res->fclass == PYTI_FC_NONE && watch_io && proc_io_over(&st))
+		res->fclass = PYTI_FC_NOSPACE; /* however fast it wrote and left */
 	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
 		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
 		bool full = st.tmpfs_full;

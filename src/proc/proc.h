@@ -21,6 +21,11 @@ struct proc_limits {
 	 * /dev/shm is RAM that outlives its writer). Those that are not tmpfs are ignored. A task
 	 * that fails after one of them was (nearly) full is PYTI_FC_NOSPACE. */
 	const char *const *tmpfs_paths;
+	/* A directory on the host's disk (the ns sandbox's /io): when the bytes of the files under
+	 * it grow past io_bytes while the task runs (a walk, about once a second, and once at its
+	 * end), the tree is stopped -> PYTI_FC_NOSPACE. NULL = none. */
+	const char *io_path;
+	uint64_t io_bytes;
 };
 
 struct proc_spec {

@@ -256,3 +256,54 @@ def test_tmpfs_bad_value_is_a_usage_error(pyti, tmp_path, demo, value):
     r = pyti("run", "-q", "--recipe", recipe, demo)
     assert r.returncode == 2, r.stderr
     assert "r.ini:3" in r.stderr and "tmpfs" in r.stderr, r.stderr
+
+
+def test_out_is_capped_on_the_host(pyti, image, demo, tmp_path):
+    """A task writes 100 MiB into /io/out: runs/<job>/ keeps the agent's results, the logs and
+    what fits in 64 MiB, leaves the rest out and says so; the task's own verdict is untouched."""
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = out-cap
+        [task:fill]
+        run = {FILL.format(path="/io/out", mib=100)} && echo small > /io/out/small.txt && echo done
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    fill = task(res, "fill")
+    assert fill["status"] == "passed" and fill["failure_class"] is None, fill
+    assert res["status"] == "passed"
+    om = res["omitted_outputs"]
+    assert om["files"] == 1 and om["first"] == [{"file": "pyti-fill", "bytes": 100 << 20}], om
+    kept = Path(res["logs"])
+    assert not (kept / "pyti-fill").exists()
+    assert (kept / "small.txt").read_text() == "small\n"
+    assert "done" in (kept / "logs" / "fill.log").read_text()
+    assert json.loads((kept / "results.json").read_text())["omitted_outputs"] == om
+    total = sum(p.stat().st_size for p in kept.rglob("*") if p.is_file())
+    assert total <= 64 << 20
+    assert "left out" in r.stderr
+
+
+@pytest.mark.parametrize("how", ["one-file", "many-files"])
+def test_io_writes_are_bounded(pyti, image, demo, tmp_path, how):
+    """`io_limit = 32M`: a task that writes 100 MiB under /io (the host's disk, in the ns backend)
+    as one file (RLIMIT_FSIZE) or as many small ones (the agent's walk) is stopped: NoSpace;
+    the next task passes and its verdict is not mixed up with the package's own."""
+    if how == "one-file":
+        run = FILL.format(path="/io/src", mib=100)
+    else:
+        run = "for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/zero of=/io/src/f$i bs=1M count=10 status=none || exit 1; done"
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = io-limit
+        io_limit = 32M
+        [task:fill]
+        run = {run}
+        [task:after]
+        run = rm -f /io/src/pyti-fill /io/src/f*; echo clean
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    fill = task(res, "fill")
+    assert fill["status"] == "failed", json.dumps(fill)[:2000]
+    assert fill["failure_class"] == "NoSpace", json.dumps(fill)[:2000]
+    assert task(res, "after")["status"] == "passed"
+    assert res["status"] == "failed"
