@@ -1,6 +1,6 @@
 /* fetch_dist: the cache first; on a miss, pip inside a fetch sandbox.
  *
- * The fetch sandbox is the ns backend with the host's network, running the same agent as a test
+ * The fetch sandbox is the ns backend with a network (slirp4netns), running the same agent as a test
  * job on a generated job.json whose tasks are pip commands of the guest's own python3, so that
  * wheels are built for the guest's Python and any package code (setup.py) runs confined:
  *   own    pip wheel --no-deps -w /io/own DIST           the distribution's own wheel

@@ -16,7 +16,7 @@ struct sandbox_spec {
 	const char *io_dir;    /* host directory with job.json, wheels/, src/; the agent writes out/ there */
 	const char *agent_path;/* host path of the static pyti-agent binary */
 	const char *state_dir;
-	bool network;          /* fetch sandbox only: keep the host's network (ns backend only) */
+	bool network;          /* fetch sandbox only: a network to the outside, through slirp4netns (ns only) */
 	const char *const *ro_binds; /* NULL-terminated host paths made visible read-only at the same path */
 	double timeout_s;      /* backstop for the whole sandbox, above the tasks' own timeouts; 0 = none */
 	uint64_t tmpfs_bytes;  /* ns: size of each tmpfs (/tmp /var/tmp /dev/shm /run); 0 = SANDBOX_TMPFS_DEFAULT.

@@ -1,6 +1,6 @@
 /* The "ns" sandbox backend: the guest agent as PID 1 of its own user, mount, pid, ipc, uts and
- * cgroup namespaces (and a network namespace holding only "lo", unless the spec keeps the host's
- * network for a fetch), on the image's root file system mounted read-only.
+ * cgroup namespaces and a network namespace (holding only "lo", or for a fetch also slirp4netns's
+ * tap0 to the outside: ns_net_start), on the image's root file system mounted read-only.
  *
  * Order of set-up (the child, after clone):
  *   1. wait until the parent has written uid_map/gid_map;
