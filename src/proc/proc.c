@@ -369,6 +369,57 @@ static void sleep_s(double s)
 /* ---------------------------------------------------------------------------------------------
  * The run.
  * ------------------------------------------------------------------------------------------- */
+#define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
+#define PROC_TMPFS_MAX 16
+
+/* Use of each distinct tmpfs among lim.tmpfs_paths when the task started. */
+struct proc_tmpfs {
+	size_t n;
+	dev_t dev[PROC_TMPFS_MAX];
+	uint64_t base[PROC_TMPFS_MAX];
+};
+
+/* With init, record what each tmpfs among paths holds now and return 0; else return the sum of
+ * what each grew since (one that shrank gives the task no credit on another). *full when one has
+ * (almost) no room left: less than 1 MiB or 1/256 of its size, so that a writer that stopped at
+ * ENOSPC with a partial block unwritten still counts. */
+static uint64_t proc_tmpfs_growth(const char *const *paths, struct proc_tmpfs *t, bool init, bool *full)
+{
+	uint64_t growth = 0;
+	dev_t seen[PROC_TMPFS_MAX];
+	size_t n = 0;
+	for (; paths && *paths && n < PROC_TMPFS_MAX; paths++) {
+		struct statfs sf;
+		struct stat st;
+		if (statfs(*paths, &sf) < 0 || (unsigned long)sf.f_type != PROC_TMPFS_MAGIC || stat(*paths, &st) < 0)
+			continue;
+		bool dup = false;
+		for (size_t i = 0; i < n; i++)
+			dup |= seen[i] == st.st_dev;
+		if (dup)
+			continue;
+		seen[n++] = st.st_dev;
+		uint64_t bs = (uint64_t)sf.f_bsize, total = (uint64_t)sf.f_blocks * bs;
+		uint64_t used = (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
+		uint64_t avail = (uint64_t)sf.f_bavail * bs;
+		if (full && total && (avail < (1u << 20) || avail < total / 256))
+			*full = true;
+		if (init) {
+			if (t->n < PROC_TMPFS_MAX) {
+				t->dev[t->n] = st.st_dev;
+				t->base[t->n++] = used;
+			}
+			continue;
+		}
+		uint64_t base = 0;
+		for (size_t i = 0; i < t->n; i++)
+			if (t->dev[i] == st.st_dev)
+				base = t->base[i];
+		growth += used > base ? used - base : 0;
+	}
+	return growth;
+}
+
 struct proc_run_state {
 	const struct proc_spec *spec;
 	struct proc_result *res;
@@ -380,7 +431,7 @@ struct proc_run_state {
 	double ru_user, ru_sys;
 	long ru_maxrss;
 	long peak_rss_kb; /* seen by the watchdog */
-	uint64_t tmpfs_base; /* bytes used on lim.tmpfs_paths when the task started */
+	struct proc_tmpfs tmpfs;
 	bool tmpfs_full;     /* one of them was seen (nearly) full while it ran */
 	uint64_t io_base;    /* bytes under lim.io_path when the task started */
 };
@@ -429,37 +480,6 @@ static bool proc_io_over(const struct proc_run_state *st)
 	const struct proc_limits *lim = &st->spec->lim;
 	uint64_t used = proc_io_used(lim->io_path);
 	return used > st->io_base && used - st->io_base > lim->io_bytes;
-}
-
-#define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
-#define PROC_TMPFS_MAX 16
-
-/* Bytes used on the distinct tmpfs mounts among paths; *full when one has (almost) no room left:
- * less than 1 MiB or 1/256 of its size, so that a writer that stopped at ENOSPC with a partial
- * block unwritten still counts. */
-static uint64_t proc_tmpfs_used(const char *const *paths, bool *full)
-{
-	uint64_t used = 0;
-	dev_t seen[PROC_TMPFS_MAX];
-	size_t n = 0;
-	for (; paths && *paths && n < PROC_TMPFS_MAX; paths++) {
-		struct statfs sf;
-		struct stat st;
-		if (statfs(*paths, &sf) < 0 || (unsigned long)sf.f_type != PROC_TMPFS_MAGIC || stat(*paths, &st) < 0)
-			continue;
-		bool dup = false;
-		for (size_t i = 0; i < n; i++)
-			dup |= seen[i] == st.st_dev;
-		if (dup)
-			continue;
-		seen[n++] = st.st_dev;
-		uint64_t bs = (uint64_t)sf.f_bsize, total = (uint64_t)sf.f_blocks * bs;
-		used += (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
-		uint64_t avail = (uint64_t)sf.f_bavail * bs;
-		if (full && total && (avail < (1u << 20) || avail < total / 256))
-			*full = true;
-	}
-	return used;
 }
 
 static void fold_rusage(struct proc_run_state *st, const struct rusage *ru)
@@ -552,8 +572,7 @@ static bool proc_watchdog(struct proc_run_state *st)
 	}
 	uint64_t tmpfs = 0;
 	if (lim->tmpfs_paths) {
-		uint64_t used = proc_tmpfs_used(lim->tmpfs_paths, &st->tmpfs_full);
-		tmpfs = used > st->tmpfs_base ? used - st->tmpfs_base : 0; /* what it deleted is not credit */
+		tmpfs = proc_tmpfs_growth(lim->tmpfs_paths, &st->tmpfs, false, &st->tmpfs_full);
 		rss_sum += tmpfs;
 	}
 	if (lim->memory_bytes && rss_sum > lim->memory_bytes) {
@@ -716,7 +735,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				    "(mount proc in the sandbox)");
 	pid_t parent = getpid();
 	long long oom_before = proc_oom_kills();
-	uint64_t tmpfs_base = proc_tmpfs_used(spec->lim.tmpfs_paths, NULL);
+	struct proc_tmpfs tmpfs = {0};
+	proc_tmpfs_growth(spec->lim.tmpfs_paths, &tmpfs, true, NULL);
 	uint64_t io_base = spec->lim.io_bytes ? proc_io_used(spec->lim.io_path) : 0;
 	double start = now_mono();
 	pid_t child = fork();
@@ -729,7 +749,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	close(pyti_steal_fd(&ewr));
 
 	struct proc_run_state st = {
-		.spec = spec, .res = res, .child = child, .tmpfs_base = tmpfs_base, .io_base = io_base,
+		.spec = spec, .res = res, .child = child, .tmpfs = tmpfs, .io_base = io_base,
 		.tree = {.child = child, .self = parent, .reaper = reaper, .procfs_ok = procfs_ok},
 	};
 	struct proc_exec_fail f;
@@ -886,8 +906,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && lim->memory_bytes) {
 		/* What it left on a tmpfs is memory it still holds, however fast it wrote and left
 		 * (between two watchdog ticks): over the limit, it did not pass. */
-		uint64_t used = proc_tmpfs_used(lim->tmpfs_paths, NULL);
-		if (used > st.tmpfs_base && used - st.tmpfs_base > lim->memory_bytes)
+		if (proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, NULL) > lim->memory_bytes)
 			res->fclass = PYTI_FC_OOM;
 	}
 	if (res->fclass == PYTI_FC_NONE && watch_io && proc_io_over(&st))
@@ -895,7 +914,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
 		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
 		bool full = st.tmpfs_full;
-		proc_tmpfs_used(lim->tmpfs_paths, &full);
+		proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, &full);
 		if (full)
 			res->fclass = PYTI_FC_NOSPACE;
 	}

@@ -307,3 +307,56 @@ def test_io_writes_are_bounded(pyti, image, demo, tmp_path, how):
     assert fill["failure_class"] == "NoSpace", json.dumps(fill)[:2000]
     assert task(res, "after")["status"] == "passed"
     assert res["status"] == "failed"
+
+
+def test_tmpfs_freed_elsewhere_is_no_credit(pyti, image, demo, tmp_path):
+    """What a task frees on one tmpfs (a file an earlier task left in /tmp) does not pay for what
+    it writes to another (/dev/shm): each mount's growth counts on its own."""
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = tmpfs-credit
+        [task:prep]
+        run = {FILL.format(path="/tmp", mib=100)}
+        [task:fill]
+        needs = prep
+        memory = 64M
+        run = rm /tmp/pyti-fill && {FILL.format(path="/dev/shm", mib=90)}
+        """)
+    r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
+    assert task(res, "prep")["status"] == "passed"
+    fill = task(res, "fill")
+    assert fill["status"] == "failed" and fill["failure_class"] == "OOM", json.dumps(fill)[:2000]
+
+
+VM_RECIPE = f"""\
+    [recipe]
+    name = vm-tmpfs
+    tmpfs = 32M
+    [task:size]
+    run = df -B1 --output=size /tmp /dev/shm /run | tail -n +2
+    [task:fill]
+    run = {FILL.format(path="/tmp", mib=100)}
+    [task:mem]
+    memory = 16M
+    run = rm -f /tmp/pyti-fill; {FILL.format(path="/dev/shm", mib=24)}
+    """
+
+
+def test_vm_guest_tmpfs_bounded_and_counted(pyti, image, demo, tmp_path):
+    """The vm guest's tmpfs mounts (made at boot, before the warm snapshot) are resized to the
+    recipe's `tmpfs`; a full one is NoSpace, and what a task leaves there counts as its memory."""
+    if os.geteuid() != 0:
+        pytest.skip("the vm backend's qemu:///system needs root")
+    import subprocess
+    from conftest import REPO
+    st = subprocess.run([str(REPO / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
+    if st.returncode != 0:
+        pytest.skip("libvirtd cannot start here: " + st.stderr[-300:])
+    recipe = write_recipe(tmp_path, VM_RECIPE)
+    r, res = run_json(pyti, "--backend", "vm", "--cold", "--recipe", recipe, demo, timeout=600)
+    assert [int(x) for x in task(res, "size")["output"].split()] == [32 << 20] * 3, res
+    fill = task(res, "fill")
+    assert fill["status"] == "failed" and fill["failure_class"] == "NoSpace", json.dumps(fill)[:2000]
+    mem = task(res, "mem")
+    assert mem["status"] == "failed" and mem["failure_class"] == "OOM", json.dumps(mem)[:2000]
+    assert res["status"] == "failed"
