@@ -26,6 +26,9 @@
 #include "getsdist_py.h" /* getsdist_py[]: src/fetch/getsdist.py, embedded by the build */
 #include "testreqs_py.h" /* testreqs_py[]: src/fetch/testreqs.py */
 
+#define FETCH_TMPFS (4ULL << 30)     /* each tmpfs of the fetch sandbox (docs/contracts.md) */
+#define FETCH_IO_LIMIT (16ULL << 30) /* what one fetch task may add under /io */
+
 extern char **environ;
 
 enum fetch_kind { FK_REQ, FK_SDIST, FK_WHEEL, FK_DIR };
@@ -288,6 +291,9 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	json_object_set_new(job, "recipe", json_string("fetch"));
 	json_object_set_new(job, "backend", json_string("ns"));
 	json_object_set_new(job, "image", json_string(r->image_dir));
+	/* A fetch's downloads are legitimately large (pip keeps them in /tmp until it is done), so
+	 * its bounds are wider than a test job's defaults; bounded all the same. */
+	json_object_set_new(job, "io_limit", json_integer((json_int_t)FETCH_IO_LIMIT));
 	json_t *env = json_object();
 	json_object_update(env, pc->env);
 	json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
@@ -355,6 +361,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	struct sandbox_spec spec = {.backend = "ns", .image_dir = r->image_dir, .io_dir = io,
 				    .agent_path = r->agent_path, .state_dir = r->state_dir, .network = true,
 				    .ro_binds = binds, .timeout_s = r->timeout_s > 0 ? r->timeout_s : 1800,
+				    .tmpfs_bytes = FETCH_TMPFS,
 				    .on_event = r->on_event, .arg = r->arg};
 	struct sandbox_result sres;
 	log_debug("fetch %s: starting the fetch sandbox", r->dist);
