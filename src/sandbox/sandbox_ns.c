@@ -730,8 +730,12 @@ static int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err)
 		close(ready[0]), close(ready[1]), close(ex[0]), close(ex[1]);
 		return pyti_err_set(err, e, "pipe");
 	}
-	char pidarg[32];
+	char pidarg[32], userns[64];
 	snprintf(pidarg, sizeof pidarg, "%d", (int)child);
+	/* An ordinary user reaches the sandbox's network namespace only through its user namespace
+	 * (which the user owns); root may enter the network namespace directly. */
+	snprintf(userns, sizeof userns, "--userns-path=/proc/%d/ns/user", (int)child);
+	bool join_userns = geteuid() != 0;
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -741,9 +745,12 @@ static int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err)
 			_exit(127);
 		close_range(5, ~0U, 0);
 		setsid(); /* no terminal of the user's */
-		char *const argv[] = {exe, "--configure", "--mtu=65520", "--disable-host-loopback",
-				      "--enable-sandbox", "--enable-seccomp", "--ready-fd=3", "--exit-fd=4",
-				      pidarg, "tap0", NULL};
+		char *argv[] = {exe, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+				"--enable-seccomp", "--ready-fd=3", "--exit-fd=4", pidarg, "tap0", NULL, NULL};
+		if (join_userns) {
+			memmove(argv + 2, argv + 1, (ARRAY_SIZE(argv) - 3) * sizeof *argv);
+			argv[1] = userns;
+		}
 		execv(exe, argv);
 		_exit(127);
 	}
