@@ -112,11 +112,12 @@ def wheel_summary(whl):
     raise AssertionError("no Summary in " + str(whl))
 
 
-def test_fetch_cannot_reach_host_loopback_or_abstract_sockets(fx, tmp_path):  # noqa: F811
+def test_fetch_cannot_reach_host_loopback_or_abstract_sockets(fx, pyti, tmp_path):  # noqa: F811
     """A setup.py run during the fetch (the wheel build) probes the host's loopback listeners,
     the slirp gateway's mapping of them, a host abstract unix socket and /proc/net; it records
     what it saw in its own wheel's Summary. Nothing is reachable, and the fetch still succeeds
-    (its build backend, setuptools, comes from the user's index over the sandbox's network)."""
+    (its build backend, setuptools, comes from the user's index over the sandbox's network);
+    `pyti run` of the same project passes, its probe as blind."""
     lis = Listeners()
     try:
         proj = tmp_path / "pyti-netprobe-1.0"
@@ -132,6 +133,14 @@ def test_fetch_cannot_reach_host_loopback_or_abstract_sockets(fx, tmp_path):  # 
         assert rc == 0, res
         assert res.get("class") is None, res
         seen = json.loads(wheel_summary(Path(res["wheelhouse"]) / res["dist_wheel"]))
+        recipe = tmp_path / "r.ini"
+        recipe.write_text("[recipe]\nname = netprobe\n[task:import]\n"
+                          "run = python3 -m pip install -q --no-index --find-links /io/wheels pyti-netprobe "
+                          "--target /tmp/t && echo imported\n")
+        r = pyti("run", "--json", "-q", "--recipe", recipe, proj)
+        assert r.returncode == 0, r.stdout + r.stderr
+        job = json.loads(r.stdout)
+        assert job["status"] == "passed" and job["tasks"][0]["failure_class"] is None, job
     finally:
         lis.close()
     assert lis.hits == [], lis.hits
