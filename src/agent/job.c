@@ -116,7 +116,9 @@ static int parse_task(struct agent_job *job, size_t i, const json_t *t, struct p
 		.tmpfs_paths = agent_tmpfs_paths,
 	};
 	/* ns: /io is a directory on the host's disk, bounded by nothing else (the vm's I/O disk has
-	 * its own size). A single file is stopped at once by RLIMIT_FSIZE; many by the walk. */
+	 * its own size). A single file is stopped at once by RLIMIT_FSIZE; many by the walk. Not a
+	 * size-capped mount: a loop-mounted image needs real root, and a tmpfs would put /io in RAM
+	 * and lose out/ with the sandbox's mount namespace. */
 	if (job->backend && !strcmp(job->backend, "ns") && job->io_limit) {
 		task->lim.io_path = "/io";
 		task->lim.io_bytes = job->io_limit;

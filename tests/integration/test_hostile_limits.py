@@ -369,3 +369,21 @@ def test_vm_guest_tmpfs_bounded_and_counted(pyti, image, demo, tmp_path):
     mem = task(res, "mem")
     assert mem["status"] == "failed" and mem["failure_class"] == "OOM", json.dumps(mem)[:2000]
     assert res["status"] == "failed"
+
+
+def test_fetch_without_slirp4netns_fails_clearly(fx, tmp_path):  # noqa: F811
+    """No user-mode networking tool: the fetch fails and says which Debian package to install;
+    it never falls back to the host's network (the host listener is not reached)."""
+    lis = Listeners()
+    try:
+        proj = tmp_path / "pyti-netprobe-1.0"
+        (proj / "pyti_netprobe").mkdir(parents=True)
+        (proj / "pyti_netprobe" / "__init__.py").write_text("")
+        (proj / "setup.py").write_text(PROBE_SETUP.format(port=lis.port, abstract=lis.abstract))
+        rc, res = fetch(fx, tmp_path / "io", proj, env={"PYTI_SLIRP4NETNS": str(tmp_path / "no-such-slirp4netns")})
+    finally:
+        lis.close()
+    assert rc != 0, res
+    assert "slirp4netns" in res["error"] and "install the Debian package" in res["error"], res
+    assert res.get("class") is None or res["class"] in ("Infra", "Fetch", "Network"), res
+    assert lis.hits == []
