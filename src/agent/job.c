@@ -119,6 +119,11 @@ static int parse_task(struct agent_job *job, size_t i, const json_t *t, struct p
 	 * its own size). A single file is stopped at once by RLIMIT_FSIZE; many by the walk. Not a
 	 * size-capped mount: a loop-mounted image needs real root, and a tmpfs would put /io in RAM
 	 * and lose out/ with the sandbox's mount namespace. */
+	/* vm: the I/O disk has a fixed size (the host's choice); a task that fails with it full is
+	 * NoSpace. */
+	static const char *const vm_full[] = {"/io", NULL};
+	if (job->backend && !strcmp(job->backend, "vm"))
+		task->lim.full_paths = vm_full;
 	if (job->backend && !strcmp(job->backend, "ns") && job->io_limit) {
 		task->lim.io_path = "/io";
 		task->lim.io_bytes = job->io_limit;

@@ -379,6 +379,16 @@ struct proc_tmpfs {
 	uint64_t base[PROC_TMPFS_MAX];
 };
 
+/* True when the file system holding path has (almost) no room left (see below). */
+static bool proc_fs_full(const char *path)
+{
+	struct statfs sf;
+	if (statfs(path, &sf) < 0 || !sf.f_blocks)
+		return false;
+	uint64_t bs = (uint64_t)sf.f_bsize, avail = (uint64_t)sf.f_bavail * bs;
+	return avail < (1u << 20) || avail < (uint64_t)sf.f_blocks * bs / 256;
+}
+
 /* With init, record what each tmpfs among paths holds now and return 0; else return the sum of
  * what each grew since (one that shrank gives the task no credit on another). *full when one has
  * (almost) no room left: less than 1 MiB or 1/256 of its size, so that a writer that stopped at
@@ -399,10 +409,9 @@ static uint64_t proc_tmpfs_growth(const char *const *paths, struct proc_tmpfs *t
 		if (dup)
 			continue;
 		seen[n++] = st.st_dev;
-		uint64_t bs = (uint64_t)sf.f_bsize, total = (uint64_t)sf.f_blocks * bs;
+		uint64_t bs = (uint64_t)sf.f_bsize;
 		uint64_t used = (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
-		uint64_t avail = (uint64_t)sf.f_bavail * bs;
-		if (full && total && (avail < (1u << 20) || avail < total / 256))
+		if (full && proc_fs_full(*paths))
 			*full = true;
 		if (init) {
 			if (t->n < PROC_TMPFS_MAX) {
@@ -918,6 +927,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 		if (full)
 			res->fclass = PYTI_FC_NOSPACE;
 	}
+	for (const char *const *p = lim->full_paths; p && *p && res->fclass == PYTI_FC_NONE; p++)
+		if ((res->exit_code != 0 || res->signal) && proc_fs_full(*p))
+			res->fclass = PYTI_FC_NOSPACE;
 	out_finish(&o, res);
 	free(o.head);
 	free(o.tail);

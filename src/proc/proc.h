@@ -26,6 +26,9 @@ struct proc_limits {
 	 * end), the tree is stopped -> PYTI_FC_NOSPACE. NULL = none. */
 	const char *io_path;
 	uint64_t io_bytes;
+	/* Mounts of any kind (NULL-terminated; NULL = none) on which a task that fails while one is
+	 * (nearly) full is PYTI_FC_NOSPACE, as for tmpfs_paths: the vm guest's I/O disk. */
+	const char *const *full_paths;
 };
 
 struct proc_spec {

@@ -387,3 +387,28 @@ def test_fetch_without_slirp4netns_fails_clearly(fx, tmp_path):  # noqa: F811
     assert "slirp4netns" in res["error"] and "install the Debian package" in res["error"], res
     assert res.get("class") is None or res["class"] in ("Infra", "Fetch", "Network"), res
     assert lis.hits == []
+
+
+def test_vm_io_disk_full_is_nospace(pyti, image, demo, tmp_path):
+    """In the vm guest /io is an I/O disk of its own size: a task that fills it and fails is
+    NoSpace; the host still reads the job back and the next task passes."""
+    if os.geteuid() != 0:
+        pytest.skip("the vm backend's qemu:///system needs root")
+    import subprocess
+    from conftest import REPO
+    st = subprocess.run([str(REPO / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
+    if st.returncode != 0:
+        pytest.skip("libvirtd cannot start here: " + st.stderr[-300:])
+    recipe = write_recipe(tmp_path, f"""\
+        [recipe]
+        name = vm-io-full
+        [task:fill]
+        run = {FILL.format(path="/io/src", mib=8192)}
+        [task:after]
+        run = rm -f /io/src/pyti-fill; echo clean
+        """)
+    r, res = run_json(pyti, "--backend", "vm", "--cold", "--recipe", recipe, demo, timeout=600)
+    fill = task(res, "fill")
+    assert fill["status"] == "failed" and fill["failure_class"] == "NoSpace", json.dumps(fill)[:2000]
+    assert task(res, "after")["status"] == "passed"
+    assert res["status"] == "failed"
