@@ -682,7 +682,10 @@ static void ns_close(int *fd)
  * connections. --disable-host-loopback refuses its gateway's mapping to the host's 127.0.0.1;
  * there are no port forwards; its own sandbox and seccomp filter limit what a bug in it exposes.
  * What the host itself could reach (the index, a proxy, listeners on the host's other addresses)
- * the fetch can reach too: that is the point of it. */
+ * the fetch can reach too: that is the point of it. Not pasta (Debian's passt): bookworm's
+ * defaults forward every port bound on the host's loopback into the namespace (-T/-U auto) and
+ * map the gateway to the host (--no-map-gw), five switches to turn off where slirp4netns has one,
+ * and it copies the host's addresses and routes into the sandbox. */
 struct ns_net {
 	pid_t pid;  /* the slirp4netns process, or 0 */
 	int exit_w; /* closing it tells slirp4netns to exit */
