@@ -747,9 +747,12 @@ static int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
+		/* copies above 4 first: a source already at 3 or 4 would be clobbered, or keep its
+		 * close-on-exec flag through a dup2 onto itself */
+		int r = fcntl(ready[1], F_DUPFD, 10), x = fcntl(ex[0], F_DUPFD, 10), e = fcntl(eo[1], F_DUPFD, 10);
 		int null = open("/dev/null", O_RDWR);
-		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(eo[1], 2) < 0 ||
-		    dup2(ready[1], 3) < 0 || dup2(ex[0], 4) < 0)
+		if (r < 0 || x < 0 || e < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e, 2) < 0 ||
+		    dup2(r, 3) < 0 || dup2(x, 4) < 0)
 			_exit(127);
 		close_range(5, ~0U, 0);
 		setsid(); /* no terminal of the user's */
