@@ -16,6 +16,12 @@
 
 #define AGENT_DEFAULT_OUTPUT_LIMIT (16u * 1024u * 1024u) /* when job.json omits output_limit */
 #define AGENT_DEFAULT_PIDS 4096u                      /* when a task says pids: 0 */
+/* The sandbox's tmpfs mounts (ns: sandbox_ns.c; vm: vm.c), bounded to job.json's "tmpfs" bytes
+ * each (default AGENT_DEFAULT_TMPFS, as the host's SANDBOX_TMPFS_DEFAULT); what a task writes
+ * there counts against its memory limit (proc_limits.tmpfs_paths). */
+#define AGENT_DEFAULT_TMPFS (1ULL << 30)
+extern const char *const agent_tmpfs_paths[];
+#define AGENT_DEFAULT_IO_LIMIT (4ULL << 30)
 #define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct agent_task {
@@ -34,6 +40,7 @@ struct agent_job {
 	struct agent_task *tasks;
 	size_t n_tasks;
 	double heartbeat_s;
+	uint64_t io_limit; /* ns: bytes each task may add under /io ("io_limit", default below); 0 = none */
 };
 
 /* Validate and index a parsed job.json (takes a new reference to root). Usage errors (exit 2) for

@@ -113,9 +113,26 @@ static int parse_task(struct agent_job *job, size_t i, const json_t *t, struct p
 		.memory_bytes = (uint64_t)fmin(memory, 1.8e19), /* beyond uint64_t would be undefined */
 		.pids = pids > 0 ? (unsigned)fmin(pids, 4e9) : AGENT_DEFAULT_PIDS,
 		.output_limit = (uint64_t)fmin(olim, 1.8e19),
+		.tmpfs_paths = agent_tmpfs_paths,
 	};
+	/* ns: /io is a directory on the host's disk, bounded by nothing else (the vm's I/O disk has
+	 * its own size). A single file is stopped at once by RLIMIT_FSIZE; many by the walk. Not a
+	 * size-capped mount: a loop-mounted image needs real root, and a tmpfs would put /io in RAM
+	 * and lose out/ with the sandbox's mount namespace. */
+	/* vm: the I/O disk has a fixed size (the host's choice); a task that fails with it full is
+	 * NoSpace. */
+	static const char *const vm_full[] = {"/io", NULL};
+	if (job->backend && !strcmp(job->backend, "vm"))
+		task->lim.full_paths = vm_full;
+	if (job->backend && !strcmp(job->backend, "ns") && job->io_limit) {
+		task->lim.io_path = "/io";
+		task->lim.io_bytes = job->io_limit;
+		task->lim.fsize_bytes = job->io_limit;
+	}
 	return 0;
 }
+
+const char *const agent_tmpfs_paths[] = {"/tmp", "/var/tmp", "/dev/shm", "/run", NULL};
 
 int agent_job_parse(json_t *root, struct agent_job *job, struct pyti_err *err)
 {
@@ -134,6 +151,10 @@ int agent_job_parse(json_t *root, struct agent_job *job, struct pyti_err *err)
 	job->env = json_object_get(root, "env");
 	if (env_ok(job->env) < 0)
 		return pyti_err_usage(err, "job.json: env must map names to strings");
+	double io_limit;
+	if (opt_num(root, "io_limit", (double)AGENT_DEFAULT_IO_LIMIT, &io_limit) < 0)
+		return pyti_err_usage(err, "job.json: io_limit must be a non-negative number");
+	job->io_limit = (uint64_t)fmin(io_limit, 1.8e19);
 	if (opt_num(root, "heartbeat", 10, &job->heartbeat_s) < 0)
 		return pyti_err_usage(err, "job.json: heartbeat must be a non-negative number");
 	const json_t *tasks = json_object_get(root, "tasks");

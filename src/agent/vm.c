@@ -85,6 +85,24 @@ static int vm_mount(const char *src, const char *dir, const char *type, unsigned
 	return 0;
 }
 
+/* The tmpfs mounts were made at boot, before the warm snapshot, with the default size; the job's
+ * recipe may ask for another ("tmpfs" in job.json). A size below what is in use already is
+ * refused by the kernel: the mount stays as it was, and the agent says so. */
+static void vm_tmpfs_resize(void)
+{
+	_cleanup_json_ json_t *job = json_load_file("/io/job.json", 0, NULL);
+	json_t *v = json_object_get(job, "tmpfs");
+	if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
+	    (unsigned long long)json_integer_value(v) == AGENT_DEFAULT_TMPFS)
+		return;
+	char opts[64];
+	snprintf(opts, sizeof opts, "size=%lld", (long long)json_integer_value(v));
+	static const char *const dirs[] = {"/tmp", "/dev/shm", "/run"};
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+		if (mount(NULL, dirs[i], NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0)
+			vm_event_error("resize tmpfs %s to %s: %s", dirs[i], opts, strerror(errno));
+}
+
 static void vm_loopback_up(void)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -248,9 +266,12 @@ void agent_vm_main(const char *io_dev, const char *console)
 	if (fd >= 0)
 		vm_console = fd;
 	vm_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
-	vm_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-	vm_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-	vm_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	char opts1777[64], opts0755[64];
+	snprintf(opts1777, sizeof opts1777, "mode=1777,size=%llu", (unsigned long long)AGENT_DEFAULT_TMPFS);
+	snprintf(opts0755, sizeof opts0755, "mode=0755,size=%llu", (unsigned long long)AGENT_DEFAULT_TMPFS);
+	vm_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts1777);
+	vm_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts1777);
+	vm_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, opts0755);
 	if (fd < 0)
 		vm_event_error("open console %s: %s", console, strerror(errno));
 	vm_loopback_up();
@@ -261,6 +282,7 @@ void agent_vm_main(const char *io_dev, const char *console)
 
 	if (vm_mount_io(io_dev) < 0)
 		vm_power_off();
+	vm_tmpfs_resize();
 	struct agent_opts opts = {.io_dir = "/io", .event_fd = vm_console, .emit_job_end = false,
 				  .pid1 = true};
 	struct pyti_err err = {0};

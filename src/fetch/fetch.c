@@ -1,6 +1,6 @@
 /* fetch_dist: the cache first; on a miss, pip inside a fetch sandbox.
  *
- * The fetch sandbox is the ns backend with the host's network, running the same agent as a test
+ * The fetch sandbox is the ns backend with a network (slirp4netns), running the same agent as a test
  * job on a generated job.json whose tasks are pip commands of the guest's own python3, so that
  * wheels are built for the guest's Python and any package code (setup.py) runs confined:
  *   own    pip wheel --no-deps -w /io/own DIST           the distribution's own wheel
@@ -25,6 +25,9 @@
 #include "sandbox.h"
 #include "getsdist_py.h" /* getsdist_py[]: src/fetch/getsdist.py, embedded by the build */
 #include "testreqs_py.h" /* testreqs_py[]: src/fetch/testreqs.py */
+
+#define FETCH_TMPFS (4ULL << 30)     /* each tmpfs of the fetch sandbox (docs/contracts.md) */
+#define FETCH_IO_LIMIT (16ULL << 30) /* what one fetch task may add under /io */
 
 extern char **environ;
 
@@ -293,6 +296,9 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	json_object_set_new(job, "recipe", json_string("fetch"));
 	json_object_set_new(job, "backend", json_string("ns"));
 	json_object_set_new(job, "image", json_string(r->image_dir));
+	/* A fetch's downloads are legitimately large (pip keeps them in /tmp until it is done), so
+	 * its bounds are wider than a test job's defaults; bounded all the same. */
+	json_object_set_new(job, "io_limit", json_integer((json_int_t)FETCH_IO_LIMIT));
 	json_t *env = json_object();
 	json_object_update(env, pc->env);
 	json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
@@ -360,7 +366,8 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 	struct sandbox_spec spec = {.backend = "ns", .image_dir = r->image_dir, .io_dir = io,
 				    .agent_path = r->agent_path, .state_dir = r->state_dir, .network = true,
 				    .ro_binds = binds, .timeout_s = r->timeout_s > 0 ? r->timeout_s : 1800,
-				    .job_tasks = tasks, .on_event = r->on_event, .arg = r->arg};
+				    .job_tasks = tasks, .tmpfs_bytes = FETCH_TMPFS,
+				    .on_event = r->on_event, .arg = r->arg};
 	struct sandbox_result sres;
 	log_debug("fetch %s: starting the fetch sandbox", r->dist);
 	if (sandbox_run(&spec, &sres, err) < 0) {

@@ -193,9 +193,10 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
 	if (!tasks)
 		return -1;
-	_cleanup_json_ json_t *job = json_pack("{sssssssssssoso}", "job", job_id, "dist", dist_pin, "recipe",
+	_cleanup_json_ json_t *job = json_pack("{sssssssssssosIsIso}", "job", job_id, "dist", dist_pin, "recipe",
 					       recipe->name, "backend", o->backend, "image", img->display,
-					       "env", task_env(), "tasks", tasks);
+					       "env", task_env(), "tmpfs", (json_int_t)recipe->tmpfs, "io_limit",
+					       (json_int_t)recipe->io_limit, "tasks", tasks);
 	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, job_path, err) < 0)
 		return -1;
@@ -210,6 +211,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.state_dir = o->state_dir,
 		.timeout_s = sandbox_backstop(tasks),
 		.job_tasks = tasks,
+		.tmpfs_bytes = recipe->tmpfs,
 		.cold = o->cold,
 		.vm_uri = o->vm_uri,
 		.on_event = on_event,
@@ -229,6 +231,8 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 	report_add_test_counts(res, job, io);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
+	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
+		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, err);
 	if (!kept)
 		return -1;

@@ -26,6 +26,12 @@ struct manager_opts {
  * why (err->status: 2 for usage/configuration, 3 for infrastructure; err->fclass when it applies). */
 int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err);
 
+/* What runs/<job>/ keeps of a job's out/: at most this many bytes of files (docs/contracts.md). */
+#define MANAGER_KEEP_MAX (64ULL << 20)
+/* Remove from out_dir the files past cap bytes (results.json, top-level junit*.xml, logs/, then
+ * the rest, in name order within each) and, when any were, set results' "omitted_outputs":
+ * {"files": N, "bytes": B, "first": [{"file", "bytes"}, … up to 100]}. Never follows links. */
+int manager_cap_outputs(const char *out_dir, uint64_t cap, json_t *results, struct pyti_err *err);
 /* Test counts {"passed","failed","skipped","errors"} from a JUnit XML file (untrusted input). */
 json_t *report_junit_counts(const char *path, struct pyti_err *err);
 /* For each task of job.json that names a junit file, add "tests" to its entry in results. */

@@ -11,6 +11,8 @@
  *     and breaks programs that reserve large mappings), so it is deliberately not used.
  *     The RSS sum overcounts pages shared between forked processes, so when it crosses the limit the
  *     PSS (/proc/<pid>/smaps_rollup) decides. Overshoot is bounded by allocation speed × tick.
+ *     What the task put on the tmpfs mounts named in lim.tmpfs_paths (their growth since it
+ *     started, by statfs) is memory too: RAM that no process's RSS shows.
  *   - the tree: the child's process group, every process whose ppid chain reaches the child, and,
  *     when this process is a subreaper or PID 1, every descendant of this process (daemons that
  *     setsid() and double-fork are re-parented to us and stay visible).
@@ -29,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -366,6 +369,66 @@ static void sleep_s(double s)
 /* ---------------------------------------------------------------------------------------------
  * The run.
  * ------------------------------------------------------------------------------------------- */
+#define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
+#define PROC_TMPFS_MAX 16
+
+/* Use of each distinct tmpfs among lim.tmpfs_paths when the task started. */
+struct proc_tmpfs {
+	size_t n;
+	dev_t dev[PROC_TMPFS_MAX];
+	uint64_t base[PROC_TMPFS_MAX];
+};
+
+/* True when the file system holding path has (almost) no room left (see below). */
+static bool proc_fs_full(const char *path)
+{
+	struct statfs sf;
+	if (statfs(path, &sf) < 0 || !sf.f_blocks)
+		return false;
+	uint64_t bs = (uint64_t)sf.f_bsize, avail = (uint64_t)sf.f_bavail * bs;
+	return avail < (1u << 20) || avail < (uint64_t)sf.f_blocks * bs / 256;
+}
+
+/* With init, record what each tmpfs among paths holds now and return 0; else return the sum of
+ * what each grew since (one that shrank gives the task no credit on another). *full when one has
+ * (almost) no room left: less than 1 MiB or 1/256 of its size, so that a writer that stopped at
+ * ENOSPC with a partial block unwritten still counts. */
+static uint64_t proc_tmpfs_growth(const char *const *paths, struct proc_tmpfs *t, bool init, bool *full)
+{
+	uint64_t growth = 0;
+	dev_t seen[PROC_TMPFS_MAX];
+	size_t n = 0;
+	for (; paths && *paths && n < PROC_TMPFS_MAX; paths++) {
+		struct statfs sf;
+		struct stat st;
+		if (statfs(*paths, &sf) < 0 || (unsigned long)sf.f_type != PROC_TMPFS_MAGIC || stat(*paths, &st) < 0)
+			continue;
+		bool dup = false;
+		for (size_t i = 0; i < n; i++)
+			dup |= seen[i] == st.st_dev;
+		if (dup)
+			continue;
+		seen[n++] = st.st_dev;
+		uint64_t bs = (uint64_t)sf.f_bsize;
+		uint64_t used = (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
+		if (full && proc_fs_full(*paths))
+			*full = true;
+		if (init) {
+			if (t->n < PROC_TMPFS_MAX) {
+				t->dev[t->n] = st.st_dev;
+				t->base[t->n++] = used;
+			}
+			continue;
+		}
+		uint64_t base = 0;
+		for (size_t i = 0; i < t->n; i++)
+			if (t->dev[i] == st.st_dev)
+				base = t->base[i];
+		growth += used > base ? used - base : 0;
+	}
+	return growth;
+}
+
 struct proc_run_state {
 	const struct proc_spec *spec;
 	struct proc_result *res;
@@ -377,7 +440,56 @@ struct proc_run_state {
 	double ru_user, ru_sys;
 	long ru_maxrss;
 	long peak_rss_kb; /* seen by the watchdog */
+	struct proc_tmpfs tmpfs;
+	bool tmpfs_full;     /* one of them was seen (nearly) full while it ran */
+	uint64_t io_base;    /* bytes under lim.io_path when the task started */
 };
+
+#define PROC_IO_TICK_S 1.0
+#define PROC_IO_DEPTH_MAX 64
+
+/* Bytes allocated to the files under the directory dfd (consumed), links not followed. */
+static uint64_t proc_dir_bytes(int dfd, int depth)
+{
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	uint64_t sum = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		sum += (uint64_t)st.st_blocks * 512;
+		if (S_ISDIR(st.st_mode) && depth < PROC_IO_DEPTH_MAX) {
+			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				sum += proc_dir_bytes(sub, depth + 1);
+		}
+	}
+	closedir(d);
+	return sum;
+}
+
+static uint64_t proc_io_used(const char *path)
+{
+	if (!path)
+		return 0;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? 0 : proc_dir_bytes(fd, 0);
+}
+
+/* True when the task wrote more than its budget under lim.io_path (growth since it started). */
+static bool proc_io_over(const struct proc_run_state *st)
+{
+	const struct proc_limits *lim = &st->spec->lim;
+	uint64_t used = proc_io_used(lim->io_path);
+	return used > st->io_base && used - st->io_base > lim->io_bytes;
+}
 
 static void fold_rusage(struct proc_run_state *st, const struct rusage *ru)
 {
@@ -467,6 +579,11 @@ static bool proc_watchdog(struct proc_run_state *st)
 		proc_kill_tree(st);
 		return true;
 	}
+	uint64_t tmpfs = 0;
+	if (lim->tmpfs_paths) {
+		tmpfs = proc_tmpfs_growth(lim->tmpfs_paths, &st->tmpfs, false, &st->tmpfs_full);
+		rss_sum += tmpfs;
+	}
 	if (lim->memory_bytes && rss_sum > lim->memory_bytes) {
 		static int rollup = -1;
 		if (rollup < 0)
@@ -483,7 +600,7 @@ static bool proc_watchdog(struct proc_run_state *st)
 				pss = rollup ? 0 : e->rss_pages * page_kb;
 			pss_sum += (uint64_t)pss * 1024;
 		}
-		if (pss_sum > lim->memory_bytes) {
+		if (pss_sum + tmpfs > lim->memory_bytes) {
 			st->res->fclass = PYTI_FC_OOM;
 			proc_kill_tree(st);
 			return true;
@@ -627,6 +744,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				    "(mount proc in the sandbox)");
 	pid_t parent = getpid();
 	long long oom_before = proc_oom_kills();
+	struct proc_tmpfs tmpfs = {0};
+	proc_tmpfs_growth(spec->lim.tmpfs_paths, &tmpfs, true, NULL);
+	uint64_t io_base = spec->lim.io_bytes ? proc_io_used(spec->lim.io_path) : 0;
 	double start = now_mono();
 	pid_t child = fork();
 	if (child < 0)
@@ -638,7 +758,7 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	close(pyti_steal_fd(&ewr));
 
 	struct proc_run_state st = {
-		.spec = spec, .res = res, .child = child,
+		.spec = spec, .res = res, .child = child, .tmpfs = tmpfs, .io_base = io_base,
 		.tree = {.child = child, .self = parent, .reaper = reaper, .procfs_ok = procfs_ok},
 	};
 	struct proc_exec_fail f;
@@ -666,9 +786,11 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	};
 	char *chunk = xmalloc(PROC_READ_CHUNK);
 	const struct proc_limits *lim = &spec->lim;
-	bool watch = lim->memory_bytes || lim->pids;
+	bool watch = lim->memory_bytes || lim->pids || lim->tmpfs_paths;
 	bool killed = false;
-	double last_out = start, next_wd = start, next_hb = start + spec->heartbeat_s;
+	bool watch_io = lim->io_path && lim->io_bytes;
+	double last_out = start, next_wd = start, next_io = start + PROC_IO_TICK_S,
+	       next_hb = start + spec->heartbeat_s;
 	double drain_until = 0;
 
 	while (rfd >= 0 || !st.child_reaped) {
@@ -690,6 +812,16 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				double after = now_mono();
 				next_wd = after + fmax(PROC_TICK_S, 20 * (after - now));
 			}
+			if (!killed && watch_io && now >= next_io) {
+				double t = now_mono();
+				if (proc_io_over(&st)) {
+					res->fclass = PYTI_FC_NOSPACE;
+					proc_kill_tree(&st);
+					killed = true;
+				}
+				double after = now_mono();
+				next_io = after + fmax(PROC_IO_TICK_S, 20 * (after - t)); /* a big tree: ≤ 5% */
+			}
 		}
 		if (spec->on_heartbeat && spec->heartbeat_s > 0 && now >= next_hb) {
 			spec->on_heartbeat(spec->arg, now - start, o.total);
@@ -709,6 +841,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 				wait = min_pos(wait, last_out + lim->no_output_timeout_s - now);
 			if (watch)
 				wait = min_pos(wait, next_wd - now);
+			if (watch_io)
+				wait = min_pos(wait, next_io - now);
 			if (pidfd < 0 || st.tree.reaper)
 				wait = min_pos(wait, PROC_TICK_S); /* orphans are only seen by polling */
 		} else {
@@ -778,6 +912,24 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	res->cpu_sys_s = st.ru_sys;
 	res->max_rss_kb = st.ru_maxrss > st.peak_rss_kb ? st.ru_maxrss : st.peak_rss_kb;
 	proc_classify(lim, res, oom_before);
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && lim->memory_bytes) {
+		/* What it left on a tmpfs is memory it still holds, however fast it wrote and left
+		 * (between two watchdog ticks): over the limit, it did not pass. */
+		if (proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, NULL) > lim->memory_bytes)
+			res->fclass = PYTI_FC_OOM;
+	}
+	if (res->fclass == PYTI_FC_NONE && watch_io && proc_io_over(&st))
+		res->fclass = PYTI_FC_NOSPACE; /* however fast it wrote and left */
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
+		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
+		bool full = st.tmpfs_full;
+		proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, &full);
+		if (full)
+			res->fclass = PYTI_FC_NOSPACE;
+	}
+	for (const char *const *p = lim->full_paths; p && *p && res->fclass == PYTI_FC_NONE; p++)
+		if ((res->exit_code != 0 || res->signal) && proc_fs_full(*p))
+			res->fclass = PYTI_FC_NOSPACE;
 	out_finish(&o, res);
 	free(o.head);
 	free(o.tail);

@@ -16,6 +16,19 @@ struct proc_limits {
 	uint64_t output_limit;      /* bytes of output written to log_path, 0 = unlimited (never a failure) */
 	uint64_t fsize_bytes;       /* RLIMIT_FSIZE, 0 = none                  -> PYTI_FC_NOSPACE */
 	double cpu_s;               /* RLIMIT_CPU, 0 = none                    -> PYTI_FC_TIMEOUT */
+	/* Mount points (NULL-terminated; NULL = none) whose tmpfs use counts as the tree's memory:
+	 * what grew there since the task started is added to its RSS/PSS (a file in /tmp or
+	 * /dev/shm is RAM that outlives its writer). Those that are not tmpfs are ignored. A task
+	 * that fails after one of them was (nearly) full is PYTI_FC_NOSPACE. */
+	const char *const *tmpfs_paths;
+	/* A directory on the host's disk (the ns sandbox's /io): when the bytes of the files under
+	 * it grow past io_bytes while the task runs (a walk, about once a second, and once at its
+	 * end), the tree is stopped -> PYTI_FC_NOSPACE. NULL = none. */
+	const char *io_path;
+	uint64_t io_bytes;
+	/* Mounts of any kind (NULL-terminated; NULL = none) on which a task that fails while one is
+	 * (nearly) full is PYTI_FC_NOSPACE, as for tmpfs_paths: the vm guest's I/O disk. */
+	const char *const *full_paths;
 };
 
 struct proc_spec {

@@ -27,7 +27,7 @@ enum {
 	K_NAME = 1u << 0, K_DESCRIPTION = 1u << 1, K_REQUIRES = 1u << 2, K_RUN = 1u << 3,
 	K_NEEDS = 1u << 4, K_CWD = 1u << 5, K_TIMEOUT = 1u << 6, K_NOOUT = 1u << 7,
 	K_MEMORY = 1u << 8, K_PIDS = 1u << 9, K_OUTLIMIT = 1u << 10, K_ENV = 1u << 11,
-	K_JUNIT = 1u << 12,
+	K_JUNIT = 1u << 12, K_TMPFS = 1u << 13, K_IOLIMIT = 1u << 14,
 };
 
 struct parse_ctx {
@@ -501,6 +501,7 @@ static const struct {
 	{"no_output_timeout", K_NOOUT, true, false}, {"memory", K_MEMORY, true, false},
 	{"pids", K_PIDS, true, false},           {"output_limit", K_OUTLIMIT, true, false},
 	{"env", K_ENV, true, true},              {"junit", K_JUNIT, true, false},
+	{"tmpfs", K_TMPFS, false, false},        {"io_limit", K_IOLIMIT, false, false},
 };
 
 static int ini_handler_cb(void *user, const char *section, const char *name, const char *value)
@@ -550,6 +551,15 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
 		set_str(c, &c->r->description, value, " ");
 	} else if (bit == K_REQUIRES) {
 		split_list(c, value, &c->r->requires, &c->r->n_requires, false);
+	} else if (bit == K_IOLIMIT) {
+		if (recipe_parse_bytes(value, &c->r->io_limit) < 0 || c->r->io_limit < RECIPE_MIN_TMPFS)
+			perr(c, c->lineno, "bad value for 'io_limit' in [recipe]: '%s' (expected bytes of at least "
+					   "16M, e.g. 512M or 8G)", value);
+	} else if (bit == K_TMPFS) {
+		/* a floor so that the sandbox's own /run and a venv's first files still fit */
+		if (recipe_parse_bytes(value, &c->r->tmpfs) < 0 || c->r->tmpfs < RECIPE_MIN_TMPFS)
+			perr(c, c->lineno, "bad value for 'tmpfs' in [recipe]: '%s' (expected bytes of at least 16M, "
+					   "e.g. 512M or 2G)", value);
 	}
 	return c->failed ? 0 : 1;
 }
@@ -707,6 +717,8 @@ int recipe_load_buffer(const char *source_name, const char *data, size_t len, st
 		return pyti_err_usage(err, "%s: recipe larger than %u bytes", source_name, RECIPE_MAX_SIZE);
 	struct parse_ctx c = {.src = source_name, .data = data, .len = len, .err = err};
 	c.r = xcalloc(1, sizeof *c.r);
+	c.r->tmpfs = RECIPE_DEFAULT_TMPFS;
+	c.r->io_limit = RECIPE_DEFAULT_IO_LIMIT;
 	c.r->source = xstrdup(source_name);
 
 	/* Debian's inih makes its compile-time options run-time globals. Set what recipes need for

@@ -6,6 +6,10 @@
  *   name = default                 ; optional, defaults to the file's base name without .ini
  *   description = ...
  *   requires = pytest, pytest-xdist   ; extra requirements to fetch (comma or newline separated)
+ *   tmpfs = 1G                     ; size of each of the sandbox's tmpfs (/tmp, /var/tmp, /dev/shm,
+ *                                  ; /run); default 1 GiB, at least 16M
+ *   io_limit = 4G                  ; ns: bytes each task may add under /io (a file, or all told);
+ *                                  ; default 4 GiB, at least 16M
  *
  *   [task:NAME]                    ; NAME: letters, digits, '.', '_', '-' (it names out/logs/NAME.log)
  *   run = shell command            ; required; continuation lines (indented) join with "\n"
@@ -48,6 +52,9 @@
 
 #define RECIPE_DEFAULT_CWD "/io"
 #define RECIPE_DEFAULT_OUTPUT_LIMIT (16ULL * 1024 * 1024)
+#define RECIPE_DEFAULT_TMPFS (1ULL << 30)
+#define RECIPE_MIN_TMPFS (16ULL << 20)
+#define RECIPE_DEFAULT_IO_LIMIT (4ULL << 30)
 
 struct recipe_task {
 	char *name;
@@ -72,6 +79,8 @@ struct recipe {
 	char *source;      /* file name used in messages ("recipe.ini", "<builtin:default>") */
 	char **requires;   /* extra requirements to fetch, e.g. "pytest" */
 	size_t n_requires;
+	uint64_t tmpfs; /* bytes each sandbox tmpfs holds; RECIPE_DEFAULT_TMPFS when not given */
+	uint64_t io_limit; /* ns: bytes a task may add under /io; RECIPE_DEFAULT_IO_LIMIT when not given */
 	/* Tasks in a validated topological order: every task comes after all tasks it needs; among
 	 * tasks free to go, file order is kept. */
 	struct recipe_task *tasks;

@@ -6,15 +6,21 @@
 
 #include "core.h"
 
+/* Every tmpfs of a sandbox is bounded (unbounded, each could take half of the host's RAM); what
+ * a task writes there also counts against its memory limit (the agent's watchdog). */
+#define SANDBOX_TMPFS_DEFAULT (1ULL << 30)
+
 struct sandbox_spec {
 	const char *backend;   /* "ns" or "vm" */
 	const char *image_dir; /* $STATE/images/<suite>: rootfs/, manifest.json, vmlinuz, initrd.img, base.qcow2 */
 	const char *io_dir;    /* host directory with job.json, wheels/, src/; the agent writes out/ there */
 	const char *agent_path;/* host path of the static pyti-agent binary */
 	const char *state_dir;
-	bool network;          /* fetch sandbox only: keep the host's network (ns backend only) */
+	bool network;          /* fetch sandbox only: a network to the outside, through slirp4netns (ns only) */
 	const char *const *ro_binds; /* NULL-terminated host paths made visible read-only at the same path */
 	double timeout_s;      /* backstop for the whole sandbox, above the tasks' own timeouts; 0 = none */
+	uint64_t tmpfs_bytes;  /* ns: size of each tmpfs (/tmp /var/tmp /dev/shm /run); 0 = SANDBOX_TMPFS_DEFAULT.
+				* vm: the agent takes it from job.json's "tmpfs" */
 	bool cold;             /* vm: boot instead of restoring the warm snapshot */
 	const char *vm_uri;    /* vm: libvirt URI (NULL = default) */
 	/* The tasks of job.json as the host wrote it. When set, out/results.json is believed only as

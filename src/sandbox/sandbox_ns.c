@@ -1,6 +1,6 @@
 /* The "ns" sandbox backend: the guest agent as PID 1 of its own user, mount, pid, ipc, uts and
- * cgroup namespaces (and a network namespace holding only "lo", unless the spec keeps the host's
- * network for a fetch), on the image's root file system mounted read-only.
+ * cgroup namespaces and a network namespace (holding only "lo", or for a fetch also slirp4netns's
+ * tap0 to the outside: ns_net_start), on the image's root file system mounted read-only.
  *
  * Order of set-up (the child, after clone):
  *   1. wait until the parent has written uid_map/gid_map;
@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "sandbox-ns.h"
 
@@ -54,6 +55,10 @@
 #define NS_LINE_MAX (1u << 20)   /* an event line longer than this is dropped */
 #define NS_STDERR_TAIL 4096
 #define NS_NPROC_MAX 4096       /* processes in one sandbox, all told */
+/* The fetch sandbox's network: slirp4netns's defaults (10.0.2.0/24, DNS forwarder at .3). */
+#define NS_NET_HELPER "slirp4netns"
+#define NS_NET_DNS "10.0.2.3"
+#define NS_NET_START_S 10.0     /* slirp4netns is up in milliseconds; this is for a wedged host */
 
 static const char *const ns_devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
@@ -224,7 +229,7 @@ static void ns_ensure_target(const struct ns_ctx *c, const char *path, bool dir)
 				int old = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
 				if (old < 0)
 					child_die(c, errno, "open %s", parent);
-				ns_tmpfs(c, parent, "mode=0755", 0);
+				ns_tmpfs(c, parent, "mode=0755,size=1m", 0);
 				ns_populate(c, old, parent, NULL);
 				close(old);
 			}
@@ -320,6 +325,23 @@ static void ns_lo_up(const struct ns_ctx *c)
 	close(s);
 }
 
+/* The fetch sandbox's /etc/resolv.conf names slirp4netns's built-in DNS forwarder (it asks the
+ * host's resolvers on the sandbox's behalf): the host's own file may name a resolver on the
+ * host's loopback, which the sandbox cannot reach. Written on the /run tmpfs, bound read-only. */
+static void ns_net_resolv(const struct ns_ctx *c)
+{
+	static const char text[] = "nameserver " NS_NET_DNS "\n";
+	int fd = open("/run/pyti/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1))
+		child_die(c, errno, "write /run/pyti/resolv.conf");
+	close(fd);
+	ns_ensure_target(c, "/etc/resolv.conf", false);
+	int src = open("/run/pyti/resolv.conf", O_PATH | O_CLOEXEC);
+	if (src < 0 || ns_bind_at(src, "", "/etc/resolv.conf", NS_RO) < 0)
+		child_die(c, errno, "bind /etc/resolv.conf");
+	close(src);
+}
+
 static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
 {
 	int fd = open(path, O_PATH | O_CLOEXEC);
@@ -377,13 +399,11 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	int ro_fd[NS_MAX_RO_BINDS + 2];
 	size_t nro = 0;
 	if (s->network) {
-		static const char *const net_files[] = {"/etc/resolv.conf", "/etc/hosts"};
-		for (size_t i = 0; i < ARRAY_SIZE(net_files); i++) {
-			int fd = ns_open_path(c, net_files[i], false);
-			if (fd >= 0) {
-				ro_path[nro] = net_files[i];
-				ro_fd[nro++] = fd;
-			}
+		/* Not resolv.conf: the sandbox's resolver is slirp4netns's (see ns_net_resolv). */
+		int fd = ns_open_path(c, "/etc/hosts", false);
+		if (fd >= 0) {
+			ro_path[nro] = "/etc/hosts";
+			ro_fd[nro++] = fd;
 		}
 	}
 	for (size_t i = 0; s->ro_binds && s->ro_binds[i]; i++) {
@@ -420,28 +440,32 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	if (chdir("/") < 0)
 		child_die(c, errno, "chdir /");
 
-	/* 5. the image, read-only, and the writable places */
+	/* 5. the image, read-only, and the writable places (each tmpfs bounded: see sandbox.h) */
+	char tmpfs_opts[64], run_opts[64];
+	unsigned long long tmpfs_size = s->tmpfs_bytes ? s->tmpfs_bytes : SANDBOX_TMPFS_DEFAULT;
+	snprintf(tmpfs_opts, sizeof tmpfs_opts, "mode=1777,size=%llu", tmpfs_size);
+	snprintf(run_opts, sizeof run_opts, "mode=0755,size=%llu", tmpfs_size);
 	static const char *const own[] = {"proc", "dev", "sys", "tmp", "run", "io", ".old", NULL};
 	ns_populate(c, root_fd, "/", own);
 	ns_mkdir(c, "/tmp", 01777);
-	ns_tmpfs(c, "/tmp", "mode=1777", 0);
+	ns_tmpfs(c, "/tmp", tmpfs_opts, 0);
 	ns_mkdir(c, "/tmp/home", 0755);
 	ns_mkdir(c, "/run", 0755);
-	ns_tmpfs(c, "/run", "mode=0755", 0);
+	ns_tmpfs(c, "/run", run_opts, 0);
 	ns_mkdir(c, "/run/pyti", 0755);
 	ns_make_file(c, "/run/pyti/agent");
 	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
 		child_die(c, errno, "bind the agent %s", s->agent_path);
 	struct stat st;
 	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
-		ns_tmpfs(c, "/var/tmp", "mode=1777", 0);
+		ns_tmpfs(c, "/var/tmp", tmpfs_opts, 0);
 	ns_mkdir(c, "/sys", 0755);
 	ns_mkdir(c, "/proc", 0555);
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		child_die(c, errno, "mount a new /proc (refused when the host's /proc has parts covered, as in "
 				    "many containers; run pyti where /proc is not masked, or use --backend vm)");
 	ns_mkdir(c, "/dev", 0755);
-	ns_tmpfs(c, "/dev", "mode=0755", MS_NOEXEC);
+	ns_tmpfs(c, "/dev", "mode=0755,size=1m", MS_NOEXEC);
 	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
 		if (dev_fd[i] < 0)
 			continue;
@@ -460,13 +484,15 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 		if (symlink(dev_links[i][0], dev_links[i][1]) < 0)
 			child_die(c, errno, "symlink %s", dev_links[i][1]);
 	ns_mkdir(c, "/dev/shm", 01777);
-	ns_tmpfs(c, "/dev/shm", "mode=1777", 0);
+	ns_tmpfs(c, "/dev/shm", tmpfs_opts, 0);
 	ns_mkdir(c, "/dev/pts", 0755);
 	/* Pseudo-terminals are a nicety (a few test suites open one); go on without them. */
 	mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
 	ns_mkdir(c, "/io", 0755);
 	if (ns_bind_at(io_fd, "", "/io", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
 		child_die(c, errno, "bind %s at /io", s->io_dir);
+	if (s->network)
+		ns_net_resolv(c);
 	for (size_t i = 0; i < nro; i++) {
 		struct stat hs;
 		if (fstat(ro_fd[i], &hs) < 0)
@@ -483,8 +509,7 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
 	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof ro) < 0)
 		child_die(c, errno, "make / read-only");
-	if (!s->network)
-		ns_lo_up(c);
+	ns_lo_up(c);
 	sethostname("pyti", 4);
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0)
@@ -651,6 +676,151 @@ static void ns_close(int *fd)
 	*fd = -1;
 }
 
+/* The fetch sandbox's network: its own network namespace (the host's loopback listeners, abstract
+ * unix sockets and /proc/net stay out of reach) joined to the outside by slirp4netns, a user-mode
+ * TCP/IP stack running on the host side that opens ordinary host sockets for the sandbox's
+ * connections. --disable-host-loopback refuses its gateway's mapping to the host's 127.0.0.1;
+ * there are no port forwards; its own sandbox and seccomp filter limit what a bug in it exposes.
+ * What the host itself could reach (the index, a proxy, listeners on the host's other addresses)
+ * the fetch can reach too: that is the point of it. Not pasta (Debian's passt): bookworm's
+ * defaults forward every port bound on the host's loopback into the namespace (-T/-U auto) and
+ * map the gateway to the host (--no-map-gw), five switches to turn off where slirp4netns has one,
+ * and it copies the host's addresses and routes into the sandbox. */
+struct ns_net {
+	pid_t pid;  /* the slirp4netns process, or 0 */
+	int exit_w; /* closing it tells slirp4netns to exit */
+};
+
+static char *ns_net_find(void)
+{
+	/* PYTI_SLIRP4NETNS names it outright (a build of one's own; the tests name a missing one) */
+	const char *own = getenv("PYTI_SLIRP4NETNS");
+	if (own && *own)
+		return access(own, X_OK) == 0 ? xstrdup(own) : NULL;
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *dirs = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+	/* a sudo or cron PATH may be short: the usual places are tried after it */
+	_cleanup_free_ char *all = xasprintf("%s:/usr/bin:/bin:/usr/local/bin", dirs);
+	char *save = NULL;
+	for (char *d = strtok_r(all, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		if (*d != '/')
+			continue;
+		char *exe = xasprintf("%s/%s", d, NS_NET_HELPER);
+		if (access(exe, X_OK) == 0)
+			return exe;
+		free(exe);
+	}
+	return NULL;
+}
+
+static int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err)
+{
+	_cleanup_free_ char *exe = ns_net_find();
+	if (!exe)
+		return pyti_err_set(err, 0, "the fetch sandbox's network needs %s%s%s (install the Debian package "
+					    "slirp4netns); pyti does not fall back to the host's network",
+				    NS_NET_HELPER, getenv("PYTI_SLIRP4NETNS") ? ", not found at $PYTI_SLIRP4NETNS=" : "",
+				    getenv("PYTI_SLIRP4NETNS") ? getenv("PYTI_SLIRP4NETNS") : "");
+	if (access("/dev/net/tun", R_OK | W_OK) < 0)
+		return pyti_err_set(err, errno, "the fetch sandbox's network (%s) needs /dev/net/tun, which this user "
+					    "cannot open (Debian makes it mode 0666; `chmod 0666 /dev/net/tun`, or run "
+					    "as root)", NS_NET_HELPER);
+	int ready[2], ex[2], eo[2];
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return pyti_err_set(err, errno, "pipe");
+	if (pipe2(ex, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(ready[0]), close(ready[1]);
+		return pyti_err_set(err, e, "pipe");
+	}
+	if (pipe2(eo, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(ready[0]), close(ready[1]), close(ex[0]), close(ex[1]);
+		return pyti_err_set(err, e, "pipe");
+	}
+	char pidarg[32], userns[64];
+	snprintf(pidarg, sizeof pidarg, "%d", (int)child);
+	/* An ordinary user reaches the sandbox's network namespace only through its user namespace
+	 * (which the user owns); root may enter the network namespace directly. */
+	snprintf(userns, sizeof userns, "--userns-path=/proc/%d/ns/user", (int)child);
+	bool join_userns = geteuid() != 0;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* copies above 4 first: a source already at 3 or 4 would be clobbered, or keep its
+		 * close-on-exec flag through a dup2 onto itself */
+		int r = fcntl(ready[1], F_DUPFD, 10), x = fcntl(ex[0], F_DUPFD, 10), e = fcntl(eo[1], F_DUPFD, 10);
+		int null = open("/dev/null", O_RDWR);
+		if (r < 0 || x < 0 || e < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e, 2) < 0 ||
+		    dup2(r, 3) < 0 || dup2(x, 4) < 0)
+			_exit(127);
+		close_range(5, ~0U, 0);
+		setsid(); /* no terminal of the user's */
+		char *argv[] = {exe, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+				"--enable-seccomp", "--ready-fd=3", "--exit-fd=4", pidarg, "tap0", NULL, NULL};
+		if (join_userns) {
+			memmove(argv + 2, argv + 1, (ARRAY_SIZE(argv) - 3) * sizeof *argv);
+			argv[1] = userns;
+		}
+		execv(exe, argv);
+		_exit(127);
+	}
+	int fork_errno = errno;
+	close(ready[1]);
+	close(ex[0]);
+	close(eo[1]);
+	if (pid < 0) {
+		close(ready[0]), close(ex[1]), close(eo[0]);
+		return pyti_err_set(err, fork_errno, "fork %s", NS_NET_HELPER);
+	}
+	struct pollfd pf = {ready[0], POLLIN, 0};
+	char b = 0;
+	double deadline = now_mono() + NS_NET_START_S;
+	int pr;
+	do {
+		pr = poll(&pf, 1, (int)((deadline - now_mono()) * 1000) + 1);
+	} while (pr < 0 && errno == EINTR);
+	bool up = pr > 0 && read(ready[0], &b, 1) == 1 && b == '1';
+	close(ready[0]);
+	if (!up) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		char msg[1024];
+		ssize_t n = read(eo[0], msg, sizeof msg - 1); /* it is dead: read() cannot block */
+		close(eo[0]);
+		close(ex[1]);
+		msg[n > 0 ? n : 0] = '\0';
+		msg[strcspn(msg, "\n")] = '\0';
+		return pyti_err_set(err, 0, "%s did not bring the fetch sandbox's network up%s%s", exe,
+				    n > 0 ? ": " : "", msg);
+	}
+	close(eo[0]); /* later complaints of slirp4netns go nowhere; it gets EPIPE, not a stall */
+	net->pid = pid;
+	net->exit_w = ex[1];
+	log_debug("ns sandbox: %s (pid %d) serves the network of sandbox %d", NS_NET_HELPER, (int)pid, (int)child);
+	return 0;
+}
+
+static void ns_net_stop(struct ns_net *net)
+{
+	if (!net->pid)
+		return;
+	ns_close(&net->exit_w);
+	/* it exits on the closed exit fd at once; one that does not is not waited for long */
+	for (int i = 0; i < 100; i++) {
+		pid_t w = waitpid(net->pid, NULL, WNOHANG);
+		if (w == net->pid || (w < 0 && errno != EINTR)) {
+			net->pid = 0;
+			return;
+		}
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	kill(net->pid, SIGKILL);
+	waitpid(net->pid, NULL, 0);
+	net->pid = 0;
+}
+
 int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
 	double t0 = now_mono();
@@ -703,8 +873,7 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
 	if (path_exists("/proc/self/ns/cgroup"))
 		flags |= CLONE_NEWCGROUP;
-	if (!spec->network)
-		flags |= CLONE_NEWNET;
+	flags |= CLONE_NEWNET; /* a fetch's too: slirp4netns links it to the outside (ns_net_start) */
 	fflush(NULL);
 	pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (pid == 0)
@@ -722,6 +891,7 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	_cleanup_buf_ struct buf tail = BUF_INIT(0);
 	int rc = -1;
 	bool timed_out = false;
+	struct ns_net net = {0, -1};
 
 	if (pid < 0) {
 		if (clone_errno == EPERM || clone_errno == ENOSPC || clone_errno == EINVAL) {
@@ -735,6 +905,14 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	}
 	if (ns_write_maps(pid, uid, gid, privileged, err) < 0) {
 		pyti_err_prefix(err, "ns sandbox: map uid %u", (unsigned)uid);
+		kill(pid, SIGKILL);
+		ns_close(&sync_w);
+		waitpid(pid, NULL, 0);
+		goto out_close;
+	}
+	/* The network is up before the agent runs: its first task may need it. */
+	if (spec->network && ns_net_start(pid, &net, err) < 0) {
+		pyti_err_prefix(err, "ns sandbox");
 		kill(pid, SIGKILL);
 		ns_close(&sync_w);
 		waitpid(pid, NULL, 0);
@@ -860,6 +1038,7 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	}
 
 out_close:
+	ns_net_stop(&net);
 	if (privileged) {
 		struct pyti_err e2 = {0};
 		if (ns_chown_io(spec->io_dir, uid, 0, 0, true, &e2) < 0 && rc == 0) {

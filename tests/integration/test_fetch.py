@@ -143,6 +143,13 @@ def test_fetch_as_ordinary_user(fx):
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"HOME={home}",
                fx["driver"], "--fetch", str(home / "state"), fx["image"], fx["agent"], str(home / "io"),
                "six==1.17.0"]
+        if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
+            # The fetch's slirp4netns needs /dev/net/tun (Debian: 0666); where the host made it
+            # root-only, give this one run a 0666 node of its own in a private mount namespace.
+            (base / "tun").mkdir()
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs tmpfs "$0" && mknod -m 666 "$0/tun" c 10 200 && '
+                   'mount --bind "$0/tun" /dev/net/tun && exec "$@"', str(base / "tun"), *cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if r.returncode != 0 and "Permission denied" in r.stdout + r.stderr:
             pytest.skip("the build or image is not readable by nobody here: " + (r.stdout + r.stderr)[-300:])

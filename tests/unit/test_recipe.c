@@ -192,6 +192,27 @@ static void test_errors(void **state)
 	expect_err("[task:a]\nrun =\n", "recipe.ini:2: empty 'run' in [task:a]");
 }
 
+/* [recipe] tmpfs and io_limit: the sandbox's bounds (issue 8, point 5) */
+static void test_limit_keys(void **state)
+{
+	(void)state;
+	struct recipe *r = load_ok("[task:a]\nrun = true\n");
+	assert_int_equal(r->tmpfs, RECIPE_DEFAULT_TMPFS);
+	assert_int_equal(r->io_limit, RECIPE_DEFAULT_IO_LIMIT);
+	recipe_free(r);
+	r = load_ok("[recipe]\ntmpfs = 256M\nio_limit = 8G\n[task:a]\nrun = true\n");
+	assert_int_equal(r->tmpfs, 256ULL << 20);
+	assert_int_equal(r->io_limit, 8ULL << 30);
+	recipe_free(r);
+	expect_err("[recipe]\ntmpfs = 1K\n[task:a]\nrun = x\n",
+		   "recipe.ini:2: bad value for 'tmpfs' in [recipe]: '1K' (expected bytes of at least 16M, e.g. 512M or 2G)");
+	expect_err("[recipe]\nio_limit = 0\n[task:a]\nrun = x\n",
+		   "recipe.ini:2: bad value for 'io_limit' in [recipe]: '0' (expected bytes of at least 16M, e.g. 512M or 8G)");
+	expect_err("[task:a]\nrun = x\ntmpfs = 1G\n", "recipe.ini:3: unknown key 'tmpfs' in [task:a]");
+	expect_err("[recipe]\ntmpfs = 1G\ntmpfs = 2G\n[task:a]\nrun = x\n",
+		   "recipe.ini:3: duplicate key 'tmpfs' in [recipe]");
+}
+
 static char *long_run_line(size_t n)
 {
 	struct buf b = BUF_INIT(0);
@@ -507,7 +528,7 @@ int main(void)
 		cmocka_unit_test(test_order),         cmocka_unit_test(test_builtin_default),
 		cmocka_unit_test(test_load_file),     cmocka_unit_test(test_expand),
 		cmocka_unit_test(test_job_tasks),     cmocka_unit_test(test_invalid_utf8),
-		cmocka_unit_test(test_load_not_regular),
+		cmocka_unit_test(test_load_not_regular), cmocka_unit_test(test_limit_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
