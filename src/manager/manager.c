@@ -60,7 +60,10 @@ static json_t *task_env(void)
 			 "PIP_DISABLE_PIP_VERSION_CHECK", "1");
 }
 
-static double sandbox_backstop(const json_t *tasks)
+/* The host's wall-clock limit on the whole sandbox, which nothing inside can switch off (a task
+ * that stops the agent, or keeps it from ending, is killed with it): the tasks' own timeouts
+ * with room for set-up, or job_max_s when a task has none. */
+static double sandbox_backstop(const json_t *tasks, double job_max_s)
 {
 	double total = 0;
 	size_t i;
@@ -68,7 +71,7 @@ static double sandbox_backstop(const json_t *tasks)
 	json_array_foreach(tasks, i, t) {
 		double to = pj_num(t, "timeout", 0);
 		if (to <= 0)
-			return 0; /* a task without a timeout: no backstop either */
+			return job_max_s > 0 ? job_max_s : MANAGER_JOB_MAX_S;
 		total += to + 5;
 	}
 	return total + 120;
@@ -208,7 +211,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.io_dir = io,
 		.agent_path = o->agent_path,
 		.state_dir = o->state_dir,
-		.timeout_s = sandbox_backstop(tasks),
+		.timeout_s = sandbox_backstop(tasks, o->job_max_s),
 		.cold = o->cold,
 		.vm_uri = o->vm_uri,
 		.on_event = on_event,
