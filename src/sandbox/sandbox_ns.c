@@ -632,6 +632,10 @@ static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool resto
 			continue;
 		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
 			fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0);
+		/* /io/out is sticky and world-writable while tasks run (the agent closes it again at
+		 * the end; not when it was killed) */
+		if (restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))
+			fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0);
 	}
 	closedir(d);
 	return rc;
@@ -647,6 +651,9 @@ static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, boo
 		return -1;
 	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
 		return pyti_err_set(err, errno, "chown %s", io_dir);
+	struct stat st;
+	if (restore && fstat(fd, &st) == 0 && (st.st_mode & S_ISVTX) && chmod(io_dir, st.st_mode & 0755) < 0)
+		return pyti_err_set(err, errno, "chmod %s", io_dir);
 	return 0;
 }
 
