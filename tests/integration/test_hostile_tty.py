@@ -388,3 +388,62 @@ def test_vm_task_is_not_root_and_cannot_reach_the_console(pyti, vm_ready, demo, 
     assert "ptrace-EPERM" in words and "kill-EPERM" in words, words
     assert attack["status"] == "passed" and task(res, "after")["status"] == "passed", res
     assert r.returncode == 0 and res["status"] == "passed"
+
+
+# ---- one uid only (an unprivileged caller's ns sandbox): the agent's own walls ----
+
+ONE_UID_ATTACK = """
+import ctypes, errno, os, signal
+def name(n):
+    return errno.errorcode.get(n, str(n))
+out = ["uid-%d" % os.getuid()]
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith(("CapEff", "CapBnd"))]
+out.append("caps-" + "-".join(caps))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+r = libc.ptrace(16, 1, None, None)
+out.append("ptrace-ok" if r == 0 else "ptrace-" + name(ctypes.get_errno()))
+try:
+    open("/proc/1/mem", "r+b")
+    out.append("mem-open")
+except OSError as e:
+    out.append("mem-" + name(e.errno))
+for sig in (signal.SIGSTOP, signal.SIGKILL):
+    try:
+        os.kill(1, sig)  # the kernel drops it: PID 1 of the namespace has no handler
+    except OSError as e:
+        out.append("kill%d-%s" % (sig, name(e.errno)))
+print(" ".join(out), flush=True)
+"""
+
+
+def test_one_uid_agent_is_not_dumpable(tmp_path):
+    """Where only one uid can be mapped, tasks share the agent's uid: the agent, PID 1 of its pid
+    namespace, still cannot be traced, written or stopped by them (run here as the ns backend runs
+    it, with --confine, under unshare). Two walls hold here, and the test sees only their sum: the
+    agent is not dumpable, and it has capabilities its tasks lack (the kernel lets a process
+    trace only one whose permitted set is a subset of its own)."""
+    agent = os.environ.get("PYTI_AGENT", str(Path(os.environ.get("PYTI_BUILD_DIR", REPO / "build"))
+                                             / "src" / "agent" / "pyti-agent"))
+    unshare = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+    if subprocess.run([*unshare, "true"], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("this host does not allow user+pid namespaces")
+    io = tmp_path / "io"
+    io.mkdir()
+    job = {"job": "one-uid", "dist": "none", "recipe": "one-uid", "backend": "ns", "image": "host",
+           "env": {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+           "tasks": [{"name": "attack", "run": py(ONE_UID_ATTACK), "needs": [], "timeout": 60},
+                     {"name": "after", "run": "echo clean", "needs": ["attack"], "timeout": 60}]}
+    (io / "job.json").write_text(json.dumps(job))
+    p = subprocess.run([*unshare, agent, "--io", str(io), "--confine"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((io / "out" / "results.json").read_text())
+    words = task(res, "attack")["output"].split()
+    assert "uid-0" in words and "caps-0000000000000000-0000000000000000" in words, words
+    assert "ptrace-EPERM" in words and words[3] in ("mem-EACCES", "mem-EPERM"), words
+    assert task(res, "attack")["status"] == "passed"
+    # The agent was not stopped or killed: it ran the next task and wrote the verdict.
+    assert task(res, "after")["status"] == "passed" and task(res, "after")["output"] == "clean\n"
+    assert res["status"] == "passed"
+    assert leftovers() == []
