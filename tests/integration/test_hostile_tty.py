@@ -309,7 +309,7 @@ def test_task_without_timeout_meets_the_job_backstop(pyti, demo, tmp_path):
     res = json.loads(r.stdout)
     assert r.returncode == 3, r.stderr
     assert res["status"] == "error" and res["failure_class"] == "Timeout", res
-    assert "pyti: error (Timeout)" in r.stderr
+    assert "pyti: error (Timeout)" in r.stderr and "PYTI_JOB_MAX_S" in r.stderr, r.stderr
     assert leftovers() == []
 
 
