@@ -16,7 +16,7 @@
 #define AGENT_DEFAULT_OUTPUT_LIMIT (16u * 1024u * 1024u) /* when job.json omits output_limit */
 #define AGENT_DEFAULT_PIDS 4096u                      /* when a task says pids: 0 */
 /* The uid (and gid) tasks run as in the VM guest, and in the ns sandbox of a root caller (mapped
- * there to a host uid of its own); no passwd entry names it. */
+ * there to a host uid of its own); the sandbox's passwd and group name it "pyti". */
 #define AGENT_TASK_UID 1000u
 #define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -96,6 +96,8 @@ int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *
 int agent_confine_io(const struct agent_opts *opts, struct pyti_err *err);
 void agent_confine_home(const struct agent_opts *opts, const char *home);
 void agent_confine_end(const struct agent_opts *opts);
+/* vm: name AGENT_TASK_UID "pyti" in /etc/passwd and /etc/group (the guest's throwaway disk). */
+void agent_confine_name_user(void);
 
 /* Emit one event on fd (ignores write errors: the host may have gone away). */
 void agent_emit(int fd, const json_t *ev);

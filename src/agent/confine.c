@@ -128,3 +128,34 @@ void agent_confine_end(const struct agent_opts *opts)
 	if (out >= 0)
 		fchmod(out, 0755);
 }
+
+/* Name the task uid in the guest's /etc/passwd and /etc/group, as the ns backend does with a
+ * bound copy (test suites ask pwd or getpass who they are). The VM's system disk is an overlay
+ * thrown away after the job, so appending is enough. */
+static void confine_name_in(const char *path, const char *line)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
+	if (read_file(path, &b, NULL) < 0 || b.truncated || !b.data)
+		return;
+	const char *data = b.data;
+	size_t len = b.len;
+	char needle[32];
+	snprintf(needle, sizeof needle, ":x:%u:", AGENT_TASK_UID);
+	if (memmem(data, len, needle, strlen(needle)))
+		return;
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (len && data[len - 1] != '\n')
+		(void)!write(fd, "\n", 1);
+	(void)!write(fd, line, strlen(line));
+}
+
+void agent_confine_name_user(void)
+{
+	char line[128];
+	snprintf(line, sizeof line, "pyti:x:%u:%u:pyti task:/tmp/home:/bin/sh\n", AGENT_TASK_UID, AGENT_TASK_UID);
+	confine_name_in("/etc/passwd", line);
+	snprintf(line, sizeof line, "pyti:x:%u:\n", AGENT_TASK_UID);
+	confine_name_in("/etc/group", line);
+}

@@ -272,6 +272,7 @@ void agent_vm_main(const char *io_dev, const char *console)
 
 	if (vm_mount_io(io_dev) < 0)
 		vm_power_off();
+	agent_confine_name_user();
 	struct agent_opts opts = {.io_dir = "/io", .event_fd = vm_console, .emit_job_end = false,
 				  .pid1 = true, .confine = true, .task_ids = true, .task_uid = AGENT_TASK_UID};
 	struct pyti_err err = {0};

@@ -371,6 +371,39 @@ static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
 	return fd;
 }
 
+/* Give the tasks' uid a name: a copy of the image's /etc/passwd (or group) with one more line,
+ * made in /run/pyti (the agent's, read-only for tasks) and bound read-only over the original.
+ * Test suites ask pwd/getpass who they are (pwd.getpwuid(os.getuid()), `whoami`); without an
+ * entry that is a KeyError. An image without the file, or one that names the uid already, is
+ * left as it is. */
+static void ns_name_task_user(const struct ns_ctx *c, const char *file, const char *line)
+{
+	char src[64], dst[64];
+	snprintf(src, sizeof src, "/etc/%s", file);
+	snprintf(dst, sizeof dst, "/run/pyti/%s", file);
+	_cleanup_close_ int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return;
+	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
+	char chunk[8192];
+	ssize_t n;
+	while ((n = read(in, chunk, sizeof chunk)) > 0)
+		if (buf_append(&b, chunk, (size_t)n) < 0)
+			return; /* past 1 MiB: not a file to copy */
+	char needle[32];
+	snprintf(needle, sizeof needle, ":x:%u:", NS_TASK_UID);
+	if (!b.data || strstr(b.data, needle))
+		return;
+	if (b.len && b.data[b.len - 1] != '\n')
+		buf_append(&b, "\n", 1);
+	buf_append(&b, line, strlen(line));
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0 || write(out, b.data, b.len) != (ssize_t)b.len)
+		child_die(c, errno, "write %s", dst);
+	if (ns_bind_at(AT_FDCWD, dst, src, NS_RO) < 0)
+		child_die(c, errno, "bind %s over %s", dst, src);
+}
+
 static bool ns_under(const char *path, const char *dir)
 {
 	size_t n = strlen(dir);
@@ -475,6 +508,13 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	ns_make_file(c, "/run/pyti/agent");
 	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
 		child_die(c, errno, "bind the agent %s", s->agent_path);
+	if (c->task_uid) {
+		char line[128];
+		snprintf(line, sizeof line, "pyti:x:%u:%u:pyti task:/tmp/home:/bin/sh\n", NS_TASK_UID, NS_TASK_UID);
+		ns_name_task_user(c, "passwd", line);
+		snprintf(line, sizeof line, "pyti:x:%u:\n", NS_TASK_UID);
+		ns_name_task_user(c, "group", line);
+	}
 	struct stat st;
 	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
 		ns_tmpfs(c, "/var/tmp", "mode=1777", 0);

@@ -231,7 +231,9 @@ AGENT_ATTACK = """
 import ctypes, errno, os, signal
 def name(n):
     return errno.errorcode.get(n, str(n))
+import pwd
 out = ["uid-%d" % os.getuid(), "gid-%d" % os.getgid(), "groups-" + ",".join(map(str, os.getgroups()))]
+out.append("user-" + pwd.getpwuid(os.getuid()).pw_name)
 libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 r = libc.ptrace(16, 1, None, None)  # PTRACE_ATTACH to the agent
@@ -288,6 +290,7 @@ def test_task_cannot_stop_the_agent_or_escape_its_memory_limit(pyti, demo, tmp_p
     attack = task(res, "attack")
     words = attack["output"].split()
     assert "uid-1000" in words and "gid-1000" in words and "groups-" in words, words  # no supplementary groups
+    assert "user-pyti" in words, words  # test suites asking who they are get an answer
     assert "ptrace-EPERM" in words and "seize-EPERM" in words, words
     assert "mem-EACCES" in words or "mem-EPERM" in words, words
     # Another uid without CAP_KILL: the agent cannot be signalled at all.
@@ -334,6 +337,7 @@ import ctypes, errno, os
 def name(n):
     return errno.errorcode.get(n, str(n))
 out = ["uid-%d" % os.getuid(), "groups-" + ",".join(map(str, os.getgroups()))]
+import pwd
 for dev in ("/dev/ttyS0", "/dev/console"):
     try:
         os.open(dev, os.O_WRONLY)
@@ -354,6 +358,7 @@ try:
     out.append("kill-sent")
 except OSError as e:
     out.append("kill-" + name(e.errno))
+out.append("user-" + pwd.getpwuid(os.getuid()).pw_name)
 print(" ".join(out))
 """
 
@@ -385,7 +390,7 @@ def test_vm_task_is_not_root_and_cannot_reach_the_console(pyti, vm_ready, demo, 
     assert "uid-1000" in words and "groups-" in words, words  # no supplementary groups
     assert words.count("console-EACCES") == 2, words
     assert words[words.index("groups-") + 3] in ("tty-ENXIO", "tty-ENOENT"), words
-    assert "ptrace-EPERM" in words and "kill-EPERM" in words, words
+    assert "ptrace-EPERM" in words and "kill-EPERM" in words and "user-pyti" in words, words
     assert attack["status"] == "passed" and task(res, "after")["status"] == "passed", res
     assert r.returncode == 0 and res["status"] == "passed"
 
