@@ -22,6 +22,9 @@
 #define AGENT_DEFAULT_TMPFS (1ULL << 30)
 extern const char *const agent_tmpfs_paths[];
 #define AGENT_DEFAULT_IO_LIMIT (4ULL << 30)
+/* The uid (and gid) tasks run as in the VM guest, and in the ns sandbox of a root caller (mapped
+ * there to a host uid of its own); the sandbox's passwd and group name it "pyti". */
+#define AGENT_TASK_UID 1000u
 #define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct agent_task {
@@ -82,11 +85,27 @@ struct agent_opts {
 	int event_fd;       /* where @pyti lines go */
 	bool emit_job_end;  /* false in --vm mode: job_end is printed after /io is unmounted */
 	bool pid1;          /* PID 1 of a pid namespace or of the guest: sweep everything after a task */
+	/* Tasks run with no capabilities and no_new_privs (the agent needs CAP_SETPCAP), and with
+	 * task_ids as uid/gid task_uid (the agent needs CAP_SETUID/SETGID, CAP_CHOWN, CAP_KILL and
+	 * CAP_SYS_PTRACE to prepare their directories and to watch and stop them): the agent's own
+	 * results, logs and console are then out of their reach. */
+	bool confine;
+	bool task_ids;
+	uid_t task_uid;
 };
 
 /* Run the job in io_dir. 0 when results.json was written (whatever the tasks did), with the job's
  * status in *passed; -1 with err otherwise (err->status tells usage from infrastructure). */
 int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *err);
+
+/* confine.c, for opts->task_ids: hand the job's working directories to the task uid (0 or -1
+ * with err); make a task's HOME under /tmp its own; close /io and /io/out again after the last
+ * task. */
+int agent_confine_io(const struct agent_opts *opts, struct pyti_err *err);
+void agent_confine_home(const struct agent_opts *opts, const char *home);
+void agent_confine_end(const struct agent_opts *opts);
+/* vm: name AGENT_TASK_UID "pyti" in /etc/passwd and /etc/group (the guest's throwaway disk). */
+void agent_confine_name_user(void);
 
 /* Emit one event on fd (ignores write errors: the host may have gone away). */
 void agent_emit(int fd, const json_t *ev);

@@ -106,6 +106,7 @@ static json_t *agent_run_task(const struct agent_opts *opts, const struct agent_
 	const char *home = agent_envp_get(envp, "HOME");
 	if (home && strncmp(home, "/tmp/", 5) == 0 && !path_exists(home))
 		mkdir_p(home, 0755, NULL); /* failure shows up in the task itself */
+	agent_confine_home(opts, home);
 	_cleanup_free_ char *log_rel = xasprintf("out/logs/%s.log", t->name);
 	_cleanup_free_ char *log_path = xasprintf("%s/%s", opts->io_dir, log_rel);
 	char *argv[] = {"/bin/sh", "-c", (char *)t->run, NULL};
@@ -119,6 +120,10 @@ static json_t *agent_run_task(const struct agent_opts *opts, const struct agent_
 		.on_heartbeat = agent_on_heartbeat,
 		.heartbeat_s = job->heartbeat_s,
 		.arg = &hb,
+		.drop_privs = opts->confine,
+		.set_ids = opts->task_ids,
+		.uid = opts->task_uid,
+		.gid = (gid_t)opts->task_uid,
 	};
 	struct proc_result res;
 	struct pyti_err err = {0};
@@ -151,6 +156,10 @@ int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *
 	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", opts->io_dir);
 	struct agent_job job;
 	if (agent_job_load(job_path, &job, err) < 0) {
+		agent_job_free(&job);
+		return -1;
+	}
+	if (agent_confine_io(opts, err) < 0) {
 		agent_job_free(&job);
 		return -1;
 	}
@@ -199,6 +208,7 @@ int agent_run_job(const struct agent_opts *opts, bool *passed, struct pyti_err *
 	}
 	if (rc == 0 && agent_own_dir(out_dir, err) < 0)
 		rc = -1;
+	agent_confine_end(opts);
 	if (rc == 0) {
 		_cleanup_json_ json_t *results =
 			agent_results(&job, tasks, all ? "passed" : "failed", now_mono() - t0, started);

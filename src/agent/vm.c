@@ -13,7 +13,9 @@
  *      @pyti {"event":"warm"} when it is done; a "go" that comes first kills it.
  *   4. flush the block cache of the I/O device (default /dev/vdb; the disk may have been swapped
  *      while the VM was saved), mount it as ext4 at /io, run /io/job.json exactly as the ns backend
- *      does (events job_start, task_start, heartbeat, task_end, results on the console).
+ *      does (events job_start, task_start, heartbeat, task_end, results on the console). Tasks run as
+ *      uid and gid AGENT_TASK_UID without capabilities: the agent (root, non-dumpable) and its
+ *      console are out of their reach.
  *   5. sync, unmount /io, then print  @pyti {"event":"job_end","status":"passed"|"failed"}:
  *      once job_end is seen, the I/O disk is clean and complete.
  *   6. power off (reboot(RB_POWER_OFF)); the domain needs <features><acpi/></features>.
@@ -130,6 +132,15 @@ static int vm_open_console(const char *console)
 		tio.c_oflag |= OPOST | ONLCR; /* keep "\r\n" on output, like any console */
 		tcsetattr(fd, TCSANOW, &tio);
 	}
+	/* The host believes what comes on this line: only the agent (root) may open it. Tasks run
+	 * as AGENT_TASK_UID in sessions of their own, so neither a write nor a TIOCSTI reaches it. */
+	static const char *const consoles[] = {"/dev/console", "/dev/ttyS0", "/dev/ttyS1", "/dev/ttyS2",
+					       "/dev/ttyS3", "/dev/hvc0", "/dev/ttyAMA0"};
+	(void)!fchown(fd, 0, 0);
+	(void)!fchmod(fd, 0600);
+	for (size_t i = 0; i < ARRAY_SIZE(consoles); i++)
+		if (chown(consoles[i], 0, 0) == 0)
+			(void)!chmod(consoles[i], 0600);
 	/* Stray messages (ours, or of anything that writes to fd 1/2) go to the console too. */
 	dup2(fd, 1);
 	dup2(fd, 2);
@@ -283,8 +294,9 @@ void agent_vm_main(const char *io_dev, const char *console)
 	if (vm_mount_io(io_dev) < 0)
 		vm_power_off();
 	vm_tmpfs_resize();
+	agent_confine_name_user();
 	struct agent_opts opts = {.io_dir = "/io", .event_fd = vm_console, .emit_job_end = false,
-				  .pid1 = true};
+				  .pid1 = true, .confine = true, .task_ids = true, .task_uid = AGENT_TASK_UID};
 	struct pyti_err err = {0};
 	bool passed = false;
 	int rc = agent_run_job(&opts, &passed, &err);

@@ -125,6 +125,13 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 	if (strcmp(mo.backend, "ns") != 0 && strcmp(mo.backend, "vm") != 0)
 		return cli_usage("run: unknown backend '%s' (ns or vm)", mo.backend);
 	mo.dist = argv[optind];
+	const char *jm = getenv("PYTI_JOB_MAX_S");
+	if (jm && *jm) {
+		char *end;
+		mo.job_max_s = strtod(jm, &end);
+		if (*end || !(mo.job_max_s > 0) || mo.job_max_s > 1e9)
+			return cli_usage("PYTI_JOB_MAX_S must be a number of seconds above 0, not '%s'", jm);
+	}
 	_cleanup_free_ char *agent = cli_find_helper("pyti-agent");
 	mo.agent_path = agent;
 	mo.on_progress = on_progress;

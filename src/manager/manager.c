@@ -60,15 +60,21 @@ static json_t *task_env(void)
 			 "PIP_DISABLE_PIP_VERSION_CHECK", "1");
 }
 
-static double sandbox_backstop(const json_t *tasks)
+/* The host's wall-clock limit on the whole sandbox, which nothing inside can switch off (a task
+ * that stops the agent, or keeps it from ending, is killed with it): the tasks' own timeouts
+ * with room for set-up, or job_max_s when a task has none. */
+static double sandbox_backstop(const json_t *tasks, double job_max_s, bool *untimed)
 {
 	double total = 0;
 	size_t i;
 	json_t *t;
+	*untimed = false;
 	json_array_foreach(tasks, i, t) {
 		double to = pj_num(t, "timeout", 0);
-		if (to <= 0)
-			return 0; /* a task without a timeout: no backstop either */
+		if (to <= 0) {
+			*untimed = true;
+			return job_max_s > 0 ? job_max_s : MANAGER_JOB_MAX_S;
+		}
 		total += to + 5;
 	}
 	return total + 120;
@@ -203,13 +209,14 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 
 	rs.phase = "sandbox";
 	progress(o, o->cold ? "sandbox: starting (cold)" : "sandbox: starting", NULL);
+	bool untimed;
 	struct sandbox_spec spec = {
 		.backend = o->backend,
 		.image_dir = img->dir,
 		.io_dir = io,
 		.agent_path = o->agent_path,
 		.state_dir = o->state_dir,
-		.timeout_s = sandbox_backstop(tasks),
+		.timeout_s = sandbox_backstop(tasks, o->job_max_s, &untimed),
 		.job_tasks = tasks,
 		.tmpfs_bytes = recipe->tmpfs,
 		.cold = o->cold,
@@ -218,8 +225,12 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.arg = &rs,
 	};
 	struct sandbox_result sr;
-	if (sandbox_run(&spec, &sr, err) < 0)
+	if (sandbox_run(&spec, &sr, err) < 0) {
+		if (untimed && err->fclass == PYTI_FC_TIMEOUT)
+			pyti_err_prefix(err, "job over its wall-clock limit of %.0f s (PYTI_JOB_MAX_S; a task has no "
+					     "timeout)", spec.timeout_s);
 		return -1;
+	}
 
 	progress(o, "collect", NULL);
 	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", io);

@@ -6,6 +6,8 @@
 
 #include "core.h"
 
+#define MANAGER_JOB_MAX_S 21600.0 /* 6 h; PYTI_JOB_MAX_S */
+
 struct manager_opts {
 	const char *state_dir;
 	const char *dist;        /* name, name==version (any requirement), sdist/wheel file, or source dir */
@@ -16,6 +18,9 @@ struct manager_opts {
 	const char *vm_uri;      /* vm: libvirt URI */
 	bool keep;               /* keep the job's I/O directory */
 	const char *agent_path;  /* the static pyti-agent */
+	/* Wall-clock limit of the sandbox of a job that has a task without a timeout (0 =
+	 * MANAGER_JOB_MAX_S). Every job has a backstop that the sandbox cannot switch off. */
+	double job_max_s;
 	/* Progress: phase is "fetch", "stage", "sandbox", "collect"; event is an agent event or NULL. */
 	void (*on_progress)(void *arg, const char *phase, const json_t *event);
 	void *arg;

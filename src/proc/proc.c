@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -610,7 +611,7 @@ static bool proc_watchdog(struct proc_run_state *st)
 }
 
 struct proc_exec_fail {
-	int stage; /* 0 chdir, 1 exec, 2 dup/setup */
+	int stage; /* 0 chdir, 1 exec, 2 setsid/dup/setup, 3 dropping privileges */
 	int errnum;
 };
 
@@ -625,7 +626,28 @@ static __attribute__((noreturn)) void proc_child(const struct proc_spec *spec, i
 						   int null_fd, int err_fd, pid_t parent)
 {
 	struct proc_exec_fail f = {2, 0};
-	setpgid(0, 0);
+	/* A new session: no controlling terminal (a task's open("/dev/tty") fails, TIOCSTI into
+	 * the caller's terminal has no tty to work on) and a process group of its own for killpg.
+	 * The parent does not setpgid() us: that would make us a group leader, which setsid()
+	 * refuses; it waits for our exec (the error pipe) before it signals the group. */
+	if (setsid() < 0)
+		goto fail;
+	if (spec->drop_privs) {
+		f.stage = 3;
+		for (int cap = 0; cap <= 63; cap++)
+			if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+				goto fail;
+		prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			goto fail;
+		/* Leaving uid 0 clears the permitted and effective sets; the bounding set is
+		 * empty, so exec gives nothing back. */
+		if (spec->set_ids && (setgroups(0, NULL) < 0 || setresgid(spec->gid, spec->gid, spec->gid) < 0 ||
+				      setresuid(spec->uid, spec->uid, spec->uid) < 0))
+			goto fail;
+		f.stage = 2;
+	}
+	/* After the credential change, which resets it. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(127);
@@ -753,7 +775,6 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 		return pyti_err_set(err, errno, "fork for %s", name);
 	if (child == 0)
 		proc_child(spec, wfd, null_fd, ewr, parent);
-	setpgid(child, child); /* both sides, so that killpg works whichever runs first */
 	close(pyti_steal_fd(&wfd));
 	close(pyti_steal_fd(&ewr));
 
@@ -763,6 +784,8 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	};
 	struct proc_exec_fail f;
 	ssize_t n;
+	/* Until this read returns the child may not have called setsid() yet: nothing signals
+	 * its group before. */
 	do
 		n = read(erd, &f, sizeof f);
 	while (n < 0 && errno == EINTR);
@@ -770,6 +793,10 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 		int status;
 		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 			;
+		if (f.stage == 3)
+			return pyti_err_set(err, f.errnum, "drop privileges for %s", name);
+		if (f.stage == 2)
+			return pyti_err_set(err, f.errnum, "set up the process for %s", name);
 		return pyti_err_set(err, f.errnum, "%s %s", f.stage == 0 ? "chdir" : "exec",
 				    f.stage == 0 ? spec->cwd : name);
 	}

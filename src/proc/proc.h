@@ -43,6 +43,14 @@ struct proc_spec {
 	void (*on_heartbeat)(void *arg, double wall_s, uint64_t output_bytes);
 	double heartbeat_s; /* 0 = no heartbeats */
 	void *arg;
+	/* Untrusted code (the agent's tasks): empty the capability bounding set and set no_new_privs
+	 * before exec, and with set_ids also become uid/gid (no supplementary groups). The caller needs
+	 * CAP_SETPCAP (and CAP_SETUID/CAP_SETGID for set_ids); a bounding set it cannot empty is an
+	 * error, not a task running with privileges. */
+	bool drop_privs;
+	bool set_ids;
+	uid_t uid;
+	gid_t gid;
 };
 
 struct proc_result {
@@ -58,6 +66,9 @@ struct proc_result {
 };
 
 /* Run to completion (or until a limit stops it; then the whole process tree is killed).
+ * The child starts in a new session (setsid): it has no controlling terminal, so nothing it runs
+ * can open /dev/tty or push keystrokes into the caller's terminal, and it is the leader of its own
+ * process group (pgid = its pid), which is what the tree's killpg relies on.
  * Returns 0 whenever the process could be started, whatever its exit status; -1 with err when it
  * could not be started at all. */
 int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_err *err);

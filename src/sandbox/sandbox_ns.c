@@ -46,10 +46,14 @@
 
 #include "sandbox-ns.h"
 
-/* Sandbox uids for root callers are drawn from here, one per run, so RLIMIT_NPROC and signals
- * never reach across runs or into host users. */
+/* Sandbox uids for root callers are drawn from here, a pair per run (the agent's, even, and the
+ * tasks', the next one), so RLIMIT_NPROC and signals never reach across runs or into host users. */
 #define NS_UID_BASE 0x50000000u
 #define NS_UID_SPAN 0x01000000u
+
+/* The uid tasks run as inside the sandbox when a second uid is mapped; the agent's
+ * AGENT_TASK_UID, which the VM guest uses too. */
+#define NS_TASK_UID 1000u
 
 #define NS_MAX_RO_BINDS 64
 #define NS_LINE_MAX (1u << 20)   /* an event line longer than this is dropped */
@@ -60,12 +64,15 @@
 #define NS_NET_DNS "10.0.2.3"
 #define NS_NET_START_S 10.0     /* slirp4netns is up in milliseconds; this is for a wedged host */
 
-static const char *const ns_devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+/* No "tty": the sandbox has no controlling terminal (the agent calls setsid(), so does every
+ * task), and a bind of the host's /dev/tty would hand it pyti's. */
+static const char *const ns_devices[] = {"null", "zero", "full", "random", "urandom"};
 
 struct ns_ctx {
 	const struct sandbox_spec *spec;
 	char rootfs[4096];
 	bool setgroups_allowed;
+	bool task_uid; /* a second uid is mapped for the tasks (root callers) */
 	int sync_fd, err_fd, out_fd, errout_fd;
 };
 
@@ -240,15 +247,37 @@ static void ns_ensure_target(const struct ns_ctx *c, const char *path, bool dir)
 	}
 }
 
+/* What the agent keeps, within its own user namespace only, to run tasks as another uid and
+ * still watch and stop them: become that uid (SETUID, SETGID), hand it the job's directories
+ * (CHOWN, FOWNER, DAC_OVERRIDE, DAC_READ_SEARCH), read its /proc/PID/smaps_rollup for the memory
+ * limit (SYS_PTRACE), kill it (KILL), and empty the bounding set of each task (SETPCAP). The
+ * tasks have none of them (proc_run's drop_privs). */
+static const int ns_agent_caps[] = {CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_KILL,
+				    CAP_SETGID, CAP_SETUID,       CAP_SETPCAP,         CAP_SYS_PTRACE};
+
+static bool ns_agent_cap(int cap)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(ns_agent_caps); i++)
+		if (ns_agent_caps[i] == cap)
+			return true;
+	return false;
+}
+
 static void ns_drop_caps(const struct ns_ctx *c)
 {
 	for (int cap = 0; cap <= 63; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+		if (!ns_agent_cap(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
 			child_die(c, errno, "drop capability %d from the bounding set", cap);
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof data);
+	for (size_t i = 0; i < ARRAY_SIZE(ns_agent_caps); i++) {
+		int cap = ns_agent_caps[i];
+		data[cap / 32].permitted |= 1u << (cap % 32);
+		data[cap / 32].effective |= 1u << (cap % 32);
+	}
+	/* uid 0 of the namespace execs the agent: with no_new_privs it keeps no more than this. */
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		child_die(c, errno, "capset");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -268,6 +297,11 @@ static void ns_drop_caps(const struct ns_ctx *c)
 #endif
 
 #ifdef NS_AUDIT_ARCH
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define NS_ARG_LO(n) (offsetof(struct seccomp_data, args[n]) + 4)
+#else
+#define NS_ARG_LO(n) offsetof(struct seccomp_data, args[n])
+#endif
 #define NS_DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
 		    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
 
@@ -290,6 +324,15 @@ static void ns_seccomp(const struct ns_ctx *c)
 		NS_DENY(__NR_acct), NS_DENY(__NR_swapon), NS_DENY(__NR_swapoff), NS_DENY(__NR_reboot),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		/* ioctl(fd, TIOCSTI or TIOCLINUX, …): no keystrokes pushed into a terminal's input, on
+		 * whatever terminal a descriptor might still reach. The request is an int: compare the
+		 * low 32 bits only. */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NS_ARG_LO(1)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 		/* clone(flags, …) and unshare(flags): no CLONE_NEWUSER */
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 1, 0),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 0, 3),
@@ -348,6 +391,39 @@ static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
 	if (fd < 0 && must)
 		child_die(c, errno, "open %s", path);
 	return fd;
+}
+
+/* Give the tasks' uid a name: a copy of the image's /etc/passwd (or group) with one more line,
+ * made in /run/pyti (the agent's, read-only for tasks) and bound read-only over the original.
+ * Test suites ask pwd/getpass who they are (pwd.getpwuid(os.getuid()), `whoami`); without an
+ * entry that is a KeyError. An image without the file, or one that names the uid already, is
+ * left as it is. */
+static void ns_name_task_user(const struct ns_ctx *c, const char *file, const char *line)
+{
+	char src[64], dst[64];
+	snprintf(src, sizeof src, "/etc/%s", file);
+	snprintf(dst, sizeof dst, "/run/pyti/%s", file);
+	_cleanup_close_ int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return;
+	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
+	char chunk[8192];
+	ssize_t n;
+	while ((n = read(in, chunk, sizeof chunk)) > 0)
+		if (buf_append(&b, chunk, (size_t)n) < 0)
+			return; /* past 1 MiB: not a file to copy */
+	char needle[32];
+	snprintf(needle, sizeof needle, ":x:%u:", NS_TASK_UID);
+	if (!b.data || strstr(b.data, needle))
+		return;
+	if (b.len && b.data[b.len - 1] != '\n')
+		buf_append(&b, "\n", 1);
+	buf_append(&b, line, strlen(line));
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0 || write(out, b.data, b.len) != (ssize_t)b.len)
+		child_die(c, errno, "write %s", dst);
+	if (ns_bind_at(AT_FDCWD, dst, src, NS_RO) < 0)
+		child_die(c, errno, "bind %s over %s", dst, src);
 }
 
 static bool ns_under(const char *path, const char *dir)
@@ -456,6 +532,13 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	ns_make_file(c, "/run/pyti/agent");
 	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
 		child_die(c, errno, "bind the agent %s", s->agent_path);
+	if (c->task_uid) {
+		char line[128];
+		snprintf(line, sizeof line, "pyti:x:%u:%u:pyti task:/tmp/home:/bin/sh\n", NS_TASK_UID, NS_TASK_UID);
+		ns_name_task_user(c, "passwd", line);
+		snprintf(line, sizeof line, "pyti:x:%u:\n", NS_TASK_UID);
+		ns_name_task_user(c, "group", line);
+	}
 	struct stat st;
 	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
 		ns_tmpfs(c, "/var/tmp", tmpfs_opts, 0);
@@ -521,9 +604,15 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	 * user namespace), so a fork bomb stops here and not at the host's limits. */
 	struct rlimit nproc = {NS_NPROC_MAX, NS_NPROC_MAX};
 	setrlimit(RLIMIT_NPROC, &nproc);
+	/* A session of its own: no controlling terminal for the agent and anything it starts. */
+	if (setsid() < 0)
+		child_die(c, errno, "setsid");
 	ns_drop_caps(c);
 	ns_seccomp(c);
-	char *const argv[] = {"/run/pyti/agent", "--io", "/io", NULL};
+	char task_uid[16];
+	snprintf(task_uid, sizeof task_uid, "%u", (unsigned)NS_TASK_UID);
+	char *const argv[] = {"/run/pyti/agent", "--io", "/io", "--confine", c->task_uid ? "--task-uid" : NULL,
+			      task_uid, NULL};
 	char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp/home", "LANG=C.UTF-8",
 			      "TMPDIR=/tmp", NULL};
 	execve(argv[0], argv, envp);
@@ -551,12 +640,22 @@ static int ns_write_maps(pid_t pid, uid_t uid, gid_t gid, bool privileged, struc
 		if (ns_write_file(path, "deny", err) < 0)
 			return -1;
 	}
+	/* Root callers map a second uid, uid + 1, for the tasks (NS_TASK_UID inside): a task then
+	 * cannot signal, ptrace or write the files of the agent. Without privilege only the
+	 * caller's own uid can be mapped; tasks share the agent's uid there and rely on the agent
+	 * being non-dumpable and on having no capabilities. */
 	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
-	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
+	if (privileged)
+		snprintf(map, sizeof map, "0 %u 1\n%u %u 1\n", (unsigned)uid, NS_TASK_UID, (unsigned)uid + 1);
+	else
+		snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
 	if (ns_write_file(path, map, err) < 0)
 		return -1;
 	snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
-	snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
+	if (privileged)
+		snprintf(map, sizeof map, "0 %u 1\n%u %u 1\n", (unsigned)gid, NS_TASK_UID, (unsigned)gid + 1);
+	else
+		snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
 	return ns_write_file(path, map, err);
 }
 
@@ -591,12 +690,17 @@ static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool resto
 				close(sub);
 			}
 		}
-		if (restore ? st.st_uid != from : (S_ISREG(st.st_mode) && st.st_nlink > 1))
+		/* from + 1: the tasks' uid, when one was mapped (root callers) */
+		if (restore ? st.st_uid != from && st.st_uid != from + 1 : (S_ISREG(st.st_mode) && st.st_nlink > 1))
 			continue;
 		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
 			fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0);
+		/* /io/out is sticky and world-writable while tasks run (the agent closes it again at
+		 * the end; not when it was killed) */
+		if (restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))
+			fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0);
 	}
 	closedir(d);
 	return rc;
@@ -612,6 +716,9 @@ static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, boo
 		return -1;
 	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
 		return pyti_err_set(err, errno, "chown %s", io_dir);
+	struct stat st;
+	if (restore && fstat(fd, &st) == 0 && (st.st_mode & S_ISVTX) && chmod(io_dir, st.st_mode & 0755) < 0)
+		return pyti_err_set(err, errno, "chmod %s", io_dir);
 	return 0;
 }
 
@@ -666,7 +773,7 @@ static uid_t ns_pick_uid(void)
 	uint32_t r = 0;
 	if (getrandom(&r, sizeof r, 0) != sizeof r)
 		r = (uint32_t)getpid() * 2654435761u ^ (uint32_t)(now_mono() * 1e6);
-	return (uid_t)(NS_UID_BASE + r % NS_UID_SPAN);
+	return (uid_t)(NS_UID_BASE + (r % (NS_UID_SPAN / 2)) * 2);
 }
 
 static void ns_close(int *fd)
@@ -849,6 +956,7 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	uid_t uid = privileged ? ns_pick_uid() : geteuid();
 	gid_t gid = privileged ? (gid_t)uid : getegid();
 	c.setgroups_allowed = privileged;
+	c.task_uid = privileged;
 	/* pipes first: nothing below may return before the I/O directory is taken back */
 	int pipes[4][2], np = 0;
 	for (; np < 4; np++)

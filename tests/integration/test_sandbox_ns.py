@@ -129,10 +129,13 @@ def test_isolation(env, tmp_path):
     assert res["tasks"][0]["status"] == "passed", res
     p = json.loads(out(res, "probe").split("PROBE", 1)[1])
     assert p["pid1"] == "/run/pyti/agent"
-    assert p["uid"] == 0 and p["uid_map"][0] == "0" and p["uid_map"][2] == "1"
+    assert p["uid_map"][0] == "0" and p["uid_map"][2] == "1"
     if os.geteuid() == 0:
         assert int(p["uid_map"][1]) >= 65536, p["uid_map"]  # never host root
+        # tasks run as a second mapped uid, the next host uid, apart from the agent's
+        assert p["uid"] == 1000 and p["uid_map"][3:] == ["1000", str(int(p["uid_map"][1]) + 1), "1"]
     else:
+        assert p["uid"] == 0
         assert int(p["uid_map"][1]) == os.geteuid()
     assert not p["write_usr"] and not p["write_root"] and not p["write_etc"]
     assert p["write_io"] and p["write_tmp"]

@@ -339,6 +339,26 @@ static void test_leftovers_killed(void **state)
 	assert_no_children();
 }
 
+/* A child is the leader of a new session (so it has no controlling terminal: /dev/tty cannot be
+ * opened whatever ran the tests) and of its own process group; killpg of that group still stops
+ * what it started. */
+static void test_new_session(void **state)
+{
+	(void)state;
+	struct proc_result res;
+	run_sh("set -- $(sed 's/.*) //' /proc/$$/stat); "
+	       "[ \"$4\" = $$ ] && [ \"$3\" = $$ ] && [ \"$5\" = 0 ] && ! (exec </dev/tty) 2>/dev/null && echo alone",
+	       NULL, &res);
+	assert_int_equal(res.exit_code, 0);
+	assert_string_equal(res.output, "alone\n");
+	proc_result_free(&res);
+	struct proc_limits lim = {.timeout_s = 0.5};
+	run_sh("sleep 30 & sleep 30", &lim, &res);
+	assert_int_equal(res.fclass, PYTI_FC_TIMEOUT);
+	proc_result_free(&res);
+	assert_no_children();
+}
+
 static void test_run_simple(void **state)
 {
 	(void)state;
@@ -376,6 +396,7 @@ int main(void)
 		cmocka_unit_test(test_fork_bomb_pids),
 		cmocka_unit_test(test_grandchild_rusage),
 		cmocka_unit_test(test_leftovers_killed),
+		cmocka_unit_test(test_new_session),
 		cmocka_unit_test(test_run_simple),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
