@@ -218,7 +218,8 @@ def test_tmpfs_counts_against_memory(pyti, image, demo, tmp_path, where):
     assert r.returncode == 1
 
 
-@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "/var/tmp", "/run"])
+# /run is bounded too, but tasks (uid 1000) cannot write it, as on any Debian system.
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "/var/tmp"])
 def test_tmpfs_is_bounded_and_full_is_nospace(pyti, image, demo, tmp_path, where):
     """`tmpfs = 32M` bounds each tmpfs (the kernel says so in df); a task that fills one and fails
     on ENOSPC is NoSpace, not a failure of the package's own; the next task passes."""

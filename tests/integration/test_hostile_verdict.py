@@ -211,7 +211,10 @@ def test_replace_results_after_partial(pyti, demo, tmp_path):
     r, res = run_json(pyti, "--recipe", recipe, demo)
     assert_not_forged(r, res)
     assert r.returncode == 1, r.stderr
-    assert statuses(res) == {"first": ("failed", None), "swapper": ("passed", None)}
+    # Tasks run apart from the agent (another uid; out/ is sticky): the swap itself is refused, and
+    # even where it is not (one-uid sandboxes) the agent's final results replace the forgery.
+    assert statuses(res) in ({"first": ("failed", None), "swapper": ("passed", None)},
+                             {"first": ("failed", None), "swapper": ("failed", None)}), statuses(res)
 
 
 def test_replace_results_and_stop_the_agent(pyti, demo, tmp_path):
@@ -238,6 +241,17 @@ def test_replace_results_and_stop_the_agent(pyti, demo, tmp_path):
         """)
     r, res = run_json(pyti, "--keep", "--recipe", recipe, demo)
     assert_not_forged(r, res)
+    if res["status"] == "failed":
+        # The tasks' uid may not write the agent's results.json (sticky out/): the attack fails
+        # at its first step and the job goes on with honest statuses.
+        assert r.returncode == 1, r.stderr
+        assert statuses(res) == {"first": ("passed", None), "swapper": ("failed", None),
+                                 "after": ("passed", None)}, statuses(res)
+        assert "PermissionError" in next(t for t in res["tasks"] if t["task"] == "swapper")["output"]
+        m = re.search(r"job directory kept: (\S+)", r.stderr)
+        if m:
+            shutil.rmtree(m.group(1), ignore_errors=True)
+        return
     assert r.returncode == 3, r.stderr
     assert res["status"] == "error" and res["failure_class"] in ("Infra", "Tampered"), res
     assert "no longer a directory" in res["error"], res["error"]
@@ -281,6 +295,19 @@ def test_results_name_taken_by_task(pyti, demo, tmp_path, kind):
         body += "[task:after]\nrun = echo after\ntimeout = 120\n"
     recipe = write_recipe(tmp_path, body)
     r, res = run_json(pyti, "--keep", "--recipe", recipe, demo)
+    taker = next(t for t in res.get("tasks", []) if t["task"] == "taker")
+    if taker["status"] == "failed":
+        # Tasks run apart from the agent (another uid, sticky out/): the task may not remove or
+        # replace the agent's files, so the attack fails at its first step; statuses stay honest.
+        assert "PermissionError" in taker["output"], taker["output"]
+        assert_not_forged(r, res)
+        assert r.returncode == 1, r.stderr
+        want = {"first": ("passed", None), "taker": ("failed", None)}
+        if kind == "log-symlink":
+            want["after"] = ("passed", None)
+        assert statuses(res) == want, statuses(res)
+        shutil.rmtree(res["job_dir"], ignore_errors=True)
+        return
     if kind == "symlink":
         assert r.returncode == 0, r.stderr
         assert res["status"] == "passed"
