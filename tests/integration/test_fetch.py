@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from pkgs import make_demo_project  # noqa: E402
 from test_sandbox_ns import find  # noqa: E402
+from conftest import missing  # noqa: E402
 
 UNREACHABLE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
 
@@ -22,9 +23,9 @@ UNREACHABLE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0",
 def fx(state_dir, tmp_path_factory):
     image = Path(state_dir) / "images" / "bookworm"
     if not (image / "rootfs" / "usr" / "bin" / "python3").exists():
-        pytest.skip(f"no bookworm image in {state_dir}")
+        missing(f"no bookworm image in {state_dir}")
     return {
-        "driver": find("src/fetch/test_fetch"),
+        "driver": find("tests/unit/test_fetch"),
         "agent": find("src/agent/pyti-agent"),
         "image": str(image),
         "state": str(tmp_path_factory.mktemp("fetch-state")),
