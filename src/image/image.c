@@ -20,7 +20,7 @@
 
 #define DEFAULT_SUITE "bookworm"
 /* Everything the sandboxes need from the guest. busybox-static is there for the vm module's tiny
- * initrd (design.md §3), so that the initrd matches the guest rather than the host. */
+ * initrd (docs/design.md §3), so that the initrd matches the guest rather than the host. */
 #define INCLUDE_PKGS "python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static"
 #define BOOTSTRAP_TIMEOUT_S 3600.0
 #define MMDEBSTRAP_MERGED_USR_HOOK "/usr/share/mmdebstrap/hooks/maybe-merged-usr"

@@ -1,6 +1,6 @@
 /* proc: the one process runner.
  *
- * How limits are enforced, and why this way (design.md §3):
+ * How limits are enforced, and why this way (docs/design.md §3):
  *   - wall / no-output timeouts: the poll loop below.
  *   - CPU and file size: setrlimit in the child (SIGXCPU/SIGXFSZ are mapped back to a class).
  *   - memory and process count: a watchdog in the poll loop (every PROC_TICK_S) that walks /proc,

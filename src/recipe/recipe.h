@@ -1,4 +1,4 @@
-/* recipe: INI recipes (design.md §4) -> a validated task DAG -> the "tasks" array of job.json.
+/* recipe: INI recipes (docs/design.md §4) -> a validated task DAG -> the "tasks" array of job.json.
  *
  * File format (parsed with inih; every error names "file:line"):
  *

@@ -593,7 +593,8 @@ __attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
 	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof ro) < 0)
 		child_die(c, errno, "make / read-only");
 	ns_lo_up(c);
-	sethostname("pyti", 4);
+	if (sethostname("pyti", 4) < 0) /* else the sandbox would show the host's name */
+		child_die(c, errno, "set the host name");
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0)
 		child_die(c, errno, "open /dev/null");
@@ -696,11 +697,13 @@ static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool resto
 		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
-			fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0);
+			if (fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0) < 0) /* never hand back a set-id file */
+				rc = pyti_err_set(err, errno, "clear the set-id bits of %s", e->d_name);
 		/* /io/out is sticky and world-writable while tasks run (the agent closes it again at
 		 * the end; not when it was killed) */
-		if (restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))
-			fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0);
+		if (rc == 0 && restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) &&
+		    fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0) < 0)
+			rc = pyti_err_set(err, errno, "close the sticky directory %s", e->d_name);
 	}
 	closedir(d);
 	return rc;

@@ -1,7 +1,7 @@
 /* sandbox: the vm backend. One libvirt domain per job, thrown away afterwards:
  *   vda = a fresh qcow2 overlay (cold: on the image's base; warm: on the overlay frozen at the
  *         warm snapshot), vdb = the job's raw ext4 I/O disk written by the DiskHandler.
- * Warm reset (design.md §3): once per image+agent, boot to the agent's "ready" and virDomainSave
+ * Warm reset (docs/design.md §3): once per image+agent, boot to the agent's "ready" and virDomainSave
  * the guest there. A warm job then takes the *standby* (below): that snapshot already restored,
  * paused, by a helper process after the previous warm job; the job writes its I/O disk into the
  * standby's I/O disk file, resumes the guest and sends "go". The agent has read nothing of the I/O

@@ -1,4 +1,4 @@
-/* vm: the VM artefacts of an image (design.md §3): a tiny initrd and the qcow2 system-disk base.
+/* vm: the VM artefacts of an image (docs/design.md §3): a tiny initrd and the qcow2 system-disk base.
  *
  * Debian's own initramfs (MODULES=most, 18 MB) took ≈ 7.9 s to a Python prompt under TCG; this one
  * (busybox-static, the handful of modules the cloud kernel lacks for virtio-blk, a 20-line /init)

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from pkgs import make_demo_project  # noqa: E402
 from test_sandbox_ns import find  # noqa: E402
+from conftest import missing  # noqa: E402
 
 UNREACHABLE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
 
@@ -22,9 +23,9 @@ UNREACHABLE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0",
 def fx(state_dir, tmp_path_factory):
     image = Path(state_dir) / "images" / "bookworm"
     if not (image / "rootfs" / "usr" / "bin" / "python3").exists():
-        pytest.skip(f"no bookworm image in {state_dir}")
+        missing(f"no bookworm image in {state_dir}")
     return {
-        "driver": find("src/fetch/test_fetch"),
+        "driver": find("tests/unit/test_fetch"),
         "agent": find("src/agent/pyti-agent"),
         "image": str(image),
         "state": str(tmp_path_factory.mktemp("fetch-state")),
@@ -131,7 +132,7 @@ def test_concurrent_fetches_fetch_once(fx, tmp_path):
 
 
 def test_fetch_as_ordinary_user(fx):
-    """design.md §7: no root needed (the sandbox maps the user's own uid, as bubblewrap does)."""
+    """docs/design.md §7: no root needed (the sandbox maps the user's own uid, as bubblewrap does)."""
     if os.geteuid() != 0:
         pytest.skip("runs as an ordinary user already")
     base = Path(tempfile.mkdtemp(prefix="pyti-fetch-user-"))  # pytest's own tmp is root-only
@@ -143,6 +144,13 @@ def test_fetch_as_ordinary_user(fx):
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"HOME={home}",
                fx["driver"], "--fetch", str(home / "state"), fx["image"], fx["agent"], str(home / "io"),
                "six==1.17.0"]
+        # a build tree or image under a private directory (a 0700 home) is out of nobody's reach: a
+        # probe says so before the run, so that a "Permission denied" of the sandbox itself fails
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
+                                'test -x "$1" && test -x "$2" && test -x "$3/rootfs/usr/bin"', "sh",
+                                fx["driver"], fx["agent"], fx["image"]], capture_output=True, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip("the build tree or the image is not reachable by uid 65534 here")
         if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
             # The fetch's slirp4netns needs /dev/net/tun (Debian: 0666); where the host made it
             # root-only, give this one run a 0666 node of its own in a private mount namespace.
@@ -151,8 +159,6 @@ def test_fetch_as_ordinary_user(fx):
                    'mount -t tmpfs tmpfs "$0" && mknod -m 666 "$0/tun" c 10 200 && '
                    'mount --bind "$0/tun" /dev/net/tun && exec "$@"', str(base / "tun"), *cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        if r.returncode != 0 and "Permission denied" in r.stdout + r.stderr:
-            pytest.skip("the build or image is not readable by nobody here: " + (r.stdout + r.stderr)[-300:])
         assert r.returncode == 0, r.stdout + r.stderr
         res = json.loads(r.stdout)
         assert res["dist_wheel"] == "six-1.17.0-py2.py3-none-any.whl"

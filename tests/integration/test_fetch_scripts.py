@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "src" / "fetch"
@@ -23,7 +24,7 @@ SCRIPTS = REPO / "src" / "fetch"
 def guest_pip(state_dir):
     dp = Path(state_dir) / "images" / "bookworm" / "rootfs" / "usr" / "lib" / "python3" / "dist-packages"
     if not (dp / "pip").is_dir():
-        pytest.skip(f"no bookworm image in {state_dir}")
+        missing(f"no bookworm image in {state_dir}")
     return str(dp)
 
 

@@ -1,7 +1,7 @@
 """The ns sandbox backend with the real agent and the real image, driven through the small driver
 built from tests/unit/test_sandbox_ns.c (`test_sandbox_ns --run IMAGE_DIR IO_DIR AGENT …`).
 
-Needs: the build dir (PYTI_BUILD_DIR, default: the one holding PYTI_BIN) with the driver and
+Needs: the build dir (PYTI_BUILD_DIR, default: the one holding PYTI_BIN) with the driver (tests/unit/) and
 src/agent/pyti-agent, and the bookworm image in the test state dir."""
 import base64
 import json
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,21 +26,20 @@ def build_dir():
     return pyti.parents[2]
 
 
-def find(*rels):
-    for r in rels:
-        p = build_dir() / r
-        if p.exists():
-            return str(p)
-    pytest.skip(f"not built: {rels[0]} in {build_dir()}")
+def find(rel):
+    p = build_dir() / rel
+    if not p.exists():
+        missing(f"not built: {rel} in {build_dir()}")
+    return str(p)
 
 
 @pytest.fixture(scope="module")
 def env(state_dir):
     image = Path(state_dir) / "images" / "bookworm"
     if not (image / "rootfs" / "usr" / "bin" / "python3").exists():
-        pytest.skip(f"no bookworm image in {state_dir}")
+        missing(f"no bookworm image in {state_dir}")
     return {
-        "driver": find("src/sandbox/test_sandbox_ns", "src/fetch/test_sandbox_ns"),
+        "driver": find("tests/unit/test_sandbox_ns"),
         "agent": find("src/agent/pyti-agent"),
         "image": str(image),
     }

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from pkgs import make_demo_project
 
@@ -41,7 +42,7 @@ def libvirtd():
 @pytest.fixture(scope="session")
 def image(state_dir):
     if not (Path(state_dir) / "images" / "bookworm" / "manifest.json").exists():
-        pytest.skip("no bookworm image in the test state dir (scripts/test builds it)")
+        missing("no bookworm image in the test state dir (scripts/test builds it)")
 
 
 @pytest.fixture(scope="module")
