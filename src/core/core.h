@@ -145,6 +145,25 @@ int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *
 bool path_exists(const char *path);
 bool path_is_dir(const char *path);
 
+/* ---- reading what a sandbox wrote (beneath.c) ----
+ * rel is resolved beneath dirfd without following any link (symlinks, /proc magic links: ELOOP)
+ * and must be path_is_safe_rel(). Files: a regular file only (a FIFO or device is EINVAL, and
+ * never blocks: it is opened O_NONBLOCK), at most max bytes (0 = no cap; EFBIG beyond). */
+int safe_open_beneath(int dirfd, const char *rel, uint64_t max, struct pyti_err *err);
+/* A directory beneath dirfd (O_RDONLY|O_DIRECTORY, usable with fdopendir and *at()). */
+int safe_opendir_beneath(int dirfd, const char *rel, struct pyti_err *err);
+/* A host-made directory by path, refusing a symlink at its last component. */
+int safe_opendir_path(const char *path, struct pyti_err *err);
+/* Read fd to its end into b (b->max caps it); name is for messages. */
+int safe_read_fd(int fd, const char *name, struct buf *b, struct pyti_err *err);
+int safe_read_beneath(int dirfd, const char *rel, struct buf *b, struct pyti_err *err);
+/* safe_read_beneath() below the directory root (itself not a link). */
+int safe_read_under(const char *root, const char *rel, struct buf *b, struct pyti_err *err);
+json_t *pj_load_beneath(int dirfd, const char *rel, size_t max, struct pyti_err *err);
+/* Copy what fd reads into a new file dst (O_EXCL: an existing dst or link there is an error). */
+int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct pyti_err *err);
+extern bool beneath_no_openat2; /* tests: force the O_NOFOLLOW walk */
+
 /* ---- source trees (a local DIST directory) ----
  * Litter that is never part of a source: .tox .nox .venv __pycache__ .pytest_cache .mypy_cache,
  * *.pyc, a top-level build/; and version control (.git .hg) unless SRC_TREE_KEEP_VCS (a build
@@ -198,6 +217,7 @@ void pyti_log(enum pyti_loglevel lvl, const char *fmt, ...) __attribute__((forma
 /* ---- hashing (for the cache and image manifests) ---- */
 /* sha256 of a file / bytes as 64 lowercase hex chars + NUL. */
 int sha256_file(const char *path, char out[65], struct pyti_err *err);
+int sha256_fd(int fd, const char *name, char out[65], struct pyti_err *err); /* from fd's offset */
 void sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

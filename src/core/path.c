@@ -239,3 +239,23 @@ bool path_is_dir(const char *path)
 	struct stat st;
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
+
+int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct pyti_err *err)
+{
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (out < 0)
+		return pyti_err_set(err, errno, "create %s", dst);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(in, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_set(err, errno, "read %s", name);
+		if (n == 0)
+			break;
+		if (write_all(out, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, errno, "write %s", dst);
+	}
+	return 0;
+}

@@ -20,6 +20,7 @@
 #include "sandbox.h"
 
 #define VENV "/tmp/pyti-venv"
+#define RESULTS_MAX (64u << 20) /* results.json keeps at most head+tail of each task's output */
 
 static void progress(const struct manager_opts *o, const char *phase, const json_t *ev)
 {
@@ -85,20 +86,31 @@ static void on_event(void *arg, json_t *ev)
 	progress(rs->o, rs->phase, ev);
 }
 
-/* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. */
-static char *keep_outputs(const char *state_dir, const char *job_id, const char *io_dir, struct pyti_err *err)
+/* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. outfd is out/ as
+ * collect opened it (never through a link): what is renamed must be that very directory, so a
+ * sandbox that replaced out/ by a link to a host directory never gets runs/<job> to be that link,
+ * and the results written there next land in a directory of the job's own. */
+static char *keep_outputs(const char *state_dir, const char *job_id, const char *io_dir, int outfd,
+			  struct pyti_err *err)
 {
 	_cleanup_free_ char *runs = xasprintf("%s/runs", state_dir);
 	if (mkdir_p(runs, 0755, err) < 0)
 		return NULL;
-	char *dst = xasprintf("%s/%s", runs, job_id);
+	_cleanup_free_ char *dst = xasprintf("%s/%s", runs, job_id);
 	_cleanup_free_ char *out = xasprintf("%s/out", io_dir);
 	if (rename(out, dst) < 0) {
 		pyti_err_set(err, errno, "keep %s", dst);
-		free(dst);
 		return NULL;
 	}
-	return dst;
+	struct stat kept, opened;
+	if (lstat(dst, &kept) < 0 || fstat(outfd, &opened) < 0 || !S_ISDIR(kept.st_mode) ||
+	    kept.st_dev != opened.st_dev || kept.st_ino != opened.st_ino) {
+		if (lstat(dst, &kept) == 0 && !S_ISDIR(kept.st_mode))
+			unlink(dst); /* a link or a file: never left under runs/ */
+		pyti_err_class(err, PYTI_FC_CRASH, "keep %s: the job's out/ changed under pyti", dst);
+		return NULL;
+	}
+	return steal_pointer(&dst);
 }
 
 /* Stage the source, fetch, write job.json, run the sandbox and collect: everything that happens
@@ -219,16 +231,19 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		return -1;
 
 	progress(o, "collect", NULL);
-	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", io);
-	_cleanup_json_ json_t *res = pj_load_file(res_path, err);
+	/* Everything under out/ was written by the sandbox: read beneath the I/O directory, never
+	 * through a link (out/ itself may have been replaced by one), regular files only. */
+	_cleanup_close_ int iofd = safe_opendir_path(io, err);
+	_cleanup_close_ int outfd = iofd < 0 ? -1 : safe_opendir_beneath(iofd, "out", err);
+	_cleanup_json_ json_t *res = outfd < 0 ? NULL : pj_load_beneath(outfd, "results.json", RESULTS_MAX, err);
 	if (!res) {
 		pyti_err_prefix(err, "the sandbox left no results");
 		err->fclass = PYTI_FC_CRASH;
 		return -1;
 	}
-	report_add_test_counts(res, job, io);
+	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
-	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, err);
+	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
 	if (!kept)
 		return -1;
 	json_object_set_new(res, "logs", json_string(kept));

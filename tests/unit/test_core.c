@@ -1,4 +1,5 @@
 /* Unit tests for core: buffers with caps, safe paths, JSON round trips, errors. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -201,12 +202,74 @@ static void test_term_safe(void **state)
 	assert_string_equal(lines, "a\\x1b[2Jb\\u009b31mc\\x9b\\x7f\t\n\xc3\xa9\\x5c");
 }
 
+/* What a sandbox leaves in a directory the host then reads: links of every kind are refused, a
+ * FIFO neither hangs nor is read, a file past the cap is an error; both the openat2 path and the
+ * O_NOFOLLOW walk. */
+static void check_beneath(const char *root)
+{
+	struct pyti_err err = {0};
+	_cleanup_close_ int dfd = safe_opendir_path(root, &err);
+	assert_true(dfd >= 0);
+	_cleanup_buf_ struct buf b = BUF_INIT(0);
+	assert_int_equal(safe_read_beneath(dfd, "out/results.json", &b, &err), 0);
+	assert_string_equal(b.data, "{}");
+	buf_reset(&b);
+	assert_int_equal(safe_read_beneath(dfd, "out/link.json", &b, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "outlink/results.json", &b, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "out/stdin", &b, &err), -1); /* /proc/self/fd/0 */
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "out/fifo", &b, &err), -1); /* at once, no writer */
+	assert_int_equal(err.errnum, EINVAL);
+	assert_int_equal(safe_read_beneath(dfd, "out", &b, &err), -1); /* a directory */
+	assert_int_equal(safe_read_beneath(dfd, "../etc/passwd", &b, &err), -1);
+	assert_int_equal(safe_read_beneath(dfd, "out/missing", &b, &err), -1);
+	assert_int_equal(err.errnum, ENOENT);
+	_cleanup_buf_ struct buf small = BUF_INIT(1);
+	assert_int_equal(safe_read_beneath(dfd, "out/results.json", &small, &err), -1);
+	assert_int_equal(err.errnum, EFBIG);
+	_cleanup_close_ int od = safe_opendir_beneath(dfd, "out", &err);
+	assert_true(od >= 0);
+	assert_int_equal(safe_opendir_beneath(dfd, "outlink", &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	_cleanup_free_ char *outlink = xasprintf("%s/outlink", root);
+	assert_int_equal(safe_opendir_path(outlink, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	_cleanup_json_ json_t *j = pj_load_beneath(od, "results.json", 1024, &err);
+	assert_non_null(j);
+}
+
+static void test_beneath(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	_cleanup_free_ char *hostf = xasprintf("%s/host-secret", tmpl), *out = xasprintf("%s/out", tmpl),
+			    *res = xasprintf("%s/out/results.json", tmpl), *l = xasprintf("%s/out/link.json", tmpl),
+			    *ol = xasprintf("%s/outlink", tmpl), *in = xasprintf("%s/out/stdin", tmpl),
+			    *fifo = xasprintf("%s/out/fifo", tmpl);
+	struct pyti_err err = {0};
+	assert_int_equal(mkdir_p(out, 0755, &err), 0);
+	assert_int_equal(write_file_atomic(hostf, "secret", 6, 0600, &err), 0);
+	assert_int_equal(write_file_atomic(res, "{}", 2, 0644, &err), 0);
+	assert_int_equal(symlink(hostf, l), 0);
+	assert_int_equal(symlink(out, ol), 0);
+	assert_int_equal(symlink("/proc/self/fd/0", in), 0);
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	check_beneath(tmpl);
+	beneath_no_openat2 = true;
+	check_beneath(tmpl);
+	beneath_no_openat2 = false;
+	rm_rf(tmpl, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
-		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe),
+		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe), cmocka_unit_test(test_beneath),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
