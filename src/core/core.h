@@ -171,8 +171,9 @@ extern bool beneath_no_openat2; /* tests: force the O_NOFOLLOW walk */
  * fetch cache's hash of a tree. depth 0 = an entry of the tree's top directory. */
 #define SRC_TREE_KEEP_VCS 0x1u
 bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags);
-/* Copy src to dst (created): directories, regular files (0755 when any x bit is set, else 0644)
- * and symlinks that are relative and have no ".." (they stay inside); nothing is followed, and
+/* Copy src to dst (created): directories, regular files (their own permission bits, plus
+ * owner-read, without set-id bits; one the caller cannot read is left out with a warning naming
+ * it) and symlinks that are relative and have no ".." (they stay inside); nothing is followed, and
  * what src_tree_skip(flags) says or anything else (devices, fifos, escaping links) is left out. */
 int copy_src_tree(const char *src, const char *dst, unsigned flags, struct pyti_err *err);
 

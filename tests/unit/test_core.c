@@ -181,13 +181,75 @@ static void test_copy_src_tree(void **state)
 	_cleanup_free_ char *ta = xasprintf("%s/tool", a), *la = xasprintf("%s/pkg/inside", a);
 	struct stat st;
 	assert_int_equal(stat(ta, &st), 0);
-	assert_int_equal(st.st_mode & 0777, 0755);
+	assert_int_equal(st.st_mode & 0777, 0750); /* its own mode, not widened */
 	assert_int_equal(lstat(la, &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
 	/* for a build, version control stays (setuptools-scm) */
 	assert_int_equal(copy_src_tree(src, b, SRC_TREE_KEEP_VCS, &err), 0);
 	assert_true(has(b, ".git/HEAD"));
 	assert_false(has(b, ".tox") || has(b, "build"));
+	rm_rf(tmpl, NULL);
+}
+
+static unsigned mode_of(const char *root, const char *rel)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", root, rel);
+	struct stat st;
+	assert_int_equal(lstat(p, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/* Modes survive the copy (never widened: 0600 stays 0600), set-id bits go, owner-read is added;
+ * a file the caller cannot read is left out, the rest is copied. */
+static void test_copy_src_tree_modes(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	chmod(tmpl, 0777); /* the unprivileged child below writes its copy here */
+	_cleanup_free_ char *src = xasprintf("%s/src", tmpl), *a = xasprintf("%s/a", tmpl);
+	put(src, "secret.cfg", "token\n");
+	put(src, "group.cfg", "g\n");
+	put(src, "tool", "#!/bin/sh\n");
+	put(src, "suid", "x\n");
+	put(src, "wonly", "x\n");
+	put(src, "private/x.py", "x = 1\n");
+	_cleanup_free_ char *p1 = xasprintf("%s/secret.cfg", src), *p2 = xasprintf("%s/group.cfg", src),
+			    *p3 = xasprintf("%s/tool", src), *p4 = xasprintf("%s/suid", src),
+			    *p5 = xasprintf("%s/wonly", src), *p6 = xasprintf("%s/private", src);
+	chmod(p1, 0600);
+	chmod(p2, 0640);
+	chmod(p3, 0750);
+	chmod(p4, 04755);
+	chmod(p5, 0200);
+	chmod(p6, 0700);
+	struct pyti_err err = {0};
+	assert_int_equal(copy_src_tree(src, a, 0, &err), 0);
+	assert_int_equal(mode_of(a, "secret.cfg"), 0600);
+	assert_int_equal(mode_of(a, "group.cfg"), 0640);
+	assert_int_equal(mode_of(a, "tool"), 0750);
+	assert_int_equal(mode_of(a, "suid"), 0755);
+	assert_int_equal(mode_of(a, "wonly"), 0600); /* owner-read added: the sandbox must read it */
+	assert_int_equal(mode_of(a, "private"), 0700);
+	assert_int_equal(mode_of(a, "private/x.py"), 0644);
+
+	/* unreadable for the caller: as another uid (root reads everything) */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (geteuid() == 0 && (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0))
+			_exit(3);
+		/* 65534 owns nothing in src: only what others may read (suid, 04755) is copied */
+		_cleanup_free_ char *b = xasprintf("%s/b", tmpl);
+		struct pyti_err e2 = {0};
+		if (copy_src_tree(src, b, 0, &e2) < 0)
+			_exit(4);
+		_exit(!has(b, "suid") || has(b, "group.cfg") || has(b, "secret.cfg") || has(b, "private") ? 5 : 0);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (geteuid() == 0)
+		assert_int_equal(WEXITSTATUS(status), 0);
 	rm_rf(tmpl, NULL);
 }
 
@@ -269,7 +331,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
-		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe), cmocka_unit_test(test_beneath),
+		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe), cmocka_unit_test(test_beneath), cmocka_unit_test(test_copy_src_tree_modes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
