@@ -82,8 +82,22 @@ void report_add_test_counts(json_t *results, const json_t *job, int io_fd)
 		struct pyti_err e2 = {0};
 		_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);
 		if (safe_read_beneath(io_fd, rel, &b, &e2) < 0) {
-			if (e2.errnum != ENOENT) /* a task that wrote no report is not news */
-				log_warn("task %s: junit %s", name, pyti_err_str(&e2));
+			if (e2.errnum == ENOENT) /* a task that wrote no report is not news */
+				continue;
+			/* A link (to a host file, to /proc/self/fd/0), a FIFO or a huge file where the
+			 * report should be: never read, and the task did not give an honest report, so it
+			 * does not pass. */
+			log_warn("task %s: junit %s", name, pyti_err_str(&e2));
+			size_t k;
+			json_t *rt;
+			json_array_foreach(rtasks, k, rt) {
+				if (strcmp(pj_str(rt, "task", ""), name) != 0)
+					continue;
+				json_object_set_new(rt, "status", json_string("failed"));
+				json_object_set_new(rt, "junit_error", json_string(pyti_err_str(&e2)));
+			}
+			if (strcmp(pj_str(results, "status", ""), "passed") == 0)
+				json_object_set_new(results, "status", json_string("failed"));
 			continue;
 		}
 		json_t *counts = report_junit_counts_mem(b.data, b.len, rel, &e2);
