@@ -164,6 +164,22 @@ json_t *pj_load_beneath(int dirfd, const char *rel, size_t max, struct pyti_err 
 int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct pyti_err *err);
 extern bool beneath_no_openat2; /* tests: force the O_NOFOLLOW walk */
 
+/* ---- leftovers of killed runs (owner.c) ----
+ * owner_claim: record under parent that the caller owns parent/name (made before or after it) for
+ * as long as the returned fd stays open (an flock the kernel drops when the process dies, however
+ * it dies). owner_release: drop the record (call it after removing the directory, or to keep it
+ * for good, as --keep does). owner_sweep: remove parent/<name> of every record no live process
+ * holds, giving a root caller's sandbox-owned tree back first; returns how many. */
+int owner_claim(const char *parent, const char *name, struct pyti_err *err);
+void owner_release(const char *parent, const char *name, int fd);
+int owner_sweep(const char *parent);
+/* An flock'ed lock file at path that still bears that name once the lock is ours (a sweeper or
+ * the last holder may unlink it meanwhile); lock_release unlinks it while held, so lock files do
+ * not pile up; lock_sweep removes *suffix files of dir that nobody holds (killed holders). */
+int lock_open_held(const char *path, struct pyti_err *err);
+void lock_release(const char *path, int fd);
+int lock_sweep(const char *dir, const char *suffix);
+
 /* ---- source trees (a local DIST directory) ----
  * Litter that is never part of a source: .tox .nox .venv __pycache__ .pytest_cache .mypy_cache,
  * *.pyc, a top-level build/; and version control (.git .hg) unless SRC_TREE_KEEP_VCS (a build

@@ -264,6 +264,16 @@ static char *first_sdist(const char *dir)
 	return found;
 }
 
+/* The fetch lock of one cache key, released (and its file removed) on every way out. */
+struct held_lock {
+	const char *path;
+	int fd;
+};
+static void held_lock_release(struct held_lock *l)
+{
+	lock_release(l->path, l->fd);
+}
+
 struct fetch_ctx {
 	const struct fetch_req *req;
 	enum fetch_kind kind;
@@ -504,9 +514,9 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (mkdir_p(entries, 0755, err) < 0)
 		return -1;
 	_cleanup_free_ char *lockp = xasprintf("%s/%s.lock", entries, key);
-	_cleanup_close_ int lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (lockfd < 0)
-		return pyti_err_set(err, errno, "open %s", lockp);
+	/* locks of fetches whose pyti was killed; a finished fetch removes its own */
+	lock_sweep(entries, ".lock");
+	_cleanup_(held_lock_release) struct held_lock lock = {lockp, -1};
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* look (unless refreshing), then look again once the lock is ours */
 		if (!req->refresh) {
@@ -520,8 +530,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 				return 0;
 			}
 		}
-		if (attempt == 0 && flock(lockfd, LOCK_EX) < 0)
-			return pyti_err_set(err, errno, "lock %s", lockp);
+		if (attempt == 0 && (lock.fd = lock_open_held(lockp, err)) < 0)
+			return -1;
 		if (req->refresh)
 			break;
 	}
@@ -533,10 +543,17 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (mkdir_p(tmpdir, 0755, err) < 0)
 		return -1;
 	sweep_scratch(tmpdir);
+	owner_sweep(tmpdir); /* scratch directories of fetches whose pyti was killed */
 	_cleanup_free_ char *io = xasprintf("%s/fetch.XXXXXX", tmpdir);
 	if (!mkdtemp(io))
 		return pyti_err_set(err, errno, "mkdtemp %s", io);
 	chmod(io, 0755);
+	const char *io_name = strrchr(io, '/') + 1;
+	int owner = owner_claim(tmpdir, io_name, err);
+	if (owner < 0) {
+		rmdir(io);
+		return -1;
+	}
 	int rc = -1;
 	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
 	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
@@ -610,6 +627,7 @@ done:
 		if (rm_rf(io, &e2) < 0)
 			log_warn("fetch: cannot remove %s: %s", io, pyti_err_str(&e2));
 	}
+	owner_release(tmpdir, io_name, owner);
 	if (rc < 0)
 		fetch_result_free(out);
 	return rc;

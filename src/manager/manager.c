@@ -268,7 +268,17 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 		return pyti_err_set(err, errno, "guest agent %s", o->agent_path);
 
 	_cleanup_free_ char *job_id = new_job_id();
-	_cleanup_free_ char *io = xasprintf("%s/jobs/%s", o->state_dir, job_id);
+	_cleanup_free_ char *jobs = xasprintf("%s/jobs", o->state_dir);
+	_cleanup_free_ char *io = xasprintf("%s/%s", jobs, job_id);
+	/* The I/O directories of pyti runs that were killed (kill -9, SIGTERM mid-job) go first; this
+	 * run's own is recorded as held before it exists, so a sweeper running beside it never takes
+	 * it for one of those. */
+	if (mkdir_p(jobs, 0755, err) < 0)
+		return -1;
+	owner_sweep(jobs);
+	int owner = owner_claim(jobs, job_id, err);
+	if (owner < 0)
+		return -1;
 	int rc = run_job(o, &img, recipe, job_id, io, results, err);
 	if (o->keep) {
 		if (*results)
@@ -280,5 +290,6 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 		if (rm_rf(io, &e2) < 0)
 			log_warn("%s", pyti_err_str(&e2));
 	}
+	owner_release(jobs, job_id, owner);
 	return rc;
 }
