@@ -312,3 +312,34 @@ def test_killed_fetch_is_swept(pyti_bin, pyti, state_dir, tmp_path):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+# ---- point 4, vm backend: out/ comes back through disk_download into a host directory ----
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    if os.geteuid() != 0:
+        pytest.skip("qemu:///system set-up needs root")
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([str(repo / "scripts" / "libvirtd-start")], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"scripts/libvirtd-start failed:\n{r.stderr}"
+
+
+def test_vm_junit_links(pyti, libvirtd, demo, tmp_path, host_secret):
+    """In the guest a task makes one junit file a link inside out/ (downloaded as a link) and one an
+    absolute link to a host file (never downloaded): neither is read, neither counts."""
+    before = snapshot(host_secret)
+    recipe = write_recipe(tmp_path, f"""\
+        [task:rel]
+        run = echo '{FORGED_JUNIT.strip()}' > /io/out/forged.xml && ln -s forged.xml /io/out/junit-rel.xml
+        junit = out/junit-rel.xml
+        [task:abs]
+        run = ln -s {host_secret} /io/out/junit-abs.xml
+        junit = out/junit-abs.xml
+        """)
+    r, res = run_json(pyti, "--backend", "vm", "--recipe", recipe, demo, timeout=900)
+    rel, ab = task(res, "rel"), task(res, "abs")
+    assert "tests" not in rel and rel["status"] == "failed" and "link" in rel["junit_error"], rel
+    assert "tests" not in ab, ab  # the absolute link never left the guest
+    assert res["status"] == "failed" and r.returncode == 1, r.stderr
+    assert snapshot(host_secret) == before
