@@ -514,8 +514,11 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (mkdir_p(entries, 0755, err) < 0)
 		return -1;
 	_cleanup_free_ char *lockp = xasprintf("%s/%s.lock", entries, key);
-	/* locks of fetches whose pyti was killed; a finished fetch removes its own */
+	/* locks and scratch directories of fetches whose pyti was killed (a finished fetch removes
+	 * its own), whether or not this one is a cache hit */
 	lock_sweep(entries, ".lock");
+	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
+	owner_sweep(tmpdir);
 	_cleanup_(held_lock_release) struct held_lock lock = {lockp, -1};
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* look (unless refreshing), then look again once the lock is ours */
@@ -539,11 +542,9 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		log_warn("%s", pc.warnings[i]);
 
 	/* a miss: the fetch sandbox, in a scratch I/O directory on the cache's file system */
-	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
 	if (mkdir_p(tmpdir, 0755, err) < 0)
 		return -1;
 	sweep_scratch(tmpdir);
-	owner_sweep(tmpdir); /* scratch directories of fetches whose pyti was killed */
 	_cleanup_free_ char *io = xasprintf("%s/fetch.XXXXXX", tmpdir);
 	if (!mkdtemp(io))
 		return pyti_err_set(err, errno, "mkdtemp %s", io);

@@ -131,7 +131,8 @@ def test_out_replaced_by_link_to_host_dir(pyti, state_dir, demo, tmp_path):
     assert r.returncode == 3 and "link" in res["error"], res
     assert snapshot(hostdir) == before
     runs = Path(state_dir) / "runs"
-    assert not [p for p in runs.iterdir() if p.is_symlink()], "runs/<job> became a link"
+    assert not [p for p in runs.iterdir() if p.is_symlink() and os.readlink(p) == str(hostdir)], \
+        "runs/<job> became a link to the host directory"
 
 
 # ---- point 4: the fetch scratch directory ----
