@@ -194,6 +194,11 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 			fputs(" ---\n", f);
 			term_put_safe(f, tl, len, TERM_KEEP_NEWLINES);
 			fputc('\n', f);
+			const char *je = pj_str(t, "junit_error", NULL);
+			if (je) { /* why a task that exited 0 failed: its JUnit report was not a file to read */
+				_cleanup_free_ char *msg = term_safe_dup(je, 0);
+				fprintf(f, "(failed: its JUnit report %s)\n", msg);
+			}
 		}
 	}
 	_cleanup_free_ char *status = term_safe_dup(pj_str(r, "status", "?"), 0);

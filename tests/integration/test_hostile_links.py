@@ -70,17 +70,21 @@ def host_secret(tmp_path):
 
 # ---- point 4: the run job's out/ ----
 
-def test_junit_symlink_to_host_file(pyti, demo, tmp_path, host_secret):
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_junit_symlink_to_host_file(pyti, demo, tmp_path, host_secret, kind):
+    """junit-test.xml a link to a 0600 host file holding a forged report, or a FIFO (whose open
+    would wait for a writer for ever): not read, not counted, the task failed."""
     before = snapshot(host_secret)
+    make = f"ln -s {host_secret}" if kind == "symlink" else "mkfifo"
     recipe = write_recipe(tmp_path, f"""\
         [task:test]
-        run = ln -s {host_secret} /io/out/junit-test.xml
+        run = {make} /io/out/junit-test.xml
         junit = out/junit-test.xml
         """)
     r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
     t = task(res, "test")
     assert "tests" not in t, t  # the forged 1000 were not read
-    assert t["status"] == "failed" and "link" in t["junit_error"], t
+    assert t["status"] == "failed" and ("link" if kind == "symlink" else "not a regular file") in t["junit_error"], t
     assert res["status"] == "failed" and r.returncode == 1, (r.returncode, r.stderr)
     assert "1000" not in r.stdout
     assert snapshot(host_secret) == before
