@@ -253,6 +253,48 @@ static void test_copy_src_tree_modes(void **state)
 	rm_rf(tmpl, NULL);
 }
 
+/* A record held by a live process protects its directory; one whose holder died (here: a child
+ * that _exits, as kill -9 would end it) lets the sweep remove the directory and the record. */
+static void test_owner_sweep(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	struct pyti_err err = {0};
+	int live = owner_claim(tmpl, "live", &err);
+	assert_true(live >= 0);
+	put(tmpl, "live/x", "x");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = owner_claim(tmpl, "dead", NULL);
+		put(tmpl, "dead/sub/y", "y");
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	put(tmpl, "unrecorded/z", "z"); /* no record: never the sweep's */
+	assert_int_equal(owner_sweep(tmpl), 1);
+	assert_false(has(tmpl, "dead") || has(tmpl, ".owner.dead"));
+	assert_true(has(tmpl, "live/x") && has(tmpl, ".owner.live") && has(tmpl, "unrecorded/z"));
+	owner_release(tmpl, "live", live);
+	assert_false(has(tmpl, ".owner.live"));
+	assert_int_equal(owner_sweep(tmpl), 0);
+	assert_true(has(tmpl, "live/x")); /* released (--keep): kept for good */
+
+	/* lock files: a held one stays, an unheld one is swept, a released one is gone */
+	_cleanup_free_ char *held = xasprintf("%s/a.lock", tmpl), *stale = xasprintf("%s/b.lock", tmpl);
+	int h = lock_open_held(held, &err);
+	assert_true(h >= 0);
+	put(tmpl, "b.lock", "");
+	assert_int_equal(lock_sweep(tmpl, ".lock"), 1);
+	assert_true(path_exists(held) && !path_exists(stale));
+	lock_release(held, h);
+	assert_false(path_exists(held));
+	rm_rf(tmpl, NULL);
+}
+
 static void test_term_safe(void **state)
 {
 	(void)state;
@@ -331,7 +373,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_path_safe), cmocka_unit_test(test_files),
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
-		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe), cmocka_unit_test(test_beneath), cmocka_unit_test(test_copy_src_tree_modes),
+		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe), cmocka_unit_test(test_beneath), cmocka_unit_test(test_copy_src_tree_modes), cmocka_unit_test(test_owner_sweep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
