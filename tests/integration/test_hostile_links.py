@@ -88,6 +88,8 @@ def test_junit_symlink_to_host_file(pyti, demo, tmp_path, host_secret, kind):
     assert res["status"] == "failed" and r.returncode == 1, (r.returncode, r.stderr)
     assert "1000" not in r.stdout
     assert snapshot(host_secret) == before
+    kept = Path(res["logs"])  # only regular files and directories are kept
+    assert not os.path.lexists(kept / "junit-test.xml") and (kept / "results.json").is_file()
 
 
 def test_junit_symlink_to_stdin_does_not_hang(pyti_bin, state_dir, demo, tmp_path):
