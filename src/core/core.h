@@ -148,6 +148,41 @@ int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *
 bool path_exists(const char *path);
 bool path_is_dir(const char *path);
 
+/* ---- reading what a sandbox wrote (beneath.c) ----
+ * rel is resolved beneath dirfd without following any link (symlinks, /proc magic links: ELOOP)
+ * and must be path_is_safe_rel(). Files: a regular file only (a FIFO or device is EINVAL, and
+ * never blocks: it is opened O_NONBLOCK), at most max bytes (0 = no cap; EFBIG beyond). */
+int safe_open_beneath(int dirfd, const char *rel, uint64_t max, struct pyti_err *err);
+/* A directory beneath dirfd (O_RDONLY|O_DIRECTORY, usable with fdopendir and *at()). */
+int safe_opendir_beneath(int dirfd, const char *rel, struct pyti_err *err);
+/* A host-made directory by path, refusing a symlink at its last component. */
+int safe_opendir_path(const char *path, struct pyti_err *err);
+/* Read fd to its end into b (b->max caps it); name is for messages. */
+int safe_read_fd(int fd, const char *name, struct buf *b, struct pyti_err *err);
+int safe_read_beneath(int dirfd, const char *rel, struct buf *b, struct pyti_err *err);
+/* safe_read_beneath() below the directory root (itself not a link). */
+int safe_read_under(const char *root, const char *rel, struct buf *b, struct pyti_err *err);
+json_t *pj_load_beneath(int dirfd, const char *rel, size_t max, struct pyti_err *err);
+/* Copy what fd reads into a new file dst (O_EXCL: an existing dst or link there is an error). */
+int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct pyti_err *err);
+extern bool beneath_no_openat2; /* tests: force the O_NOFOLLOW walk */
+
+/* ---- leftovers of killed runs (owner.c) ----
+ * owner_claim: record under parent that the caller owns parent/name (made before or after it) for
+ * as long as the returned fd stays open (an flock the kernel drops when the process dies, however
+ * it dies). owner_release: drop the record (call it after removing the directory, or to keep it
+ * for good, as --keep does). owner_sweep: remove parent/<name> of every record no live process
+ * holds, giving a root caller's sandbox-owned tree back first; returns how many. */
+int owner_claim(const char *parent, const char *name, struct pyti_err *err);
+void owner_release(const char *parent, const char *name, int fd);
+int owner_sweep(const char *parent);
+/* An flock'ed lock file at path that still bears that name once the lock is ours (a sweeper or
+ * the last holder may unlink it meanwhile); lock_release unlinks it while held, so lock files do
+ * not pile up; lock_sweep removes *suffix files of dir that nobody holds (killed holders). */
+int lock_open_held(const char *path, struct pyti_err *err);
+void lock_release(const char *path, int fd);
+int lock_sweep(const char *dir, const char *suffix);
+
 /* ---- source trees (a local DIST directory) ----
  * Litter that is never part of a source: .tox .nox .venv __pycache__ .pytest_cache .mypy_cache,
  * *.pyc, a top-level build/; and version control (.git .hg) unless SRC_TREE_KEEP_VCS (a build
@@ -155,8 +190,9 @@ bool path_is_dir(const char *path);
  * fetch cache's hash of a tree. depth 0 = an entry of the tree's top directory. */
 #define SRC_TREE_KEEP_VCS 0x1u
 bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags);
-/* Copy src to dst (created): directories, regular files (0755 when any x bit is set, else 0644)
- * and symlinks that are relative and have no ".." (they stay inside); nothing is followed, and
+/* Copy src to dst (created): directories, regular files (their own permission bits, plus
+ * owner-read, without set-id bits; one the caller cannot read is left out with a warning naming
+ * it) and symlinks that are relative and have no ".." (they stay inside); nothing is followed, and
  * what src_tree_skip(flags) says or anything else (devices, fifos, escaping links) is left out. */
 int copy_src_tree(const char *src, const char *dst, unsigned flags, struct pyti_err *err);
 
@@ -204,6 +240,7 @@ void pyti_log(enum pyti_loglevel lvl, const char *fmt, ...) __attribute__((forma
 /* ---- hashing (for the cache and image manifests) ---- */
 /* sha256 of a file / bytes as 64 lowercase hex chars + NUL. */
 int sha256_file(const char *path, char out[65], struct pyti_err *err);
+int sha256_fd(int fd, const char *name, char out[65], struct pyti_err *err); /* from fd's offset */
 void sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

@@ -55,11 +55,8 @@ void sha256_hex(const void *data, size_t len, char out[65])
 	SHA256End(&ctx, out);
 }
 
-int sha256_file(const char *path, char out[65], struct pyti_err *err)
+int sha256_fd(int fd, const char *name, char out[65], struct pyti_err *err)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pyti_err_set(err, errno, "open %s", path);
 	SHA2_CTX ctx;
 	SHA256Init(&ctx);
 	unsigned char chunk[65536];
@@ -68,13 +65,21 @@ int sha256_file(const char *path, char out[65], struct pyti_err *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return pyti_err_set(err, errno, "read %s", path);
+			return pyti_err_set(err, errno, "read %s", name);
 		if (n == 0)
 			break;
 		SHA256Update(&ctx, chunk, (size_t)n);
 	}
 	SHA256End(&ctx, out);
 	return 0;
+}
+
+int sha256_file(const char *path, char out[65], struct pyti_err *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pyti_err_set(err, errno, "open %s", path);
+	return sha256_fd(fd, path, out, err);
 }
 
 bool str_has_suffix(const char *s, const char *suffix)

@@ -196,6 +196,42 @@ bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags)
 	return str_has_suffix(name, ".pyc");
 }
 
+/* A source file keeps its permission bits (a 0600 secret stays 0600, never widened to 0644);
+ * set-id bits are dropped and the owner may always read it: the copy is handed to the sandbox
+ * uid as its owner (ns: chowned for a root caller; the caller's own uid otherwise; vm: the I/O
+ * disk keeps owner and mode), so owner-read is what lets the build and the tests read it. A file
+ * the caller itself cannot read is left out, with a warning naming it. */
+static int copy_src_file(const char *s, const char *t, mode_t mode, struct pyti_err *err)
+{
+	_cleanup_close_ int in = open(s, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0 && (errno == EACCES || errno == EPERM)) {
+		_cleanup_free_ char *shown = term_safe_dup(s, TERM_ESCAPE_BACKSLASH);
+		log_warn("%s: cannot be read (permission denied); left out of the copy", shown);
+		return 0;
+	}
+	if (in < 0)
+		return pyti_err_set(err, errno, "open %s", s);
+	unsigned m = (unsigned)(mode & 0777) | 0400;
+	_cleanup_close_ int out = open(t, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, m);
+	if (out < 0)
+		return pyti_err_set(err, errno, "create %s", t);
+	if (fchmod(out, m) < 0) /* the umask would have narrowed what open() set */
+		return pyti_err_set(err, errno, "chmod %s", t);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(in, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_set(err, errno, "read %s", s);
+		if (n == 0)
+			break;
+		if (write_all(out, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, errno, "write %s", t);
+	}
+	return 0;
+}
+
 static int copy_src_walk(const char *src, const char *dst, unsigned flags, int depth, struct pyti_err *err)
 {
 	if (depth > 64)
@@ -203,8 +239,17 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
 		return pyti_err_set(err, errno, "mkdir %s", dst);
 	DIR *d = opendir(src);
+	if (!d && (errno == EACCES || errno == EPERM) && depth > 0) {
+		_cleanup_free_ char *shown = term_safe_dup(src, TERM_ESCAPE_BACKSLASH);
+		log_warn("%s: cannot be read (permission denied); left out of the copy", shown);
+		rmdir(dst);
+		return 0;
+	}
 	if (!d)
 		return pyti_err_set(err, errno, "open %s", src);
+	struct stat dst_st;
+	if (fstat(dirfd(d), &dst_st) == 0) /* its own mode, as files keep theirs, owner rwx always */
+		chmod(dst, (dst_st.st_mode & 0777) | 0700);
 	struct dirent *e;
 	int rc = 0;
 	while (rc == 0 && (e = readdir(d))) {
@@ -219,7 +264,7 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 		if (S_ISDIR(st.st_mode)) {
 			rc = copy_src_walk(s, t, flags, depth + 1, err);
 		} else if (S_ISREG(st.st_mode)) {
-			rc = copy_file(s, t, (st.st_mode & 0111) ? 0755 : 0644, err);
+			rc = copy_src_file(s, t, st.st_mode, err);
 		} else if (S_ISLNK(st.st_mode)) {
 			char l[4096];
 			ssize_t k = readlink(s, l, sizeof l - 1);
@@ -251,4 +296,24 @@ bool path_is_dir(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct pyti_err *err)
+{
+	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (out < 0)
+		return pyti_err_set(err, errno, "create %s", dst);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(in, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_set(err, errno, "read %s", name);
+		if (n == 0)
+			break;
+		if (write_all(out, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, errno, "write %s", dst);
+	}
+	return 0;
 }

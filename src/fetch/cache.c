@@ -218,28 +218,46 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
 	return 1;
 }
 
-static int blob_put(const char *state_dir, const char *src, bool may_link, char sha[65], struct pyti_err *err)
+/* fd is the file to keep, already opened (by the caller's rules for who made it). A copy, never a
+ * link: a file the fetch sandbox made may be a host file it linked in, and a blob is chmodded 0444. */
+static int blob_put(const char *state_dir, int fd, const char *name, char sha[65], struct pyti_err *err)
 {
-	if (sha256_file(src, sha, err) < 0)
+	if (sha256_fd(fd, name, sha, err) < 0)
 		return -1;
 	_cleanup_free_ char *blob = xasprintf("%s/cache/blobs/%s", state_dir, sha);
 	if (path_exists(blob))
 		return 0;
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", blob, (int)getpid());
 	unlink(tmp);
-	/* src is in the fetch sandbox's scratch directory, on the cache's file system and thrown
-	 * away next: a link saves copying large wheels */
-	if ((!may_link || link(src, tmp) < 0) && copy_file(src, tmp, 0444, err) < 0)
-		return -1;
-	if (chmod(tmp, 0444) < 0) {
+	if (lseek(fd, 0, SEEK_SET) < 0)
+		return pyti_err_set(err, errno, "seek %s", name);
+	if (copy_fd_new(fd, name, tmp, 0444, err) < 0) {
 		unlink(tmp);
-		return pyti_err_set(err, errno, "chmod %s", tmp);
+		return -1;
 	}
 	if (rename(tmp, blob) < 0) {
 		unlink(tmp);
 		return pyti_err_set(err, errno, "rename %s", tmp);
 	}
 	return 0;
+}
+
+/* A file the fetch sandbox wrote at path: its directory must not be a link, nor the file one,
+ * and it must be a regular file. */
+static int open_sandbox_file(const char *path, struct pyti_err *err)
+{
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return pyti_err_set(err, EINVAL, "%s: not a path", path);
+	*slash = '\0';
+	_cleanup_close_ int dfd = safe_opendir_path(dir, err);
+	if (dfd < 0)
+		return -1;
+	int fd = safe_open_beneath(dfd, slash + 1, 0, err);
+	if (fd < 0)
+		pyti_err_prefix(err, "%s", dir);
+	return fd;
 }
 
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
@@ -260,21 +278,33 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 	for (size_t i = 0; test_requires && test_requires[i]; i++)
 		json_array_append_new(tr, json_string(test_requires[i]));
 	json_object_set_new(j, "test_requires", tr);
-	DIR *d = opendir(wheel_dir);
-	if (!d)
+	/* the wheelhouse is the fetch sandbox's: not followed if it is a link, and its links,
+	 * FIFOs and devices are not wheels */
+	int wfd = safe_opendir_path(wheel_dir, err);
+	if (wfd < 0)
+		return pyti_err_prefix(err, "fetch: the wheelhouse");
+	DIR *d = fdopendir(wfd);
+	if (!d) {
+		close(wfd);
 		return pyti_err_set(err, errno, "open %s", wheel_dir);
+	}
 	struct dirent *e;
 	int rc = 0;
 	while (rc == 0 && (e = readdir(d))) {
 		size_t n = strlen(e->d_name);
 		if (!fetch_name_ok(e->d_name) || n < 5 || strcmp(e->d_name + n - 4, ".whl"))
 			continue;
-		_cleanup_free_ char *p = xasprintf("%s/%s", wheel_dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
+		struct pyti_err e2 = {0};
+		_cleanup_close_ int fd = safe_open_beneath(wfd, e->d_name, 0, &e2);
+		if (fd < 0) {
+			if (e2.errnum != ENOENT) {
+				_cleanup_free_ char *shown = term_safe_dup(e->d_name, TERM_ESCAPE_BACKSLASH);
+				log_warn("fetch: wheel %s left out: not a regular file of the sandbox's own", shown);
+			}
 			continue;
+		}
 		char sha[65];
-		rc = blob_put(state_dir, p, true, sha, err);
+		rc = blob_put(state_dir, fd, e->d_name, sha, err);
 		if (rc < 0)
 			break; /* sha is not set */
 		json_t *f = json_object();
@@ -287,7 +317,12 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 		return -1;
 	if (sdist) {
 		char sha[65];
-		if (blob_put(state_dir, sdist, sdist_is_ours, sha, err) < 0)
+		/* the user's own sdist is opened as the user named it; one the sandbox downloaded is not */
+		_cleanup_close_ int fd = sdist_is_ours ? open_sandbox_file(sdist, err) : open(sdist, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return sdist_is_ours ? pyti_err_prefix(err, "fetch: the sdist")
+					     : pyti_err_set(err, errno, "open %s", sdist);
+		if (blob_put(state_dir, fd, sdist, sha, err) < 0)
 			return -1;
 		const char *base = strrchr(sdist, '/');
 		json_t *s = json_object();

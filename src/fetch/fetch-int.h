@@ -10,8 +10,10 @@
 int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, const char *io_dir,
 		    struct fetch_result *out, struct pyti_err *err);
 /* Store the wheels of wheel_dir (every *.whl), sdist (may be NULL) and the dist's own wheel name
- * under key, atomically. The wheels are hard-linked into the cache (wheel_dir is scratch);
- * sdist only when sdist_is_ours, else copied (a user's own file keeps its inode and mode).
+ * under key, atomically. Everything is copied, never linked or chmodded in place: wheel_dir and
+ * an sdist_is_ours sdist are the fetch sandbox's, so they are opened without following links and
+ * only regular files are taken (a link to a host file is left out); a user's own sdist keeps its
+ * inode and mode.
  * test_requires (may be NULL): the test requirements the source declares, kept in the entry. */
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
 		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, char *const *test_requires,

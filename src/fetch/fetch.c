@@ -137,10 +137,9 @@ static int classify(const char *dist, const char *what, const char *output, cons
 
 static char *read_log(const char *io, const char *task)
 {
-	_cleanup_free_ char *p = xasprintf("%s/out/pip-%s.log", io, task);
+	_cleanup_free_ char *p = xasprintf("out/pip-%s.log", task);
 	struct buf b = BUF_INIT(16u << 20);
-	struct stat st;
-	if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || read_file(p, &b, NULL) < 0) {
+	if (safe_read_under(io, p, &b, NULL) < 0) {
 		buf_free(&b);
 		return NULL;
 	}
@@ -218,9 +217,13 @@ static bool pinned(const char *dist)
 /* The only *.whl in dir (the own wheel), or NULL. */
 static char *only_wheel(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (!d)
+	int dfd = safe_opendir_path(dir, NULL); /* the sandbox's: not through a link */
+	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
 		return NULL;
+	}
 	char *found = NULL;
 	int n = 0;
 	struct dirent *e;
@@ -240,21 +243,43 @@ static char *only_wheel(const char *dir)
 
 static char *first_sdist(const char *dir)
 {
-	DIR *d = opendir(dir);
-	if (!d)
+	/* /io/sdist is the sandbox's: a link to a host directory is not looked into, a link or
+	 * FIFO in it is not an sdist (and the cache opens the one found without following links) */
+	int dfd = safe_opendir_path(dir, NULL);
+	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (!d) {
+		if (dfd >= 0) {
+			close(dfd);
+		} else if (path_exists(dir) && !path_is_dir(dir)) {
+			log_warn("fetch: /io/sdist was replaced by something other than a directory; ignored");
+		} else {
+			struct stat lst;
+			if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode))
+				log_warn("fetch: /io/sdist was replaced by a link; not followed");
+		}
 		return NULL;
+	}
 	char *found = NULL;
 	struct dirent *e;
 	while (!found && (e = readdir(d))) {
 		if (!fetch_name_ok(e->d_name) || !is_sdist_name(e->d_name))
 			continue;
-		_cleanup_free_ char *p = xasprintf("%s/%s", dir, e->d_name);
 		struct stat st;
-		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode))
-			found = steal_pointer(&p);
+		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+			found = xasprintf("%s/%s", dir, e->d_name);
 	}
 	closedir(d);
 	return found;
+}
+
+/* The fetch lock of one cache key, released (and its file removed) on every way out. */
+struct held_lock {
+	const char *path;
+	int fd;
+};
+static void held_lock_release(struct held_lock *l)
+{
+	lock_release(l->path, l->fd);
 }
 
 struct fetch_ctx {
@@ -375,8 +400,12 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			err->fclass = PYTI_FC_FETCH;
 		return pyti_err_prefix(err, "fetch %s", r->dist);
 	}
-	_cleanup_free_ char *resp = xasprintf("%s/out/results.json", io);
-	_cleanup_json_ json_t *res = pj_load_file(resp, err);
+	_cleanup_json_ json_t *res = NULL;
+	{
+		_cleanup_close_ int iofd = safe_opendir_path(io, err);
+		if (iofd >= 0)
+			res = pj_load_beneath(iofd, "out/results.json", 64u << 20, err);
+	}
 	if (!res)
 		return pyti_err_prefix(err, "fetch %s: the agent's results", r->dist);
 	json_t *t;
@@ -497,9 +526,12 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (mkdir_p(entries, 0755, err) < 0)
 		return -1;
 	_cleanup_free_ char *lockp = xasprintf("%s/%s.lock", entries, key);
-	_cleanup_close_ int lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (lockfd < 0)
-		return pyti_err_set(err, errno, "open %s", lockp);
+	/* locks and scratch directories of fetches whose pyti was killed (a finished fetch removes
+	 * its own), whether or not this one is a cache hit */
+	lock_sweep(entries, ".lock");
+	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
+	owner_sweep(tmpdir);
+	_cleanup_(held_lock_release) struct held_lock lock = {lockp, -1};
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* look (unless refreshing), then look again once the lock is ours */
 		if (!req->refresh) {
@@ -513,8 +545,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 				return 0;
 			}
 		}
-		if (attempt == 0 && flock(lockfd, LOCK_EX) < 0)
-			return pyti_err_set(err, errno, "lock %s", lockp);
+		if (attempt == 0 && (lock.fd = lock_open_held(lockp, err)) < 0)
+			return -1;
 		if (req->refresh)
 			break;
 	}
@@ -522,7 +554,6 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		log_warn("%s", pc.warnings[i]);
 
 	/* a miss: the fetch sandbox, in a scratch I/O directory on the cache's file system */
-	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
 	if (mkdir_p(tmpdir, 0755, err) < 0)
 		return -1;
 	sweep_scratch(tmpdir);
@@ -530,8 +561,14 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	if (!mkdtemp(io))
 		return pyti_err_set(err, errno, "mkdtemp %s", io);
 	chmod(io, 0755);
+	const char *io_name = strrchr(io, '/') + 1;
+	int owner = owner_claim(tmpdir, io_name, err);
+	if (owner < 0) {
+		rmdir(io);
+		return -1;
+	}
 	int rc = -1;
-	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL, *testreqs_txt = NULL;
+	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
 	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
 	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
 	if (c.kind != FK_REQ) {
@@ -562,18 +599,27 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		sdist_src = first_sdist(sddir);
 		if (!sdist_src) {
 			/* why: pip's last words on it (no sdist on the index, or one pip could not prepare) */
-			_cleanup_free_ char *why_p = xasprintf("%s/out/sdist.txt", io);
 			_cleanup_buf_ struct buf why = BUF_INIT(64 * 1024);
-			_cleanup_free_ char *last = read_file(why_p, &why, NULL) == 0 && why.len
+			_cleanup_free_ char *last = safe_read_under(io, "out/sdist.txt", &why, NULL) == 0 && why.len
 							   ? tail_lines(why.data, 2, 300) : xstrdup("");
 			log_info("fetch %s: no sdist, so no tests from its source%s%s", req->dist, *last ? ": " : "",
 				 last);
 		}
 	}
-	testreqs_txt = xasprintf("%s/out/testreqs.txt", io);
-	char **treqs = path_exists(testreqs_txt) ? fetch_read_requirements(testreqs_txt, err) : xcalloc(1, sizeof(char *));
-	if (!treqs)
-		goto done;
+	/* what testreqs.py printed: the sandbox's file, read beneath io without following a link (one
+	 * to a host file would put that file's lines into the job and the cache) */
+	char **treqs = NULL;
+	{
+		_cleanup_buf_ struct buf tb = BUF_INIT(FETCH_MAX_REQ_FILE);
+		struct pyti_err e2 = {0};
+		if (safe_read_under(io, "out/testreqs.txt", &tb, &e2) == 0) {
+			treqs = fetch_parse_requirements(tb.data, tb.len);
+		} else {
+			if (e2.errnum != ENOENT)
+				log_warn("fetch %s: its test requirements are ignored: %s", req->dist, pyti_err_str(&e2));
+			treqs = xcalloc(1, sizeof(char *));
+		}
+	}
 	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, treqs, err);
 	fetch_strv_free(treqs);
 	if (put < 0)
@@ -594,6 +640,7 @@ done:
 		if (rm_rf(io, &e2) < 0)
 			log_warn("fetch: cannot remove %s: %s", io, pyti_err_str(&e2));
 	}
+	owner_release(tmpdir, io_name, owner);
 	if (rc < 0)
 		fetch_result_free(out);
 	return rc;

@@ -5,6 +5,7 @@
  *   top-level modules; read, never executed) → job.json → sandbox run → results.json + test counts →
  *   logs kept under runs/<job>/ → I/O directory removed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -20,6 +21,7 @@
 #include "sandbox.h"
 
 #define VENV "/tmp/pyti-venv"
+#define RESULTS_MAX (64u << 20) /* results.json keeps at most head+tail of each task's output */
 
 static void progress(const struct manager_opts *o, const char *phase, const json_t *ev)
 {
@@ -91,20 +93,64 @@ static void on_event(void *arg, json_t *ev)
 	progress(rs->o, rs->phase, ev);
 }
 
-/* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. */
-static char *keep_outputs(const char *state_dir, const char *job_id, const char *io_dir, struct pyti_err *err)
+/* What is kept of out/ is regular files and directories only: a link the sandbox left there
+ * (to a host file, to /proc/self/fd/0) or a FIFO would trap whoever opens runs/<job>/ later.
+ * fd-based and O_NOFOLLOW, so nothing here is followed either. */
+static void prune_kept(int dirfd, int depth)
+{
+	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup < 0 ? NULL : fdopendir(dup);
+	if (!d) {
+		if (dup >= 0)
+			close(dup);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth < 32) {
+			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				prune_kept(sub, depth + 1);
+				close(sub);
+			}
+		} else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+			unlinkat(dirfd, e->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
+/* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. outfd is out/ as
+ * collect opened it (never through a link): what is renamed must be that very directory, so a
+ * sandbox that replaced out/ by a link to a host directory never gets runs/<job> to be that link,
+ * and the results written there next land in a directory of the job's own. */
+static char *keep_outputs(const char *state_dir, const char *job_id, const char *io_dir, int outfd,
+			  struct pyti_err *err)
 {
 	_cleanup_free_ char *runs = xasprintf("%s/runs", state_dir);
 	if (mkdir_p(runs, 0755, err) < 0)
 		return NULL;
-	char *dst = xasprintf("%s/%s", runs, job_id);
+	_cleanup_free_ char *dst = xasprintf("%s/%s", runs, job_id);
 	_cleanup_free_ char *out = xasprintf("%s/out", io_dir);
 	if (rename(out, dst) < 0) {
 		pyti_err_set(err, errno, "keep %s", dst);
-		free(dst);
 		return NULL;
 	}
-	return dst;
+	struct stat kept, opened;
+	if (lstat(dst, &kept) < 0 || fstat(outfd, &opened) < 0 || !S_ISDIR(kept.st_mode) ||
+	    kept.st_dev != opened.st_dev || kept.st_ino != opened.st_ino) {
+		if (lstat(dst, &kept) == 0 && !S_ISDIR(kept.st_mode))
+			unlink(dst); /* a link or a file: never left under runs/ */
+		pyti_err_class(err, PYTI_FC_CRASH, "keep %s: the job's out/ changed under pyti", dst);
+		return NULL;
+	}
+	prune_kept(outfd, 0);
+	return steal_pointer(&dst);
 }
 
 /* Stage the source, fetch, write job.json, run the sandbox and collect: everything that happens
@@ -233,18 +279,21 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 
 	progress(o, "collect", NULL);
-	_cleanup_free_ char *res_path = xasprintf("%s/out/results.json", io);
-	_cleanup_json_ json_t *res = pj_load_file(res_path, err);
+	/* Everything under out/ was written by the sandbox: read beneath the I/O directory, never
+	 * through a link (out/ itself may have been replaced by one), regular files only. */
+	_cleanup_close_ int iofd = safe_opendir_path(io, err);
+	_cleanup_close_ int outfd = iofd < 0 ? -1 : safe_opendir_beneath(iofd, "out", err);
+	_cleanup_json_ json_t *res = outfd < 0 ? NULL : pj_load_beneath(outfd, "results.json", RESULTS_MAX, err);
 	if (!res) {
 		pyti_err_prefix(err, "the sandbox left no results");
 		err->fclass = PYTI_FC_CRASH;
 		return -1;
 	}
-	report_add_test_counts(res, job, io);
+	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
-	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, err);
+	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
 	if (!kept)
 		return -1;
 	json_object_set_new(res, "logs", json_string(kept));
@@ -269,7 +318,17 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 		return pyti_err_set(err, errno, "guest agent %s", o->agent_path);
 
 	_cleanup_free_ char *job_id = new_job_id();
-	_cleanup_free_ char *io = xasprintf("%s/jobs/%s", o->state_dir, job_id);
+	_cleanup_free_ char *jobs = xasprintf("%s/jobs", o->state_dir);
+	_cleanup_free_ char *io = xasprintf("%s/%s", jobs, job_id);
+	/* The I/O directories of pyti runs that were killed (kill -9, SIGTERM mid-job) go first; this
+	 * run's own is recorded as held before it exists, so a sweeper running beside it never takes
+	 * it for one of those. */
+	if (mkdir_p(jobs, 0755, err) < 0)
+		return -1;
+	owner_sweep(jobs);
+	int owner = owner_claim(jobs, job_id, err);
+	if (owner < 0)
+		return -1;
 	int rc = run_job(o, &img, recipe, job_id, io, results, err);
 	if (o->keep) {
 		if (*results)
@@ -281,5 +340,6 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 		if (rm_rf(io, &e2) < 0)
 			log_warn("%s", pyti_err_str(&e2));
 	}
+	owner_release(jobs, job_id, owner);
 	return rc;
 }

@@ -39,8 +39,11 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 int manager_cap_outputs(const char *out_dir, uint64_t cap, json_t *results, struct pyti_err *err);
 /* Test counts {"passed","failed","skipped","errors"} from a JUnit XML file (untrusted input). */
 json_t *report_junit_counts(const char *path, struct pyti_err *err);
-/* For each task of job.json that names a junit file, add "tests" to its entry in results. */
-void report_add_test_counts(json_t *results, const json_t *job, const char *io_dir);
+/* Test counts from JUnit XML text (what junit_counts reads). */
+json_t *report_junit_counts_mem(const char *data, size_t len, const char *name, struct pyti_err *err);
+/* For each task of job.json that names a junit file, add "tests" to its entry in results. The
+ * files are the sandbox's: read beneath io_fd (the I/O directory) without following links. */
+void report_add_test_counts(json_t *results, const json_t *job, int io_fd);
 /* The human table; show_failures adds the last lines of each failed task's output (escaped). */
 void report_table(FILE *f, const json_t *results, bool show_failures);
 /* One <testcase> per task. */

@@ -47,16 +47,17 @@ static void sum_suites(xmlNode *n, long c[4], int depth)
 	}
 }
 
-json_t *report_junit_counts(const char *path, struct pyti_err *err)
+json_t *report_junit_counts_mem(const char *data, size_t len, const char *name, struct pyti_err *err)
 {
-	_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);
-	if (read_file(path, &b, err) < 0)
+	if (len > INT_MAX) {
+		pyti_err_set(err, EFBIG, "%s: too large", name);
 		return NULL;
+	}
 	/* No network, no entity substitution, no DTD loading: the file comes from untrusted code. */
-	xmlDoc *doc = xmlReadMemory(b.data, (int)b.len, path, NULL,
+	xmlDoc *doc = xmlReadMemory(data, (int)len, name, NULL,
 				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
-		pyti_err_set(err, 0, "%s: not a JUnit XML file", path);
+		pyti_err_set(err, 0, "%s: not a JUnit XML file", name);
 		return NULL;
 	}
 	long c[4] = {0};
@@ -69,7 +70,15 @@ json_t *report_junit_counts(const char *path, struct pyti_err *err)
 			 (json_int_t)c[1], "skipped", (json_int_t)c[3], "errors", (json_int_t)c[2]);
 }
 
-void report_add_test_counts(json_t *results, const json_t *job, const char *io_dir)
+json_t *report_junit_counts(const char *path, struct pyti_err *err)
+{
+	_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);
+	if (read_file(path, &b, err) < 0)
+		return NULL;
+	return report_junit_counts_mem(b.data, b.len, path, err);
+}
+
+void report_add_test_counts(json_t *results, const json_t *job, int io_fd)
 {
 	json_t *jtasks = json_object_get(job, "tasks"), *rtasks = json_object_get(results, "tasks");
 	size_t i;
@@ -78,13 +87,30 @@ void report_add_test_counts(json_t *results, const json_t *job, const char *io_d
 		const char *junit = pj_str(jt, "junit", NULL), *name = pj_str(jt, "name", "");
 		if (!junit)
 			continue;
-		/* "/io/out/junit-test.xml" or "out/junit-test.xml" → io_dir/out/junit-test.xml */
+		/* "/io/out/junit-test.xml" or "out/junit-test.xml" → out/junit-test.xml beneath io_fd */
 		const char *rel = strncmp(junit, "/io/", 4) == 0 ? junit + 4 : junit;
-		_cleanup_free_ char *p = NULL;
 		struct pyti_err e2 = {0};
-		if (path_join_safe(io_dir, rel, &p, &e2) < 0 || !path_exists(p))
+		_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);
+		if (safe_read_beneath(io_fd, rel, &b, &e2) < 0) {
+			if (e2.errnum == ENOENT) /* a task that wrote no report is not news */
+				continue;
+			/* A link (to a host file, to /proc/self/fd/0), a FIFO or a huge file where the
+			 * report should be: never read, and the task did not give an honest report, so it
+			 * does not pass. */
+			log_warn("task %s: junit %s", name, pyti_err_str(&e2));
+			size_t k;
+			json_t *rt;
+			json_array_foreach(rtasks, k, rt) {
+				if (strcmp(pj_str(rt, "task", ""), name) != 0)
+					continue;
+				json_object_set_new(rt, "status", json_string("failed"));
+				json_object_set_new(rt, "junit_error", json_string(pyti_err_str(&e2)));
+			}
+			if (strcmp(pj_str(results, "status", ""), "passed") == 0)
+				json_object_set_new(results, "status", json_string("failed"));
 			continue;
-		json_t *counts = report_junit_counts(p, &e2);
+		}
+		json_t *counts = report_junit_counts_mem(b.data, b.len, rel, &e2);
 		if (!counts) {
 			log_warn("task %s: %s", name, pyti_err_str(&e2));
 			continue;
@@ -178,6 +204,11 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 			fputs(" ---\n", f);
 			term_put_safe(f, tl, len, TERM_KEEP_NEWLINES);
 			fputc('\n', f);
+			const char *je = pj_str(t, "junit_error", NULL);
+			if (je) { /* why a task that exited 0 failed: its JUnit report was not a file to read */
+				_cleanup_free_ char *msg = term_safe_dup(je, 0);
+				fprintf(f, "(failed: its JUnit report %s)\n", msg);
+			}
 		}
 	}
 	_cleanup_free_ char *status = term_safe_dup(pj_str(r, "status", "?"), 0);

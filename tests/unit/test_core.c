@@ -1,4 +1,5 @@
 /* Unit tests for core: buffers with caps, safe paths, JSON round trips, errors. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -180,7 +181,7 @@ static void test_copy_src_tree(void **state)
 	_cleanup_free_ char *ta = xasprintf("%s/tool", a), *la = xasprintf("%s/pkg/inside", a);
 	struct stat st;
 	assert_int_equal(stat(ta, &st), 0);
-	assert_int_equal(st.st_mode & 0777, 0755);
+	assert_int_equal(st.st_mode & 0777, 0750); /* its own mode, not widened */
 	assert_int_equal(lstat(la, &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
 	/* for a build, version control stays (setuptools-scm) */
@@ -264,6 +265,172 @@ static void test_write_atomic_hostile_dir(void **state)
 	assert_int_equal(rm_rf(tmpl, NULL), 0);
 }
 
+static unsigned mode_of(const char *root, const char *rel)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", root, rel);
+	struct stat st;
+	assert_int_equal(lstat(p, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/* Modes survive the copy (never widened: 0600 stays 0600), set-id bits go, owner-read is added;
+ * a file the caller cannot read is left out, the rest is copied. */
+static void test_copy_src_tree_modes(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	chmod(tmpl, 0777); /* the unprivileged child below writes its copy here */
+	_cleanup_free_ char *src = xasprintf("%s/src", tmpl), *a = xasprintf("%s/a", tmpl);
+	put(src, "secret.cfg", "token\n");
+	put(src, "group.cfg", "g\n");
+	put(src, "tool", "#!/bin/sh\n");
+	put(src, "suid", "x\n");
+	put(src, "wonly", "x\n");
+	put(src, "private/x.py", "x = 1\n");
+	_cleanup_free_ char *p1 = xasprintf("%s/secret.cfg", src), *p2 = xasprintf("%s/group.cfg", src),
+			    *p3 = xasprintf("%s/tool", src), *p4 = xasprintf("%s/suid", src),
+			    *p5 = xasprintf("%s/wonly", src), *p6 = xasprintf("%s/private", src);
+	chmod(p1, 0600);
+	chmod(p2, 0640);
+	chmod(p3, 0750);
+	chmod(p4, 04755);
+	chmod(p5, 0200);
+	chmod(p6, 0700);
+	struct pyti_err err = {0};
+	assert_int_equal(copy_src_tree(src, a, 0, &err), 0);
+	assert_int_equal(mode_of(a, "secret.cfg"), 0600);
+	assert_int_equal(mode_of(a, "group.cfg"), 0640);
+	assert_int_equal(mode_of(a, "tool"), 0750);
+	assert_int_equal(mode_of(a, "suid"), 0755);
+	assert_int_equal(mode_of(a, "wonly"), 0600); /* owner-read added: the sandbox must read it */
+	assert_int_equal(mode_of(a, "private"), 0700);
+	assert_int_equal(mode_of(a, "private/x.py"), 0644);
+
+	/* unreadable for the caller: as another uid (root reads everything) */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (geteuid() == 0 && (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0))
+			_exit(3);
+		/* 65534 owns nothing in src: only what others may read (suid, 04755) is copied */
+		_cleanup_free_ char *b = xasprintf("%s/b", tmpl);
+		struct pyti_err e2 = {0};
+		if (copy_src_tree(src, b, 0, &e2) < 0)
+			_exit(4);
+		_exit(!has(b, "suid") || has(b, "group.cfg") || has(b, "secret.cfg") || has(b, "private") ? 5 : 0);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (geteuid() == 0)
+		assert_int_equal(WEXITSTATUS(status), 0);
+	rm_rf(tmpl, NULL);
+}
+
+/* A record held by a live process protects its directory; one whose holder died (here: a child
+ * that _exits, as kill -9 would end it) lets the sweep remove the directory and the record. */
+static void test_owner_sweep(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	struct pyti_err err = {0};
+	int live = owner_claim(tmpl, "live", &err);
+	assert_true(live >= 0);
+	put(tmpl, "live/x", "x");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = owner_claim(tmpl, "dead", NULL);
+		put(tmpl, "dead/sub/y", "y");
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	put(tmpl, "unrecorded/z", "z"); /* no record: never the sweep's */
+	assert_int_equal(owner_sweep(tmpl), 1);
+	assert_false(has(tmpl, "dead") || has(tmpl, ".owner.dead"));
+	assert_true(has(tmpl, "live/x") && has(tmpl, ".owner.live") && has(tmpl, "unrecorded/z"));
+	owner_release(tmpl, "live", live);
+	assert_false(has(tmpl, ".owner.live"));
+	assert_int_equal(owner_sweep(tmpl), 0);
+	assert_true(has(tmpl, "live/x")); /* released (--keep): kept for good */
+
+	/* lock files: a held one stays, an unheld one is swept, a released one is gone */
+	_cleanup_free_ char *held = xasprintf("%s/a.lock", tmpl), *stale = xasprintf("%s/b.lock", tmpl);
+	int h = lock_open_held(held, &err);
+	assert_true(h >= 0);
+	put(tmpl, "b.lock", "");
+	assert_int_equal(lock_sweep(tmpl, ".lock"), 1);
+	assert_true(path_exists(held) && !path_exists(stale));
+	lock_release(held, h);
+	assert_false(path_exists(held));
+	rm_rf(tmpl, NULL);
+}
+
+/* What a sandbox leaves in a directory the host then reads: links of every kind are refused, a
+ * FIFO neither hangs nor is read, a file past the cap is an error; both the openat2 path and the
+ * O_NOFOLLOW walk. */
+static void check_beneath(const char *root)
+{
+	struct pyti_err err = {0};
+	_cleanup_close_ int dfd = safe_opendir_path(root, &err);
+	assert_true(dfd >= 0);
+	_cleanup_buf_ struct buf b = BUF_INIT(0);
+	assert_int_equal(safe_read_beneath(dfd, "out/results.json", &b, &err), 0);
+	assert_string_equal(b.data, "{}");
+	buf_reset(&b);
+	assert_int_equal(safe_read_beneath(dfd, "out/link.json", &b, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "outlink/results.json", &b, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "out/stdin", &b, &err), -1); /* /proc/self/fd/0 */
+	assert_int_equal(err.errnum, ELOOP);
+	assert_int_equal(safe_read_beneath(dfd, "out/fifo", &b, &err), -1); /* at once, no writer */
+	assert_int_equal(err.errnum, EINVAL);
+	assert_int_equal(safe_read_beneath(dfd, "out", &b, &err), -1); /* a directory */
+	assert_int_equal(safe_read_beneath(dfd, "../etc/passwd", &b, &err), -1);
+	assert_int_equal(safe_read_beneath(dfd, "out/missing", &b, &err), -1);
+	assert_int_equal(err.errnum, ENOENT);
+	_cleanup_buf_ struct buf small = BUF_INIT(1);
+	assert_int_equal(safe_read_beneath(dfd, "out/results.json", &small, &err), -1);
+	assert_int_equal(err.errnum, EFBIG);
+	_cleanup_close_ int od = safe_opendir_beneath(dfd, "out", &err);
+	assert_true(od >= 0);
+	assert_int_equal(safe_opendir_beneath(dfd, "outlink", &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	_cleanup_free_ char *outlink = xasprintf("%s/outlink", root);
+	assert_int_equal(safe_opendir_path(outlink, &err), -1);
+	assert_int_equal(err.errnum, ELOOP);
+	_cleanup_json_ json_t *j = pj_load_beneath(od, "results.json", 1024, &err);
+	assert_non_null(j);
+}
+
+static void test_beneath(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	_cleanup_free_ char *hostf = xasprintf("%s/host-secret", tmpl), *out = xasprintf("%s/out", tmpl),
+			    *res = xasprintf("%s/out/results.json", tmpl), *l = xasprintf("%s/out/link.json", tmpl),
+			    *ol = xasprintf("%s/outlink", tmpl), *in = xasprintf("%s/out/stdin", tmpl),
+			    *fifo = xasprintf("%s/out/fifo", tmpl);
+	struct pyti_err err = {0};
+	assert_int_equal(mkdir_p(out, 0755, &err), 0);
+	assert_int_equal(write_file_atomic(hostf, "secret", 6, 0600, &err), 0);
+	assert_int_equal(write_file_atomic(res, "{}", 2, 0644, &err), 0);
+	assert_int_equal(symlink(hostf, l), 0);
+	assert_int_equal(symlink(out, ol), 0);
+	assert_int_equal(symlink("/proc/self/fd/0", in), 0);
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	check_beneath(tmpl);
+	beneath_no_openat2 = true;
+	check_beneath(tmpl);
+	beneath_no_openat2 = false;
+	rm_rf(tmpl, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -271,7 +438,8 @@ int main(void)
 		cmocka_unit_test(test_json), cmocka_unit_test(test_err), cmocka_unit_test(test_rm_rf_unreadable),
 		cmocka_unit_test(test_copy_src_tree), cmocka_unit_test(test_term_safe),
 		cmocka_unit_test(test_term_safe_invisible),
-		cmocka_unit_test(test_write_atomic_hostile_dir),
+		cmocka_unit_test(test_write_atomic_hostile_dir), cmocka_unit_test(test_beneath),
+		cmocka_unit_test(test_copy_src_tree_modes), cmocka_unit_test(test_owner_sweep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
