@@ -396,9 +396,11 @@ static void print_test_failures(FILE *f, const json_t *tests, size_t max)
 	json_array_foreach(fl, i, e) {
 		if (i >= max)
 			break;
+		const char *m = pj_str(e, "message", "");
+		/* the message's first line (the rest is in --json and the log), at most 200 bytes */
+		_cleanup_free_ char *line = xasprintf("%.*s", (int)strcspn(m, "\n"), m);
 		_cleanup_free_ char *id = term_safe_dup(pj_str(e, "id", "?"), 0),
-				    *oc = term_safe_dup(pj_str(e, "outcome", "?"), 0),
-				    *msg = term_safe_dup(pj_str(e, "message", ""), 0);
+				    *oc = term_safe_dup(pj_str(e, "outcome", "?"), 0), *msg = term_safe_dup(line, 0);
 		fprintf(f, "  %s %s: %.200s\n", strcmp(oc, "error") == 0 ? "ERROR " : "FAILED", id, msg);
 	}
 	if (n > max || json_is_true(json_object_get(tests, "failures_truncated")))
