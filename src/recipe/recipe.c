@@ -813,7 +813,7 @@ static const char builtin_default[] =
 	"description = import every top-level module of the distribution\n"
 	"needs = install\n"
 	/* out/runtime-<task>.json is the raw data's proof of what was imported (docs/contracts.md) */
-	"run = /tmp/pyti-venv/bin/python -c 'import {module}; import json, sys; json.dump({\"python\": sys.version.split()[0], \"sys_path\": sys.path, \"modules\": {m: getattr(sys.modules[m], \"__file__\", None) for m in \"{module}\".split(\", \")} }, open(\"/io/out/runtime-import.json\", \"w\"))'\n"
+	"run = /tmp/pyti-venv/bin/python -c 'import {module}; import json, sys; json.dump({\"python\": sys.version.split()[0], \"sys_path\": sys.path, \"modules\": {m: getattr(sys.modules.get(m), \"__file__\", None) for m in \"{module}\".split(\", \")} }, open(\"/io/out/runtime-import.json\", \"w\"), default=str)'\n"
 	"cwd = /tmp\n"
 	"timeout = 5m\n"
 	"\n"
@@ -822,7 +822,7 @@ static const char builtin_default[] =
 	"needs = install\n"
 	/* pytest's exit status 5 is "no tests collected" (a wheel-only project has no sdist to take
 	 * tests from): that is 0 tests, not a failure. */
-	"run = /tmp/pyti-venv/bin/python -c 'import json, sys, pytest; json.dump({\"runner\": \"pytest\", \"runner_version\": pytest.__version__, \"runner_file\": pytest.__file__, \"python\": sys.version.split()[0], \"sys_path\": sys.path}, open(\"/io/out/runtime-test.json\", \"w\"))'\n"
+	"run = /tmp/pyti-venv/bin/python -c 'import json, sys, pytest; json.dump({\"runner\": \"pytest\", \"runner_version\": pytest.__version__, \"runner_file\": pytest.__file__, \"python\": sys.version.split()[0], \"sys_path\": sys.path}, open(\"/io/out/runtime-test.json\", \"w\"), default=str)'\n"
 	"  /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml ||\n"
 	"  [ $? -eq 5 ]\n"
 	"cwd = /io/src\n"
