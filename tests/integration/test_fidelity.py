@@ -292,3 +292,19 @@ def test_infra_class_is_junit_error(pyti, tmp_path):
     assert suite.find("testcase[@name='nocwd']/failure") is None
     assert suite.find("testcase[@name='fails']/failure") is not None
     assert (suite.get("failures"), suite.get("errors")) == ("1", "1")
+
+
+def test_runtime_record_cannot_fail_the_import(pyti, tmp_path):
+    """A module that replaces itself in sys.modules by an object whose __file__ is not a string:
+    the import worked, so the import task passes; the record carries the path as a string instead
+    of making the task fail on it."""
+    d = make_project(tmp_path, "fid_vanish_pkg", {})
+    (d / "fid_vanish_pkg" / "__init__.py").write_text(
+        "import pathlib, sys\n"
+        "class M:\n    __file__ = pathlib.PurePosixPath('/x/y.py')\n"
+        "sys.modules[__name__] = M()\n")
+    r, res = run_json(pyti, d)
+    imp = task(res, "import")
+    assert imp["status"] == "passed" and imp["failure_class"] is None, imp["output"][-2000:]
+    assert imp["runtime"]["modules"] == {"fid_vanish_pkg": "/x/y.py"}
+    assert r.returncode == 0, r.stderr
