@@ -37,16 +37,20 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
  * the rest, in name order within each) and, when any were, set results' "omitted_outputs":
  * {"files": N, "bytes": B, "first": [{"file", "bytes"}, … up to 100]}. Never follows links. */
 int manager_cap_outputs(const char *out_dir, uint64_t cap, json_t *results, struct pyti_err *err);
-/* Test counts {"passed","failed","skipped","errors"} from a JUnit XML file (untrusted input). */
+/* Test results from a JUnit XML file (untrusted input): {"passed","failed","skipped","errors",
+ * "xfailed","xpassed","total","no_tests","failures":[{"id","outcome","message","traceback"}, … at
+ * most 1000],"failures_truncated"} (docs/contracts.md). */
 json_t *report_junit_counts(const char *path, struct pyti_err *err);
-/* Test counts from JUnit XML text (what junit_counts reads). */
+/* Test counts and per-test results from JUnit XML text (what report_junit_counts reads). */
 json_t *report_junit_counts_mem(const char *data, size_t len, const char *name, struct pyti_err *err);
-/* For each task of job.json that names a junit file, add "tests" to its entry in results. The
+/* For each task of job.json that names a junit file, add "tests" to its entry in results; for each
+ * task that wrote out/runtime-<task>.json, add "runtime" (capped, only the documented keys). The
  * files are the sandbox's: read beneath io_fd (the I/O directory) without following links. */
 void report_add_test_counts(json_t *results, const json_t *job, int io_fd);
 /* The human table; show_failures adds the last lines of each failed task's output (escaped). */
 void report_table(FILE *f, const json_t *results, bool show_failures);
-/* One <testcase> per task. */
+/* One <testcase> per task (a failure class is an <error>), then a <testsuite> per test task with
+ * one <testcase> per test, read back from its JUnit file kept under results' "logs". */
 int report_junit_write(const json_t *results, const char *path, struct pyti_err *err);
 
 #endif

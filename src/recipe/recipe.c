@@ -800,16 +800,20 @@ static const char builtin_default[] =
 	"requires = pytest, pytest-cov\n"
 	"\n"
 	"[task:install]\n"
-	"description = create a venv over the image's Python and install from the job's wheelhouse\n"
-	"run = python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
+	"description = create a clean venv (no Debian site-packages) and install from the job's wheelhouse\n"
+	/* Without --system-site-packages the image's Debian packages (pytest 7.2, attrs, packaging…)
+	 * cannot shadow what the resolver chose; pip itself stays the image's, pointed at the venv
+	 * with --python (pip >= 22.3), so the venv needs no pip of its own. */
+	"run = /usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
 	/* continuation lines join with "\n": each line is one shell command line */
-	"  /tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
+	"  /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
 	"timeout = 10m\n"
 	"\n"
 	"[task:import]\n"
 	"description = import every top-level module of the distribution\n"
 	"needs = install\n"
-	"run = /tmp/pyti-venv/bin/python -c 'import {module}'\n"
+	/* out/runtime-<task>.json is the raw data's proof of what was imported (docs/contracts.md) */
+	"run = /tmp/pyti-venv/bin/python -c 'import {module}; import json, sys; json.dump({\"python\": sys.version.split()[0], \"sys_path\": sys.path, \"modules\": {m: getattr(sys.modules.get(m), \"__file__\", None) for m in \"{module}\".split(\", \")} }, open(\"/io/out/runtime-import.json\", \"w\"), default=str)'\n"
 	"cwd = /tmp\n"
 	"timeout = 5m\n"
 	"\n"
@@ -818,7 +822,8 @@ static const char builtin_default[] =
 	"needs = install\n"
 	/* pytest's exit status 5 is "no tests collected" (a wheel-only project has no sdist to take
 	 * tests from): that is 0 tests, not a failure. */
-	"run = /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml ||\n"
+	"run = /tmp/pyti-venv/bin/python -c 'import json, sys, pytest; json.dump({\"runner\": \"pytest\", \"runner_version\": pytest.__version__, \"runner_file\": pytest.__file__, \"python\": sys.version.split()[0], \"sys_path\": sys.path}, open(\"/io/out/runtime-test.json\", \"w\"), default=str)'\n"
+	"  /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml ||\n"
 	"  [ $? -eq 5 ]\n"
 	"cwd = /io/src\n"
 	"junit = out/junit-test.xml\n"

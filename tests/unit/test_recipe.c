@@ -311,12 +311,15 @@ static void test_builtin_default(void **state)
 	assert_int_equal(t->n_needs, 1);
 	assert_string_equal(t->needs[0], "install");
 	assert_non_null(strstr(t->run, "pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml"));
-	assert_non_null(strstr(r->tasks[0].run, "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv"));
+	/* a clean venv: Debian's site-packages must not shadow the wheelhouse (issue 10, point 1) */
+	assert_null(strstr(r->tasks[0].run, "--system-site-packages"));
+	assert_non_null(strstr(r->tasks[0].run, "/usr/bin/python3 -m venv --without-pip /tmp/pyti-venv"));
 	assert_non_null(strstr(r->tasks[0].run, "--no-index --find-links /io/wheels '{requirement}'"));
 	/* two shell lines: the venv, then one pip command (not split over lines) */
 	assert_string_equal(r->tasks[0].run,
-			    "python3 -m venv --without-pip --system-site-packages /tmp/pyti-venv &&\n"
-			    "/tmp/pyti-venv/bin/python -m pip install --disable-pip-version-check --no-input --no-index "
+			    "/usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
+			    "/usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check "
+			    "--no-input --no-index "
 			    "--find-links /io/wheels '{requirement}' {test_requirements}");
 	recipe_free(r);
 
@@ -488,7 +491,10 @@ static void test_job_tasks(void **state)
 	assert_int_equal(json_object_size(inst), 11);
 
 	json_t *imp = json_array_get(tasks, 1);
-	assert_string_equal(pj_str(imp, "run", ""), "/tmp/pyti-venv/bin/python -c 'import six'");
+	/* the import, then the runtime record with the modules' paths ({{ }} of Python's dicts kept) */
+	const char *irun = pj_str(imp, "run", "");
+	assert_true(strncmp(irun, "/tmp/pyti-venv/bin/python -c 'import six; import json, sys; ", 60) == 0);
+	assert_non_null(strstr(irun, "for m in \"six\".split(\", \")} }, open(\"/io/out/runtime-import.json\""));
 	assert_string_equal(pj_str(imp, "cwd", ""), "/tmp");
 
 	json_t *test = json_array_get(tasks, 2);
