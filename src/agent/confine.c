@@ -51,7 +51,10 @@ static void confine_chown_tree(int dirfd, uid_t uid, gid_t gid, int depth)
 		} else if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
 			continue;
 		}
-		fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW);
+		/* Best effort: a file the tasks' uid cannot take stays the agent's (still readable), and a
+		 * task that must write it fails on its own, visibly. */
+		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
 	}
 	closedir(d);
 }
@@ -95,7 +98,8 @@ int agent_confine_io(const struct agent_opts *opts, struct pyti_err *err)
 		} else if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
 			continue;
 		}
-		fchownat(io, n, opts->task_uid, (gid_t)opts->task_uid, AT_SYMLINK_NOFOLLOW);
+		if (fchownat(io, n, opts->task_uid, (gid_t)opts->task_uid, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* best effort, as above */
 	}
 	closedir(d);
 	return 0;

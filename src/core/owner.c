@@ -79,11 +79,15 @@ static void chown_back(int dirfd, uid_t uid, gid_t gid, int depth)
 		struct stat st;
 		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISLNK(st.st_mode) &&
-		    (st.st_mode & (S_ISUID | S_ISGID)))
-			fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0);
+		/* Best effort throughout: the tree is removed next, and what could not be made ours
+		 * shows up there as an error of its own. */
+		bool mine = fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0;
+		if (mine && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) &&
+		    fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0) < 0)
+			continue;
 		if (S_ISDIR(st.st_mode)) {
-			fchmodat(dirfd, e->d_name, (st.st_mode & 0777) | 0700, 0);
+			if (fchmodat(dirfd, e->d_name, (st.st_mode & 0777) | 0700, 0) < 0)
+				continue;
 			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0) {
 				chown_back(sub, uid, gid, depth + 1);

@@ -7,6 +7,9 @@
  * and writes /io/out/results.json with its own pid and the command's status. */
 #ifdef NS_FAKE_AGENT
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +20,12 @@
 int main(int argc, char **argv);
 int main(int argc, char **argv)
 {
-	if (argc != 3 || strcmp(argv[1], "--io") || strcmp(argv[2], "/io"))
+	/* what the sandbox passes the real agent: --io /io --confine [--task-uid N] */
+	if (argc < 3 || strcmp(argv[1], "--io") || strcmp(argv[2], "/io"))
 		return 2;
+	for (int i = 3; i < argc; i++)
+		if (strcmp(argv[i], "--confine") && !(strcmp(argv[i], "--task-uid") == 0 && ++i < argc))
+			return 2;
 	printf("noise before\n@pyti {\"event\":\"job_start\",\"job\":\"t\",\"tasks\":1}\n");
 	fflush(stdout);
 	fprintf(stderr, "fake agent stderr\n");
@@ -36,6 +43,13 @@ int main(int argc, char **argv)
 	}
 	pid_t pid = fork();
 	if (pid == 0) {
+		/* as the real agent does for its tasks: whatever it keeps, the command gets no capability */
+		for (int cap = 0; cap <= 63; cap++)
+			prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+		struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+		struct __user_cap_data_struct data[2] = {{0}};
+		if (syscall(SYS_capset, &hdr, data) < 0)
+			_exit(126);
 		int o = open("/io/out/output.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(o, 1);
 		dup2(o, 2);
