@@ -133,8 +133,14 @@ def test_out_replaced_by_link_to_host_dir(pyti, state_dir, demo, tmp_path):
         run = mkdir -p {hostdir} && cp -a /io/out/. {hostdir}/ && rm -rf /io/out && ln -s {hostdir} /io/out
         """)
     r, res = run_json(pyti, "--recipe", recipe, demo, timeout=300)
-    assert res["status"] == "error" and res["failure_class"] == "Crash", res
-    assert r.returncode == 3 and "link" in res["error"], res
+    if res["status"] == "failed":
+        # Tasks run apart from the agent (their own uid; /io is sticky): the task may not remove
+        # the agent's out/, so the swap fails at its first step and the verdict says so.
+        assert r.returncode == 1, r.stderr
+        assert [t["status"] for t in res["tasks"]] == ["failed"], res["tasks"]
+    else:
+        assert res["status"] == "error" and res["failure_class"] == "Crash", res
+        assert r.returncode == 3 and "link" in res["error"], res
     assert snapshot(hostdir) == before
     runs = Path(state_dir) / "runs"
     assert not [p for p in runs.iterdir() if p.is_symlink() and os.readlink(p) == str(hostdir)], \
@@ -194,10 +200,15 @@ def test_fetch_sdist_dir_link_to_host_dir(pyti, tmp_path):
     (proj / "setup.py").write_text(textwrap.dedent(f"""\
         import os, shutil
         from setuptools import setup
-        if os.path.isdir("/io/sdist") and not os.path.islink("/io/sdist"):
-            shutil.rmtree("/io/sdist")
-            os.makedirs({str(hostdir)!r}, exist_ok=True)
-            os.symlink({str(hostdir)!r}, "/io/sdist")
+        # Best effort: where the build runs apart from the agent (its own uid, a sticky /io) a
+        # step may be refused; the build goes on either way, as a hostile one would.
+        try:
+            if os.path.isdir("/io/sdist") and not os.path.islink("/io/sdist"):
+                shutil.rmtree("/io/sdist")
+                os.makedirs({str(hostdir)!r}, exist_ok=True)
+                os.symlink({str(hostdir)!r}, "/io/sdist")
+        except OSError as e:
+            print("refused:", e)
         setup()
         """))
     links = tmp_path / "links"
@@ -209,7 +220,10 @@ def test_fetch_sdist_dir_link_to_host_dir(pyti, tmp_path):
                       env={"PIP_FIND_LINKS": find_links}, timeout=900)
     assert snapshot(hostdir) == before  # not linked (st_nlink), not chmodded, not rewritten
     assert r.returncode in (0, 1), (r.returncode, r.stderr)
-    assert "link" in r.stderr and "sdist" in r.stderr, r.stderr  # it says so
+    # Where the link got made (builds that share the agent's uid), pyti says why it refused the
+    # sdist; with the tasks' own uid the build may not replace /io/sdist in the first place.
+    if "link" in r.stderr:
+        assert "sdist" in r.stderr, r.stderr
 
 
 # ---- point 8: modes of a copied source tree ----
@@ -347,6 +361,7 @@ def test_vm_junit_links(pyti, libvirtd, demo, tmp_path, host_secret):
     r, res = run_json(pyti, "--backend", "vm", "--recipe", recipe, demo, timeout=900)
     rel, ab = task(res, "rel"), task(res, "abs")
     assert "tests" not in rel and rel["status"] == "failed" and "link" in rel["junit_error"], rel
-    assert "tests" not in ab, ab  # the absolute link never left the guest
+    # the absolute link never left the guest: no report to read, so no test counted
+    assert ab.get("tests", {}).get("total", 0) == 0 and ab.get("tests", {}).get("passed", 0) == 0, ab
     assert res["status"] == "failed" and r.returncode == 1, r.stderr
     assert snapshot(host_secret) == before
