@@ -315,21 +315,41 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
  * "ready PID SECONDS" with the restore's duration, "failed PID"). PYTI_VM_STANDBY=0 restores inline
  * and leaves nothing running. */
 
-static void svm_owner_set(const struct svm_warm *w, const char *what, pid_t pid, double secs)
+/* The standby record's states (WARM_DIR/standby, docs/contracts.md), parsed and printed here only. */
+enum svm_state { SVM_NONE, SVM_PREP, SVM_WARMING, SVM_READY, SVM_FAILED, SVM_JOB };
+static const char *const svm_state_names[] = {
+	[SVM_NONE] = "none", [SVM_PREP] = "prep", [SVM_WARMING] = "warming",
+	[SVM_READY] = "ready", [SVM_FAILED] = "failed", [SVM_JOB] = "job",
+};
+
+static enum svm_state svm_state_parse(const char *word)
+{
+	for (size_t i = SVM_PREP; i < ARRAY_SIZE(svm_state_names); i++)
+		if (strcmp(word, svm_state_names[i]) == 0)
+			return (enum svm_state)i;
+	return SVM_NONE;
+}
+
+static void svm_owner_set(const struct svm_warm *w, enum svm_state st, pid_t pid, double secs)
 {
 	char line[96];
+	const char *what = svm_state_names[st];
 	int n = secs > 0 ? snprintf(line, sizeof line, "%s %d %.3f\n", what, (int)pid, secs)
 			 : snprintf(line, sizeof line, "%s %d\n", what, (int)pid);
 	write_file_atomic(w->owner, line, (size_t)n, 0644, NULL);
 }
 
-/* The standby's owner record: state word into what (16 bytes), pid, seconds (or 0). */
-static bool svm_owner_get(const struct svm_warm *w, char what[16], int *pid, double *secs)
+/* The standby's owner record: its state (SVM_NONE when there is none or it is not one of ours),
+ * pid, seconds (or 0). */
+static enum svm_state svm_owner_get(const struct svm_warm *w, int *pid, double *secs)
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(4096);
+	char what[16];
 	*pid = 0;
 	*secs = 0;
-	return read_file(w->owner, &b, NULL) == 0 && b.data && sscanf(b.data, "%15s %d %lf", what, pid, secs) >= 2;
+	if (read_file(w->owner, &b, NULL) < 0 || !b.data || sscanf(b.data, "%15s %d %lf", what, pid, secs) < 2)
+		return SVM_NONE;
+	return svm_state_parse(what);
 }
 
 /* Restore the warm snapshot paused as the standby (we hold the warm lock). */
@@ -391,14 +411,14 @@ int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 	if (vm_connect(uri, &c, &err) == 0 && svm_standby_restore(c, &w, svm_warmup_console, &wu, &g, &err) == 0) {
 		t_restored = now_mono();
 		/* usable from here on: a job that comes now ends the warm-up (svm_wait_for_prep) */
-		svm_owner_set(&w, "warming", getpid(), t_restored - t0);
+		svm_owner_set(&w, SVM_WARMING, getpid(), t_restored - t0);
 		int wr = -1;
 		if (vm_guest_resume(g, &err) == 0 && vm_guest_send(g, "warm\n", 5, &err) == 0)
 			wr = vm_guest_wait(g, &wu.warm, now_mono() + 120, &err);
 		if (wr == 0 && vm_guest_suspend(g, &err) == 0) {
 			log_info("vm: standby %s restored in %.2f s, warmed up in %.2f s", w.name, t_restored - t0,
 				 now_mono() - t_restored);
-			svm_owner_set(&w, "ready", getpid(), t_restored - t0);
+			svm_owner_set(&w, SVM_READY, getpid(), t_restored - t0);
 			vm_guest_release(g);
 			g = NULL;
 			r = 0;
@@ -409,7 +429,7 @@ int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 	}
 	if (r < 0) {
 		log_warn("vm: standby for %s: %s", w.name, pyti_err_str(&err));
-		svm_owner_set(&w, "failed", getpid(), 0);
+		svm_owner_set(&w, SVM_FAILED, getpid(), 0);
 		vm_guest_free(g);
 	}
 	vm_disconnect(c);
@@ -493,7 +513,7 @@ static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_w
 	}
 	close(pfd[0]);
 	if (gc > 0)
-		svm_owner_set(w, "prep", gc, 0); /* the helper holds the lock now; ours goes at the end */
+		svm_owner_set(w, SVM_PREP, gc, 0); /* the helper holds the lock now; ours goes at the end */
 	else
 		log_warn("vm: could not start the standby helper: %s", strerror(errno));
 }
@@ -503,17 +523,16 @@ static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_w
  * at "go"); another job on it is not worth waiting for. */
 static bool svm_wait_for_prep(int lock_fd, const struct svm_warm *w)
 {
-	char what[16];
 	int pid;
 	double secs;
 	for (double end = now_mono() + 30; now_mono() < end;) {
 		/* the helper's record: "prep", "warming", and "ready"/"failed" for the moment between
 		 * its last word and its exit, which releases the lock */
-		bool helper = svm_owner_get(w, what, &pid, &secs) && strcmp(what, "job") != 0 && pid > 0 &&
-			      !(kill(pid, 0) < 0 && errno == ESRCH);
+		enum svm_state st = svm_owner_get(w, &pid, &secs);
+		bool helper = st != SVM_NONE && st != SVM_JOB && pid > 0 && !(kill(pid, 0) < 0 && errno == ESRCH);
 		if (!helper)
 			return flock(lock_fd, LOCK_EX | LOCK_NB) == 0;
-		if (strcmp(what, "warming") == 0)
+		if (st == SVM_WARMING)
 			kill(pid, SIGKILL);
 		if (flock(lock_fd, LOCK_EX | LOCK_NB) == 0)
 			return true;
@@ -527,12 +546,11 @@ static bool svm_wait_for_prep(int lock_fd, const struct svm_warm *w)
 static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_warm *w, struct vm_guest **out,
 			    double *restore_s, bool *adopted, bool *warm_cut, struct pyti_err *err)
 {
-	char what[16] = "";
 	int pid;
 	double secs;
-	bool ready = svm_owner_get(w, what, &pid, &secs) &&
-		     (strcmp(what, "ready") == 0 || strcmp(what, "warming") == 0);
-	svm_owner_set(w, "job", getpid(), 0);
+	enum svm_state st = svm_owner_get(w, &pid, &secs);
+	bool ready = st == SVM_READY || st == SVM_WARMING;
+	svm_owner_set(w, SVM_JOB, getpid(), 0);
 	struct vm_guest *g = NULL;
 	struct pyti_err e2 = {0};
 	if (vm_guest_adopt(c, w->name, svm_console, s, &g, &e2) == 0) {
@@ -541,12 +559,12 @@ static int svm_standby_take(struct svm *s, struct vm_conn *c, const struct svm_w
 		 * died with) is thrown away. */
 		struct stat io_st;
 		int paused = vm_guest_paused(g);
-		if (ready && (paused == 1 || (paused == 0 && strcmp(what, "warming") == 0)) &&
+		if (ready && (paused == 1 || (paused == 0 && st == SVM_WARMING)) &&
 		    stat(w->sb_io, &io_st) == 0 && S_ISREG(io_st.st_mode)) {
 			*out = g;
 			*restore_s = secs;
 			*adopted = true;
-			*warm_cut = strcmp(what, "warming") == 0;
+			*warm_cut = st == SVM_WARMING;
 			return 0;
 		}
 		log_info("vm: discarding a used or unfinished standby %s", w->name);
