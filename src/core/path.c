@@ -94,22 +94,7 @@ int read_file(const char *path, struct buf *b, struct pyti_err *err)
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return pyti_err_set(err, errno, "open %s", path);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof chunk);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return pyti_err_set(err, errno, "read %s", path);
-		}
-		if (n == 0)
-			break;
-		if (buf_append(b, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, EFBIG, "read %s: larger than %zu bytes", path, b->max);
-	}
-	if (!b->data)
-		buf_append(b, "", 0);
-	return 0;
+	return safe_read_fd(fd, path, b, err);
 }
 
 static int write_all(int fd, const void *data, size_t len)
@@ -159,6 +144,24 @@ int write_file_atomic(const char *path, const void *data, size_t len, unsigned m
 	return 0;
 }
 
+/* in → out until end of file; names for the messages. */
+static int copy_stream(int in, const char *name, int out, const char *dst, struct pyti_err *err)
+{
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(in, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return pyti_err_set(err, errno, "read %s", name);
+		if (n == 0)
+			break;
+		if (write_all(out, chunk, (size_t)n) < 0)
+			return pyti_err_set(err, errno, "write %s", dst);
+	}
+	return 0;
+}
+
 int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *err)
 {
 	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
@@ -167,19 +170,7 @@ int copy_file(const char *src, const char *dst, unsigned mode, struct pyti_err *
 	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (out < 0)
 		return pyti_err_set(err, errno, "create %s", dst);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(in, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read %s", src);
-		if (n == 0)
-			break;
-		if (write_all(out, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, errno, "write %s", dst);
-	}
-	return 0;
+	return copy_stream(in, src, out, dst, err);
 }
 
 bool src_tree_skip(const char *name, bool is_dir, int depth, unsigned flags)
@@ -303,17 +294,5 @@ int copy_fd_new(int in, const char *name, const char *dst, unsigned mode, struct
 	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (out < 0)
 		return pyti_err_set(err, errno, "create %s", dst);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(in, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read %s", name);
-		if (n == 0)
-			break;
-		if (write_all(out, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, errno, "write %s", dst);
-	}
-	return 0;
+	return copy_stream(in, name, out, dst, err);
 }
