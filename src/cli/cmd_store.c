@@ -144,12 +144,12 @@ static void show_run(const json_t *out)
 	put_counts(json_object_get(run, "counts"), 0);
 	fputs("\n  verdicts: ", stdout);
 	put_counts(json_object_get(run, "verdicts"), 0);
-	printf("\n%-18s %-10s %-8s %-7s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS", "DIST");
+	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS", "DIST");
 	size_t i;
 	json_t *j;
 	json_array_foreach(json_object_get(out, "jobs"), i, j) {
 		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"), pj_int(j, "attempt", 0));
-		put_safe(pj_str(j, "suite", "-"), 7);
+		put_safe(pj_str(j, "suite", "-"), 9);
 		printf(" %-13s ", pj_str(j, "verdict", "-"));
 		put_safe(pj_str(j, "failure_class", "-"), 9);
 		putchar(' ');
