@@ -299,6 +299,7 @@ static void test_state_machine(void **state)
 	struct store_runs_query q = {.limit = 10};
 	assert_int_equal(store_runs(e->st, &q, &runs, &err), 0);
 	assert_int_equal(json_array_size(json_object_get(runs, "runs")), 1);
+	json_decref(none);
 	assert_int_equal(store_claim(e->st, "wffffffffffffffff", 1, &none, &err), STORE_E_NOTFOUND);
 }
 
