@@ -99,7 +99,7 @@ int st_fail(struct pyti_err *err, int rc, const char *fmt, ...) __attribute__((f
 int schema_migrate(struct store *st, int target, struct pyti_err *err);
 int schema_version(struct store *st, int *version, struct pyti_err *err);
 
-/* queue.c: store the tasks of a results object (idempotent) and their test cases */
+/* queue.c: store one task's result (idempotent) and its test cases; seq < 0: the attempt's next */
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err);
 /* blob.c: put inside the caller's transaction/lock */

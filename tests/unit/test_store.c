@@ -309,8 +309,9 @@ static void test_claim_exactly_once(void **state)
 	struct eng *e = engine(state);
 	enum { N = 60 };
 	_cleanup_json_ json_t *sub = submit(e->st, N, "bookworm");
-	int fds[2][2];
+	int fds[2][2], go[2];
 	pid_t pid[2];
+	assert_int_equal(pipe(go), 0); /* both start claiming when the parent closes it */
 	for (int k = 0; k < 2; k++) {
 		assert_int_equal(pipe(fds[k]), 0);
 		pid[k] = fork();
@@ -325,11 +326,16 @@ static void test_claim_exactly_once(void **state)
 			_cleanup_json_ json_t *caps = json_pack("{s:[s], s:[s]}", "images", "bookworm", "backends", "ns");
 			if (store_worker_hello(st, "w", caps, w, &err) < 0)
 				_exit(11);
+			close(go[1]);
+			char c;
+			if (read(go[0], &c, 1) != 0)
+				_exit(14);
 			for (int empty = 0; empty < 3;) {
 				json_t *jobs = NULL;
-				if (store_claim(st, w, 3, &jobs, &err) < 0)
+				if (store_claim(st, w, 2, &jobs, &err) < 0)
 					_exit(12);
 				empty = json_array_size(jobs) ? 0 : empty + 1;
+				usleep(2000); /* "running" the jobs, outside any lock: the other claimer's turn */
 				size_t i;
 				json_t *j;
 				json_array_foreach(jobs, i, j) {
@@ -346,6 +352,8 @@ static void test_claim_exactly_once(void **state)
 		}
 		close(fds[k][1]);
 	}
+	close(go[0]);
+	close(go[1]);
 	_cleanup_json_ json_t *seen = json_object();
 	int total = 0, per[2] = {0, 0};
 	for (int k = 0; k < 2; k++) {
@@ -365,6 +373,7 @@ static void test_claim_exactly_once(void **state)
 		assert_int_equal(WEXITSTATUS(ws), 0);
 	}
 	assert_int_equal(total, N);
+	assert_true(per[0] > 0 && per[1] > 0); /* they did claim side by side */
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM jobs WHERE state = 'done' AND attempt = 1"), N);
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM attempts"), N);
 	print_message("claims: %d and %d\n", per[0], per[1]);
