@@ -6,22 +6,20 @@
  * unless attempt and lease are the job's current ones, so a worker presumed dead cannot write into
  * the attempt that replaced it. Idempotency rests on primary keys (job, attempt, task) with
  * INSERT … ON CONFLICT DO NOTHING, which holds across masters, not on anything in memory. */
-#include <dirent.h>
 #include <string.h>
 
 #include "store-int.h"
 
-#define MAX_JSON (8u << 20)  /* one task result or a whole results.json */
 #define MAX_CAPS (64u << 10) /* a worker's capabilities */
 #define MAX_CASES 1000       /* test cases kept per task (results' failures are capped alike) */
 #define MAX_TEXT 4096        /* a dist, suite, task or worker name */
 
-static char *dump(const json_t *j)
+char *q_dump(const json_t *j)
 {
 	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
-static bool ok_name(const char *s)
+bool q_ok_name(const char *s)
 {
 	return s && *s && strlen(s) <= MAX_TEXT;
 }
@@ -53,7 +51,7 @@ static bool ok_str_object(const json_t *o)
 static int new_run(struct store *st, const struct store_run_spec *spec, const char *id, double now,
 		   struct pyti_err *err)
 {
-	_cleanup_free_ char *env = dump(spec->env), *posargs = dump(spec->posargs);
+	_cleanup_free_ char *env = q_dump(spec->env), *posargs = q_dump(spec->posargs);
 	struct sparam p[] = {P_T(id),	P_D(now), P_T(spec->origin ? spec->origin : "submit"), P_T(spec->recipe),
 			     P_T(spec->recipe_name), P_T(spec->backend), P_T(env), P_T(posargs),
 			     P_I(spec->priority)};
@@ -66,12 +64,12 @@ static int check_spec(const struct store_run_spec *spec, bool need_dists, struct
 	if (need_dists && (spec->n_dists == 0 || spec->n_dists > 100000))
 		return st_fail(err, STORE_E_INVALID, "submit: %zu distributions (1 to 100000)", spec->n_dists);
 	for (size_t i = 0; need_dists && i < spec->n_dists; i++)
-		if (!ok_name(spec->dists[i]))
+		if (!q_ok_name(spec->dists[i]))
 			return st_fail(err, STORE_E_INVALID, "submit: distribution %zu is empty or too long", i + 1);
 	if (spec->n_suites > 64)
 		return st_fail(err, STORE_E_INVALID, "submit: more than 64 images");
 	for (size_t i = 0; i < spec->n_suites; i++)
-		if (!ok_name(spec->suites[i]))
+		if (!q_ok_name(spec->suites[i]))
 			return st_fail(err, STORE_E_INVALID, "submit: image %zu is empty or too long", i + 1);
 	if (spec->recipe && strlen(spec->recipe) > (1u << 20))
 		return st_fail(err, STORE_E_INVALID, "submit: the recipe is over 1 MiB");
@@ -140,7 +138,7 @@ int store_run_new(struct store *st, const struct store_run_spec *spec, char run_
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err)
 {
-	_cleanup_free_ char *js = dump(result);
+	_cleanup_free_ char *js = q_dump(result);
 	if (!js || strlen(js) > MAX_JSON)
 		return st_fail(err, STORE_E_TOOBIG, "task '%s': result over %u bytes", task, MAX_JSON);
 	const char *fc = pj_str(result, "failure_class", NULL);
@@ -179,13 +177,13 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 	return 0;
 }
 
-static int store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err)
+int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err)
 {
 	const json_t *tasks = json_object_get(results, "tasks"), *t;
 	size_t i;
 	json_array_foreach(tasks, i, t) {
 		const char *name = pj_str(t, "task", NULL);
-		if (!json_is_object(t) || !ok_name(name))
+		if (!json_is_object(t) || !q_ok_name(name))
 			continue;
 		int rc = q_store_task(st, job_id, attempt, (int)i, name, t, err);
 		if (rc < 0)
@@ -194,134 +192,15 @@ static int store_tasks(struct store *st, const char *job_id, int attempt, const 
 	return 0;
 }
 
-/* The host-made runs/<job>/ directory's regular files (logs/ one level down) as artefacts. */
-static int record_artefacts(struct store *st, const char *job_id, const char *dir, struct pyti_err *err)
-{
-	_cleanup_close_ int dfd = safe_opendir_path(dir, err);
-	if (dfd < 0)
-		return STORE_E_INTERNAL;
-	const char *subs[] = {"", "logs"};
-	int count = 0;
-	for (size_t s = 0; s < ARRAY_SIZE(subs); s++) {
-		int fd = *subs[s] ? safe_opendir_beneath(dfd, subs[s], NULL) : dup(dfd);
-		if (fd < 0)
-			continue;
-		DIR *d = fdopendir(fd);
-		if (!d) {
-			close(fd);
-			continue;
-		}
-		struct dirent *e;
-		while ((e = readdir(d)) && count < 1000) {
-			if (e->d_type != DT_REG)
-				continue;
-			_cleanup_free_ char *rel = *subs[s] ? xasprintf("%s/%s", subs[s], e->d_name) : xstrdup(e->d_name);
-			_cleanup_buf_ struct buf b = BUF_INIT(st->lim.blob_max);
-			struct pyti_err e2 = {0};
-			if (safe_read_beneath(dfd, rel, &b, &e2) < 0) {
-				log_warn("store: artefact %s/%s left out: %s", dir, rel, pyti_err_str(&e2));
-				continue;
-			}
-			char sha[65];
-			sha256_hex(b.data ? b.data : "", b.len, sha);
-			int rc = blob_put_locked(st, b.data ? b.data : "", b.len, sha, err);
-			if (rc == 0) {
-				struct sparam p[] = {P_T(job_id), P_T(rel), P_T(sha), P_I((long long)b.len)};
-				rc = st_exec(st, "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, 1, ?, ?, ?)"
-						 " ON CONFLICT DO NOTHING", p, NP(p), err);
-			}
-			if (rc < 0) {
-				closedir(d);
-				return rc;
-			}
-			count++;
-		}
-		closedir(d);
-	}
-	return 0;
-}
-
-int store_record_job(struct store *st, const char *run_id, const struct store_job_record *rec,
-		     char job_id[STORE_ID_SIZE], struct pyti_err *err)
-{
-	if (store_id_kind(run_id) != 'r')
-		return st_fail(err, STORE_E_INVALID, "record: '%s' is not a run id", run_id ? run_id : "");
-	if (!ok_name(rec->dist) || !ok_name(rec->suite))
-		return st_fail(err, STORE_E_INVALID, "record: the job needs a distribution and an image");
-	_cleanup_json_ json_t *errform = NULL;
-	const json_t *res = rec->results;
-	if (!res) {
-		const char *fc = pyti_fclass_name(rec->fclass);
-		errform = json_pack("{s:s, s:o, s:s}", "status", "error", "failure_class", fc ? json_string(fc) : json_null(),
-				    "error", rec->error ? rec->error : "");
-		if (!errform) /* the message was not UTF-8 */
-			errform = json_pack("{s:s, s:o}", "status", "error", "failure_class",
-					    fc ? json_string(fc) : json_null());
-		res = errform;
-	}
-	const char *status = pj_str(res, "status", "error"), *fc = pj_str(res, "failure_class", NULL);
-	const char *error = rec->error ? rec->error : pj_str(res, "error", NULL);
-	const char *recipe = rec->recipe_name ? rec->recipe_name : pj_str(res, "recipe", NULL);
-	const char *verdict = store_verdict_name(store_verdict_of(res));
-	_cleanup_free_ char *js = dump(res);
-	if (!js || strlen(js) > MAX_JSON)
-		return st_fail(err, STORE_E_TOOBIG, "record: results over %u bytes", MAX_JSON);
-	int rc = store_lock(st, err);
-	if (rc < 0)
-		return rc;
-	double now = now_wall(), wall = pj_num(res, "wall_s", 0);
-	store_id_new('j', job_id);
-	char lease[STORE_LEASE_SIZE];
-	char l1[STORE_ID_SIZE], l2[STORE_ID_SIZE];
-	store_id_new('l', l1);
-	store_id_new('l', l2);
-	snprintf(lease, sizeof lease, "%s%s", l1 + 1, l2 + 1);
-	if ((rc = st_begin(st, err)) < 0)
-		goto out;
-	long long seq = 0;
-	{
-		_cleanup_sres_ struct sres r = {0};
-		struct sparam p[] = {P_T(run_id), P_T(run_id)};
-		rc = st_query(st, "SELECT (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?) FROM runs WHERE id = ?",
-			      p, NP(p), &r, err);
-		if (rc < 0)
-			goto out;
-		if (r.nrow == 0) {
-			rc = st_fail(err, STORE_E_NOTFOUND, "record: no run %s", run_id);
-			goto out;
-		}
-		seq = sres_i(&r, 0, 0);
-	}
-	struct sparam pj[] = {P_T(job_id),    P_T(run_id),    P_I(seq),	   P_T(rec->dist), P_T(rec->suite),
-			      P_T(rec->backend), P_T(recipe), P_D(now - wall), P_T(status),	   P_T(fc),
-			      P_T(verdict),   P_T(error),     P_T(js),	   P_D(now)};
-	rc = st_exec(st, "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state,"
-			 " attempt, max_attempts, status, failure_class, verdict, error, results, finished)"
-			 " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 'done', 1, 1, ?, ?, ?, ?, ?, ?)", pj, NP(pj), err);
-	if (rc < 0)
-		goto out;
-	struct sparam pa[] = {P_T(job_id), P_T(lease), P_D(now - wall), P_D(now), P_T(fc)};
-	rc = st_exec(st, "INSERT INTO attempts (job_id, attempt, lease, started, ended, outcome, failure_class)"
-			 " VALUES (?, 1, ?, ?, ?, 'done', ?)", pa, NP(pa), err);
-	if (rc < 0 || (rc = store_tasks(st, job_id, 1, res, err)) < 0)
-		goto out;
-	if (rec->artefact_dir && (rc = record_artefacts(st, job_id, rec->artefact_dir, err)) < 0)
-		goto out;
-	rc = st_commit(st, err);
-out:
-	store_unlock(st);
-	return rc;
-}
-
 /* ---- workers ---- */
 int store_worker_hello(struct store *st, const char *name, const json_t *capabilities,
 		       char worker_id[STORE_ID_SIZE], struct pyti_err *err)
 {
-	if (!ok_name(name) || strlen(name) > 256)
+	if (!q_ok_name(name) || strlen(name) > 256)
 		return st_fail(err, STORE_E_INVALID, "hello: a worker needs a name of 1 to 256 bytes");
 	if (capabilities && !json_is_object(capabilities))
 		return st_fail(err, STORE_E_INVALID, "hello: capabilities must be an object");
-	_cleanup_free_ char *caps = capabilities ? dump(capabilities) : xstrdup("{}");
+	_cleanup_free_ char *caps = capabilities ? q_dump(capabilities) : xstrdup("{}");
 	if (!caps || strlen(caps) > MAX_CAPS)
 		return st_fail(err, STORE_E_INVALID, "hello: capabilities over %u bytes", MAX_CAPS);
 	int rc = store_lock(st, err);
@@ -548,7 +427,7 @@ int store_heartbeat(struct store *st, const struct store_lease *l, const json_t 
 {
 	*expires_in_s = 0;
 	*cancel = false;
-	_cleanup_free_ char *prog = dump(progress);
+	_cleanup_free_ char *prog = q_dump(progress);
 	if (prog && strlen(prog) > 4096)
 		return st_fail(err, STORE_E_INVALID, "heartbeat: progress over 4096 bytes");
 	int rc = store_lock(st, err);
@@ -578,7 +457,7 @@ out:
 int store_report(struct store *st, const struct store_lease *l, const char *task, const json_t *result,
 		 struct pyti_err *err)
 {
-	if (!ok_name(task) || strlen(task) > 256)
+	if (!q_ok_name(task) || strlen(task) > 256)
 		return st_fail(err, STORE_E_INVALID, "report: a task name of 1 to 256 bytes");
 	if (!json_is_object(result))
 		return st_fail(err, STORE_E_INVALID, "report: the result must be an object");
@@ -608,7 +487,7 @@ static int check_artefacts(const json_t *a, struct pyti_err *err)
 	json_t *v;
 	json_array_foreach(a, i, v) {
 		const char *name = pj_str(v, "name", NULL), *sha = pj_str(v, "sha256", NULL);
-		if (!ok_name(name) || !sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64 ||
+		if (!q_ok_name(name) || !sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64 ||
 		    !json_is_integer(json_object_get(v, "size")) || pj_int(v, "size", -1) < 0)
 			return st_fail(err, STORE_E_INVALID, "finish: artefact %zu needs a name, a sha256 and a size", i + 1);
 	}
@@ -652,7 +531,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		if (f->error)
 			json_object_set_new(res, "error", pj_string_lossy(f->error, strlen(f->error)));
 	}
-	_cleanup_free_ char *js = dump(res);
+	_cleanup_free_ char *js = q_dump(res);
 	if (!js || strlen(js) > MAX_JSON)
 		return st_fail(err, STORE_E_TOOBIG, "finish: results over %u bytes", MAX_JSON);
 	if ((rc = store_lock(st, err)) < 0)
@@ -693,7 +572,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 			*missing = steal_pointer(&miss);
 		goto out;
 	}
-	if ((rc = store_tasks(st, l->job_id, l->attempt, res, err)) < 0)
+	if ((rc = q_store_tasks(st, l->job_id, l->attempt, res, err)) < 0)
 		goto out;
 	json_array_foreach(f->artefacts, i, v) {
 		struct sparam p[] = {P_T(l->job_id), P_I(l->attempt), P_T(pj_str(v, "name", "")),

@@ -3,7 +3,8 @@
  *   store.c        ids, names, verdict rule, opening, limits, the engine-neutral query helpers
  *   schema.c       the schema and its migrations
  *   store_sqlite.c the SQLite engine     store_pg.c  the PostgreSQL engine
- *   queue.c        submit, record, claim, heartbeat, report, finish, expire, cancel, workers
+ *   queue.c        submit, claim, heartbeat, report, finish, expire, cancel, workers
+ *   record.c       jobs recorded by a local `pyti run`
  *   read.c         status, results, runs, show
  *   blob.c         blobs (zstd) and copy
  *
@@ -102,6 +103,12 @@ int schema_version(struct store *st, int *version, struct pyti_err *err);
 /* queue.c: store one task's result (idempotent) and its test cases; seq < 0: the attempt's next */
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err);
+#define MAX_JSON (8u << 20) /* one task result or a whole results.json */
+
+/* queue.c: shared by record.c */
+char *q_dump(const json_t *j);    /* compact JSON text (caller frees), NULL for NULL */
+bool q_ok_name(const char *s);    /* a non-empty name of at most 4096 bytes */
+int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err);
 /* blob.c: put inside the caller's transaction/lock */
 int blob_put_locked(struct store *st, const void *data, size_t len, const char *sha, struct pyti_err *err);
 /* read.c: JSON of a run header (counts, verdicts) */
