@@ -91,16 +91,20 @@ int store_record_job(struct store *st, const char *run_id, const struct store_jo
 		goto out;
 	long long seq = 0;
 	{
-		_cleanup_sres_ struct sres r = {0};
-		struct sparam p[] = {P_T(run_id), P_T(run_id)};
-		rc = st_query(st, "SELECT (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?) FROM runs WHERE id = ?",
-			      p, NP(p), &r, err);
-		if (rc < 0)
+		/* the run's row locked first (PostgreSQL), so that jobs recorded at once into one run
+		 * (a batch's processes) take turns for the next seq; the MAX is then a new statement,
+		 * with a snapshot that sees the other's job */
+		_cleanup_sres_ struct sres e = {0}, r = {0};
+		_cleanup_free_ char *lock = xasprintf("SELECT 1 FROM runs WHERE id = ?%s", st->ops->for_update);
+		struct sparam p[] = {P_T(run_id)};
+		if ((rc = st_query(st, lock, p, NP(p), &e, err)) < 0)
 			goto out;
-		if (r.nrow == 0) {
+		if (e.nrow == 0) {
 			rc = st_fail(err, STORE_E_NOTFOUND, "record: no run %s", run_id);
 			goto out;
 		}
+		if ((rc = st_query(st, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?", p, NP(p), &r, err)) < 0)
+			goto out;
 		seq = sres_i(&r, 0, 0);
 	}
 	struct sparam pj[] = {P_T(job_id),    P_T(run_id),    P_I(seq),	   P_T(rec->dist), P_T(rec->suite),

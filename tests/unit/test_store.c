@@ -690,6 +690,44 @@ static void test_record_and_copy(void **state)
 	assert_string_equal(pj_str(json_object_get(st, "run"), "origin", ""), "local");
 }
 
+/* A batch's processes record into one run at once: every job lands, each with its own seq. */
+static void test_record_concurrent(void **state)
+{
+	struct eng *e = engine(state);
+	struct pyti_err err = {0};
+	struct store_run_spec spec = {.origin = "local"};
+	char run[STORE_ID_SIZE];
+	assert_int_equal(store_run_new(e->st, &spec, run, &err), 0);
+	pid_t pid[2];
+	for (int k = 0; k < 2; k++) {
+		pid[k] = fork();
+		assert_true(pid[k] >= 0);
+		if (pid[k] == 0) {
+			struct store *st = NULL;
+			if (store_open(e->url, &st, &err) < 0)
+				_exit(10);
+			json_t *res = results("passed", 0);
+			for (int i = 0; i < 15; i++) {
+				char job[STORE_ID_SIZE];
+				struct store_job_record rec = {.dist = k ? "b" : "a", .suite = "bookworm", .results = res};
+				if (store_record_job(st, run, &rec, job, &err) < 0)
+					_exit(11);
+			}
+			json_decref(res);
+			store_close(st);
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		int ws;
+		assert_int_equal(waitpid(pid[k], &ws, 0), pid[k]);
+		assert_true(WIFEXITED(ws));
+		assert_int_equal(WEXITSTATUS(ws), 0);
+	}
+	assert_int_equal(raw_count(e, "SELECT COUNT(DISTINCT seq) FROM jobs"), 30);
+	assert_int_equal(raw_count(e, "SELECT MAX(seq) FROM jobs"), 30);
+}
+
 /* engine-independent */
 static void test_names_and_verdicts(void **state)
 {
@@ -739,7 +777,8 @@ static void test_names_and_verdicts(void **state)
 	cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),           \
 	cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),                  \
 	cmocka_unit_test_setup_teardown(test_migration, setup, teardown),              \
-	cmocka_unit_test_setup_teardown(test_record_and_copy, setup, teardown)
+	cmocka_unit_test_setup_teardown(test_record_and_copy, setup, teardown),            \
+	cmocka_unit_test_setup_teardown(test_record_concurrent, setup, teardown)
 
 int main(void)
 {
