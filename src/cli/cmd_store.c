@@ -49,11 +49,19 @@ static void runs_usage(FILE *f)
 
 int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_LIMIT, OPT_DIST, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_LIMIT,
+		OPT_DIST,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, OPT_JSON},	   {"limit", required_argument, NULL, OPT_LIMIT},
-		{"dist", required_argument, NULL, OPT_DIST}, {"store", required_argument, NULL, OPT_STORE},
-		{"help", no_argument, NULL, 'h'},	   {0},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"dist", required_argument, NULL, OPT_DIST},
+		{"store", required_argument, NULL, OPT_STORE},
+		{"help", no_argument, NULL, 'h'},
+		{0},
 	};
 	struct store_runs_query q = {.limit = 20};
 	const char *url = NULL;
@@ -103,7 +111,8 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 		printf("no runs in %s\n", store_describe(st));
 		return 0;
 	}
-	printf("%-18s %-21s %-7s %5s  %-22s %-32s %s\n", "RUN", "CREATED", "ORIGIN", "JOBS", "STATES", "VERDICTS", "DISTS");
+	printf("%-18s %-21s %-7s %5s  %-22s %-32s %s\n", "RUN", "CREATED", "ORIGIN", "JOBS", "STATES", "VERDICTS",
+	       "DISTS");
 	size_t i;
 	json_array_foreach(runs, i, r) {
 		printf("%-18s %-21s ", pj_str(r, "run_id", "?"), pj_str(r, "created", "?"));
@@ -139,16 +148,18 @@ static void show_usage(FILE *f)
 static void show_run(const json_t *out)
 {
 	const json_t *run = json_object_get(out, "run");
-	printf("run %s, created %s (%s), %lld jobs\n  states:   ", pj_str(run, "run_id", "?"), pj_str(run, "created", "?"),
-	       pj_str(run, "origin", "?"), pj_int(run, "jobs", 0));
+	printf("run %s, created %s (%s), %lld jobs\n  states:   ", pj_str(run, "run_id", "?"),
+	       pj_str(run, "created", "?"), pj_str(run, "origin", "?"), pj_int(run, "jobs", 0));
 	put_counts(json_object_get(run, "counts"), 0);
 	fputs("\n  verdicts: ", stdout);
 	put_counts(json_object_get(run, "verdicts"), 0);
-	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS", "DIST");
+	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS",
+	       "DIST");
 	size_t i;
 	json_t *j;
 	json_array_foreach(json_object_get(out, "jobs"), i, j) {
-		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"), pj_int(j, "attempt", 0));
+		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"),
+		       pj_int(j, "attempt", 0));
 		put_safe(pj_str(j, "suite", "-"), 9);
 		printf(" %-13s ", pj_str(j, "verdict", "-"));
 		put_safe(pj_str(j, "failure_class", "-"), 9);
@@ -208,7 +219,10 @@ static void show_job(const json_t *out)
 
 int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, OPT_JSON},
 		{"store", required_argument, NULL, OPT_STORE},
@@ -300,13 +314,14 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 	struct store_copy_stats s;
 	int rc = store_copy(src, dst, &s, &err);
 	if (ctx->json) {
-		_cleanup_json_ json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b}", "runs", (json_int_t)s.runs, "runs_skipped",
-						     (json_int_t)s.runs_skipped, "jobs", (json_int_t)s.jobs, "blobs",
-						     (json_int_t)s.blobs, "complete", rc == 0);
+		_cleanup_json_ json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b}", "runs", (json_int_t)s.runs,
+						     "runs_skipped", (json_int_t)s.runs_skipped, "jobs",
+						     (json_int_t)s.jobs, "blobs", (json_int_t)s.blobs, "complete",
+						     rc == 0);
 		print_json(j);
 	} else {
-		printf("copied %ld runs (%ld jobs, %ld blobs) from %s to %s; %ld runs were there already\n", s.runs, s.jobs,
-		       s.blobs, store_describe(src), store_describe(dst), s.runs_skipped);
+		printf("copied %ld runs (%ld jobs, %ld blobs) from %s to %s; %ld runs were there already\n", s.runs,
+		       s.jobs, s.blobs, store_describe(src), store_describe(dst), s.runs_skipped);
 	}
 	return rc < 0 ? store_fail(&err) : 0;
 }

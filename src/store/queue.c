@@ -11,8 +11,8 @@
 #include "store-int.h"
 
 #define MAX_CAPS (64u << 10) /* a worker's capabilities */
-#define MAX_CASES 1000       /* test cases kept per task (results' failures are capped alike) */
-#define MAX_TEXT 4096        /* a dist, suite, task or worker name */
+#define MAX_CASES 1000	     /* test cases kept per task (results' failures are capped alike) */
+#define MAX_TEXT 4096	     /* a dist, suite, task or worker name */
 
 char *q_dump(const json_t *j)
 {
@@ -32,7 +32,9 @@ static bool ok_str_array(const json_t *a)
 		return false;
 	size_t i;
 	json_t *v;
-	json_array_foreach(a, i, v) if (!json_is_string(v)) return false;
+	json_array_foreach(a, i, v)
+		if (!json_is_string(v))
+			return false;
 	return true;
 }
 
@@ -44,7 +46,9 @@ static bool ok_str_object(const json_t *o)
 		return false;
 	const char *k;
 	json_t *v;
-	json_object_foreach((json_t *)o, k, v) if (!json_is_string(v)) return false;
+	json_object_foreach((json_t *)o, k, v)
+		if (!json_is_string(v))
+			return false;
 	return true;
 }
 
@@ -52,11 +56,19 @@ static int new_run(struct store *st, const struct store_run_spec *spec, const ch
 		   struct pyti_err *err)
 {
 	_cleanup_free_ char *env = q_dump(spec->env), *posargs = q_dump(spec->posargs);
-	struct sparam p[] = {P_T(id),	P_D(now), P_T(spec->origin ? spec->origin : "submit"), P_T(spec->recipe),
-			     P_T(spec->recipe_name), P_T(spec->backend), P_T(env), P_T(posargs),
+	struct sparam p[] = {P_T(id),
+			     P_D(now),
+			     P_T(spec->origin ? spec->origin : "submit"),
+			     P_T(spec->recipe),
+			     P_T(spec->recipe_name),
+			     P_T(spec->backend),
+			     P_T(env),
+			     P_T(posargs),
 			     P_I(spec->priority)};
-	return st_exec(st, "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority)"
-			   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", p, NP(p), err);
+	return st_exec(st,
+		       "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority)"
+		       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       p, NP(p), err);
 }
 
 static int check_spec(const struct store_run_spec *spec, bool need_dists, struct pyti_err *err)
@@ -102,13 +114,21 @@ int store_submit(struct store *st, const struct store_run_spec *spec, json_t **o
 		for (size_t s = 0; s < n_suites; s++) {
 			char id[STORE_ID_SIZE];
 			store_id_new('j', id);
-			struct sparam p[] = {P_T(id),	     P_T(run_id),	    P_I(++seq),
-					     P_T(spec->dists[d]), P_T(suites[s]),	    P_T(spec->backend),
-					     P_T(spec->recipe_name), P_I(spec->priority), P_D(now),
+			struct sparam p[] = {P_T(id),
+					     P_T(run_id),
+					     P_I(++seq),
+					     P_T(spec->dists[d]),
+					     P_T(suites[s]),
+					     P_T(spec->backend),
+					     P_T(spec->recipe_name),
+					     P_I(spec->priority),
+					     P_D(now),
 					     P_I(st->lim.max_attempts)};
-			rc = st_exec(st, "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
-					 " created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
-				     p, NP(p), err);
+			rc = st_exec(
+				st,
+				"INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
+				" created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+				p, NP(p), err);
 			if (rc < 0)
 				goto out;
 			json_array_append_new(jobs, json_string(id));
@@ -121,8 +141,7 @@ out:
 	return rc;
 }
 
-int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE],
-		  struct pyti_err *err)
+int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE], struct pyti_err *err)
 {
 	int rc = check_spec(spec, false, err);
 	if (rc < 0 || (rc = store_lock(st, err)) < 0)
@@ -146,16 +165,24 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 	_cleanup_sres_ struct sres r = {0};
 	int rc;
 	if (seq >= 0) {
-		struct sparam p[] = {P_T(job_id), P_I(attempt), P_T(task), P_I(seq), P_T(pj_str(result, "status", NULL)),
-				     P_T(fc), wall, P_T(js)};
-		rc = st_query(st, "INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
-				  " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq", p, NP(p), &r, err);
+		struct sparam p[] = {
+			P_T(job_id), P_I(attempt), P_T(task), P_I(seq), P_T(pj_str(result, "status", NULL)),
+			P_T(fc),     wall,	   P_T(js)};
+		rc = st_query(
+			st,
+			"INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+			p, NP(p), &r, err);
 	} else { /* the next seq of the attempt, in the same statement (one round trip less) */
-		struct sparam p[] = {P_T(job_id), P_I(attempt), P_T(task), P_T(job_id), P_I(attempt),
-				     P_T(pj_str(result, "status", NULL)), P_T(fc), wall, P_T(js)};
-		rc = st_query(st, "INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
-				  " VALUES (?, ?, ?, (SELECT COUNT(*) FROM task_results WHERE job_id = ? AND attempt = ?),"
-				  " ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq", p, NP(p), &r, err);
+		struct sparam p[] = {P_T(job_id), P_I(attempt), P_T(task),
+				     P_T(job_id), P_I(attempt), P_T(pj_str(result, "status", NULL)),
+				     P_T(fc),	  wall,		P_T(js)};
+		rc = st_query(
+			st,
+			"INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
+			" VALUES (?, ?, ?, (SELECT COUNT(*) FROM task_results WHERE job_id = ? AND attempt = ?),"
+			" ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+			p, NP(p), &r, err);
 	}
 	if (rc < 0 || r.nrow == 0) /* r.nrow == 0: a repeat, already stored with its cases */
 		return rc;
@@ -167,10 +194,17 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 		const char *id = pj_str(f, "id", NULL), *outcome = pj_str(f, "outcome", "failed");
 		if (!id)
 			continue;
-		struct sparam q[] = {P_T(job_id), P_I(attempt), P_T(task), P_I((long long)i),
-				     P_T(id),	  P_T(outcome), P_T(pj_str(f, "message", NULL))};
-		rc = st_exec(st, "INSERT INTO testcases (job_id, attempt, task, seq, case_id, outcome, message)"
-				 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", q, NP(q), err);
+		struct sparam q[] = {P_T(job_id),
+				     P_I(attempt),
+				     P_T(task),
+				     P_I((long long)i),
+				     P_T(id),
+				     P_T(outcome),
+				     P_T(pj_str(f, "message", NULL))};
+		rc = st_exec(st,
+			     "INSERT INTO testcases (job_id, attempt, task, seq, case_id, outcome, message)"
+			     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+			     q, NP(q), err);
 		if (rc < 0)
 			return rc;
 	}
@@ -193,8 +227,8 @@ int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_
 }
 
 /* ---- workers ---- */
-int store_worker_hello(struct store *st, const char *name, const json_t *capabilities,
-		       char worker_id[STORE_ID_SIZE], struct pyti_err *err)
+int store_worker_hello(struct store *st, const char *name, const json_t *capabilities, char worker_id[STORE_ID_SIZE],
+		       struct pyti_err *err)
 {
 	if (!q_ok_name(name) || strlen(name) > 256)
 		return st_fail(err, STORE_E_INVALID, "hello: a worker needs a name of 1 to 256 bytes");
@@ -222,16 +256,18 @@ int store_workers(struct store *st, json_t **out, struct pyti_err *err)
 	if (rc < 0)
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
-	rc = st_query(st, "SELECT id, name, capabilities, created, last_seen FROM workers ORDER BY created DESC, id LIMIT 1000",
-		      NULL, 0, &r, err);
+	rc = st_query(
+		st,
+		"SELECT id, name, capabilities, created, last_seen FROM workers ORDER BY created DESC, id LIMIT 1000",
+		NULL, 0, &r, err);
 	store_unlock(st);
 	if (rc < 0)
 		return rc;
 	json_t *a = json_array();
 	for (size_t i = 0; i < r.nrow; i++)
-		json_array_append_new(a, json_pack("{s:o, s:o, s:o, s:f, s:f}", "worker_id", sres_jstr(&r, i, 0), "name",
-						   sres_jstr(&r, i, 1), "capabilities", sres_json(&r, i, 2), "created",
-						   sres_d(&r, i, 3), "last_seen", sres_d(&r, i, 4)));
+		json_array_append_new(a, json_pack("{s:o, s:o, s:o, s:f, s:f}", "worker_id", sres_jstr(&r, i, 0),
+						   "name", sres_jstr(&r, i, 1), "capabilities", sres_json(&r, i, 2),
+						   "created", sres_d(&r, i, 3), "last_seen", sres_d(&r, i, 4)));
 	*out = json_pack("{s:o}", "workers", a);
 	return 0;
 }
@@ -245,7 +281,8 @@ static int expire_locked(struct store *st, int *n, struct pyti_err *err)
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
 	_cleanup_free_ char *sql = xasprintf("SELECT id, attempt, max_attempts FROM jobs WHERE state = 'leased'"
-					     " AND lease_expires < ? ORDER BY id LIMIT 1000%s", st->ops->skip_locked);
+					     " AND lease_expires < ? ORDER BY id LIMIT 1000%s",
+					     st->ops->skip_locked);
 	struct sparam p[] = {P_D(now)};
 	if ((rc = st_query(st, sql, p, NP(p), &r, err)) < 0)
 		goto fail;
@@ -253,18 +290,25 @@ static int expire_locked(struct store *st, int *n, struct pyti_err *err)
 		const char *id = sres_s(&r, i, 0);
 		long long attempt = sres_i(&r, i, 1), max = sres_i(&r, i, 2);
 		_cleanup_free_ char *msg = xasprintf("lease lost (attempt %lld of %lld)", attempt, max);
-		struct sparam q[] = {P_T(msg), P_T(id), P_I(attempt)}, qf[] = {P_T(msg), P_D(now), P_T(id), P_I(attempt)};
+		struct sparam q[] = {P_T(msg), P_T(id), P_I(attempt)},
+			      qf[] = {P_T(msg), P_D(now), P_T(id), P_I(attempt)};
 		if (attempt < max)
-			rc = st_exec(st, "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL,"
-					 " worker_id = NULL, failure_class = 'Infra', error = ?, progress = NULL"
-					 " WHERE id = ? AND attempt = ? AND state = 'leased'", q, NP(q), err);
+			rc = st_exec(st,
+				     "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL,"
+				     " worker_id = NULL, failure_class = 'Infra', error = ?, progress = NULL"
+				     " WHERE id = ? AND attempt = ? AND state = 'leased'",
+				     q, NP(q), err);
 		else
-			rc = st_exec(st, "UPDATE jobs SET state = 'failed', failure_class = 'Infra', verdict = 'infra',"
-					 " error = ?, finished = ? WHERE id = ? AND attempt = ? AND state = 'leased'",
+			rc = st_exec(st,
+				     "UPDATE jobs SET state = 'failed', failure_class = 'Infra', verdict = 'infra',"
+				     " error = ?, finished = ? WHERE id = ? AND attempt = ? AND state = 'leased'",
 				     qf, NP(qf), err);
 		struct sparam a[] = {P_D(now), P_T(id), P_I(attempt)};
-		if (rc < 0 || (rc = st_exec(st, "UPDATE attempts SET ended = ?, outcome = 'lease-lost', failure_class = 'Infra'"
-						" WHERE job_id = ? AND attempt = ?", a, NP(a), err)) < 0)
+		if (rc < 0 ||
+		    (rc = st_exec(st,
+				  "UPDATE attempts SET ended = ?, outcome = 'lease-lost', failure_class = 'Infra'"
+				  " WHERE job_id = ? AND attempt = ?",
+				  a, NP(a), err)) < 0)
 			goto fail;
 	}
 	if (n)
@@ -336,7 +380,8 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 	{
 		_cleanup_sres_ struct sres w = {0};
 		struct sparam p[] = {P_D(now), P_T(worker_id)};
-		rc = st_query(st, "UPDATE workers SET last_seen = ? WHERE id = ? RETURNING capabilities", p, NP(p), &w, err);
+		rc = st_query(st, "UPDATE workers SET last_seen = ? WHERE id = ? RETURNING capabilities", p, NP(p), &w,
+			      err);
 		if (rc < 0)
 			goto out;
 		if (w.nrow == 0) {
@@ -359,10 +404,11 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		caps_list(&sql, c.nbackends);
 		buf_puts(&sql, "))");
 	}
-	buf_printf(&sql, " ORDER BY priority, created, seq LIMIT ?%s)"
-			 " UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
-			 " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM c)"
-			 " RETURNING id, attempt, lease, dist, suite, backend, run_id",
+	buf_printf(&sql,
+		   " ORDER BY priority, created, seq LIMIT ?%s)"
+		   " UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
+		   " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM c)"
+		   " RETURNING id, attempt, lease, dist, suite, backend, run_id",
 		   st->ops->skip_locked, st->ops->random_lease);
 	c.p[c.np++] = P_I(max);
 	c.p[c.np++] = P_D(exp);
@@ -373,11 +419,13 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		const char *id = sres_s(&r, i, 0), *lease = sres_s(&r, i, 2), *run = sres_s(&r, i, 6);
 		long long attempt = sres_i(&r, i, 1);
 		struct sparam a[] = {P_T(id), P_I(attempt), P_T(lease), P_T(worker_id), P_D(now)};
-		rc = st_exec(st, "INSERT INTO attempts (job_id, attempt, lease, worker_id, started) VALUES (?, ?, ?, ?, ?)", a,
-			     NP(a), err);
+		rc = st_exec(st,
+			     "INSERT INTO attempts (job_id, attempt, lease, worker_id, started) VALUES (?, ?, ?, ?, ?)",
+			     a, NP(a), err);
 		_cleanup_sres_ struct sres rr = {0};
 		struct sparam q[] = {P_T(run)};
-		if (rc < 0 || (rc = st_query(st, "SELECT recipe, env, posargs FROM runs WHERE id = ?", q, NP(q), &rr, err)) < 0)
+		if (rc < 0 ||
+		    (rc = st_query(st, "SELECT recipe, env, posargs FROM runs WHERE id = ?", q, NP(q), &rr, err)) < 0)
 			goto out;
 		json_t *env = sres_json(&rr, 0, 1), *posargs = sres_json(&rr, 0, 2);
 		if (!json_is_object(env))
@@ -387,8 +435,9 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		json_t *config = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "dist", sres_jstr(&r, i, 3), "suite",
 					   sres_jstr(&r, i, 4), "backend", sres_jstr(&r, i, 5), "recipe",
 					   sres_jstr(&rr, 0, 0), "env", env, "posargs", posargs);
-		json_array_append_new(out, json_pack("{s:s, s:I, s:s, s:i, s:o}", "job_id", id, "attempt", attempt, "lease",
-						     lease, "lease_expires_in_s", st->lim.lease_s, "config", config));
+		json_array_append_new(out,
+				      json_pack("{s:s, s:I, s:s, s:i, s:o}", "job_id", id, "attempt", attempt, "lease",
+						lease, "lease_expires_in_s", st->lim.lease_s, "config", config));
 	}
 commit:
 	if ((rc = st_commit(st, err)) == 0)
@@ -406,8 +455,8 @@ static int fence(struct store *st, const struct store_lease *l, struct sres *r, 
 		return st_fail(err, STORE_E_INVALID, "'%s' is not a job id", l->job_id ? l->job_id : "");
 	if (!l->lease || strlen(l->lease) != STORE_LEASE_SIZE - 1 || l->attempt < 1)
 		return st_fail(err, STORE_E_INVALID, "a lease is 32 hex digits and an attempt from 1");
-	_cleanup_free_ char *sql = xasprintf("SELECT state, attempt, lease, worker_id, max_attempts FROM jobs WHERE id = ?%s",
-					     st->ops->for_update);
+	_cleanup_free_ char *sql = xasprintf(
+		"SELECT state, attempt, lease, worker_id, max_attempts FROM jobs WHERE id = ?%s", st->ops->for_update);
 	struct sparam p[] = {P_T(l->job_id)};
 	int rc = st_query(st, sql, p, NP(p), r, err);
 	if (rc < 0)
@@ -417,7 +466,8 @@ static int fence(struct store *st, const struct store_lease *l, struct sres *r, 
 	const char *state = sres_s(r, 0, 0), *lease = sres_s(r, 0, 2);
 	if ((strcmp(state, "leased") && strcmp(state, "cancelled")) || sres_i(r, 0, 1) != l->attempt || !lease ||
 	    strcmp(lease, l->lease))
-		return st_fail(err, STORE_E_STALE, "job %s: attempt %d's lease is not the current one (the job is %s, attempt %lld)",
+		return st_fail(err, STORE_E_STALE,
+			       "job %s: attempt %d's lease is not the current one (the job is %s, attempt %lld)",
 			       l->job_id, l->attempt, state, sres_i(r, 0, 1));
 	return 0;
 }
@@ -440,7 +490,8 @@ int store_heartbeat(struct store *st, const struct store_lease *l, const json_t 
 	*cancel = strcmp(sres_s(&r, 0, 0), "cancelled") == 0;
 	if (!*cancel) {
 		struct sparam p[] = {P_D(now + st->lim.lease_s), P_T(prog), P_T(l->job_id)};
-		if ((rc = st_exec(st, "UPDATE jobs SET lease_expires = ?, progress = COALESCE(?, progress) WHERE id = ?", p,
+		if ((rc = st_exec(st,
+				  "UPDATE jobs SET lease_expires = ?, progress = COALESCE(?, progress) WHERE id = ?", p,
 				  NP(p), err)) < 0)
 			goto out;
 	}
@@ -489,7 +540,8 @@ static int check_artefacts(const json_t *a, struct pyti_err *err)
 		const char *name = pj_str(v, "name", NULL), *sha = pj_str(v, "sha256", NULL);
 		if (!q_ok_name(name) || !sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64 ||
 		    !json_is_integer(json_object_get(v, "size")) || pj_int(v, "size", -1) < 0)
-			return st_fail(err, STORE_E_INVALID, "finish: artefact %zu needs a name, a sha256 and a size", i + 1);
+			return st_fail(err, STORE_E_INVALID, "finish: artefact %zu needs a name, a sha256 and a size",
+				       i + 1);
 	}
 	return 0;
 }
@@ -515,7 +567,8 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		*missing = NULL;
 	const char *status = f->status ? f->status : "";
 	if (strcmp(status, "passed") && strcmp(status, "failed") && strcmp(status, "error"))
-		return st_fail(err, STORE_E_INVALID, "finish: status must be passed, failed or error, not '%s'", status);
+		return st_fail(err, STORE_E_INVALID, "finish: status must be passed, failed or error, not '%s'",
+			       status);
 	int fc = pyti_fclass_parse(f->failure_class);
 	if (fc < 0)
 		return st_fail(err, STORE_E_INVALID, "finish: unknown failure class '%s'", f->failure_class);
@@ -544,7 +597,8 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		goto out;
 	/* a repeat of a finish that was accepted answers what it did */
 	struct sparam pa[] = {P_T(l->job_id), P_I(l->attempt)};
-	if ((rc = st_query(st, "SELECT lease, outcome FROM attempts WHERE job_id = ? AND attempt = ?", pa, NP(pa), &a, err)) < 0)
+	if ((rc = st_query(st, "SELECT lease, outcome FROM attempts WHERE job_id = ? AND attempt = ?", pa, NP(pa), &a,
+			   err)) < 0)
 		goto out;
 	if (a.nrow && l->lease && sres_s(&a, 0, 1) && strcmp(sres_s(&a, 0, 0), l->lease) == 0 &&
 	    strcmp(sres_s(&a, 0, 1), "lease-lost")) {
@@ -577,8 +631,10 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 	json_array_foreach(f->artefacts, i, v) {
 		struct sparam p[] = {P_T(l->job_id), P_I(l->attempt), P_T(pj_str(v, "name", "")),
 				     P_T(pj_str(v, "sha256", "")), P_I(pj_int(v, "size", 0))};
-		if ((rc = st_exec(st, "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, ?, ?, ?, ?)"
-				      " ON CONFLICT DO NOTHING", p, NP(p), err)) < 0)
+		if ((rc = st_exec(st,
+				  "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, ?, ?, ?, ?)"
+				  " ON CONFLICT DO NOTHING",
+				  p, NP(p), err)) < 0)
 			goto out;
 	}
 	const char *fcn = fc ? pyti_fclass_name(fc) : NULL, *outcome;
@@ -587,30 +643,44 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		*state = STORE_CANCELLED;
 		outcome = "cancelled";
 		struct sparam p[] = {P_T(status), P_T(fcn), P_T(js), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET status = ?, failure_class = ?, results = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st, "UPDATE jobs SET status = ?, failure_class = ?, results = ? WHERE id = ?", p, NP(p),
+			     err);
 	} else if (strcmp(status, "passed") && store_fclass_retried(fc) && l->attempt < max) {
 		*state = STORE_QUEUED;
 		outcome = "retry";
 		struct sparam p[] = {P_T(fcn), P_T(error), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL, worker_id = NULL,"
-				 " progress = NULL, failure_class = ?, error = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL, worker_id = NULL,"
+			     " progress = NULL, failure_class = ?, error = ? WHERE id = ?",
+			     p, NP(p), err);
 	} else if (strcmp(status, "passed") && store_fclass_retried(fc)) {
 		*state = STORE_FAILED;
 		outcome = "failed";
 		struct sparam p[] = {P_T(status), P_T(fcn), P_T(error), P_T(js), P_D(now), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'failed', verdict = 'infra', status = ?, failure_class = ?,"
-				 " error = ?, results = ?, finished = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'failed', verdict = 'infra', status = ?, failure_class = ?,"
+			     " error = ?, results = ?, finished = ? WHERE id = ?",
+			     p, NP(p), err);
 	} else {
 		*state = STORE_DONE;
 		outcome = "done";
-		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))), P_T(status), P_T(fcn), P_T(error),
-				     P_T(js), P_D(now), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"
-				 " results = ?, finished = ? WHERE id = ?", p, NP(p), err);
+		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))),
+				     P_T(status),
+				     P_T(fcn),
+				     P_T(error),
+				     P_T(js),
+				     P_D(now),
+				     P_T(l->job_id)};
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"
+			     " results = ?, finished = ? WHERE id = ?",
+			     p, NP(p), err);
 	}
 	struct sparam pe[] = {P_D(now), P_T(outcome), P_T(fcn), P_T(l->job_id), P_I(l->attempt)};
-	if (rc < 0 || (rc = st_exec(st, "UPDATE attempts SET ended = ?, outcome = ?, failure_class = ?"
-					" WHERE job_id = ? AND attempt = ?", pe, NP(pe), err)) < 0)
+	if (rc < 0 || (rc = st_exec(st,
+				    "UPDATE attempts SET ended = ?, outcome = ?, failure_class = ?"
+				    " WHERE job_id = ? AND attempt = ?",
+				    pe, NP(pe), err)) < 0)
 		goto out;
 	rc = st_commit(st, err);
 out:
@@ -637,10 +707,11 @@ int store_cancel(struct store *st, const char *id, int *n, struct pyti_err *err)
 		rc = st_fail(err, STORE_E_NOTFOUND, "cancel: no %s %s", kind == 'r' ? "run" : "job", id);
 		goto out;
 	}
-	rc = st_query(st, kind == 'r' ? "UPDATE jobs SET state = 'cancelled', finished = ? WHERE run_id = ?"
-					" AND state IN ('queued', 'leased') RETURNING id"
-				      : "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?"
-					" AND state IN ('queued', 'leased') RETURNING id",
+	rc = st_query(st,
+		      kind == 'r' ? "UPDATE jobs SET state = 'cancelled', finished = ? WHERE run_id = ?"
+				    " AND state IN ('queued', 'leased') RETURNING id"
+				  : "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?"
+				    " AND state IN ('queued', 'leased') RETURNING id",
 		      u, NP(u), &r, err);
 	if (rc < 0 || (rc = st_commit(st, err)) < 0)
 		goto out;

@@ -26,7 +26,8 @@ static int record_artefacts(struct store *st, const char *job_id, const char *di
 		while ((e = readdir(d)) && count < 1000) {
 			if (e->d_type != DT_REG)
 				continue;
-			_cleanup_free_ char *rel = *subs[s] ? xasprintf("%s/%s", subs[s], e->d_name) : xstrdup(e->d_name);
+			_cleanup_free_ char *rel = *subs[s] ? xasprintf("%s/%s", subs[s], e->d_name)
+							    : xstrdup(e->d_name);
 			_cleanup_buf_ struct buf b = BUF_INIT(st->lim.blob_max);
 			struct pyti_err e2 = {0};
 			if (safe_read_beneath(dfd, rel, &b, &e2) < 0) {
@@ -38,8 +39,11 @@ static int record_artefacts(struct store *st, const char *job_id, const char *di
 			int rc = blob_put_locked(st, b.data ? b.data : "", b.len, sha, err);
 			if (rc == 0) {
 				struct sparam p[] = {P_T(job_id), P_T(rel), P_T(sha), P_I((long long)b.len)};
-				rc = st_exec(st, "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, 1, ?, ?, ?)"
-						 " ON CONFLICT DO NOTHING", p, NP(p), err);
+				rc = st_exec(
+					st,
+					"INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, 1, ?, ?, ?)"
+					" ON CONFLICT DO NOTHING",
+					p, NP(p), err);
 			}
 			if (rc < 0) {
 				closedir(d);
@@ -63,8 +67,8 @@ int store_record_job(struct store *st, const char *run_id, const struct store_jo
 	const json_t *res = rec->results;
 	if (!res) {
 		const char *fc = pyti_fclass_name(rec->fclass);
-		errform = json_pack("{s:s, s:o, s:s}", "status", "error", "failure_class", fc ? json_string(fc) : json_null(),
-				    "error", rec->error ? rec->error : "");
+		errform = json_pack("{s:s, s:o, s:s}", "status", "error", "failure_class",
+				    fc ? json_string(fc) : json_null(), "error", rec->error ? rec->error : "");
 		if (!errform) /* the message was not UTF-8 */
 			errform = json_pack("{s:s, s:o}", "status", "error", "failure_class",
 					    fc ? json_string(fc) : json_null());
@@ -103,21 +107,26 @@ int store_record_job(struct store *st, const char *run_id, const struct store_jo
 			rc = st_fail(err, STORE_E_NOTFOUND, "record: no run %s", run_id);
 			goto out;
 		}
-		if ((rc = st_query(st, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?", p, NP(p), &r, err)) < 0)
+		if ((rc = st_query(st, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?", p, NP(p), &r,
+				   err)) < 0)
 			goto out;
 		seq = sres_i(&r, 0, 0);
 	}
-	struct sparam pj[] = {P_T(job_id),    P_T(run_id),    P_I(seq),	   P_T(rec->dist), P_T(rec->suite),
-			      P_T(rec->backend), P_T(recipe), P_D(now - wall), P_T(status),	   P_T(fc),
-			      P_T(verdict),   P_T(error),     P_T(js),	   P_D(now)};
-	rc = st_exec(st, "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state,"
-			 " attempt, max_attempts, status, failure_class, verdict, error, results, finished)"
-			 " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 'done', 1, 1, ?, ?, ?, ?, ?, ?)", pj, NP(pj), err);
+	struct sparam pj[] = {P_T(job_id),	 P_T(run_id), P_I(seq),	       P_T(rec->dist), P_T(rec->suite),
+			      P_T(rec->backend), P_T(recipe), P_D(now - wall), P_T(status),    P_T(fc),
+			      P_T(verdict),	 P_T(error),  P_T(js),	       P_D(now)};
+	rc = st_exec(st,
+		     "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state,"
+		     " attempt, max_attempts, status, failure_class, verdict, error, results, finished)"
+		     " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 'done', 1, 1, ?, ?, ?, ?, ?, ?)",
+		     pj, NP(pj), err);
 	if (rc < 0)
 		goto out;
 	struct sparam pa[] = {P_T(job_id), P_T(lease), P_D(now - wall), P_D(now), P_T(fc)};
-	rc = st_exec(st, "INSERT INTO attempts (job_id, attempt, lease, started, ended, outcome, failure_class)"
-			 " VALUES (?, 1, ?, ?, ?, 'done', ?)", pa, NP(pa), err);
+	rc = st_exec(st,
+		     "INSERT INTO attempts (job_id, attempt, lease, started, ended, outcome, failure_class)"
+		     " VALUES (?, 1, ?, ?, ?, 'done', ?)",
+		     pa, NP(pa), err);
 	if (rc < 0 || (rc = q_store_tasks(st, job_id, 1, res, err)) < 0)
 		goto out;
 	if (rec->artefact_dir && (rc = record_artefacts(st, job_id, rec->artefact_dir, err)) < 0)
