@@ -3,6 +3,7 @@
  * test ids, messages): escaped for the terminal like the run's own table. */
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "manager.h"
@@ -138,10 +139,12 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 
 static void show_usage(FILE *f)
 {
-	fputs("usage: pyti show RUN|JOB [--json] [--store URL]\n\n"
+	fputs("usage: pyti show RUN|JOB [--json] [--store URL]\n"
+	      "       pyti show JOB --artefact NAME [--store URL]\n\n"
 	      "Read a run (r…: its jobs, their states and verdicts) or a job (j…: its attempts, task\n"
 	      "results, failed test cases and artefacts, and the task table `pyti run` printed) back from\n"
-	      "the store. A unique prefix of an id (at least 5 characters) will do.\n",
+	      "the store. A unique prefix of an id (at least 5 characters) will do. --artefact NAME\n"
+	      "writes one of the job's kept files (e.g. logs/test.log, results.json) to stdout.\n",
 	      f);
 }
 
@@ -217,19 +220,51 @@ static void show_job(const json_t *out)
 		report_table(stdout, res, false);
 }
 
+/* One artefact of the job's last attempt that has it, to stdout: the bytes as stored into a pipe or
+ * file, escaped for a terminal (a package wrote them). */
+static int show_artefact(struct store *st, const json_t *out, const char *name)
+{
+	const json_t *job = json_object_get(out, "job");
+	if (!job)
+		return cli_usage("show: --artefact needs a job id (j…), not a run");
+	const char *sha = NULL;
+	size_t i, k;
+	json_t *a, *x;
+	json_array_foreach(json_object_get(job, "attempts"), i, a) {
+		json_array_foreach(json_object_get(a, "artefacts"), k, x) {
+			if (strcmp(pj_str(x, "name", ""), name) == 0)
+				sha = pj_str(x, "sha256", NULL);
+		}
+	}
+	if (!sha)
+		return cli_usage("show: job %s has no artefact '%s' (`pyti show JOB` lists them)",
+				 pj_str(job, "job_id", "?"), name);
+	struct pyti_err err = {0};
+	_cleanup_buf_ struct buf b = BUF_INIT(0);
+	if (store_blob_get(st, sha, &b, &err) < 0)
+		return store_fail(&err);
+	if (isatty(1))
+		term_put_safe(stdout, b.data ? b.data : "", b.len, TERM_KEEP_NEWLINES);
+	else if (b.len && fwrite(b.data, 1, b.len, stdout) != b.len)
+		return cli_usage("show: cannot write to stdout");
+	return fflush(stdout) == 0 ? 0 : PYTI_EXIT_INFRA;
+}
+
 int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 {
 	enum {
 		OPT_JSON = 256,
-		OPT_STORE
+		OPT_STORE,
+		OPT_ARTEFACT
 	};
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, OPT_JSON},
 		{"store", required_argument, NULL, OPT_STORE},
+		{"artefact", required_argument, NULL, OPT_ARTEFACT},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	const char *url = NULL;
+	const char *url = NULL, *artefact = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -238,6 +273,9 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 			break;
 		case OPT_STORE:
 			url = optarg;
+			break;
+		case OPT_ARTEFACT:
+			artefact = optarg;
 			break;
 		case 'h':
 			show_usage(stdout);
@@ -256,6 +294,8 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 	_cleanup_json_ json_t *out = NULL;
 	if (cli_store_open(ctx, url, &st, &err) < 0 || store_show(st, argv[optind], &out, &err) < 0)
 		return store_fail(&err);
+	if (artefact)
+		return show_artefact(st, out, artefact);
 	if (ctx->json)
 		print_json(out);
 	else if (json_object_get(out, "job"))

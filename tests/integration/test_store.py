@@ -116,8 +116,13 @@ def test_copy_to_postgresql(pyti, recorded, postgres):
     a = js(pyti("--store", db, "show", job_id, "--json"))["job"]
     b = js(pyti("--store", f"host={postgres} dbname=pyti user=pyti", "show", job_id, "--json"))["job"]
     assert a == b  # everything, down to the artefacts' digests
-    # one artefact read back through PostgreSQL's copy of the blob
+    # one artefact read back through PostgreSQL's copy of the blob: the same bytes
     assert any(x["name"] == "logs/test.log" and x["size"] > 0 for x in b["attempts"][0]["artefacts"])
+    la = pyti("--store", db, "show", job_id, "--artefact", "logs/test.log")
+    pa = pyti("--store", url, "show", job_id, "--artefact", "logs/test.log")
+    assert la.returncode == 0 and pa.returncode == 0, pa.stderr
+    assert "test_fail_0" in pa.stdout and pa.stdout == la.stdout
+    assert pyti("--store", url, "show", job_id, "--artefact", "no/such").returncode == 2
 
 
 def test_run_records_into_postgresql(pyti, recorded, postgres):
