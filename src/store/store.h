@@ -140,6 +140,9 @@ struct store_run_spec {
 /* submit: a run with one queued job per dist × suite (in that order). *out = {"run_id", "jobs":
  * [job_id…]}. No dists is STORE_E_INVALID. */
 int store_submit(struct store *st, const struct store_run_spec *spec, json_t **out, struct pyti_err *err);
+/* rerun: a new run (queued, origin "submit") of a run's jobs (r…) or of one job (j…), with the same
+ * dists, suites, recipe, backend, env, posargs and priority. *out as store_submit's. */
+int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err);
 /* A run without jobs (spec->dists is ignored), for jobs recorded as they end (store_record_job). */
 int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE],
 		  struct pyti_err *err);

@@ -309,6 +309,19 @@ static void test_state_machine(void **state)
 	assert_int_equal(json_array_size(json_object_get(runs, "runs")), 1);
 	json_decref(none);
 	assert_int_equal(store_claim(e->st, "wffffffffffffffff", 1, &none, &err), STORE_E_NOTFOUND);
+
+	/* rerun: the run's jobs (or one job) again, queued in a new run */
+	_cleanup_json_ json_t *rr = NULL, *rjob = NULL, *rst = NULL;
+	assert_int_equal(store_rerun(e->st, run, &rr, &err), 0);
+	assert_string_not_equal(pj_str(rr, "run_id", ""), run);
+	assert_int_equal(json_array_size(json_object_get(rr, "jobs")), 3);
+	assert_int_equal(store_status(e->st, pj_str(rr, "run_id", ""), &rst, &err), 0);
+	assert_int_equal(count(rst, "counts", "queued"), 3);
+	assert_string_equal(pj_str(json_array_get(json_object_get(rst, "jobs"), 0), "dist", ""), "pkg000==1.0");
+	assert_int_equal(store_rerun(e->st, pj_str(j1, "job_id", ""), &rjob, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(rjob, "jobs")), 1);
+	json_decref(rr);
+	assert_int_equal(store_rerun(e->st, "rffffffffffffffff", &rr, &err), STORE_E_NOTFOUND);
 }
 
 /* Two processes claim from one queue at once: every job is handed out exactly once. */
