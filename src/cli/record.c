@@ -87,10 +87,10 @@ static bool rec_ready(const struct cli_ctx *ctx, const char *suite, const char *
 	return true;
 }
 
-int cli_record_begin(struct cli_ctx *ctx, const char *suite, const char *backend)
+int cli_record_begin(struct cli_ctx *ctx, const struct manager_opts *mo)
 {
 	pthread_mutex_lock(&rec.mu);
-	bool ok = rec_ready(ctx, suite, backend, NULL);
+	bool ok = rec_ready(ctx, mo->suite, mo->backend, mo->recipe_path);
 	pthread_mutex_unlock(&rec.mu);
 	return ok ? 0 : -1;
 }
