@@ -94,6 +94,9 @@ enum store_engine {
  * its parent directory is created. A PostgreSQL that cannot be reached is STORE_E_UNAVAILABLE. */
 struct store;
 int store_open(const char *url, struct store **out, struct pyti_err *err);
+/* store_open that never creates a database: a SQLite file that is not there is STORE_E_NOTFOUND (a
+ * source to copy from, say). An existing older schema is still migrated. */
+int store_open_existing(const char *url, struct store **out, struct pyti_err *err);
 /* Tests only: create or migrate the schema only up to `version` (1..STORE_SCHEMA_VERSION). */
 int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err);
 void store_close(struct store *st); /* NULL is fine */

@@ -792,6 +792,9 @@ static void test_names_and_verdicts(void **state)
 	struct pyti_err err = {0};
 	assert_int_equal(store_open("", &st, &err), STORE_E_INVALID);
 	assert_int_equal(store_open("sqlite:", &st, &err), STORE_E_INVALID);
+	/* a source that is not there is not created */
+	assert_int_equal(store_open_existing("sqlite:/tmp/pyti-no-such-store-dir/x.db", &st, &err), STORE_E_NOTFOUND);
+	assert_false(path_exists("/tmp/pyti-no-such-store-dir"));
 	/* a server that is not there is "unavailable", the retryable error */
 	assert_int_equal(store_open("host=/nonexistent-pyti dbname=x connect_timeout=2", &st, &err),
 			 STORE_E_UNAVAILABLE);
