@@ -197,7 +197,8 @@ struct store_lease {
 	int attempt;
 	const char *lease;
 };
-/* heartbeat: renew the lease for lease_s; *expires_in_s = lease_s, *cancel = the job was cancelled.
+/* heartbeat: renew the lease for lease_s; *expires_in_s = lease_s, or *cancel = true and 0 when the
+ * job was cancelled (the worker stops it and finishes; nothing is renewed).
  * progress ({"task", "i", "n"} or NULL) is kept for status. Updates the worker's last_seen. */
 int store_heartbeat(struct store *st, const struct store_lease *l, const json_t *progress, int *expires_in_s,
 		    bool *cancel, struct pyti_err *err);
