@@ -66,7 +66,8 @@ static int sq_connect(struct store *st, struct pyti_err *err)
 	}
 	struct sq *q = xcalloc(1, sizeof *q);
 	st->db = q;
-	int rc = sqlite3_open_v2(st->path, &q->db, SQLITE_OPEN_READWRITE | (st->no_create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX,
+	int rc = sqlite3_open_v2(st->path, &q->db,
+				 SQLITE_OPEN_READWRITE | (st->no_create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX,
 				 NULL);
 	if (rc != SQLITE_OK) {
 		rc = sq_err(st, err, rc, "open");

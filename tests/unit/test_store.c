@@ -317,6 +317,11 @@ static void test_state_machine(void **state)
 	assert_int_equal(json_array_size(json_object_get(rr, "jobs")), 3);
 	assert_int_equal(store_status(e->st, pj_str(rr, "run_id", ""), &rst, &err), 0);
 	assert_int_equal(count(rst, "counts", "queued"), 3);
+	assert_string_equal(pj_str(json_object_get(rst, "run"), "parent", ""), run);
+	_cleanup_json_ json_t *children = NULL;
+	struct store_runs_query qp = {.parent = run};
+	assert_int_equal(store_runs(e->st, &qp, &children, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(children, "runs")), 1);
 	assert_string_equal(pj_str(json_array_get(json_object_get(rst, "jobs"), 0), "dist", ""), "pkg000==1.0");
 	assert_int_equal(store_rerun(e->st, pj_str(j1, "job_id", ""), &rjob, &err), 0);
 	assert_int_equal(json_array_size(json_object_get(rjob, "jobs")), 1);
