@@ -42,6 +42,7 @@ static void usage(FILE *f)
 	fprintf(f, "\noptions:\n"
 		   "  --state-dir DIR  images, cache, runs (default $PYTI_STATE_DIR, $XDG_CACHE_HOME/pyti, ~/.cache/pyti)\n"
 		   "  -v, --verbose    more messages on stderr (-vv: debug)\n"
+		   "  --json           JSON on stdout, errors included (as the command's --json)\n"
 		   "  -V, --version    print the version\n"
 		   "  -h, --help       this help\n");
 	fprintf(f, "\n`pyti COMMAND --help` describes a command. Exit status: 0 all passed, 1 a task failed,\n"
@@ -247,6 +248,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
+		{"json", no_argument, NULL, 'J'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -269,6 +271,9 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("pyti %s\n", PYTI_VERSION);
 			return 0;
+		case 'J': /* `pyti --json CMD` = `pyti CMD --json` */
+			ctx.json = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;

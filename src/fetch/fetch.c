@@ -129,9 +129,13 @@ static int classify(const char *dist, const char *what, const char *output, cons
 		return pyti_err_class(err, PYTI_FC_NETWORK,
 				      "cannot reach the package index to fetch %s (Network): %s\npip said:\n%s", dist,
 				      netline, tail);
-	if (has_any(output, unknown))
-		return pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s); pip said:\n%s", dist,
-				      what, tail);
+	if (has_any(output, unknown)) {
+		/* a name or version the index does not have is the user's mistake (exit 2); pip's
+		 * "(from versions: …)" in the tail names the versions it has */
+		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s); pip said:\n%s", dist, what, tail);
+		err->status = PYTI_EXIT_USAGE;
+		return -1;
+	}
 	return pyti_err_class(err, PYTI_FC_FETCH, "pip could not %s for %s; pip said:\n%s", what, dist, tail);
 }
 
