@@ -63,6 +63,12 @@ USAGE = [
     (["cache", "clean", "--older-than", "soon"], "--older-than 'soon'"),
     (["image", "build", "extra"], "unexpected argument 'extra'"),
     ([], "a command is needed"),
+    (["image"], "a subcommand is needed"),
+    (["image", "buld"], "did you mean 'build'?"),
+    (["image", "rm", "a", "b"], "unexpected argument 'b'"),
+    (["disk", "lss"], "did you mean 'ls'?"),
+    (["disk", "df", "a.img", "b.img"], "unexpected argument 'b.img'"),
+    (["vm", "strt", "x"], "did you mean 'start'?"),
 ]
 
 
