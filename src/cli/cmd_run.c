@@ -288,6 +288,8 @@ static void run_job_done(struct run *r, struct job *j)
 	say(r, j, "done (%zu/%zu): %s%s%s%s%s in %.1fs%s%.*s", r->n_done, r->n, verdict, fc ? " " : "", fc ? fc : "",
 	    *tests ? ", " : "", tests, j->t1 - j->t0, msg ? ": " : "", msg ? (int)strcspn(msg, "\n") : 0,
 	    msg ? msg : "");
+	if (json_object_get(j->result, "job_dir"))
+		say(r, j, "job directory kept: %s", pj_str(j->result, "job_dir", ""));
 }
 
 /* ---- the job's process ---- */

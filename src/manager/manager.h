@@ -77,7 +77,7 @@ void report_add_test_counts(json_t *results, const json_t *job, int io_fd);
  * 203 errors, 15 skipped, 1 xfailed"), "no tests", or "" when no task has tests. */
 void report_tests_summary(char *out, size_t cap, const json_t *results);
 /* The human table; its result line gives results' "command_s" (the whole command) when set, and
- * then fetch_s and wall_s; show_failures adds the last lines of each failed task's output (escaped). */
+ * then fetch_s and wall_s (the tasks'); show_failures adds the last lines of each failed task's output (escaped). */
 void report_table(FILE *f, const json_t *results, bool show_failures);
 /* One <testcase> per task (a failure class is an <error>), then a <testsuite> per test task with
  * one <testcase> per test, read back from its JUnit file kept under results' "logs". */

@@ -554,7 +554,7 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 	const json_t *cmd = json_object_get(r, "command_s");
 	fprintf(f, "\nresult: %s in %.1fs", status, cmd ? json_number_value(cmd) : pj_num(r, "wall_s", 0));
 	if (cmd && json_object_get(r, "fetch_s"))
-		fprintf(f, " (fetch %.1fs, sandbox %.1fs)", pj_num(r, "fetch_s", 0), pj_num(r, "wall_s", 0));
+		fprintf(f, " (fetch %.1fs, tasks %.1fs)", pj_num(r, "fetch_s", 0), pj_num(r, "wall_s", 0));
 	const char *logs = pj_str(r, "logs", NULL);
 	if (logs)
 		fprintf(f, "; logs in %s", logs);
