@@ -72,6 +72,9 @@ struct job {
 	pid_t pid;    /* its process while it runs */
 	int fd;       /* read end of its pipe, -1 when none */
 	struct buf in; /* bytes of a line not yet complete */
+	int efd;      /* read end of its stderr (its messages, relayed above the live lines), -1 when none */
+	char eline[4096]; /* a stderr line not yet complete */
+	size_t elen;
 	json_t *result; /* its raw data or its error object, once it ended */
 	int exit_status; /* what a single job's pyti exits with */
 	char announced[65]; /* the last "results" digest its sandbox's agent sent */
@@ -383,11 +386,59 @@ static void in_progress_here(void *arg, const char *phase, const json_t *ev)
 	job_event(h->r, h->j, phase, ev);
 }
 
+/* The job's process's own messages (pyti_log, its error): a line each, escaped where they were
+ * made; relayed here so that they never land inside the live lines, and in a batch say whose. */
+static void job_relay_line(struct run *r, struct job *j)
+{
+	j->eline[j->elen] = '\0';
+	_cleanup_free_ char *safe = term_safe_dup(j->eline, 0);
+	j->elen = 0;
+	live_clear(r);
+	if (r->batch && strncmp(safe, "pyti: ", 6) == 0)
+		fprintf(stderr, "pyti: %s: %s\n", j->dist, safe + 6);
+	else
+		fprintf(stderr, "%s\n", safe);
+	live_draw(r);
+}
+
+/* What its stderr has now; at_end: also the last line without its newline, then closed (not
+ * waiting for EOF: a detached helper it started may hold the pipe). */
+static void job_read_err(struct run *r, struct job *j, bool at_end)
+{
+	if (j->efd < 0)
+		return;
+	char b[8192];
+	ssize_t n;
+	while ((n = read(j->efd, b, sizeof b)) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (b[i] == '\n') {
+				job_relay_line(r, j);
+				continue;
+			}
+			if (j->elen < sizeof j->eline - 1)
+				j->eline[j->elen++] = b[i];
+		}
+		if (!at_end)
+			break;
+	}
+	if (n == 0 || at_end) {
+		if (j->elen)
+			job_relay_line(r, j);
+		close(j->efd);
+		j->efd = -1;
+	}
+}
+
 static int job_spawn(struct run *r, struct job *j)
 {
-	int p[2];
+	int p[2], e[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
+	if (pipe2(e, O_CLOEXEC | O_NONBLOCK) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
 	fflush(stdout);
 	fflush(stderr);
 	pid_t parent = getpid();
@@ -395,15 +446,24 @@ static int job_spawn(struct run *r, struct job *j)
 	if (pid < 0) {
 		close(p[0]);
 		close(p[1]);
+		close(e[0]);
+		close(e[1]);
 		return -1;
 	}
 	if (pid == 0) {
 		close(p[0]);
+		close(e[0]);
+		int fl = fcntl(e[1], F_GETFL);
+		fcntl(e[1], F_SETFL, fl & ~O_NONBLOCK);
+		dup2(e[1], 2); /* dup2 clears FD_CLOEXEC: what it runs writes here too */
+		close(e[1]);
 		job_child(r, j, p[1], parent);
 	}
 	close(p[1]);
+	close(e[1]);
 	j->pid = pid;
 	j->fd = p[0];
+	j->efd = e[0];
 	j->running = true;
 	j->t0 = now_mono();
 	r->n_running++;
@@ -457,6 +517,7 @@ static void job_read(struct run *r, struct job *j)
 		;
 	j->pid = 0;
 	r->n_running--;
+	job_read_err(r, j, true);
 	if (!j->result) {
 		struct pyti_err e = {0};
 		pyti_err_class(&e, PYTI_FC_CRASH, "%s: the job's process ended without results (%s %d)", j->dist,
@@ -535,6 +596,7 @@ static void run_interrupt(struct run *r)
 		while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
 			;
 		j->pid = 0;
+		job_read_err(r, j, true);
 	}
 	reap_orphans();
 	size_t stopped = 0;
@@ -673,16 +735,24 @@ static void run_loop(struct run *r)
 		}
 		if (r->n_done >= r->n)
 			break;
-		struct pollfd pfd[257]; /* max_jobs <= 256 */
-		struct job *who[257];
+		struct pollfd pfd[513]; /* max_jobs <= 256, two pipes each */
+		struct job *who[513];
+		bool is_err[513];
 		nfds_t np = 0;
 		pfd[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
 		who[np++] = NULL;
-		for (size_t i = 0; i < r->n; i++)
-			if (r->jobs[i].running && r->jobs[i].fd >= 0) {
-				pfd[np] = (struct pollfd){.fd = r->jobs[i].fd, .events = POLLIN};
+		for (size_t i = 0; i < r->n; i++) {
+			if (r->jobs[i].running && r->jobs[i].efd >= 0) {
+				pfd[np] = (struct pollfd){.fd = r->jobs[i].efd, .events = POLLIN};
+				is_err[np] = true;
 				who[np++] = &r->jobs[i];
 			}
+			if (r->jobs[i].running && r->jobs[i].fd >= 0) {
+				pfd[np] = (struct pollfd){.fd = r->jobs[i].fd, .events = POLLIN};
+				is_err[np] = false;
+				who[np++] = &r->jobs[i];
+			}
+		}
 		int pr = poll(pfd, np, (r->tty || r->verbose) ? 250 : 1000);
 		if (pr < 0 && errno != EINTR)
 			break;
@@ -693,9 +763,14 @@ static void run_loop(struct run *r)
 				return;
 			}
 		}
-		for (nfds_t i = 1; i < np; i++)
-			if (pfd[i].revents)
+		for (nfds_t i = 1; i < np; i++) {
+			if (!pfd[i].revents || !who[i]->running)
+				continue;
+			if (is_err[i])
+				job_read_err(r, who[i], false);
+			else if (who[i]->fd == pfd[i].fd)
 				job_read(r, who[i]);
+		}
 		double now = now_mono();
 		if (now - last_tick >= 0.25) {
 			last_tick = now;
@@ -979,6 +1054,7 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 		r.jobs[i].dist = dists[i];
 		r.jobs[i].id = manager_new_job_id();
 		r.jobs[i].fd = -1;
+		r.jobs[i].efd = -1;
 		buf_init(&r.jobs[i].in, RUN_LINE_MAX);
 	}
 	free(dists);
@@ -1040,6 +1116,8 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 		buf_free(&r.jobs[i].in);
 		if (r.jobs[i].fd >= 0)
 			close(r.jobs[i].fd);
+		if (r.jobs[i].efd >= 0)
+			close(r.jobs[i].efd);
 	}
 	free(r.jobs);
 	return rc;
