@@ -784,9 +784,12 @@ static void run_loop(struct run *r)
 
 /* ---- arguments ---- */
 
-/* -r FILE: one requirement a line, as pip reads it: blank lines and # comments skipped. */
-static int read_requirements(const char *path, char ***out, size_t *n, struct pyti_err *err)
+/* -r FILE: one requirement a line, as pip reads it: blank lines and # comments skipped, and
+ * "-r OTHER" (--requirement) includes OTHER, relative to the including file's directory. */
+static int read_requirements(const char *path, int depth, char ***out, size_t *n, struct pyti_err *err)
 {
+	if (depth > 8)
+		return pyti_err_usage(err, "%s: requirement files include each other too deeply", path);
 	_cleanup_buf_ struct buf b = BUF_INIT(16u << 20);
 	if (read_file(path, &b, err) < 0) {
 		pyti_err_prefix(err, "-r %s", path);
@@ -794,8 +797,11 @@ static int read_requirements(const char *path, char ***out, size_t *n, struct py
 		return -1;
 	}
 	int lineno = 0;
-	char *save = NULL;
-	for (char *line = b.data ? strtok_r(b.data, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+	char *line = b.data, *next;
+	for (; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
 		lineno++;
 		char *hash = strchr(line, '#');
 		if (hash && (hash == line || hash[-1] == ' ' || hash[-1] == '\t'))
@@ -807,6 +813,23 @@ static int read_requirements(const char *path, char ***out, size_t *n, struct py
 			line[--l] = '\0';
 		if (!l)
 			continue;
+		const char *inc = NULL;
+		if (strncmp(line, "-r ", 3) == 0)
+			inc = line + 3;
+		else if (strncmp(line, "--requirement ", 14) == 0)
+			inc = line + 14;
+		else if (strncmp(line, "--requirement=", 14) == 0)
+			inc = line + 14;
+		if (inc) {
+			while (*inc == ' ' || *inc == '\t')
+				inc++;
+			const char *slash = strrchr(path, '/');
+			_cleanup_free_ char *p = inc[0] == '/' || !slash ? xstrdup(inc)
+								  : xasprintf("%.*s/%s", (int)(slash - path), path, inc);
+			if (read_requirements(p, depth + 1, out, n, err) < 0)
+				return pyti_err_prefix(err, "%s:%d", path, lineno);
+			continue;
+		}
 		if (line[0] == '-')
 			return pyti_err_usage(err, "%s:%d: '%s': pip options are not taken here (one requirement a line)",
 					      path, lineno, line);
@@ -928,6 +951,9 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 			const char *eq = strchr(optarg, '=');
 			if (!eq || !env_name_ok(optarg, (size_t)(eq - optarg)))
 				return cli_usage("run: --env '%s': NAME=VALUE, NAME of letters, digits and '_'", optarg);
+			_cleanup_json_ json_t *utf8 = json_string(eq + 1);
+			if (!utf8)
+				return cli_usage("run: --env %.*s: the value is not UTF-8", (int)(eq - optarg), optarg);
 			envs = xrealloc(envs, (n_envs + 2) * sizeof *envs);
 			envs[n_envs++] = optarg;
 			envs[n_envs] = NULL;
@@ -1012,7 +1038,7 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	struct pyti_err err = {0};
 	for (size_t i = 0; i < n_reqfiles; i++) {
-		if (read_requirements(reqfiles[i], &dists, &n_dists, &err) < 0) {
+		if (read_requirements(reqfiles[i], 0, &dists, &n_dists, &err) < 0) {
 			strv_free(dists);
 			return cli_fail(&err);
 		}

@@ -67,9 +67,11 @@ def test_requirements_file(pyti, projects, tmp_path):
     rows = {l.split()[0]: l.split()[1] for l in lines[1:3]}
     assert rows == {"six": "passed", projects["empty"]: "no-tests"}, r.stdout
     assert lines[-1].startswith("summary: 1 passed, 1 no-tests (2 jobs in "), r.stdout
-    # several -r and DISTs add up
-    r = pyti("run", "--json", "-r", req, projects["failing"])
-    assert r.returncode == 1 and len(json.loads(r.stdout)["jobs"]) == 3
+    # several -r and DISTs add up; a file may include another (-r, relative to itself)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "top.txt").write_text("-r ../reqs.txt\n")
+    r = pyti("run", "--json", "-r", tmp_path / "sub" / "top.txt", projects["failing"])
+    assert r.returncode == 1 and len(json.loads(r.stdout)["jobs"]) == 3, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("body,needle", [
