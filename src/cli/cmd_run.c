@@ -495,7 +495,10 @@ static void job_read(struct run *r, struct job *j)
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n > 0) {
-		buf_append(&j->in, b, (size_t)n);
+		if (buf_append(&j->in, b, (size_t)n) < 0 || j->in.truncated) {
+			buf_reset(&j->in); /* a line past RUN_LINE_MAX: dropped (the job ends without results) */
+			return;
+		}
 		size_t start = 0;
 		for (size_t i = j->in.len - (size_t)n; i < j->in.len; i++) {
 			if (j->in.data[i] != '\n')
@@ -640,6 +643,9 @@ static void run_interrupt(struct run *r)
 		if (partial)
 			json_object_set_new(j->result, "partial", partial);
 	}
+	/* the fetch sandboxes' scratch directories of the jobs stopped while fetching (no live owner) */
+	_cleanup_free_ char *tmp = xasprintf("%s/tmp", r->mo.state_dir);
+	owner_sweep(tmp);
 	fprintf(stderr, "pyti: interrupted by %s: %zu running job%s stopped%s; exit status %d\n", name, stopped,
 		stopped == 1 ? "" : "s", r->mo.keep ? "" : ", their job directories removed", 128 + r->sig);
 }
