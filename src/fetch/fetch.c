@@ -132,7 +132,27 @@ static int classify(const char *dist, const char *what, const char *output, cons
 	if (has_any(output, unknown)) {
 		/* a name or version the index does not have is the user's mistake (exit 2); pip's
 		 * "(from versions: …)" in the tail names the versions it has */
-		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s); pip said:\n%s", dist, what, tail);
+		/* what the index has, as pip tells it: "(from versions: none)" or the versions, the last few */
+		char has[320] = "";
+		const char *fv = strstr(output, "(from versions: ");
+		if (fv) {
+			fv += 16;
+			size_t n = strcspn(fv, ")\n");
+			if (n == 4 && strncmp(fv, "none", 4) == 0) {
+				snprintf(has, sizeof has, "; the index has no release of that name");
+			} else if (n) {
+				const char *start = fv;
+				int commas = 0;
+				for (const char *q = fv + n; q > fv; q--)
+					if (q[-1] == ',' && ++commas == 6) {
+						start = q + 1;
+						break;
+					}
+				snprintf(has, sizeof has, "; the index has %s%.*s", start > fv ? "… " : "",
+					 (int)(fv + n - start > 240 ? 240 : fv + n - start), start);
+			}
+		}
+		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s)%s; pip said:\n%s", dist, what, has, tail);
 		err->status = PYTI_EXIT_USAGE;
 		return -1;
 	}

@@ -175,6 +175,10 @@ def test_unknown_name_and_version_are_usage_errors(pyti, state_dir):
     res = json.loads(r.stdout)
     assert r.returncode == 2 and (res["failure_class"], res["exit_status"]) == ("Fetch", 2), r.stdout
     assert "from versions:" in res["error"] and "1.17.0" in res["error"]  # what the index has
+    assert "; the index has … " in res["error"].splitlines()[0] and "1.17.0" in res["error"].splitlines()[0]
+    r = pyti("run", "--json", "-q", "pyti-no-such-dist-xyzzy")
+    res = json.loads(r.stdout)
+    assert r.returncode == 2 and "the index has no release of that name" in res["error"], res["error"]
     assert "pyti: error (Fetch): " in r.stderr
 
 
