@@ -45,7 +45,10 @@ static json_t *stats_json(const char *dir, const struct fetch_cache_stats *st, b
 
 int cmd_cache(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_OLDER };
+	enum {
+		OPT_JSON = 256,
+		OPT_OLDER
+	};
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, OPT_JSON},
 		{"older-than", required_argument, NULL, OPT_OLDER},
@@ -111,8 +114,9 @@ int cmd_cache(struct cli_ctx *ctx, int argc, char **argv)
 	printf("cache:        %s\n", dir);
 	printf("entries:      %llu\n", (unsigned long long)st.entries);
 	printf("blobs:        %llu (%s)\n", (unsigned long long)st.blobs, sz);
-	printf("unreferenced: %llu blob%s (%s)%s\n", (unsigned long long)st.unreferenced, st.unreferenced == 1 ? "" : "s",
-	       usz, st.unreferenced && !clean ? "; `pyti cache clean --older-than 30d` removes them" : "");
+	printf("unreferenced: %llu blob%s (%s)%s\n", (unsigned long long)st.unreferenced,
+	       st.unreferenced == 1 ? "" : "s", usz,
+	       st.unreferenced && !clean ? "; `pyti cache clean --older-than 30d` removes them" : "");
 	if (st.entries) {
 		double now = now_wall();
 		printf("ages:         %.1f to %.1f days\n", (now - st.newest) / 86400, (now - st.oldest) / 86400);

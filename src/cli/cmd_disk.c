@@ -157,7 +157,8 @@ bad:
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage("disk: a subcommand is needed: mkfs, upload, download, ls, rm, df (try 'pyti disk --help')");
+		return cli_usage(
+			"disk: a subcommand is needed: mkfs, upload, download, ls, rm, df (try 'pyti disk --help')");
 	const char *sub = argv[1];
 	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
 		fputs(disk_usage_text, stdout);
@@ -181,13 +182,13 @@ int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 	int nargs = argc - 1 - optind;
 	struct pyti_err err = {0};
 
-#define NEED(lo, hi)                                                                                  \
-	do {                                                                                          \
-		if (nargs > (hi))                                                                     \
-			return cli_usage("disk %s: unexpected argument '%s' (try 'pyti disk %s --help')", sub, \
-					 args[hi], sub);                                                      \
-		if (nargs < (lo))                                                                     \
-			return cli_usage("disk %s: too few arguments (try 'pyti disk %s --help')", sub, sub); \
+#define NEED(lo, hi)                                                                                                   \
+	do {                                                                                                           \
+		if (nargs > (hi))                                                                                      \
+			return cli_usage("disk %s: unexpected argument '%s' (try 'pyti disk %s --help')", sub,         \
+					 args[hi], sub);                                                               \
+		if (nargs < (lo))                                                                                      \
+			return cli_usage("disk %s: too few arguments (try 'pyti disk %s --help')", sub, sub);          \
 	} while (0)
 
 	if (strcmp(sub, "mkfs") == 0) {

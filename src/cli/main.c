@@ -39,12 +39,13 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "  %-8s %s\n", "help", "`pyti help COMMAND` describes a command");
-	fprintf(f, "\noptions:\n"
-		   "  --state-dir DIR  images, cache, runs (default $PYTI_STATE_DIR, $XDG_CACHE_HOME/pyti, ~/.cache/pyti)\n"
-		   "  -v, --verbose    more messages on stderr (-vv: debug)\n"
-		   "  --json           JSON on stdout, errors included (as the command's --json)\n"
-		   "  -V, --version    print the version\n"
-		   "  -h, --help       this help\n");
+	fprintf(f,
+		"\noptions:\n"
+		"  --state-dir DIR  images, cache, runs (default $PYTI_STATE_DIR, $XDG_CACHE_HOME/pyti, ~/.cache/pyti)\n"
+		"  -v, --verbose    more messages on stderr (-vv: debug)\n"
+		"  --json           JSON on stdout, errors included (as the command's --json)\n"
+		"  -V, --version    print the version\n"
+		"  -h, --help       this help\n");
 	fprintf(f, "\n`pyti COMMAND --help` describes a command. Exit status: 0 all passed, 1 a task failed,\n"
 		   "2 usage or configuration error, 3 infrastructure error.\n");
 }
@@ -312,7 +313,8 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (argc - optind > 2)
-			return cli_usage("help: unexpected argument '%s' (usage: pyti help [COMMAND])", argv[optind + 2]);
+			return cli_usage("help: unexpected argument '%s' (usage: pyti help [COMMAND])",
+					 argv[optind + 2]);
 		name = argv[optind + 1];
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {

@@ -152,7 +152,8 @@ static int classify(const char *dist, const char *what, const char *output, cons
 					 (int)(fv + n - start > 240 ? 240 : fv + n - start), start);
 			}
 		}
-		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s)%s; pip said:\n%s", dist, what, has, tail);
+		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s)%s; pip said:\n%s", dist, what, has,
+			       tail);
 		err->status = PYTI_EXIT_USAGE;
 		return -1;
 	}

@@ -24,14 +24,20 @@ static void test_verdicts(void **state)
 	(void)state;
 	const char *T_INST = "{\"task\":\"install\",\"status\":\"passed\",\"failure_class\":null}";
 	char b[1024];
-	snprintf(b, sizeof b, "{\"status\":\"passed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"passed\","
-		 "\"tests\":{\"passed\":3,\"no_tests\":false}}]}", T_INST);
+	snprintf(b, sizeof b,
+		 "{\"status\":\"passed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"passed\","
+		 "\"tests\":{\"passed\":3,\"no_tests\":false}}]}",
+		 T_INST);
 	assert_string_equal(verdict_of(b), "passed");
-	snprintf(b, sizeof b, "{\"status\":\"passed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"passed\","
-		 "\"tests\":{\"passed\":0,\"no_tests\":true}}]}", T_INST);
+	snprintf(b, sizeof b,
+		 "{\"status\":\"passed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"passed\","
+		 "\"tests\":{\"passed\":0,\"no_tests\":true}}]}",
+		 T_INST);
 	assert_string_equal(verdict_of(b), "no-tests");
-	snprintf(b, sizeof b, "{\"status\":\"failed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"failed\","
-		 "\"tests\":{\"failed\":1}}]}", T_INST);
+	snprintf(b, sizeof b,
+		 "{\"status\":\"failed\",\"tasks\":[%s,{\"task\":\"test\",\"status\":\"failed\","
+		 "\"tests\":{\"failed\":1}}]}",
+		 T_INST);
 	assert_string_equal(verdict_of(b), "test-failed");
 	/* a test task that failed before writing its JUnit file: by its name */
 	snprintf(b, sizeof b, "{\"status\":\"failed\",\"tasks\":[%s,{\"task\":\"tests-py311\",\"status\":\"failed\"}]}",
@@ -40,8 +46,9 @@ static void test_verdicts(void **state)
 	assert_string_equal(verdict_of("{\"status\":\"failed\",\"tasks\":[{\"task\":\"install\",\"status\":\"failed\"},"
 				       "{\"task\":\"test\",\"status\":\"skipped\",\"failure_class\":\"DependsOn\"}]}"),
 			    "build-failed");
-	assert_string_equal(verdict_of("{\"status\":\"failed\",\"tasks\":[{\"task\":\"import\",\"status\":\"failed\"}]}"),
-			    "build-failed");
+	assert_string_equal(
+		verdict_of("{\"status\":\"failed\",\"tasks\":[{\"task\":\"import\",\"status\":\"failed\"}]}"),
+		"build-failed");
 	assert_string_equal(verdict_of("{\"status\":\"failed\",\"tasks\":[{\"task\":\"test\",\"status\":\"failed\","
 				       "\"failure_class\":\"Infra\"}]}"),
 			    "infra");
@@ -51,7 +58,8 @@ static void test_verdicts(void **state)
 	/* error objects */
 	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Fetch\",\"exit_status\":2}"),
 			    "build-failed");
-	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Network\",\"exit_status\":3}"), "infra");
+	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Network\",\"exit_status\":3}"),
+			    "infra");
 	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Timeout\",\"exit_status\":3}"),
 			    "test-failed");
 	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":null,\"exit_status\":3}"), "infra");
