@@ -13,7 +13,8 @@ static const char cache_usage_text[] =
 	"the network; unpinned requirements are re-resolved after PYTI_FETCH_TTL seconds (default a day),\n"
 	"`pyti run --refresh` re-resolves and re-downloads.\n\n"
 	"  info                    entries, blobs, their size, and the blobs no entry names\n"
-	"  clean                   remove every entry, then every blob no entry names\n"
+	"  clean                   remove every entry, then every blob no entry names (and what\n"
+	"                          killed fetches left: scratch directories, lock files)\n"
 	"  clean --older-than D    remove the entries older than D (300, 90m, 12h, 30d), then the\n"
 	"                          blobs no remaining entry names (garbage collection)\n"
 	"  --json                  the figures as JSON on stdout\n";
@@ -93,6 +94,12 @@ int cmd_cache(struct cli_ctx *ctx, int argc, char **argv)
 
 	struct fetch_cache_stats st;
 	struct pyti_err err = {0};
+	if (clean) { /* what killed fetches left: scratch directories and lock files nobody holds */
+		_cleanup_free_ char *tmp = xasprintf("%s/tmp", ctx->state_dir);
+		_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", ctx->state_dir);
+		owner_sweep(tmp);
+		lock_sweep(entries, ".lock");
+	}
 	if ((clean ? fetch_cache_clean(ctx->state_dir, (double)age, &st, &err)
 		   : fetch_cache_info(ctx->state_dir, &st, &err)) < 0)
 		return cli_fail(&err);
