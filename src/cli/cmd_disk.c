@@ -150,23 +150,29 @@ static int parse(int argc, char **argv, const char *sub, bool *opt_l, bool *opt_
 	}
 	return 0;
 bad:
-	*rc = cli_usage("disk %s: unknown option '%s'\n%s", sub, argv[optind - 1], help_for(sub));
+	*rc = cli_usage("disk %s: unknown option '%s' (try 'pyti disk %s --help')", sub, argv[optind - 1], sub);
 	return -1;
 }
 
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(disk_usage_text, stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (argc < 2)
+		return cli_usage(
+			"disk: a subcommand is needed: mkfs, upload, download, ls, rm, df (try 'pyti disk --help')");
 	const char *sub = argv[1];
 	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
 		fputs(disk_usage_text, stdout);
 		return 0;
 	}
-	if (!help_for(sub))
+	if (!help_for(sub)) {
+		const char *names[ARRAY_SIZE(sub_help)];
+		for (size_t i = 0; i < ARRAY_SIZE(sub_help); i++)
+			names[i] = sub_help[i].name;
+		const char *near = cli_nearest(sub, names, ARRAY_SIZE(names));
+		if (near)
+			return cli_usage("disk: unknown command '%s' (did you mean '%s'?)", sub, near);
 		return cli_usage("disk: unknown command '%s' (try 'pyti disk --help')", sub);
+	}
 	bool opt_l = false, opt_r = false, opt_json = ctx->json, opt_skip = false;
 	int rc = 0;
 	int p = parse(argc - 1, argv + 1, sub, &opt_l, &opt_r, &opt_json, &opt_skip, &rc);
@@ -176,10 +182,13 @@ int cmd_disk(struct cli_ctx *ctx, int argc, char **argv)
 	int nargs = argc - 1 - optind;
 	struct pyti_err err = {0};
 
-#define NEED(lo, hi)                                                                                  \
-	do {                                                                                          \
-		if (nargs < (lo) || nargs > (hi))                                                     \
-			return cli_usage("disk %s: wrong number of arguments\n%s", sub, help_for(sub)); \
+#define NEED(lo, hi)                                                                                                   \
+	do {                                                                                                           \
+		if (nargs > (hi))                                                                                      \
+			return cli_usage("disk %s: unexpected argument '%s' (try 'pyti disk %s --help')", sub,         \
+					 args[hi], sub);                                                               \
+		if (nargs < (lo))                                                                                      \
+			return cli_usage("disk %s: too few arguments (try 'pyti disk %s --help')", sub, sub);          \
 	} while (0)
 
 	if (strcmp(sub, "mkfs") == 0) {

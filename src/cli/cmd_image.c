@@ -113,7 +113,7 @@ static int image_cmd_build(struct cli_ctx *ctx, int argc, char **argv)
 	struct build_progress p = {.tty = ctx->tty, .t0 = now_mono()};
 	struct image_build_opts o = {.suite = "bookworm", .progress = on_build_progress, .arg = &p};
 	int c;
-	while ((c = getopt_long(argc, argv, "s:m:fqh", opts, NULL)) != -1) {
+	while ((c = cli_getopt("image build", argc, argv, "s:m:fqh", opts)) != -1) {
 		switch (c) {
 		case 's':
 			o.suite = optarg;
@@ -131,7 +131,6 @@ static int image_cmd_build(struct cli_ctx *ctx, int argc, char **argv)
 			image_usage(stdout);
 			return 0;
 		default:
-			image_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
@@ -165,7 +164,7 @@ static int image_cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 		{0},
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("image list", argc, argv, "h", opts)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx->json = true;
@@ -174,7 +173,6 @@ static int image_cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 			image_usage(stdout);
 			return 0;
 		default:
-			image_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
@@ -224,8 +222,10 @@ static int image_cmd_rm(struct cli_ctx *ctx, int argc, char **argv)
 		image_usage(stdout);
 		return 0;
 	}
+	if (argc > 2)
+		return cli_usage("image rm: unexpected argument '%s' (usage: pyti image rm SUITE)", argv[2]);
 	if (argc != 2)
-		return cli_usage("usage: pyti image rm SUITE");
+		return cli_usage("image rm: a SUITE is needed (usage: pyti image rm SUITE)");
 	struct pyti_err err = {0};
 	if (image_rm(ctx->state_dir, argv[1], &err) < 0)
 		return cli_fail(&err);
@@ -236,10 +236,8 @@ static int image_cmd_rm(struct cli_ctx *ctx, int argc, char **argv)
 
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv)
 {
-	if (argc < 2) {
-		image_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (argc < 2)
+		return cli_usage("image: a subcommand is needed: build, list, rm (try 'pyti image --help')");
 	const char *sub = argv[1];
 	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
 		image_usage(stdout);
@@ -252,5 +250,9 @@ int cmd_image(struct cli_ctx *ctx, int argc, char **argv)
 		return image_cmd_list(ctx, argc - 1, argv + 1);
 	if (strcmp(sub, "rm") == 0)
 		return image_cmd_rm(ctx, argc - 1, argv + 1);
+	const char *subs[] = {"build", "list", "rm"};
+	const char *near = cli_nearest(sub, subs, ARRAY_SIZE(subs));
+	if (near)
+		return cli_usage("image: unknown subcommand '%s' (did you mean '%s'?)", sub, near);
 	return cli_usage("image: unknown subcommand '%s' (build, list, rm; try 'pyti image --help')", sub);
 }

@@ -67,7 +67,7 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 	struct store_runs_query q = {.limit = 20};
 	const char *url = NULL;
 	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("runs", argc, argv, "h", opts)) != -1) {
 		switch (c) {
 		case OPT_JSON:
 			ctx->json = true;
@@ -90,14 +90,11 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 			runs_usage(stdout);
 			return 0;
 		default:
-			runs_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
-	if (optind != argc) {
-		runs_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (optind != argc)
+		return cli_usage("runs: unexpected operand '%s' (try 'pyti runs --help')", argv[optind]);
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *st = NULL;
 	_cleanup_json_ json_t *out = NULL;
@@ -266,7 +263,7 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 	};
 	const char *url = NULL, *artefact = NULL;
 	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("show", argc, argv, "h", opts)) != -1) {
 		switch (c) {
 		case OPT_JSON:
 			ctx->json = true;
@@ -281,14 +278,13 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 			show_usage(stdout);
 			return 0;
 		default:
-			show_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		show_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (optind >= argc)
+		return cli_usage("show: a run or job id is needed: `pyti show RUN|JOB` (try 'pyti show --help')");
+	if (optind != argc - 1)
+		return cli_usage("show: unexpected operand '%s' (try 'pyti show --help')", argv[optind + 1]);
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *st = NULL;
 	_cleanup_json_ json_t *out = NULL;
@@ -324,7 +320,7 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 		{0},
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("store", argc, argv, "h", opts)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx->json = true;
@@ -333,20 +329,17 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 			store_usage(stdout);
 			return 0;
 		default:
-			store_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
-	if (optind >= argc) {
-		store_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (optind >= argc)
+		return cli_usage("store: a subcommand is needed: `pyti store copy SRC DST` (try 'pyti store --help')");
 	if (strcmp(argv[optind], "copy") != 0)
 		return cli_usage("store: unknown subcommand '%s' (copy)", argv[optind]);
-	if (argc - optind != 3) {
-		store_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (argc - optind < 3)
+		return cli_usage("store copy: SRC and DST are needed: `pyti store copy SRC DST`");
+	if (argc - optind > 3)
+		return cli_usage("store copy: unexpected operand '%s'", argv[optind + 3]);
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *src = NULL, *dst = NULL;
 	if (store_open_existing(argv[optind + 1], &src, &err) < 0 || store_open(argv[optind + 2], &dst, &err) < 0)

@@ -118,7 +118,7 @@ int cmd_vm(struct cli_ctx *ctx, int argc, char **argv)
 	unsigned mem = 0, vcpus = 0;
 	double timeout = 10;
 	int o;
-	while ((o = getopt_long(argc, argv, "c:i:h", opts, NULL)) != -1) {
+	while ((o = cli_getopt("vm", argc, argv, "c:i:h", opts)) != -1) {
 		switch (o) {
 		case 'c': uri = optarg; break;
 		case 'i': suite = optarg; break;
@@ -127,20 +127,24 @@ int cmd_vm(struct cli_ctx *ctx, int argc, char **argv)
 		case 't': timeout = strtod(optarg, NULL); break;
 		case 'j': ctx->json = true; break;
 		case 'h': vm_usage(stdout); return 0;
-		default: vm_usage(stderr); return PYTI_EXIT_USAGE;
+		default: return PYTI_EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
-		vm_usage(stderr);
-		return PYTI_EXIT_USAGE;
+		return cli_usage("vm: a subcommand is needed: define, start, stop, snapshot, rollback, destroy, list "
+				 "(try 'pyti vm --help')");
 	}
 	const char *sub = argv[optind++];
 	static const char *const subs[] = {"define", "start", "stop", "snapshot", "rollback", "destroy", "list"};
 	bool known = false;
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
 		known = known || strcmp(sub, subs[i]) == 0;
-	if (!known)
+	if (!known) {
+		const char *near = cli_nearest(sub, subs, ARRAY_SIZE(subs));
+		if (near)
+			return cli_usage("vm: unknown subcommand '%s' (did you mean '%s'?)", sub, near);
 		return cli_usage("vm: unknown subcommand '%s' (pyti vm --help)", sub);
+	}
 	const char *name = NULL, *snap = "pyti";
 	if (strcmp(sub, "list") != 0) {
 		if (optind >= argc)

@@ -335,3 +335,110 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 	_cleanup_free_ char *entry = xasprintf("%s/%s.json", entries, key);
 	return pj_dump_file(j, entry, err);
 }
+
+/* ---- `pyti cache info|clean` ---- */
+
+/* The blobs every readable entry names (sorted hex digests, for bsearch). */
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void add_ref(char ***v, size_t *n, size_t *cap, const char *sha)
+{
+	if (!sha || strlen(sha) != 64)
+		return;
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 256;
+		*v = xrealloc(*v, *cap * sizeof **v);
+	}
+	(*v)[(*n)++] = xstrdup(sha);
+}
+
+/* Walk the entries: remove those older than max_age_s (>= 0; 0 = all) when removing, count the
+ * rest and collect what they reference; then the blobs nobody references (removed when removing,
+ * unless younger than a fetch that may be storing them now). */
+static int cache_walk(const char *state_dir, bool remove, double max_age_s, struct fetch_cache_stats *st,
+		      struct pyti_err *err)
+{
+	memset(st, 0, sizeof *st);
+	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", state_dir);
+	_cleanup_free_ char *blobs = xasprintf("%s/cache/blobs", state_dir);
+	char **refs = NULL;
+	size_t nrefs = 0, cap = 0;
+	double now = now_wall();
+	DIR *d = opendir(entries);
+	if (!d && errno != ENOENT)
+		return pyti_err_set(err, errno, "open %s", entries);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (e->d_name[0] == '.' || n < 6 || strcmp(e->d_name + n - 5, ".json"))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", entries, e->d_name);
+		_cleanup_json_ json_t *j = pj_load_file(p, NULL);
+		double created = pj_num(j, "created", 0);
+		if (remove && (!j || max_age_s <= 0 || now - created > max_age_s)) {
+			if (unlink(p) == 0)
+				st->entries_removed++;
+			continue;
+		}
+		if (!j)
+			continue;
+		st->entries++;
+		if (!st->oldest || created < st->oldest)
+			st->oldest = created;
+		if (created > st->newest)
+			st->newest = created;
+		size_t i;
+		json_t *f;
+		json_array_foreach(json_object_get(j, "files"), i, f)
+			add_ref(&refs, &nrefs, &cap, pj_str(f, "sha256", NULL));
+		json_t *sd = json_object_get(j, "sdist");
+		if (json_is_object(sd))
+			add_ref(&refs, &nrefs, &cap, pj_str(sd, "sha256", NULL));
+	}
+	if (d)
+		closedir(d);
+	if (nrefs)
+		qsort(refs, nrefs, sizeof *refs, cmp_str);
+	d = opendir(blobs);
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		struct stat sb;
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
+			continue;
+		const char *name = e->d_name;
+		bool referenced = nrefs && bsearch(&name, refs, nrefs, sizeof *refs, cmp_str);
+		/* a blob written in the last 10 minutes may be a running fetch's, whose entry comes next */
+		bool young = now - (double)sb.st_mtime < 600;
+		if (!referenced && remove && (!young || max_age_s <= 0) && unlinkat(dirfd(d), name, 0) == 0) {
+			st->blobs_removed++;
+			st->bytes_removed += (uint64_t)sb.st_size;
+			continue;
+		}
+		st->blobs++;
+		st->bytes += (uint64_t)sb.st_size;
+		if (!referenced) {
+			st->unreferenced++;
+			st->unreferenced_bytes += (uint64_t)sb.st_size;
+		}
+	}
+	if (d)
+		closedir(d);
+	for (size_t i = 0; i < nrefs; i++)
+		free(refs[i]);
+	free(refs);
+	return 0;
+}
+
+int fetch_cache_info(const char *state_dir, struct fetch_cache_stats *st, struct pyti_err *err)
+{
+	return cache_walk(state_dir, false, 0, st, err);
+}
+
+int fetch_cache_clean(const char *state_dir, double older_than_s, struct fetch_cache_stats *st, struct pyti_err *err)
+{
+	return cache_walk(state_dir, true, older_than_s, st, err);
+}

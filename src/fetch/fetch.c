@@ -129,9 +129,34 @@ static int classify(const char *dist, const char *what, const char *output, cons
 		return pyti_err_class(err, PYTI_FC_NETWORK,
 				      "cannot reach the package index to fetch %s (Network): %s\npip said:\n%s", dist,
 				      netline, tail);
-	if (has_any(output, unknown))
-		return pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s); pip said:\n%s", dist,
-				      what, tail);
+	if (has_any(output, unknown)) {
+		/* a name or version the index does not have is the user's mistake (exit 2); pip's
+		 * "(from versions: …)" in the tail names the versions it has */
+		/* what the index has, as pip tells it: "(from versions: none)" or the versions, the last few */
+		char has[320] = "";
+		const char *fv = strstr(output, "(from versions: ");
+		if (fv) {
+			fv += 16;
+			size_t n = strcspn(fv, ")\n");
+			if (n == 4 && strncmp(fv, "none", 4) == 0) {
+				snprintf(has, sizeof has, "; the index has no release of that name");
+			} else if (n) {
+				const char *start = fv;
+				int commas = 0;
+				for (const char *q = fv + n; q > fv; q--)
+					if (q[-1] == ',' && ++commas == 6) {
+						start = q + 1;
+						break;
+					}
+				snprintf(has, sizeof has, "; the index has %s%.*s", start > fv ? "… " : "",
+					 (int)(fv + n - start > 240 ? 240 : fv + n - start), start);
+			}
+		}
+		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s)%s; pip said:\n%s", dist, what, has,
+			       tail);
+		err->status = PYTI_EXIT_USAGE;
+		return -1;
+	}
 	return pyti_err_class(err, PYTI_FC_FETCH, "pip could not %s for %s; pip said:\n%s", what, dist, tail);
 }
 
@@ -514,11 +539,20 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	char key[65];
 	fetch_cache_key(dist_id, ex1, req->requires, img, pc.key_part, key);
 
-	/* unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL seconds) */
+	/* unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL seconds; 0 = every time,
+	 * as --refresh does for every fetch) */
 	double ttl = 0;
+	bool refresh = req->refresh;
 	if (c.kind == FK_REQ && !pinned(req->dist)) {
 		const char *t = getenv("PYTI_FETCH_TTL");
-		ttl = t && *t ? strtod(t, NULL) : 86400;
+		char *end = NULL;
+		ttl = t && *t ? strtod(t, &end) : 86400;
+		if (t && *t && (*end || !(ttl >= 0))) {
+			log_warn("PYTI_FETCH_TTL=%s is not a number of seconds: a day it is", t);
+			ttl = 86400;
+		}
+		if (ttl == 0)
+			refresh = true;
 	}
 	/* Jobs running side by side that want the same fetch wait for the first one and then take
 	 * it from the cache, instead of fetching it twice. */
@@ -534,7 +568,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	_cleanup_(held_lock_release) struct held_lock lock = {lockp, -1};
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* look (unless refreshing), then look again once the lock is ours */
-		if (!req->refresh) {
+		if (!refresh) {
 			int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
 			if (hit < 0)
 				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
@@ -547,7 +581,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		}
 		if (attempt == 0 && (lock.fd = lock_open_held(lockp, err)) < 0)
 			return -1;
-		if (req->refresh)
+		if (refresh)
 			break;
 	}
 	for (size_t i = 0; i < pc.nwarnings; i++)

@@ -52,6 +52,20 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 bool fetch_dist_is_local(const char *dist, struct stat *st);
 void fetch_result_free(struct fetch_result *r);
 
+/* `pyti cache`: what the cache holds. An entry is one fetch's list of blobs; a blob that no entry
+ * names is unreferenced (garbage). */
+struct fetch_cache_stats {
+	uint64_t entries, blobs, bytes;            /* what is there (after a clean: what is left) */
+	uint64_t unreferenced, unreferenced_bytes; /* blobs no entry names */
+	uint64_t entries_removed, blobs_removed, bytes_removed;
+	double oldest, newest;                     /* entries' creation times (epoch seconds), 0 = none */
+};
+int fetch_cache_info(const char *state_dir, struct fetch_cache_stats *st, struct pyti_err *err);
+/* Remove the entries older than older_than_s seconds (0 = every entry), then every blob no
+ * remaining entry names (with older_than_s > 0 not one written in the last 10 minutes, which a
+ * fetch running now may be storing). A job that then misses a blob fetches again. */
+int fetch_cache_clean(const char *state_dir, double older_than_s, struct fetch_cache_stats *st, struct pyti_err *err);
+
 /* ---- exposed for tests and for `pyti` diagnostics ---- */
 
 /* pip's configuration as pyti hands it into the fetch sandbox. */

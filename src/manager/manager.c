@@ -29,7 +29,7 @@ static void progress(const struct manager_opts *o, const char *phase, const json
 		o->on_progress(o->arg, phase, ev);
 }
 
-static char *new_job_id(void)
+char *manager_new_job_id(void)
 {
 	char ts[32];
 	time_t t = time(NULL);
@@ -55,11 +55,25 @@ static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *
 	return 0;
 }
 
-static json_t *task_env(void)
+/* The job's environment: pyti's, then the user's --env NAME=VALUE (which may override it). */
+static json_t *task_env(const char *const *user, struct pyti_err *err)
 {
-	return json_pack("{ssssssssssss}", "PATH", VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			 "HOME", "/tmp/home", "LANG", "C.UTF-8", "VIRTUAL_ENV", VENV, "PYTHONUNBUFFERED", "1",
-			 "PIP_DISABLE_PIP_VERSION_CHECK", "1");
+	json_t *env = json_pack("{ssssssssssss}", "PATH",
+				VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME",
+				"/tmp/home", "LANG", "C.UTF-8", "VIRTUAL_ENV", VENV, "PYTHONUNBUFFERED", "1",
+				"PIP_DISABLE_PIP_VERSION_CHECK", "1");
+	for (size_t i = 0; user && user[i]; i++) {
+		const char *eq = strchr(user[i], '=');
+		json_t *v = eq ? json_string(eq + 1) : NULL;
+		if (!v) {
+			json_decref(env);
+			pyti_err_usage(err, "--env %s: not NAME=VALUE in UTF-8", user[i]);
+			return NULL;
+		}
+		_cleanup_free_ char *name = xasprintf("%.*s", (int)(eq - user[i]), user[i]);
+		json_object_set_new(env, name, v);
+	}
+	return env;
 }
 
 /* The host's wall-clock limit on the whole sandbox, which nothing inside can switch off (a task
@@ -180,7 +194,8 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 				      o->dist);
 	}
 
-	progress(o, "fetch: resolving and downloading with the guest's pip (network on, in a fetch sandbox)", NULL);
+	/* what the fetch does is said once it is known: "from the cache", or the fetch sandbox's own
+	 * steps (pip wheel, pip download) as their events come */
 	struct run_state rs = {.o = o, .phase = "fetch"};
 	_cleanup_free_ const char **requires = xcalloc(recipe->n_requires + 1, sizeof *requires);
 	for (size_t i = 0; i < recipe->n_requires; i++)
@@ -192,6 +207,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.agent_path = o->agent_path,
 		.io_dir = io,
 		.requires = requires,
+		.refresh = o->refresh,
 		.on_event = on_event,
 		.arg = &rs,
 	};
@@ -199,7 +215,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	if (fetch_dist(&freq, &fr, err) < 0)
 		return -1;
 	if (fr.from_cache)
-		progress(o, "fetch: all from the cache", NULL);
+		progress(o, "fetch: from the cache", NULL);
+	else
+		progress(o, "fetch: done", NULL);
 	if (!local && fr.sdist) {
 		progress(o, "stage: unpacking sdist", NULL);
 		if (stage_sdist(fr.sdist, src, err) < 0)
@@ -241,13 +259,20 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.modules = (const char *const *)wm.modules,
 		.n_modules = wm.n_modules,
 		.test_requirements = test_reqs,
+		.posargs = o->posargs,
+		.n_posargs = o->n_posargs,
 	};
-	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
-	if (!tasks)
+	json_t *env = task_env(o->env, err);
+	if (!env)
 		return -1;
+	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
+	if (!tasks) {
+		json_decref(env);
+		return -1;
+	}
 	_cleanup_json_ json_t *job = json_pack("{sssssssssssosIsIso}", "job", job_id, "dist", dist_pin, "recipe",
 					       recipe->name, "backend", o->backend, "image", img->display,
-					       "env", task_env(), "tmpfs", (json_int_t)recipe->tmpfs, "io_limit",
+					       "env", env, "tmpfs", (json_int_t)recipe->tmpfs, "io_limit",
 					       (json_int_t)recipe->io_limit, "tasks", tasks);
 	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, job_path, err) < 0)
@@ -291,6 +316,7 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
+	json_object_set_new(res, "fetch_s", json_real((double)(long long)(fr.wall_s * 1000) / 1000));
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
@@ -317,7 +343,7 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 	if (access(o->agent_path, X_OK) < 0)
 		return pyti_err_set(err, errno, "guest agent %s", o->agent_path);
 
-	_cleanup_free_ char *job_id = new_job_id();
+	_cleanup_free_ char *job_id = o->job_id ? xstrdup(o->job_id) : manager_new_job_id();
 	_cleanup_free_ char *jobs = xasprintf("%s/jobs", o->state_dir);
 	_cleanup_free_ char *io = xasprintf("%s/%s", jobs, job_id);
 	/* The I/O directories of pyti runs that were killed (kill -9, SIGTERM mid-job) go first; this
@@ -341,5 +367,117 @@ int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err 
 			log_warn("%s", pyti_err_str(&e2));
 	}
 	owner_release(jobs, job_id, owner);
+	return rc;
+}
+
+static bool is_test_task(const json_t *t)
+{
+	return json_object_get(t, "tests") || strncmp(pj_str(t, "task", ""), "test", 4) == 0;
+}
+
+const char *manager_verdict(const json_t *r)
+{
+	const char *status = pj_str(r, "status", "");
+	if (strcmp(status, "error") == 0) {
+		const char *fc = pj_str(r, "failure_class", "");
+		static const char *const pkg[] = {"Timeout", "OOM", "NoSpace", "Pids", "NoOutput", "Tampered"};
+		if (strcmp(fc, "Fetch") == 0)
+			return "build-failed";
+		for (size_t i = 0; i < ARRAY_SIZE(pkg); i++)
+			if (strcmp(fc, pkg[i]) == 0)
+				return "test-failed";
+		return "infra";
+	}
+	const json_t *tasks = json_object_get(r, "tasks");
+	size_t i;
+	json_t *t;
+	json_array_foreach(tasks, i, t) {
+		const char *fc = pj_str(t, "failure_class", "");
+		if (strcmp(fc, "Infra") == 0 || strcmp(fc, "Crash") == 0)
+			return "infra";
+	}
+	json_array_foreach(tasks, i, t) {
+		if (strcmp(pj_str(t, "status", ""), "failed") != 0)
+			continue;
+		if (!is_test_task(t))
+			return "build-failed";
+		return json_is_true(json_object_get(json_object_get(t, "tests"), "no_tests")) ? "no-tests"
+											   : "test-failed";
+	}
+	if (strcmp(status, "passed") != 0)
+		return json_array_size(tasks) ? "test-failed" : "infra";
+	size_t n_test = 0, n_none = 0;
+	json_array_foreach(tasks, i, t) {
+		if (!is_test_task(t))
+			continue;
+		n_test++;
+		n_none += json_is_true(json_object_get(json_object_get(t, "tests"), "no_tests"));
+	}
+	return n_test && n_none == n_test ? "no-tests" : "passed";
+}
+
+int manager_verdict_exit(const char *v)
+{
+	if (strcmp(v, "passed") == 0 || strcmp(v, "no-tests") == 0)
+		return PYTI_EXIT_OK;
+	return strcmp(v, "infra") == 0 ? PYTI_EXIT_INFRA : PYTI_EXIT_FAILED;
+}
+
+int manager_salvage(const char *state_dir, const char *job_id, const char *announced_sha256, bool keep,
+		    json_t **partial, struct pyti_err *err)
+{
+	if (partial)
+		*partial = NULL;
+	_cleanup_free_ char *jobs = xasprintf("%s/jobs", state_dir);
+	_cleanup_free_ char *io = xasprintf("%s/%s", jobs, job_id);
+	struct stat st;
+	if (lstat(io, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0; /* it had not started */
+	int rc = 0;
+	{
+		/* out/ is the (ended) sandbox's: read beneath the I/O directory, never through a link */
+		struct pyti_err e2 = {0};
+		_cleanup_close_ int iofd = safe_opendir_path(io, &e2);
+		_cleanup_close_ int outfd = iofd < 0 ? -1 : safe_opendir_beneath(iofd, "out", &e2);
+		_cleanup_buf_ struct buf b = BUF_INIT(RESULTS_MAX);
+		_cleanup_json_ json_t *res = NULL;
+		if (outfd >= 0 && safe_read_beneath(outfd, "results.json", &b, &e2) == 0 && b.len) {
+			char sha[65];
+			sha256_hex(b.data, b.len, sha);
+			if (announced_sha256 && strcmp(sha, announced_sha256) == 0)
+				res = pj_loads(b.data, b.len, &e2);
+			if (!res || !json_is_object(res)) {
+				json_decref(res);
+				res = NULL;
+				renameat(outfd, "results.json", outfd, "results.json.refused");
+			}
+		}
+		if (res) {
+			_cleanup_free_ char *outd = xasprintf("%s/out", io);
+			json_object_set_new(res, "status", json_string("interrupted"));
+			_cleanup_free_ char *kept = NULL;
+			if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0 ||
+			    !(kept = keep_outputs(state_dir, job_id, io, outfd, err))) {
+				rc = -1;
+			} else {
+				json_object_set_new(res, "logs", json_string(kept));
+				_cleanup_free_ char *kept_res = xasprintf("%s/results.json", kept);
+				if (pj_dump_file(res, kept_res, err) < 0)
+					rc = -1;
+				else if (partial)
+					*partial = json_incref(res);
+			}
+		}
+	}
+	if (!keep) {
+		struct pyti_err e2 = {0};
+		if (rm_rf(io, &e2) < 0)
+			log_warn("%s", pyti_err_str(&e2));
+	}
+	/* its record, free since its process is gone: taken and dropped, so no sweep takes a kept
+	 * directory for a killed run's */
+	struct pyti_err e3 = {0};
+	int fd = owner_claim(jobs, job_id, &e3);
+	owner_release(jobs, job_id, fd);
 	return rc;
 }

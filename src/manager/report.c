@@ -389,6 +389,32 @@ static void fmt_mem(char out[32], long kb)
 		snprintf(out, 32, "%.1f MiB", (double)kb / 1024.0);
 }
 
+/* pytest's summary: "385 passed, 29 failed, 203 errors, 15 skipped, 1 xfailed" (passed always,
+ * the others when not 0). The counts come from the guest: summed without overflow. */
+static void fmt_counts(char *out, size_t cap, const long long c[6])
+{
+	static const char *const names[] = {"passed", "failed", "errors", "skipped", "xfailed", "xpassed"};
+	size_t len = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < 6; i++) {
+		if (i && !c[i])
+			continue;
+		const char *name = i == 2 && c[i] == 1 ? "error" : names[i];
+		int n = snprintf(out + len, cap - len, "%s%lld %s", i ? ", " : "", c[i], name);
+		if (n < 0 || (size_t)n >= cap - len)
+			return;
+		len += (size_t)n;
+	}
+}
+
+static void add_counts(long long c[6], const json_t *t)
+{
+	static const char *const keys[] = {"passed", "failed", "errors", "skipped", "xfailed", "xpassed"};
+	for (size_t i = 0; i < 6; i++)
+		if (__builtin_add_overflow(c[i], pj_int(t, keys[i], 0), &c[i]))
+			c[i] = LLONG_MAX;
+}
+
 static void fmt_tests(char out[128], const json_t *t)
 {
 	out[0] = '\0';
@@ -399,13 +425,31 @@ static void fmt_tests(char out[128], const json_t *t)
 		snprintf(out, 128, "no tests");
 		return;
 	}
-	long long failed; /* the counts come from the guest: no overflow on a hostile sum */
-	if (__builtin_add_overflow(pj_int(t, "failed", 0), pj_int(t, "errors", 0), &failed))
-		failed = LLONG_MAX;
-	int n = snprintf(out, 128, "%lld passed, %lld failed, %lld skipped%s", pj_int(t, "passed", 0), failed,
-			 pj_int(t, "skipped", 0), pj_int(t, "errors", 0) ? " (incl. errors)" : "");
-	if (pj_int(t, "xfailed", 0) && n > 0 && n < 128)
-		snprintf(out + n, 128 - (size_t)n, ", %lld xfailed", pj_int(t, "xfailed", 0));
+	long long c[6] = {0};
+	add_counts(c, t);
+	fmt_counts(out, 128, c);
+}
+
+void report_tests_summary(char *out, size_t cap, const json_t *results)
+{
+	long long c[6] = {0};
+	size_t n = 0, none = 0, i;
+	json_t *t;
+	out[0] = '\0';
+	json_array_foreach(json_object_get(results, "tasks"), i, t) {
+		const json_t *tests = json_object_get(t, "tests");
+		if (!json_is_object(tests))
+			continue;
+		n++;
+		if (json_is_true(json_object_get(tests, "no_tests")))
+			none++;
+		else
+			add_counts(c, tests);
+	}
+	if (n && none == n)
+		snprintf(out, cap, "no tests");
+	else if (n)
+		fmt_counts(out, cap, c);
 }
 
 /* The failed and erroring tests of one task's "tests", at most `max` of them. */
@@ -506,7 +550,11 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 		}
 	}
 	_cleanup_free_ char *status = term_safe_dup(pj_str(r, "status", "?"), 0);
-	fprintf(f, "\nresult: %s in %.1fs", status, pj_num(r, "wall_s", 0));
+	/* the whole command's time when the CLI says it ("command_s"), else the job's */
+	const json_t *cmd = json_object_get(r, "command_s");
+	fprintf(f, "\nresult: %s in %.1fs", status, cmd ? json_number_value(cmd) : pj_num(r, "wall_s", 0));
+	if (cmd && json_object_get(r, "fetch_s"))
+		fprintf(f, " (fetch %.1fs, tasks %.1fs)", pj_num(r, "fetch_s", 0), pj_num(r, "wall_s", 0));
 	const char *logs = pj_str(r, "logs", NULL);
 	if (logs)
 		fprintf(f, "; logs in %s", logs);

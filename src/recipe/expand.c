@@ -7,7 +7,7 @@
 #include "recipe.h"
 
 static const char *const placeholder_names[] = {"dist", "name", "version", "requirement", "module",
-						"test_requirements"};
+						"test_requirements", "posargs"};
 
 static bool is_ident_char(char ch, bool first)
 {
@@ -140,6 +140,16 @@ static int expand_var(const char *var, const struct recipe_vars *v, struct buf *
 		buf_printf(out, "-r %s", v->test_requirements);
 		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
 	}
+	if (strcmp(var, "posargs") == 0) {
+		/* the user's own words, for the user's own sandbox: quoted, so each stays one argument */
+		for (size_t i = 0; i < v->n_posargs; i++) {
+			buf_puts(out, i ? " '" : "'");
+			for (const char *c = v->posargs[i]; *c; c++)
+				buf_puts(out, *c == '\'' ? "'\\''" : (char[2]){*c, 0});
+			buf_puts(out, "'");
+		}
+		return out->truncated ? pyti_err_set(err, E2BIG, "expansion too long") : 0;
+	}
 	return pyti_err_usage(err, "unknown placeholder {%s}", var);
 }
 
@@ -160,6 +170,18 @@ static int expand(const char *tmpl, const struct recipe_vars *vars, struct buf *
 			const char *e = p + 1;
 			while (is_ident_char(*e, false))
 				e++;
+			/* {posargs:DEFAULT}: DEFAULT (up to the next '}') when the user gave no arguments */
+			if (*e == ':' && e - p - 1 == 7 && strncmp(p + 1, "posargs", 7) == 0 && strchr(e, '}')) {
+				const char *end = strchr(e, '}');
+				if (vars && vars->n_posargs) {
+					if (expand_var("posargs", vars, out, err) < 0)
+						return -1;
+				} else {
+					buf_append(out, e + 1, (size_t)(end - e - 1));
+				}
+				p = end + 1;
+				continue;
+			}
 			if (*e == '}') {
 				char var[64];
 				size_t n = (size_t)(e - p - 1);

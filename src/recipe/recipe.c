@@ -823,7 +823,7 @@ static const char builtin_default[] =
 	/* pytest's exit status 5 is "no tests collected" (a wheel-only project has no sdist to take
 	 * tests from): that is 0 tests, not a failure. */
 	"run = /tmp/pyti-venv/bin/python -c 'import json, sys, pytest; json.dump({\"runner\": \"pytest\", \"runner_version\": pytest.__version__, \"runner_file\": pytest.__file__, \"python\": sys.version.split()[0], \"sys_path\": sys.path}, open(\"/io/out/runtime-test.json\", \"w\"), default=str)'\n"
-	"  /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml ||\n"
+	"  /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml {posargs} ||\n"
 	"  [ $? -eq 5 ]\n"
 	"cwd = /io/src\n"
 	"junit = out/junit-test.xml\n"

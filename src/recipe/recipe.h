@@ -38,6 +38,9 @@
  *                  test/tests/testing, else a test or dev requirements file); empty when none
  *   {module}       the top-level importable modules joined with ", ", so that
  *                  `python -c "import {module}"` imports all of them in one statement
+ *   {posargs}      the arguments after `pyti run DIST --`, each one single-quoted for the shell
+ *                  (nothing when there are none); {posargs:DEFAULT} puts DEFAULT (recipe text, up to
+ *                  the next '}') when there are none, as tox does
  *   {{ and }}      literal braces; "${" is left alone so shell ${VAR} needs no escaping
  * Any other {word} is an error at load time. Substituted values are checked to be shell-inert
  * (PEP 508 names, versions, identifiers), so a hostile package cannot inject shell syntax.
@@ -120,6 +123,8 @@ struct recipe_vars {
 	const char *requirement;         /* overrides the computed {requirement} when set */
 	const char *test_requirements;   /* sandbox path of a requirements file with the recipe's
 					  * requires and the source's declared test requirements, or NULL */
+	const char *const *posargs;      /* {posargs}: the user's arguments for the test runner */
+	size_t n_posargs;
 };
 
 /* Only checks that every {placeholder} in tmpl is a known one (what loading does). */

@@ -25,8 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	const char *extras[] = {"test"};
 	const char *mods[] = {"six", "six.moves"};
+	const char *posargs[] = {"-k", "it's $x"}; /* {posargs} with and without words */
 	struct recipe_vars v = {.dist = "six==1.17.0", .name = "six", .version = "1.17.0", .extras = extras,
-				.n_extras = 1, .modules = mods, .n_modules = 2};
+				.n_extras = 1, .modules = mods, .n_modules = 2, .posargs = posargs,
+				.n_posargs = size & 1 ? 2 : 0};
 	json_t *tasks = recipe_to_job_tasks(r, &v, &err);
 	/* what loading accepted becomes JSON: invalid UTF-8 must have been refused at parse time,
 	 * with file:line, not here after a fetch (an infrastructure error); an expansion may still

@@ -223,14 +223,14 @@ def test_hostile_sdist_refused(pyti, tmp_path, state_dir, kind):
 
 def test_unknown_distribution(pyti):
     r = pyti("run", "-q", "pyti-no-such-distribution-xyzzy==0.0.1")
-    assert r.returncode == 3
+    assert r.returncode == 2  # the user's mistake (issue 14), class Fetch
     err = [l for l in r.stderr.splitlines() if l.startswith("pyti: error")]
     assert len(err) == 1 and "pyti-no-such-distribution-xyzzy" in err[0], r.stderr
     assert err[0].startswith("pyti: error (Fetch): "), r.stderr
     # --json is machine-readable on failure too
     r = pyti("run", "-q", "--json", "pyti-no-such-distribution-xyzzy==0.0.1")
     res = json.loads(r.stdout)
-    assert (res["status"], res["failure_class"], res["exit_status"]) == ("error", "Fetch", 3)
+    assert (res["status"], res["failure_class"], res["exit_status"]) == ("error", "Fetch", 2)
     assert "pyti-no-such-distribution-xyzzy" in res["error"]
 
 

@@ -171,7 +171,7 @@ def break_guest_mid_task(pyti_bin, state_dir, recipe, demo, action, env=None, ti
     themselves (/proc/sysrq-trigger is root's), so the test plays the failing guest."""
     e = dict(os.environ, **(env or {}))
     p = subprocess.Popen([pyti_bin, "--state-dir", state_dir, "run", "--backend", "vm", "--cold", "--json",
-                          "-r", str(recipe), str(demo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "--recipe", str(recipe), str(demo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=e)
     seen = []
     try:

@@ -185,10 +185,10 @@ static void test_errors(void **state)
 		   "recipe.ini:4: 'timeout' in [task:a] takes a single line (indented line continues it)");
 	expect_err("[task:a]\nrun = echo {nope}\n",
 		   "recipe.ini:2: unknown placeholder {nope} (known: {dist} {name} {version} {requirement} "
-		   "{module} {test_requirements}; write {{ for a literal brace) in 'run' of [task:a]");
+		   "{module} {test_requirements} {posargs}; write {{ for a literal brace) in 'run' of [task:a]");
 	expect_err("[task:a]\nrun = x\nenv = A={bad}\n",
 		   "recipe.ini:3: unknown placeholder {bad} (known: {dist} {name} {version} {requirement} "
-		   "{module} {test_requirements}; write {{ for a literal brace) in 'env' of [task:a]");
+		   "{module} {test_requirements} {posargs}; write {{ for a literal brace) in 'env' of [task:a]");
 	expect_err("[task:a]\nrun =\n", "recipe.ini:2: empty 'run' in [task:a]");
 }
 
