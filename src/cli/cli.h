@@ -24,5 +24,6 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vm(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_master(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -24,6 +24,7 @@ static const struct {
 	{"image", cmd_image, "build, list and remove guest images"},
 	{"disk", cmd_disk, "DiskHandler: read and write ext4 images without mounting them"},
 	{"vm", cmd_vm, "VManager: define, start, stop, snapshot, roll back libvirt domains"},
+	{"master", cmd_master, "serve the JSON-RPC API: workers claim jobs and report, users submit runs"},
 };
 
 static void usage(FILE *f)

@@ -33,6 +33,7 @@ static const struct rpc_param p_finish[] = {
 	{"failure_class", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
 	OBJ("results", false),
 	ARR("artefacts", false, 0, 10000, RPC_T_OBJECT),
+	{"error", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
 	END};
 static const struct rpc_param p_submit[] = {
 	ARR("dists", true, 1, 100000, RPC_T_STRING),

@@ -72,8 +72,14 @@ void rpc_error_clear(struct rpc_error *e)
 
 static json_t *error_object(int code, const char *message, json_t *data)
 {
-	json_t *o = json_pack("{s:i, s:s}", "code", code, "message", message && *message ? message :
-										 rpc_code_message(code));
+	/* A message cut to its buffer may end inside a UTF-8 sequence, which jansson refuses: then the
+	 * code's standard message stands in. */
+	json_t *msg = message && *message ? json_string(message) : NULL;
+	if (!msg)
+		msg = json_string(rpc_code_message(code));
+	json_t *o = json_object();
+	json_object_set_new(o, "code", json_integer(code));
+	json_object_set_new(o, "message", msg);
 	if (data)
 		json_object_set_new(o, "data", data);
 	return o;
