@@ -235,7 +235,12 @@ int master_config_load(struct master_config *c, const char *path, struct pyti_er
 		return pyti_err_prefix(err, "master config %s", path);
 	if (!b.data || memchr(b.data, '\0', b.len))
 		return pyti_err_usage(err, "%s: empty, or not a text file", path);
+	/* stop at the first error, so that the line inih reports is the one our message is about (inih's
+	 * options are globals: read once at start, before any thread) */
+	bool stop = ini_stop_on_first_error;
+	ini_stop_on_first_error = true;
 	int rc = ini_parse_string(b.data, handler, &l);
+	ini_stop_on_first_error = stop;
 	if (rc < 0)
 		return pyti_err_set(err, 0, "%s: cannot parse", path);
 	if (rc > 0)
