@@ -150,7 +150,7 @@ struct store_job_record {
 	enum pyti_fclass fclass;    /* that error's class */
 	const char *artefact_dir;   /* a host-made directory (STATE/runs/<job>) whose regular files, read
 				     * beneath it without following links, become artefacts; NULL = none.
-				     * Files over the blob cap are left out (named in the job's "omitted"). */
+				     * Files over the blob cap are left out with a warning (log). */
 };
 int store_record_job(struct store *st, const char *run_id, const struct store_job_record *rec,
 		     char job_id[STORE_ID_SIZE], struct pyti_err *err);
