@@ -63,7 +63,9 @@ def caps():
 
 
 TASK = {"task": "test", "status": "passed", "failure_class": None, "exit_code": 0, "signal": None, "wall_s": 1.5,
-        "cpu_user_s": 1.0, "max_rss_kb": 1000, "tests": {"passed": 3, "failed": 0, "skipped": 0, "errors": 0},
+        "cpu_user_s": 1.0, "max_rss_kb": 1000,
+        "tests": {"passed": 3, "failed": 0, "skipped": 0, "errors": 0, "xfailed": 0, "xpassed": 0, "total": 3,
+                  "no_tests": False, "failures": []},
         "output": "ok", "output_bytes": 2, "output_truncated": False}
 
 
