@@ -90,6 +90,7 @@ enum rpc_method_id {
 	RPC_M_RESULTS,
 	RPC_M_CANCEL,
 	RPC_M_RUNS,
+	RPC_M_SHOW,
 	RPC_M_DISCOVER,
 	RPC_M_COUNT
 };
