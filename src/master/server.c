@@ -1,7 +1,7 @@
 /* master: HTTP (libmicrohttpd, a thread per connection, bounded), tokens, the store handle pool and
  * the event log. Only POST /rpc exists: other paths are 404, other methods on /rpc 405. A body over
- * the limit is refused with -32005 before it is read when Content-Length says so, else once it
- * passes the limit (the rest is discarded unread into memory). Every JSON-RPC answer is HTTP 200
+ * the limit is refused with -32005: before it is sent when the client asked "Expect: 100-continue",
+ * else once it is read (what passes the limit is dropped, never kept in memory). Every JSON-RPC answer is HTTP 200
  * (its error objects say what went wrong), a body of notifications only gets 204.
  */
 #include <arpa/inet.h>
@@ -247,9 +247,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					 "text/plain");
 		}
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && strtoull(cl, NULL, 10) > m->cfg->body_limit) {
-			rq->answered = true;
-			return too_large(m, conn);
+		unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
+		if (len > m->cfg->body_limit) {
+			/* A client that waits for "100 Continue" (curl does for large bodies) is answered now
+			 * and sends nothing. One that is already sending would see its connection reset before
+			 * it reads the answer if we closed now: its body is read and dropped (never kept),
+			 * unless it is absurdly large. */
+			const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+			if ((expect && strcasecmp(expect, "100-continue") == 0) || len / 16 > m->cfg->body_limit) {
+				rq->answered = true;
+				return too_large(m, conn);
+			}
+			rq->too_large = true;
 		}
 		return MHD_YES;
 	}

@@ -168,6 +168,18 @@ def test_bad_requests_store_nothing(master):
     st, _, body = post(u, b" " * (2 << 20), token=m.user_token)
     assert st == 413 and err_of(body)[0] == -32005
     assert json.loads(body)["error"]["data"]["limit"] == 1 << 20
+    # a client that waits for 100 Continue is answered before it sends anything
+    import socket
+    with socket.create_connection(("127.0.0.1", m.port), timeout=10) as sk:
+        sk.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n")
+        head = b""
+        while b"-32005" not in head:
+            chunk = sk.recv(65536)
+            if not chunk:
+                break
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 413") and b'"code":-32005' in head, head[:300]
     # a batch over the configured limit (20)
     st, _, body = post(u, json.dumps([sub] * 21), token=m.user_token)
     assert err_of(body)[0] == -32005
@@ -388,3 +400,57 @@ def test_config_errors(pyti, tmp_path):
     r = subprocess.run([os.environ.get("PYTI_BIN", str(REPO / "build/src/cli/pyti")), "master", "hash-token"],
                        input="a-token-of-some-length\n", capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(b"a-token-of-some-length").hexdigest()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_two_clients_exactly_once_sqlite(master):
+    m = master()
+    run = m.user().call("submit", {"dists": [f"pkg{i}" for i in range(200)]})
+    seen, lock, stop = [], threading.Lock(), threading.Event()
+    threads = []
+    for i in range(2):
+        c = m.worker()
+        wid = c.call("hello", {"name": f"w{i}", "capabilities": caps()})["worker_id"]
+        threads.append(threading.Thread(target=drain, args=(c, wid, seen, lock, stop)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    stop.set()
+    ids = [s[0] for s in seen]
+    assert len(ids) == 200 and len(set(ids)) == 200, f"{len(ids)} claims of {len(set(ids))} jobs"
+    assert m.anon().call("status", {"run_id": run["run_id"]})["run"]["counts"].get("done") == 200
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_slow_down_when_the_store_is_behind(master, store_url):
+    """One store handle; SQLite's write lock held from outside: the call that has the handle waits in
+    SQLite, the next one gets no handle within slow_down_ms and is told to slow down; once the lock
+    is gone both kinds of call go through."""
+    import sqlite3
+    m = master(store_handles=1, slow_down_ms=300)
+    m.user().call("submit", {"dists": ["six"]})  # the schema exists
+    db = sqlite3.connect(store_url, isolation_level=None, timeout=30)
+    db.execute("BEGIN EXCLUSIVE")
+    out = {}
+
+    def first():
+        try:
+            out["first"] = m.user().call("submit", {"dists": ["attrs"]})
+        except RpcError as e:
+            out["first"] = e
+
+    th = threading.Thread(target=first)
+    th.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(RpcError) as e:
+        m.user().call("submit", {"dists": ["idna"]})
+    assert e.value.code == -32002 and e.value.data == {"retry_after_s": 1}
+    assert 0.25 <= time.monotonic() - t0 < 5
+    db.execute("ROLLBACK")
+    db.close()
+    th.join(30)
+    assert isinstance(out["first"], dict) and out["first"]["run_id"]
+    assert m.user().call("submit", {"dists": ["idna"]})["run_id"]
+    assert len(m.anon().call("runs")["runs"]) == 3
