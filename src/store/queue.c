@@ -463,14 +463,12 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		caps = sres_json(&w, 0, 0);
 	}
 	struct caps c = {0};
-	c.p[c.np++] = P_D(exp);
-	c.p[c.np++] = P_T(worker_id);
 	caps_read(&c, caps);
 	if (c.nsuites == 0) /* a worker without images can run nothing */
 		goto commit;
-	buf_printf(&sql, "UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
-			 " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM jobs"
-			 " WHERE state = 'queued' AND suite IN (", st->ops->random_lease);
+	/* The candidates are picked once, in a materialised CTE: PostgreSQL may otherwise rescan an
+	 * IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) and lease more than n (seen here: 3 of max 2). */
+	buf_puts(&sql, "WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'queued' AND suite IN (");
 	caps_list(&sql, c.nsuites);
 	buf_puts(&sql, ")");
 	if (c.nbackends) {
@@ -479,8 +477,13 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		buf_puts(&sql, "))");
 	}
 	buf_printf(&sql, " ORDER BY priority, created, seq LIMIT ?%s)"
-			 " RETURNING id, attempt, lease, dist, suite, backend, run_id", st->ops->skip_locked);
+			 " UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
+			 " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM c)"
+			 " RETURNING id, attempt, lease, dist, suite, backend, run_id",
+		   st->ops->skip_locked, st->ops->random_lease);
 	c.p[c.np++] = P_I(max);
+	c.p[c.np++] = P_D(exp);
+	c.p[c.np++] = P_T(worker_id);
 	if ((rc = st_query(st, sql.data, c.p, c.np, &r, err)) < 0)
 		goto out;
 	for (size_t i = 0; i < r.nrow; i++) {
