@@ -24,7 +24,7 @@ ENGINES = ["sqlite", "postgresql"]
 @pytest.fixture(scope="module")
 def pg_cluster():
     if not Postgres.available():
-        missing("PostgreSQL 15 (Debian's postgresql-15) is not installed")
+        missing("PostgreSQL (Debian's postgresql) is not installed")
     pg = Postgres().init().start()
     yield pg
     pg.destroy()
@@ -33,7 +33,7 @@ def pg_cluster():
 def new_pg_db(pg):
     name = "t" + secrets.token_hex(6)
     subprocess.run(["psql", pg.url(), "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return pg.url().replace("dbname=postgres", f"dbname={name}")
+    return pg.url().replace("dbname=pyti", f"dbname={name}")
 
 
 @pytest.fixture(params=ENGINES)
@@ -376,8 +376,7 @@ def test_master_starts_while_postgres_is_down(pyti_bin, tmp_path, store_url, pg_
         finally:
             m.stop()
     finally:
-        if not (pg_cluster.data / "postmaster.pid").exists():
-            pg_cluster.start()
+        pg_cluster.start()  # a no-op when it runs
 
 
 def _try(f):
