@@ -279,6 +279,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct rpc_stats st;
 	json_t *out = rpc_process(rq->body.data ? rq->body.data : "", rq->body.len, grants, m->cfg->batch_limit,
 				  master_dispatch, m, &st);
+	if (st.unauthorized || st.invalid) {
+		char peer[INET6_ADDRSTRLEN + 8] = "-";
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (ci && ci->client_addr)
+			getnameinfo(ci->client_addr,
+				    ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									     : sizeof(struct sockaddr_in),
+				    peer, sizeof peer, NULL, 0, NI_NUMERICHOST);
+		master_log(m, "refused", "peer=%s unauthorized=%zu invalid=%zu requests=%zu bytes=%zu", peer,
+			   st.unauthorized, st.invalid, st.requests, rq->body.len);
+	}
 	if (!out)
 		return send_body(conn, MHD_HTTP_NO_CONTENT, NULL, NULL);
 	return send_json(conn, MHD_HTTP_OK, out);

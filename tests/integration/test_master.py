@@ -164,6 +164,7 @@ def test_bad_requests_store_nothing(master):
                      (hello, m.user_token), (hello, m.worker_token + "x")):
         st, _, body = post(u, json.dumps(doc), token=tok)
         assert st == 200 and err_of(body) == (-32000, 1), (doc["method"], tok)
+    assert "refused peer=127.0.0.1 unauthorized=1 invalid=0" in m.log.read_text()
     # oversized: refused from Content-Length, before the body is read
     st, _, body = post(u, b" " * (2 << 20), token=m.user_token)
     assert st == 413 and err_of(body)[0] == -32005
