@@ -170,6 +170,7 @@ static unsigned token_grants(const struct master_config *c, const char *header)
 
 /* ---- HTTP ---- */
 struct req {
+	struct master *m;
 	struct buf body;
 	bool too_large;
 	bool answered;
@@ -230,7 +231,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (!rq) {
 		rq = xcalloc(1, sizeof *rq);
 		buf_init(&rq->body, (size_t)m->cfg->body_limit);
+		rq->m = m;
 		*req_cls = rq;
+		pthread_mutex_lock(&m->mu);
+		m->inflight++;
+		pthread_mutex_unlock(&m->mu);
 		/* answered at once, before any body is read (MHD then closes the connection) */
 		if (strcmp(url, "/rpc") != 0) {
 			rq->answered = true;
@@ -302,6 +307,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	(void)toe;
 	struct req *rq = *req_cls;
 	if (rq) {
+		struct master *m = rq->m;
+		pthread_mutex_lock(&m->mu);
+		if (--m->inflight == 0)
+			pthread_cond_broadcast(&m->idle);
+		pthread_mutex_unlock(&m->mu);
 		buf_free(&rq->body);
 		free(rq);
 		*req_cls = NULL;
@@ -382,7 +392,7 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	signal(SIGPIPE, SIG_IGN);
 
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-			 MHD_USE_POLL;
+			 MHD_USE_POLL | MHD_USE_ITC;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	d = MHD_start_daemon(flags, (uint16_t)c->listen_port, NULL, NULL, on_request, &m,
@@ -411,19 +421,31 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	int sig = 0;
 	sigwait(&sigs, &sig);
 	master_log(&m, "stop", "signal=%d", sig);
-	/* wake the long polls so that they answer (empty) before the daemon waits for their threads */
+	/* No new connections; wake the long polls so that they answer (empty), and let every request in
+	 * flight send its answer (MHD_stop_daemon shuts the sockets down, answered or not): a worker's
+	 * report either got its answer or will be sent again, never half-taken. */
+	MHD_socket lsock = MHD_quiesce_daemon(d);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
 	pthread_mutex_lock(&m.mu);
 	m.stopping = true;
 	m.work_gen++;
 	pthread_cond_broadcast(&m.work);
+	while (m.inflight > 0)
+		if (pthread_cond_timedwait(&m.idle, &m.mu, &until) == ETIMEDOUT)
+			break;
 	pthread_mutex_unlock(&m.mu);
 	MHD_stop_daemon(d);
+	if (lsock != MHD_INVALID_SOCKET)
+		close(lsock);
 	rc = 0;
 out:
 	for (unsigned i = 0; i < m.n_handles; i++)
 		store_close(m.handles[i]);
 	free(m.store_url);
 	pthread_cond_destroy(&m.work);
+	pthread_cond_destroy(&m.idle);
 	pthread_cond_destroy(&m.handle_free);
 	pthread_mutex_destroy(&m.mu);
 	return rc;

@@ -454,3 +454,49 @@ def test_slow_down_when_the_store_is_behind(master, store_url):
     assert isinstance(out["first"], dict) and out["first"]["run_id"]
     assert m.user().call("submit", {"dists": ["idna"]})["run_id"]
     assert len(m.anon().call("runs")["runs"]) == 3
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sigterm_answers_long_polls_and_exits(master):
+    m = master()
+    w = m.worker()
+    wid = w.call("hello", {"name": "a", "capabilities": caps()})["worker_id"]
+    out = {}
+
+    def claim():
+        t0 = time.monotonic()
+        out["jobs"] = w.call("claim", {"worker_id": wid, "wait_s": 25})["jobs"]
+        out["t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=claim)
+    th.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    m.proc.send_signal(15)
+    assert m.proc.wait(timeout=15) == 0
+    th.join(10)
+    assert out["jobs"] == [] and out["t"] < 10 and time.monotonic() - t0 < 10
+    assert "stop signal=15" in m.log.read_text()
+
+
+def test_listen_ipv6(pyti_bin, tmp_path):
+    import socket
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    m = Master(pyti_bin, tmp_path / "m", str(tmp_path / "s.db"))
+    cfg = m.write_config()
+    r, wfd = os.pipe()
+    p = subprocess.Popen([pyti_bin, "--state-dir", str(tmp_path / "st"), "master", "--config", str(cfg), "--listen",
+                          "[::1]:0", "--ready-fd", str(wfd)], stderr=subprocess.DEVNULL, pass_fds=(wfd,))
+    os.close(wfd)
+    try:
+        line = os.fdopen(r).readline()
+        assert line.startswith("listening ::1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        st, _, body = post(f"http://[::1]:{port}/rpc", '{"jsonrpc":"2.0","method":"runs","id":1}')
+        assert st == 200 and json.loads(body)["result"] == {"runs": []}
+    finally:
+        p.terminate()
+        p.wait(10)
