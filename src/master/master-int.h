@@ -28,6 +28,7 @@ struct master {
 	unsigned long work_gen;
 	bool stopping;
 	unsigned inflight;              /* HTTP requests between their first byte and their answer's end */
+	uint64_t buffered;              /* bytes of request bodies held */
 	pthread_cond_t idle;            /* inflight dropped to 0 */
 };
 

@@ -172,9 +172,21 @@ static unsigned token_grants(const struct master_config *c, const char *header)
 struct req {
 	struct master *m;
 	struct buf body;
+	uint64_t limit;   /* this request's body limit: body_limit, or less without a token */
+	unsigned grants;  /* what its Authorization header proved */
+	size_t accounted; /* bytes of body counted in m->buffered */
 	bool too_large;
+	bool busy;        /* the master's buffer budget was spent: answered -32002 */
 	bool answered;
 };
+
+/* A body without a token can only be for the reading methods: small. And all bodies held at once
+ * share a budget, so that many large uploads cannot take the machine's memory. */
+#define ANON_BODY_LIMIT (1u << 20)
+static uint64_t buffer_budget(const struct master_config *c)
+{
+	return c->body_limit * 8 > (64ull << 20) ? c->body_limit * 8 : 64ull << 20;
+}
 
 static enum MHD_Result send_body(struct MHD_Connection *conn, unsigned status, char *text, const char *ctype)
 {
@@ -203,12 +215,12 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	return send_body(conn, status, text, "application/json");
 }
 
-static enum MHD_Result too_large(struct master *m, struct MHD_Connection *conn)
+static enum MHD_Result too_large(struct master *m, struct MHD_Connection *conn, uint64_t limit)
 {
-	master_log(m, "refused", "reason=body-too-large limit=%llu", (unsigned long long)m->cfg->body_limit);
+	master_log(m, "refused", "reason=body-too-large limit=%llu", (unsigned long long)limit);
 	return send_json(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 			 rpc_error_response(RPC_TOO_LARGE, "request body too large",
-					    json_pack("{s:I}", "limit", (json_int_t)m->cfg->body_limit)));
+					    json_pack("{s:I}", "limit", (json_int_t)limit)));
 }
 
 static bool json_ctype(const char *ct)
@@ -230,8 +242,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct req *rq = *req_cls;
 	if (!rq) {
 		rq = xcalloc(1, sizeof *rq);
-		buf_init(&rq->body, (size_t)m->cfg->body_limit);
 		rq->m = m;
+		rq->grants = token_grants(
+			m->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+		rq->limit = m->cfg->body_limit;
+		if (!rq->grants && rq->limit > ANON_BODY_LIMIT)
+			rq->limit = ANON_BODY_LIMIT;
+		buf_init(&rq->body, (size_t)rq->limit);
 		*req_cls = rq;
 		pthread_mutex_lock(&m->mu);
 		m->inflight++;
@@ -253,15 +270,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		}
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
-		if (len > m->cfg->body_limit) {
+		if (len > rq->limit) {
 			/* A client that waits for "100 Continue" (curl does for large bodies) is answered now
 			 * and sends nothing. One that is already sending would see its connection reset before
 			 * it reads the answer if we closed now: its body is read and dropped (never kept),
 			 * unless it is absurdly large. */
 			const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-			if ((expect && strcasecmp(expect, "100-continue") == 0) || len / 16 > m->cfg->body_limit) {
+			if ((expect && strcasecmp(expect, "100-continue") == 0) || len / 16 > rq->limit) {
 				rq->answered = true;
-				return too_large(m, conn);
+				return too_large(m, conn, rq->limit);
 			}
 			rq->too_large = true;
 		}
@@ -270,19 +287,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (rq->answered)
 		return MHD_YES; /* discard what still comes */
 	if (*upload_data_size) {
-		if (!rq->too_large && buf_append(&rq->body, upload_data, *upload_data_size) < 0)
-			rq->too_large = true; /* chunked bodies have no Content-Length to refuse early */
+		size_t n = *upload_data_size;
 		*upload_data_size = 0;
+		if (rq->too_large || rq->busy)
+			return MHD_YES;
+		pthread_mutex_lock(&m->mu);
+		if (m->buffered + n > buffer_budget(m->cfg)) {
+			rq->busy = true;
+		} else {
+			m->buffered += n;
+			rq->accounted += n;
+		}
+		pthread_mutex_unlock(&m->mu);
+		if (!rq->busy && buf_append(&rq->body, upload_data, n) < 0)
+			rq->too_large = true; /* chunked bodies have no Content-Length to refuse early */
 		return MHD_YES;
 	}
 	rq->answered = true;
 	if (rq->too_large)
-		return too_large(m, conn);
+		return too_large(m, conn, rq->limit);
+	if (rq->busy) {
+		master_log(m, "refused", "reason=buffers-full budget=%llu", (unsigned long long)buffer_budget(m->cfg));
+		return send_json(conn, MHD_HTTP_OK,
+				 rpc_error_response(RPC_SLOW_DOWN, "slow down: the master holds too many request bodies",
+						    json_pack("{s:i}", "retry_after_s", 1)));
+	}
 
-	unsigned grants =
-		token_grants(m->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 	struct rpc_stats st;
-	json_t *out = rpc_process(rq->body.data ? rq->body.data : "", rq->body.len, grants, m->cfg->batch_limit,
+	json_t *out = rpc_process(rq->body.data ? rq->body.data : "", rq->body.len, rq->grants, m->cfg->batch_limit,
 				  master_dispatch, m, &st);
 	if (st.unauthorized || st.invalid) {
 		char peer[INET6_ADDRSTRLEN + 8] = "-";
@@ -309,6 +341,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	if (rq) {
 		struct master *m = rq->m;
 		pthread_mutex_lock(&m->mu);
+		m->buffered -= rq->accounted;
 		if (--m->inflight == 0)
 			pthread_cond_broadcast(&m->idle);
 		pthread_mutex_unlock(&m->mu);

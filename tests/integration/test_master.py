@@ -457,6 +457,19 @@ def test_slow_down_when_the_store_is_behind(master, store_url):
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_body_limits_by_token(master):
+    m = master(body_limit="4M")
+    big = b" " * (2 << 20) + b'{"jsonrpc":"2.0","method":"runs","id":1}'
+    # without a token a body can only be for reading: 1 MiB at most
+    st, _, body = post(m.url, big)
+    assert st == 413 and json.loads(body)["error"]["data"]["limit"] == 1 << 20
+    st, _, body = post(m.url, big, token=m.worker_token)
+    assert st == 200 and json.loads(body)["result"] == {"runs": []}
+    st, _, body = post(m.url, b" " * (5 << 20), token=m.worker_token)
+    assert st == 413 and json.loads(body)["error"]["data"]["limit"] == 4 << 20
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sigterm_answers_long_polls_and_exits(master):
     m = master()
     w = m.worker()
