@@ -13,9 +13,9 @@
 static struct {
 	pthread_mutex_t mu;
 	struct store *st;
-	pid_t pid;         /* the process that opened st: a forked child opens its own */
+	pid_t pid; /* the process that opened st: a forked child opens its own */
 	char run[STORE_ID_SIZE];
-	bool broken;       /* warned once; record nothing more */
+	bool broken; /* warned once; record nothing more */
 } rec = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 char *cli_store_url(const struct cli_ctx *ctx, const char *opt)
