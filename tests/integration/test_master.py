@@ -98,6 +98,23 @@ def test_worker_cycle(master):
     up = {"sha256": sha, "size": len(blob), "data": base64.b64encode(blob).decode()}
     assert w.call("upload", up) == {"stored": True}
     assert w.call("upload", up) == {"stored": True}  # already present is not an error
+    # what the table cannot check, the handlers and the store do: nothing of it is stored
+    bad_calls = [
+        ("report", {**lease, "task": "import", "result": {**TASK, "task": "other"}}, -32602, None),
+        ("upload", {**up, "sha256": "0" * 64}, -32602, None),
+        ("upload", {**up, "size": len(blob) + 1}, -32602, "size"),
+        ("upload", {**up, "data": up["data"][:-1]}, -32602, "data"),
+        ("finish", {**lease, "status": "passed", "results": results_doc("six", [TASK]),
+                    "artefacts": [{"name": "junit.xml", "sha256": "1" * 64, "size": 3}]}, -32004, None),
+    ]
+    for meth, params, code, param in bad_calls:
+        with pytest.raises(RpcError) as e:
+            w.call(meth, params)
+        assert e.value.code == code, (meth, e.value.message)
+        if param:
+            assert e.value.data == {"param": param}
+        if code == -32004:
+            assert e.value.data == {"missing": ["1" * 64]}
     res = results_doc("six==1.17.0", [{**TASK, "task": "install"}, {**TASK, "task": "test"}])
     fin = w.call("finish", {**lease, "status": "passed", "failure_class": None, "results": res,
                             "artefacts": [{"name": "results.json", "sha256": sha, "size": len(blob)}]})
