@@ -362,6 +362,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	master_log(m, "http-error", "error=\"%s\"", msg);
 }
 
+/* A store URL for the log without its password: postgresql://user:SECRET@host → user:***@host, and a
+ * libpq "password=SECRET" → "password=***". Caller frees. */
+static char *redact_url(const char *url)
+{
+	const char *scheme = strstr(url, "://");
+	if (scheme) {
+		const char *auth = scheme + 3, *at = strchr(auth, '@'), *slash = strchr(auth, '/');
+		if (at && (!slash || at < slash)) {
+			const char *colon = memchr(auth, ':', (size_t)(at - auth));
+			if (colon)
+				return xasprintf("%.*s***%s", (int)(colon + 1 - url), url, at);
+		}
+	}
+	const char *pw = strstr(url, "password=");
+	if (pw) {
+		const char *end = strchr(pw, ' ');
+		return xasprintf("%.*spassword=***%s", (int)(pw - url), url, end ? end : "");
+	}
+	return xstrdup(url);
+}
+
 int master_serve(const struct master_config *c, const char *state_dir, struct pyti_err *err)
 {
 	struct master m = {.cfg = c, .log = c->log ? c->log : stderr};
@@ -373,6 +394,7 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 		m.store_url = xasprintf("%s/pyti.db", state_dir);
 	m.lim = (struct store_limits){.lease_s = c->lease_s, .heartbeat_s = c->heartbeat_s,
 				      .max_attempts = c->max_attempts};
+	char *shown = redact_url(m.store_url); /* for the log */
 
 	int rc = -1;
 	struct MHD_Daemon *d = NULL;
@@ -387,10 +409,11 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	if (orc < 0) {
 		bool pg = strstr(m.store_url, "://") || strchr(m.store_url, '=');
 		if (!pg || orc != STORE_E_UNAVAILABLE) {
-			pyti_err_set(err, oerr.errnum, "%s", oerr.msg);
+			if (err)
+				*err = oerr;
 			goto out;
 		}
-		master_log(&m, "store-unavailable", "store=\"%s\" error=\"%s\"", m.store_url, pyti_err_str(&oerr));
+		master_log(&m, "store-unavailable", "store=\"%s\" error=\"%s\"", shown, pyti_err_str(&oerr));
 	} else {
 		/* SQLite takes one writer at a time: more handles only make them wait in SQLite's busy
 		 * handler (sleeps, measured as a worse p99 in bench/ingest) instead of in order here */
@@ -429,13 +452,13 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	d = MHD_start_daemon(flags, (uint16_t)c->listen_port, NULL, NULL, on_request, &m,
+			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &m, /* first, or MHD logs to stderr itself */
 			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connections,
 			     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(RPC_MAX_WAIT_S * 2),
 			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20),
 			     MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
 			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &m,
 			     MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!d) {
@@ -445,7 +468,7 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	unsigned bound = info ? info->port : c->listen_port;
 	master_log(&m, "start", "listen=%s:%u store=\"%s\" lease_s=%d heartbeat_s=%d max_attempts=%d handles=%u",
-		   c->listen_addr, bound, m.handles[0] ? store_describe(m.handles[0]) : m.store_url, m.lim.lease_s,
+		   c->listen_addr, bound, m.handles[0] ? store_describe(m.handles[0]) : shown, m.lim.lease_s,
 		   m.lim.heartbeat_s, m.lim.max_attempts, m.n_handles);
 	if (c->ready) {
 		fprintf(c->ready, "listening %s:%u\n", c->listen_addr, bound);
@@ -477,6 +500,7 @@ out:
 	for (unsigned i = 0; i < m.n_handles; i++)
 		store_close(m.handles[i]);
 	free(m.store_url);
+	free(shown);
 	pthread_cond_destroy(&m.work);
 	pthread_cond_destroy(&m.idle);
 	pthread_cond_destroy(&m.handle_free);
