@@ -39,7 +39,7 @@ void cli_record_job(struct cli_ctx *ctx, const struct manager_opts *mo, const js
 		    const struct pyti_err *job_err);
 /* Make the run now (a batch: before forking workers, so that all jobs land in one run); -1 when
  * the store is off or failed (already warned). */
-int cli_record_begin(struct cli_ctx *ctx, const char *suite, const char *backend);
+int cli_record_begin(struct cli_ctx *ctx, const struct manager_opts *mo);
 const char *cli_record_run_id(void); /* NULL before the run exists */
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);

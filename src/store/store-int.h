@@ -87,6 +87,7 @@ struct store {
 	char *describe; /* for messages */
 	void *db;	/* sqlite3 * | PGconn * */
 	bool in_tx;
+	bool no_create; /* SQLite: open an existing file only */
 	struct store_limits lim;
 	pthread_mutex_t mu;
 };
