@@ -301,6 +301,25 @@ static json_t *m_cancel(struct master *m, const struct rpc_call *call, struct rp
 	return json_pack("{s:i}", "cancelled", n);
 }
 
+/* rerun: a new run of a run's jobs or of one job, same configuration, its parent named */
+static json_t *m_rerun(struct master *m, const struct rpc_call *call, struct rpc_error *e)
+{
+	const char *run = pj_str(call->params, "run_id", NULL), *job = pj_str(call->params, "job_id", NULL);
+	if (!run == !job)
+		return rpc_error_set(e, RPC_INVALID_PARAMS, NULL, "rerun: exactly one of 'run_id' and 'job_id'");
+	struct pyti_err err = {0};
+	json_t *out = NULL;
+	WITH_STORE(h);
+	int rc = store_rerun(h.st, run ? run : job, &out, &err);
+	master_handle_put(&h);
+	if (rc < 0)
+		return store_fail(m, call, rc, &err, e);
+	master_log(m, "rerun", "run=%s of=%s jobs=%zu", pj_str(out, "run_id", "-"), run ? run : job,
+		   json_array_size(json_object_get(out, "jobs")));
+	master_work_signal(m);
+	return out;
+}
+
 static json_t *m_runs(struct master *m, const struct rpc_call *call, struct rpc_error *e)
 {
 	struct store_runs_query q = {.limit = (int)pj_int(call->params, "limit", 0),
@@ -354,6 +373,8 @@ json_t *master_dispatch(void *ctx, const struct rpc_call *call, struct rpc_error
 		return m_read(m, call, store_results, e);
 	case RPC_M_CANCEL:
 		return m_cancel(m, call, e);
+	case RPC_M_RERUN:
+		return m_rerun(m, call, e);
 	case RPC_M_RUNS:
 		return m_runs(m, call, e);
 	case RPC_M_SHOW: {

@@ -62,6 +62,7 @@ const struct rpc_method rpc_methods[RPC_M_COUNT] = {
 	[RPC_M_STATUS] = {"status", RPC_M_STATUS, RPC_AUTH_NONE, p_run},
 	[RPC_M_RESULTS] = {"results", RPC_M_RESULTS, RPC_AUTH_NONE, p_run},
 	[RPC_M_CANCEL] = {"cancel", RPC_M_CANCEL, RPC_AUTH_USER, p_cancel},
+	[RPC_M_RERUN] = {"rerun", RPC_M_RERUN, RPC_AUTH_USER, p_cancel},
 	[RPC_M_RUNS] = {"runs", RPC_M_RUNS, RPC_AUTH_NONE, p_runs},
 	[RPC_M_SHOW] = {"show", RPC_M_SHOW, RPC_AUTH_NONE, p_show},
 	[RPC_M_DISCOVER] = {"rpc.discover", RPC_M_DISCOVER, RPC_AUTH_NONE, p_none},

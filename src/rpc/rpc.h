@@ -89,6 +89,7 @@ enum rpc_method_id {
 	RPC_M_STATUS,
 	RPC_M_RESULTS,
 	RPC_M_CANCEL,
+	RPC_M_RERUN,
 	RPC_M_RUNS,
 	RPC_M_SHOW,
 	RPC_M_DISCOVER,

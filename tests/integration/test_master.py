@@ -530,3 +530,26 @@ def test_listen_ipv6(pyti_bin, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_rerun(master):
+    m = master()
+    user = m.user()
+    run = user.call("submit", {"dists": ["six", "attrs"], "priority": 3, "env": {"A": "1"}})
+    with pytest.raises(RpcError) as e:
+        m.worker().call("rerun", {"run_id": run["run_id"]})
+    assert e.value.code == -32000
+    with pytest.raises(RpcError) as e:
+        user.call("rerun", {"run_id": run["run_id"], "job_id": run["jobs"][0]})
+    assert e.value.code == -32602
+    again = user.call("rerun", {"run_id": run["run_id"]})
+    assert again["run_id"] != run["run_id"] and len(again["jobs"]) == 2
+    one = user.call("rerun", {"job_id": run["jobs"][1]})
+    assert len(one["jobs"]) == 1
+    st = m.anon().call("status", {"run_id": one["run_id"]})
+    assert [j["dist"] for j in st["jobs"]] == ["attrs"]
+    with pytest.raises(RpcError) as e:
+        user.call("rerun", {"run_id": "r0000000000000000"})
+    assert e.value.code == -32003
+    assert f"rerun run={again['run_id']} of={run['run_id']} jobs=2" in m.log.read_text()
