@@ -171,6 +171,13 @@ def test_bad_requests_store_nothing(master):
     assert err_of(post(u, b"\xff\xfe")[2]) == (-32700, None)
     assert err_of(post(u, b"")[2]) == (-32700, None)
     assert err_of(post(u, b"[]")[2]) == (-32600, None)
+    assert err_of(post(u, b"[" * 200000)[2]) == (-32700, None)  # deeper than the parser goes
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","params":{"limit":1e999},"id":1}')[2]) == (-32700, None)
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","params":{"limit":99999999999999999999},"id":1}')[2])[0] \
+        == -32700
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","id":1}\x00garbage')[2]) == (-32700, None)
+    assert err_of(post(u, rb'{"jsonrpc":"2.0","method":"runs","params":{"dist":"\u00e9\ud800"},"id":1}')[2]) \
+        == (-32700, None)  # a lone surrogate is not Unicode
     assert err_of(post(u, b'{"jsonrpc": "1.0", "method": "runs", "id": 4}')[2]) == (-32600, 4)
     assert err_of(post(u, b'{"jsonrpc": "2.0", "method": "nope", "id": "x"}')[2]) == (-32601, "x")
     assert err_of(post(u, b'{"jsonrpc": "2.0", "method": "runs", "params": [1], "id": 1}')[2]) == (-32602, 1)
