@@ -56,9 +56,12 @@ int cmd_master(struct cli_ctx *ctx, int argc, char **argv)
 		return hash_token();
 	}
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
-		{"store", required_argument, NULL, 's'},  {"ready-fd", required_argument, NULL, 'R'},
-		{"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+		{"config", required_argument, NULL, 'c'},
+		{"listen", required_argument, NULL, 'l'},
+		{"store", required_argument, NULL, 's'},
+		{"ready-fd", required_argument, NULL, 'R'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	const char *config = NULL, *listen = NULL, *store = NULL;

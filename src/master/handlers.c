@@ -20,11 +20,12 @@ static json_t *store_fail(struct master *m, const struct rpc_call *call, int rc,
 	case STORE_E_STALE:
 		master_log(m, "stale-lease", "method=%s job=%s attempt=%lld", meth, pj_str(p, "job_id", "-"),
 			   pj_int(p, "attempt", 0));
-		return rpc_error_set(e, RPC_STALE_LEASE,
-				     json_pack("{s:s, s:I}", "job_id", pj_str(p, "job_id", ""), "attempt",
-					       (json_int_t)pj_int(p, "attempt", 0)),
-				     "stale lease: attempt %lld of this job is no longer the current one; nothing stored",
-				     pj_int(p, "attempt", 0));
+		return rpc_error_set(
+			e, RPC_STALE_LEASE,
+			json_pack("{s:s, s:I}", "job_id", pj_str(p, "job_id", ""), "attempt",
+				  (json_int_t)pj_int(p, "attempt", 0)),
+			"stale lease: attempt %lld of this job is no longer the current one; nothing stored",
+			pj_int(p, "attempt", 0));
 	case STORE_E_UNAVAILABLE:
 		master_log(m, "store-unavailable", "method=%s error=\"%s\"", meth, pyti_err_str(err));
 		return rpc_error_set(e, RPC_STORE_UNAVAILABLE, json_pack("{s:i}", "retry_after_s", 2),
@@ -45,9 +46,9 @@ static json_t *store_fail(struct master *m, const struct rpc_call *call, int rc,
 	}
 }
 
-#define WITH_STORE(h)                                                                                              \
-	struct master_handle h = {0};                                                                              \
-	if (master_handle_get(m, &h, e) < 0)                                                                       \
+#define WITH_STORE(h)                                                                                                  \
+	struct master_handle h = {0};                                                                                  \
+	if (master_handle_get(m, &h, e) < 0)                                                                           \
 		return NULL;
 
 static struct store_lease lease_of(const json_t *p)
@@ -242,9 +243,10 @@ static json_t *m_submit(struct master *m, const struct rpc_call *call, struct rp
 				     "submit: 'backend' must be \"ns\", \"vm\" or null");
 	const char *k;
 	json_t *v;
-	json_object_foreach(json_object_get(p, "env"), k, v) if (!json_is_string(v))
-		return rpc_error_set(e, RPC_INVALID_PARAMS, json_pack("{s:s}", "param", "env"),
-				     "submit: every value of 'env' must be a string");
+	json_object_foreach(json_object_get(p, "env"), k, v)
+		if (!json_is_string(v))
+			return rpc_error_set(e, RPC_INVALID_PARAMS, json_pack("{s:s}", "param", "env"),
+					     "submit: every value of 'env' must be a string");
 	struct store_run_spec spec = {
 		.dists = dv,
 		.n_dists = nd,
