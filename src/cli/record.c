@@ -103,7 +103,9 @@ const char *cli_record_run_id(void)
 void cli_record_job(struct cli_ctx *ctx, const struct manager_opts *mo, const json_t *results,
 		    const struct pyti_err *job_err)
 {
-	if (job_err && job_err->status == PYTI_EXIT_USAGE)
+	if ((job_err && job_err->status == PYTI_EXIT_USAGE) ||
+	    (!job_err && strcmp(pj_str(results, "status", ""), "error") == 0 &&
+	     pj_int(results, "exit_status", 0) == PYTI_EXIT_USAGE))
 		return; /* a mistyped option or path never became a job */
 	pthread_mutex_lock(&rec.mu);
 	if (!rec_ready(ctx, mo->suite, mo->backend, mo->recipe_path))

@@ -19,6 +19,12 @@ char *q_dump(const json_t *j)
 	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
+const char *q_verdict(const json_t *res)
+{
+	const char *v = pj_str(res, "verdict", NULL);
+	return store_verdict_parse(v) > 0 ? v : store_verdict_name(store_verdict_of(res));
+}
+
 bool q_ok_name(const char *s)
 {
 	return s && *s && strlen(s) <= MAX_TEXT;
@@ -733,12 +739,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 	} else {
 		*state = STORE_DONE;
 		outcome = "done";
-		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))),
-				     P_T(status),
-				     P_T(fcn),
-				     P_T(error),
-				     P_T(js),
-				     P_D(now),
+		struct sparam p[] = {P_T(q_verdict(res)), P_T(status), P_T(fcn), P_T(error), P_T(js), P_D(now),
 				     P_T(l->job_id)};
 		rc = st_exec(st,
 			     "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"

@@ -77,6 +77,8 @@ int store_verdict_parse(const char *name);	      /* -1 if unknown */
  * an error or a task with class Crash/Infra/Network → infra; Fetch, or a failed install/build task →
  * build-failed; another failed task → test-failed; all passed but no test ran → no-tests; else passed. */
 enum store_verdict store_verdict_of(const json_t *results);
+/* (Results that carry a "verdict" of their own — manager_verdict()'s, as `pyti run` and the worker
+ * add it — are stored with that one; store_verdict_of decides only for results without.) */
 /* true for the failure classes a job is retried for (Crash, Infra; a lost lease counts as Infra). */
 bool store_fclass_retried(enum pyti_fclass fc);
 

@@ -718,6 +718,16 @@ static void test_record_and_copy(void **state)
 	assert_string_equal(b.data, "hello log\n");
 	assert_int_equal(store_show(e->st, job2, &show2, &err), 0);
 	assert_string_equal(pj_str(json_object_get(show2, "job"), "verdict", ""), "build-failed");
+	/* a verdict the results carry (manager_verdict's) is the one stored */
+	_cleanup_json_ json_t *own = json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch",
+					       "error", "x", "verdict", "infra"),
+			      *show3 = NULL;
+	char job3[STORE_ID_SIZE];
+	struct store_job_record rec3 = {.dist = "own", .suite = "bookworm", .results = own};
+	assert_int_equal(store_record_job(e->st, run, &rec3, job3, &err), 0);
+	assert_int_equal(store_show(e->st, job3, &show3, &err), 0);
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "verdict", ""), "infra");
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "error", ""), "x");
 	assert_int_equal(store_status(e->st, run, &st, &err), 0);
 	assert_string_equal(pj_str(json_object_get(st, "run"), "origin", ""), "local");
 }
