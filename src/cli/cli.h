@@ -64,5 +64,6 @@ int cmd_cache(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vm(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_master(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

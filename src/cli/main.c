@@ -26,6 +26,7 @@ static const struct {
 	{"image", cmd_image, "build, list and remove guest images"},
 	{"disk", cmd_disk, "DiskHandler: read and write ext4 images without mounting them"},
 	{"vm", cmd_vm, "VManager: define, start, stop, snapshot, roll back libvirt domains"},
+	{"master", cmd_master, "serve the JSON-RPC API: workers claim jobs and report, users submit runs"},
 	{"runs", cmd_runs, "list the runs in the store (STATE/pyti.db or --store URL)"},
 	{"show", cmd_show, "read a run or a job back from the store"},
 	{"store", cmd_store, "store copy SRC DST: merge one store's history into another"},
