@@ -66,7 +66,7 @@ int cmd_master(struct cli_ctx *ctx, int argc, char **argv)
 	};
 	const char *config = NULL, *listen = NULL, *store = NULL;
 	int ready_fd = -1, verbose = ctx->verbose, c;
-	while ((c = getopt_long(argc, argv, "c:l:s:vh", opts, NULL)) != -1) {
+	while ((c = cli_getopt("master", argc, argv, "c:l:s:vh", opts)) != -1) {
 		switch (c) {
 		case 'c':
 			config = optarg;
@@ -92,7 +92,6 @@ int cmd_master(struct cli_ctx *ctx, int argc, char **argv)
 			master_usage(stdout);
 			return 0;
 		default:
-			master_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
