@@ -82,7 +82,7 @@ bool store_fclass_retried(enum pyti_fclass fc);
 
 /* ---- opening ---- */
 enum store_engine { STORE_SQLITE, STORE_POSTGRES };
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* url: a file path (absolute or relative, e.g. STATE/pyti.db), "sqlite:PATH", "postgresql://…",
  * "postgres://…", or a libpq key=value string ("host=/run/dir dbname=pyti"; anything with '=' and
@@ -130,6 +130,7 @@ struct store_run_spec {
 	const json_t *posargs;     /* array of strings, or NULL */
 	int priority;              /* lower runs first (default 0) */
 	const char *origin;        /* "submit" (master) or "local" (pyti run); NULL = "submit" */
+	const char *parent;        /* the run this one runs again (`pyti rerun`), or NULL (schema 3) */
 };
 /* submit: a run with one queued job per dist × suite (in that order). *out = {"run_id", "jobs":
  * [job_id…]}. No dists is STORE_E_INVALID. */
@@ -216,7 +217,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 int store_expire(struct store *st, int *n, struct pyti_err *err);
 
 /* ---- reading (docs/rpc.md shapes) ---- */
-/* status: {"run": {"run_id", "created", "origin", "counts": {state: n}, "verdicts": {verdict: n}},
+/* status: {"run": {"run_id", "created", "origin", "parent", "counts": {state: n}, "verdicts": {verdict: n}},
  * "jobs": [{"job_id", "dist", "suite", "state", "attempt", "verdict", "failure_class"}]} */
 int store_status(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
 /* results: the same "run", and jobs with their "results" (the stored results.json, or null). */
@@ -224,8 +225,9 @@ int store_results(struct store *st, const char *run_id, json_t **out, struct pyt
 struct store_runs_query {
 	int limit;        /* 0 = 50 */
 	const char *dist; /* only runs with a job of this dist (exact), or NULL */
+	const char *parent; /* only the runs made again from this run (full id), or NULL */
 };
-/* runs: {"runs": [{"run_id", "created", "origin", "jobs", "counts", "verdicts"}]} newest first. */
+/* runs: {"runs": [{"run_id", "created", "origin", "parent", "jobs", "counts", "verdicts"}]} newest first. */
 int store_runs(struct store *st, const struct store_runs_query *q, json_t **out, struct pyti_err *err);
 /* show: a run id → store_results()'s shape; a job id → {"job": {"job_id", "run_id", "dist", "suite",
  * "backend", "recipe", "state", "attempt", "max_attempts", "verdict", "failure_class", "error",
