@@ -188,8 +188,11 @@ char *compare_signature(const char *traceback, const char *message, const char *
 		detail = traceback && strncmp(traceback, "assert", 6) == 0 ? traceback : message;
 	}
 	bool have_frame = text && innermost_frame(text, &frame, &rest);
-	if (!type.len && have_frame && (k = exc_type_len(rest.data)))
+	/* pytest's long traceback ends "path.py:LINE: Type": the innermost frame's own word wins */
+	if (have_frame && (k = exc_type_len(rest.data)) && (!type.len || k == rest.len)) {
+		buf_reset(&type);
 		buf_append(&type, rest.data, k);
+	}
 	if (!type.len)
 		buf_puts(&type, "Failure");
 	if (detail)
