@@ -116,7 +116,7 @@ static size_t exc_type_len(const char *s)
  * frame of a dependency looks the same from every package (site-packages/…, python3/…). */
 static bool innermost_frame(const char *text, struct buf *frame, struct buf *rest)
 {
-	const char *found = NULL;
+	const char *found = NULL, *found_colon = NULL;
 	size_t found_len = 0;
 	for (const char *p = text; p && *p;) {
 		size_t l = strcspn(p, "\n");
@@ -134,13 +134,15 @@ static bool innermost_frame(const char *text, struct buf *frame, struct buf *res
 			if (q < p + l && *q == ':') {
 				found = p;
 				found_len = l;
+				found_colon = colon;
 			}
 		}
 		p += l + (p[l] == '\n');
 	}
 	if (!found)
 		return false;
-	const char *py = strstr(found, ".py:");
+	/* the scan saw "path.py:DIGITS:" on this line, its colon at found_colon */
+	const char *py = found_colon - 3;
 	size_t plen = (size_t)(py - found) + 3;
 	const char *path = found;
 	const char *sp = memmem(found, plen, "site-packages/", 14);
