@@ -15,4 +15,7 @@ char *cmp_last_exception_line(const char *s);
 /* The normalised dependency a build failure's text names, if not own (caller frees), or NULL. */
 char *cmp_dep_from_text(const char *s, const char *own);
 
+/* The wheel set of pip's last "Successfully installed a-1 b-2" line in output: {name: version}, or NULL. */
+json_t *cmp_installed(const char *output);
+
 #endif

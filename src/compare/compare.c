@@ -546,6 +546,44 @@ static void pair_slower(json_t *out, const char *dist, const json_t *const *ra, 
 
 /* ---- the comparison ---- */
 
+/* What pip installed on a side (the first task that says so), NULL when no task does. */
+static json_t *side_wheels(const json_t *job)
+{
+	size_t i;
+	json_t *t;
+	json_array_foreach(json_object_get(json_object_get(job, "results"), "tasks"), i, t) {
+		json_t *w = cmp_installed(pj_str(t, "output", NULL));
+		if (w)
+			return w;
+	}
+	return NULL;
+}
+
+/* The resolved wheel sets' differences [{"name", "a", "b"}] (a version null: absent on that side),
+ * the first place to look for a regression's cause; NULL when a side's set is not known. */
+static json_t *wheel_diff(const json_t *ja, const json_t *jb)
+{
+	_cleanup_json_ json_t *wa = side_wheels(ja), *wb = side_wheels(jb);
+	if (!wa || !wb)
+		return NULL;
+	json_t *names = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach(wa, k, v) json_object_set_new(names, k, json_true());
+	json_object_foreach(wb, k, v) json_object_set_new(names, k, json_true());
+	json_t *sorted = sorted_keys(names), *out = json_array();
+	json_decref(names);
+	size_t i;
+	json_array_foreach(sorted, i, v) {
+		const char *n = json_string_value(v), *a = pj_str(wa, n, NULL), *b = pj_str(wb, n, NULL);
+		if (a && b && strcmp(a, b) == 0)
+			continue;
+		json_array_append_new(out, json_pack("{s:s, s:s?, s:s?}", "name", n, "a", a, "b", b));
+	}
+	json_decref(sorted);
+	return out;
+}
+
 static bool dist_differs_p(const json_t *ja, const json_t *jb)
 {
 	return ja && jb && !same_str(ja, jb, "dist");
@@ -574,6 +612,11 @@ static json_t *make_pair(const json_t *ja, const json_t *jb, json_t *groups, jso
 	free(dep);
 	if (dist_differs_p(ja, jb))
 		json_object_set_new(pair, "dist_b", json_string(pj_str(jb, "dist", "")));
+	if (ja && jb && (v == CMP_REGRESSED || v == CMP_FIXED || v == CMP_BROKEN_DEP || v == CMP_FLAKY)) {
+		json_t *wd = wheel_diff(ja, jb);
+		if (wd)
+			json_object_set_new(pair, "wheels", wd);
+	}
 	if (jb)
 		pair_groups(groups, index, pair, jb);
 	if (ja && jb && v != CMP_PENDING && v != CMP_SPURIOUS)
@@ -786,6 +829,13 @@ void compare_markdown(FILE *f, const json_t *cmp)
 				fprintf(f, " %.0f%% pass", 100 * pj_num(fl, "pass_rate", 0));
 				any = true;
 			}
+			json_t *w;
+			json_array_foreach(json_object_get(p, "wheels"), j, w) {
+				fputs(j ? ", " : any ? "; wheels: " : "wheels: ", f);
+				md_code(f, pj_str(w, "name", "?"));
+				fprintf(f, " %s → %s", pj_str(w, "a", "-"), pj_str(w, "b", "-"));
+				any = true;
+			}
 			fputs(" |\n", f);
 		}
 	}
@@ -874,6 +924,16 @@ void compare_table(FILE *f, const json_t *cmp)
 			fprintf(f, "    flaky (%s, %.0f%% of %lld runs pass): ", pj_str(fl, "side", "?"),
 				100 * pj_num(fl, "pass_rate", 0), pj_int(fl, "runs", 0));
 			put_term(f, pj_str(fl, "id", "?"));
+			fputc('\n', f);
+		}
+		json_t *w;
+		json_array_foreach(json_object_get(p, "wheels"), j, w) {
+			fputs("    wheel: ", f);
+			put_term(f, pj_str(w, "name", "?"));
+			fputc(' ', f);
+			put_term(f, pj_str(w, "a", "-"));
+			fputs(" → ", f);
+			put_term(f, pj_str(w, "b", "-"));
 			fputc('\n', f);
 		}
 	}

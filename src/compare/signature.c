@@ -265,3 +265,35 @@ char *cmp_dep_from_text(const char *s, const char *own)
 	return NULL;
 }
 
+
+/* ---- the wheel set an install resolved ---- */
+
+json_t *cmp_installed(const char *output)
+{
+	static const char pfx[] = "Successfully installed ";
+	const char *line = NULL;
+	for (const char *p = output ? strstr(output, pfx) : NULL; p; p = strstr(p + 1, pfx))
+		if (p == output || p[-1] == '\n')
+			line = p + strlen(pfx);
+	if (!line)
+		return NULL;
+	json_t *set = json_object();
+	size_t len = strcspn(line, "\n");
+	for (size_t i = 0; i < len && json_object_size(set) < 10000;) {
+		size_t k = strcspn(line + i, " \r\n");
+		if (k > len - i)
+			k = len - i;
+		/* name-version: versions have no '-', names may */
+		const char *w = line + i, *dash = NULL;
+		for (size_t j = 0; j < k; j++)
+			if (w[j] == '-')
+				dash = w + j;
+		if (dash && dash > w && (size_t)(dash - w) + 1 < k && k < 512) {
+			char *name = cmp_normalise_name(w, (size_t)(dash - w));
+			json_object_set_new(set, name, pj_string_lossy(dash + 1, k - (size_t)(dash - w) - 1));
+			free(name);
+		}
+		i += k + 1;
+	}
+	return set;
+}

@@ -37,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(dep);
 	free(n);
 	free(cmp_last_exception_line(parts[2] ? parts[2] : s));
+	json_decref(cmp_installed(s));
 	free(s);
 	return 0;
 }

@@ -74,8 +74,24 @@ static void test_verdicts(void **state)
 		job("jb3", "same==1", "bookworm", "passed", results("passed", NULL)),
 		job("jb4", "bad==1", "bookworm", "test-failed", results("failed", T1)),
 		job("jb6", "new==1", "bookworm", "passed", results("passed", NULL))));
+	/* what pip installed on each side: the regression's wheel set differs in setuptools and new-dep */
+	json_object_set_new(json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(a, "jobs"), 0),
+									  "results"), "tasks"), 0),
+			    "output", json_string("Collecting …\nSuccessfully installed Reg-1 setuptools-69.0.0 six-1.17.0\n"));
+	json_object_set_new(json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(b, "jobs"), 0),
+									  "results"), "tasks"), 0),
+			    "output", json_string("Successfully installed reg-1 setuptools-80.1.0 six-1.17.0 new_dep-0.1\n"));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	assert_non_null(cmp);
+	const json_t *w = json_object_get(pair_of(cmp, "reg==1"), "wheels");
+	assert_int_equal(json_array_size(w), 2);
+	assert_string_equal(pj_str(json_array_get(w, 0), "name", ""), "new-dep");
+	assert_null(pj_str(json_array_get(w, 0), "a", NULL));
+	assert_string_equal(pj_str(json_array_get(w, 0), "b", ""), "0.1");
+	assert_string_equal(pj_str(json_array_get(w, 1), "name", ""), "setuptools");
+	assert_string_equal(pj_str(json_array_get(w, 1), "a", ""), "69.0.0");
+	assert_string_equal(pj_str(json_array_get(w, 1), "b", ""), "80.1.0");
+	assert_null(json_object_get(pair_of(cmp, "same==1"), "wheels"));
 	assert_string_equal(pj_str(cmp, "a", ""), "ra");
 	assert_string_equal(pj_str(cmp, "b", ""), "rb");
 	const json_t *p = pair_of(cmp, "reg==1");
