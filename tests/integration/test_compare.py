@@ -81,6 +81,8 @@ def test_compare_regressed(pyti, runs):
     # every test id from the JUnit files the store keeps as artefacts
     assert pair["tests"]["added"] == ["tests.test_demo::test_added"]
     assert pair["tests"]["removed"] == []
+    # what differs between the two sides' resolved wheel sets: the project's own version
+    assert {"name": "pyti-cmp-demo", "a": "0.1", "b": "0.2"} in pair["wheels"]
     assert cmp["summary"]["regressed"] == 1 and cmp["regressions"] == 1
     assert sum(cmp["summary"].values()) == 1
     (g,) = cmp["groups"]
