@@ -234,7 +234,7 @@ static bool pair_match(const json_t *x, const json_t *y, int pass)
 static size_t side_runs(const json_t *job, const json_t **runs, size_t max)
 {
 	size_t n = 0;
-	if (!job)
+	if (!job || max == 0)
 		return 0;
 	runs[n++] = job;
 	size_t i;
@@ -273,6 +273,16 @@ static json_t *runs_verdicts(const json_t *const *runs, size_t n)
 /* Tests that both fail and pass among one side's runs. */
 static void flaky_tests(const json_t *const *runs, size_t n, const char *side, json_t *out, json_t *seen)
 {
+	/* only the runs that ended on their own: a task killed by a timeout says nothing of its tests */
+	const json_t *kept[RUNS_MAX];
+	size_t nk = 0;
+	for (size_t i = 0; i < n && nk < RUNS_MAX; i++) {
+		enum outcome o = job_outcome(runs[i]);
+		if (o == O_PASS || o == O_FAIL)
+			kept[nk++] = runs[i];
+	}
+	runs = kept;
+	n = nk;
 	if (n < 2)
 		return;
 	struct jtests t[RUNS_MAX];
@@ -610,6 +620,16 @@ static json_t *make_pair(const json_t *ja, const json_t *jb, json_t *groups, jso
 				 runs_verdicts(ra, na), "b", runs_verdicts(rb, nb), "tests",
 				 pair_tests(ja, jb, ra, na, rb, nb));
 	free(dep);
+	if (na > 1 || nb > 1) {
+		/* reruns: confirmed when every one ended like its side's original (a rerun lost to the
+		 * machine, spurious or pending, confirms nothing, and does not make the pair flaky either) */
+		bool same = true;
+		for (size_t k = 1; k < na; k++)
+			same &= job_outcome(ra[k]) == job_outcome(ra[0]);
+		for (size_t k = 1; k < nb; k++)
+			same &= job_outcome(rb[k]) == job_outcome(rb[0]);
+		json_object_set_new(pair, "confirmed", json_boolean(same && v != CMP_FLAKY));
+	}
 	if (dist_differs_p(ja, jb))
 		json_object_set_new(pair, "dist_b", json_string(pj_str(jb, "dist", "")));
 	if (ja && jb && (v == CMP_REGRESSED || v == CMP_FIXED || v == CMP_BROKEN_DEP || v == CMP_FLAKY)) {
@@ -902,6 +922,8 @@ void compare_table(FILE *f, const json_t *cmp)
 			fputs(" dependency ", f);
 			put_term(f, pj_str(p, "dependency", ""));
 		}
+		if (json_is_false(json_object_get(p, "confirmed")) && strcmp(pj_str(p, "verdict", ""), "flaky") != 0)
+			fputs(" (not confirmed: a rerun did not finish normally)", f);
 		fputc('\n', f);
 		const json_t *t = json_object_get(p, "tests");
 		static const char *const keys[] = {"newly_failing", "newly_passing", "added", "removed"};

@@ -209,8 +209,20 @@ static void test_flaky_reruns(void **state)
 	assert_int_equal(json_array_size(json_object_get(json_object_get(p, "runs"), "b")), 3);
 	p = pair_of(cmp, "r==1");
 	assert_string_equal(pj_str(p, "verdict", ""), "regressed");
+	assert_true(pj_bool(p, "confirmed", false));
+	assert_false(pj_bool(pair_of(cmp, "f==1"), "confirmed", true));
 	assert_true(compare_wants_confirm(p));
 	assert_false(compare_wants_confirm(pair_of(cmp, "f==1")));
+
+	/* a rerun lost to the machine confirms nothing and is not a disagreement */
+	json_t *lost = job("jb2r2", "r==1", "bookworm", "test-failed", results("failed", NULL));
+	json_object_set_new(lost, "failure_class", json_string("Timeout"));
+	json_array_append_new(json_object_get(jb2, "reruns"), lost);
+	_cleanup_json_ json_t *cmp2 = compare_runs(a, b, NULL);
+	assert_string_equal(pj_str(pair_of(cmp2, "r==1"), "verdict", ""), "regressed");
+	assert_false(pj_bool(pair_of(cmp2, "r==1"), "confirmed", true));
+	assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(pair_of(cmp2, "r==1"), "runs"), "b"), 2)),
+			    "Timeout");
 
 	/* the control (A/A) view of B's side: flake rate and known-flaky tests */
 	_cleanup_json_ json_t *ctl = compare_control(b);
