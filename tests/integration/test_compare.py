@@ -172,6 +172,9 @@ def test_confirm(pyti, runs):
     cr = cmp["confirm_runs"]
     assert js(pyti("--store", db, "show", cr["a"], "--json"))["run"]["parent"] == runs["a"]
     assert js(pyti("--store", db, "show", cr["b"], "--json"))["run"]["parent"] == runs["b"]
+    # A and its reruns agree: nothing flaky to run again
+    r = pyti("--store", db, "rerun", "--flaky", runs["a"])
+    assert r.returncode == 2 and "no flaky job" in r.stderr
 
     # A's source changes under it (its test now fails): A's reruns disagree with A → flaky, not regressed
     (runs["good"] / "tests" / "test_demo.py").write_text("def test_pass_0():\n    pass\n\n\ndef test_pass_1():\n"
@@ -182,6 +185,9 @@ def test_confirm(pyti, runs):
     assert pair["verdict"] == "flaky", pair
     fl = pair["tests"]["flaky"]
     assert {"id": "tests.test_demo::test_pass_1", "side": "a", "runs": 2, "passed": 1, "pass_rate": 0.5} in fl
+    # now A's runs (A and the runs made again from it) disagree: rerun --flaky picks A's job
+    q = js(pyti("--store", db, "rerun", "--flaky", "--json", runs["a"]))
+    assert q["runs"][0]["parent"] == runs["a"] and len(q["runs"][0]["jobs"]) == 1
     # an A/A control (the first confirmation's run of A): no flake in it, the regression stands
     ctl = js(pyti("--store", db, "compare", "--json", "--control", cr["a"], runs["a"], runs["b"]), rc=1)
     assert ctl["control"]["run"] == cr["a"]
