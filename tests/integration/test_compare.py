@@ -1,12 +1,15 @@
 """Regressions (issue 13): two real local runs of a small project made here, recorded in a store of
 their own, compared with `pyti compare` — version 0.1 passes, 0.2 fails one test and adds one
 (regressed, the newly failing test id, added/removed from the stored JUnit files, --json and
---markdown); a task killed by its timeout on one side (spurious); `pyti rerun` queues exactly the
+--markdown); a task killed by its timeout on one side (spurious); a new dependency whose sdist does
+not build (broken-dependency, grouped under it); `pyti rerun` queues exactly the
 failed jobs as a run linked to the old one, `--now` runs them here; `--confirm` reruns a regression
 on both sides and keeps it only when every rerun agrees (flaky when the source changed under A)."""
+import io
 import json
 import os
 import subprocess
+import tarfile
 import textwrap
 
 import pytest
@@ -193,3 +196,49 @@ def test_confirm(pyti, runs):
     assert ctl["control"]["run"] == cr["a"]
     assert ctl["control"]["packages"][0]["runs"] == 2 and ctl["control"]["packages"][0]["flake_rate"] == 0.0
     assert ctl["pairs"][0]["verdict"] == "regressed"
+
+
+def broken_sdist(links, name="pyti_cmp_brokendep", version="1.0"):
+    """An sdist whose metadata builds and whose wheel does not (setup.py refuses bdist_wheel)."""
+    files = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n',
+        "setup.py": textwrap.dedent(f"""\
+            import sys
+            from setuptools import setup
+            if "bdist_wheel" in sys.argv:
+                raise SystemExit("pyti test: this dependency does not build")
+            setup(name="{name}", version="{version}", py_modules=[])
+            """),
+    }
+    links.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(links / f"{name}-{version}.tar.gz", "w:gz") as tf:
+        for n, d in files.items():
+            ti = tarfile.TarInfo(f"{name}-{version}/{n}")
+            b = d.encode()
+            ti.size = len(b)
+            tf.addfile(ti, io.BytesIO(b))
+
+
+def test_broken_dependency(pyti, runs, pyti_bin, state_dir):
+    """B's version depends on a distribution that fails to build (from a find-links directory the
+    user's pip configuration names): broken-dependency, grouped under that dependency."""
+    d = runs["dir"] / "dep"
+    broken_sdist(d / "links")
+    ok = make_demo_project(d, name="pyti_cmp_user", version="0.1", passing=1, failing=0)
+    bad = make_demo_project(d, name="pyti_cmp_user", version="0.2", passing=1, failing=0)
+    pp = bad / "pyproject.toml"
+    pp.write_text(pp.read_text().replace('version = "0.2"', 'version = "0.2"\ndependencies = ["pyti-cmp-brokendep"]'))
+    env = {"PIP_FIND_LINKS": str(d / "links")}
+    db = runs["dir"] / "dep.db"
+    ra = run_dist(pyti_bin, state_dir, db, ok, env=env, rc=0)
+    rb = run_dist(pyti_bin, state_dir, db, bad, env=env, rc=3)  # the fetch failed: infrastructure exit
+    cmp = js(pyti("--store", db, "compare", "--json", ra, rb), rc=1)
+    (pair,) = cmp["pairs"]
+    assert pair["verdict"] == "broken-dependency", pair
+    assert pair["verdict_b"] == "build-failed"
+    assert pair["dependency"] == "pyti-cmp-brokendep"
+    (g,) = cmp["groups"]
+    assert g == {"signature": "dependency pyti-cmp-brokendep", "kind": "broken-dependency", "count": 1,
+                 "dists": [str(ok)], "tests": []}
+    assert cmp["summary"]["broken-dependency"] == 1 and cmp["regressions"] == 1
