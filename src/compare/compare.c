@@ -230,6 +230,28 @@ static bool pair_match(const json_t *x, const json_t *y, int pass)
 	}
 }
 
+/* What pair_match compares, as one string (NULL: the job cannot pair in this pass; caller frees). */
+static char *pair_key(const json_t *j, int pass)
+{
+	const char *dist = pj_str(j, "dist", NULL), *suite = pj_str(j, "suite", "");
+	if (!dist)
+		return NULL;
+	switch (pass) {
+	case 0:
+		return xasprintf("%s\n%s", dist, suite);
+	case 1:
+		return xstrdup(dist);
+	default: {
+		char *n = compare_project_name(dist);
+		if (!*n) {
+			free(n);
+			return NULL;
+		}
+		return n;
+	}
+	}
+}
+
 /* Every run of a side: the job, then its "reruns". */
 static size_t side_runs(const json_t *job, const json_t **runs, size_t max)
 {
@@ -665,17 +687,41 @@ json_t *compare_runs(const json_t *a, const json_t *b, const struct compare_opts
 		return NULL;
 	for (size_t i = 0; i < na; i++)
 		match[i] = -1;
-	for (int pass = 0; pass < 3; pass++)
+	/* each pass indexes B's unpaired jobs by its key (a run may have tens of thousands of jobs):
+	 * key → [B's indices, in order]; A's jobs in order take the first unpaired one */
+	for (int pass = 0; pass < 3; pass++) {
+		json_t *idx = json_object();
+		for (size_t k = 0; k < nb; k++) {
+			if (ub[k])
+				continue;
+			_cleanup_free_ char *key = pair_key(json_array_get(jb, k), pass);
+			if (!key)
+				continue;
+			json_t *l = json_object_get(idx, key);
+			if (!l) {
+				l = json_array();
+				json_object_set_new(idx, key, l);
+			}
+			json_array_append_new(l, json_integer((json_int_t)k));
+		}
 		for (size_t i = 0; i < na; i++) {
 			if (ua[i])
 				continue;
-			for (size_t k = 0; k < nb; k++)
-				if (!ub[k] && pair_match(json_array_get(ja, i), json_array_get(jb, k), pass)) {
-					ua[i] = ub[k] = true;
-					match[i] = (long)k;
-					break;
-				}
+			_cleanup_free_ char *key = pair_key(json_array_get(ja, i), pass);
+			json_t *l = key ? json_object_get(idx, key) : NULL;
+			size_t j;
+			json_t *kv;
+			json_array_foreach(l, j, kv) {
+				size_t k = (size_t)json_integer_value(kv);
+				if (ub[k])
+					continue;
+				ua[i] = ub[k] = true;
+				match[i] = (long)k;
+				break;
+			}
 		}
+		json_decref(idx);
+	}
 	int counts[CMP_VERDICT_COUNT] = {0};
 	json_t *pairs = json_array(), *groups = json_array(), *index = json_object(), *slower = json_array();
 	for (size_t i = 0; i < na; i++)

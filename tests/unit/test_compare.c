@@ -280,6 +280,32 @@ static void test_pairing(void **state)
 	assert_string_equal(pj_str(p, "verdict", ""), "regressed");
 }
 
+/* A mass run: thousands of jobs pair by index, not by comparing every job with every other. */
+static void test_many_jobs(void **state)
+{
+	(void)state;
+	json_t *ja = json_array(), *jb = json_array();
+	const int n = 5000;
+	for (int i = 0; i < n; i++) {
+		char dist[32], id[32];
+		snprintf(dist, sizeof dist, "pkg%d==1.0", i);
+		snprintf(id, sizeof id, "ja%d", i);
+		json_array_append_new(ja, job(id, dist, "bookworm", "passed", NULL));
+		snprintf(dist, sizeof dist, "pkg%d==1.0", n - 1 - i); /* B lists them the other way round */
+		snprintf(id, sizeof id, "jb%d", n - 1 - i);
+		json_array_append_new(jb, job(id, dist, "trixie", i % 10 ? "passed" : "test-failed", NULL));
+	}
+	_cleanup_json_ json_t *a = run("ra", ja), *b = run("rb", jb);
+	double t0 = now_mono();
+	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
+	assert_true(now_mono() - t0 < 20); /* generous: ASan; quadratic pairing took minutes */
+	assert_int_equal(json_array_size(json_object_get(cmp, "pairs")), n);
+	const json_t *p = json_array_get(json_object_get(cmp, "pairs"), 7);
+	assert_string_equal(pj_str(p, "a", ""), "ja7");
+	assert_string_equal(pj_str(p, "b", ""), "jb7");
+	assert_int_equal(pj_int(json_object_get(cmp, "summary"), "regressed", 0), n / 10);
+}
+
 static void test_project_name(void **state)
 {
 	(void)state;
@@ -441,7 +467,7 @@ int main(void)
 		cmocka_unit_test(test_verdicts),	  cmocka_unit_test(test_spurious_and_pending),
 		cmocka_unit_test(test_broken_dependency), cmocka_unit_test(test_flaky_reruns),
 		cmocka_unit_test(test_cases_added_removed), cmocka_unit_test(test_pairing),
-		cmocka_unit_test(test_project_name),	  cmocka_unit_test(test_signature),
+		cmocka_unit_test(test_many_jobs),	  cmocka_unit_test(test_project_name),	  cmocka_unit_test(test_signature),
 		cmocka_unit_test(test_slower_and_reports), cmocka_unit_test(test_sqlite_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
