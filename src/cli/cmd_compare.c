@@ -243,9 +243,101 @@ static json_t *attach_control(json_t *a, const json_t *control)
 	return compare_control(aa);
 }
 
+/* The runs made again from run (pyti rerun, compare --confirm): their jobs become reruns of run's. */
+static int attach_children(struct store *st, json_t *run, struct pyti_err *err)
+{
+	_cleanup_json_ json_t *kids = NULL;
+	struct store_runs_query q = {.limit = 1000, .parent = pj_str(json_object_get(run, "run"), "run_id", "")};
+	if (store_runs(st, &q, &kids, err) < 0)
+		return -1;
+	size_t i;
+	json_t *k;
+	json_array_foreach(json_object_get(kids, "runs"), i, k) {
+		_cleanup_json_ json_t *kr = NULL;
+		if (store_results(st, pj_str(k, "run_id", ""), &kr, err) < 0)
+			return -1;
+		add_all_cases(st, kr);
+		size_t n;
+		json_t *c, *j;
+		json_array_foreach(json_object_get(kr, "jobs"), n, c) {
+			size_t m;
+			json_array_foreach(json_object_get(run, "jobs"), m, j) {
+				if (strcmp(pj_str(j, "dist", ""), pj_str(c, "dist", "?")) == 0 &&
+				    strcmp(pj_str(j, "suite", ""), pj_str(c, "suite", "?")) == 0) {
+					add_rerun(j, json_incref(c));
+					break;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+/* `pyti compare --control RUN` alone: the flake rate of each package of RUN over RUN's jobs (a run
+ * with each configuration several times) and the runs made again from it (`pyti rerun --all`). */
+static int control_only(struct cli_ctx *ctx, const char *url, const char *control, bool markdown)
+{
+	struct pyti_err err = {0};
+	_cleanup_store_ struct store *st = NULL;
+	_cleanup_json_ json_t *run = NULL;
+	if (cli_store_open(ctx, url, &st, &err) < 0 || load_run(st, control, &run, &err) < 0)
+		return cli_fail(&err);
+	add_all_cases(st, run);
+	if (attach_children(st, run, &err) < 0)
+		return cli_fail(&err);
+	_cleanup_json_ json_t *out = compare_control(run);
+	json_object_set_new(out, "run", json_string(pj_str(json_object_get(run, "run"), "run_id", "")));
+	if (ctx->json) {
+		print_json(out);
+		return 0;
+	}
+	size_t i;
+	json_t *p;
+	if (markdown)
+		printf("## pyti control `%s`\n\n| distribution | image | runs | passed | flake rate |\n|---|---|---|---|---|\n",
+		       pj_str(out, "run", ""));
+	else
+		printf("%-10s %5s %6s  %-10s %s\n", "FLAKE", "RUNS", "PASSED", "IMAGE", "DIST");
+	json_array_foreach(json_object_get(out, "packages"), i, p) {
+		_cleanup_free_ char *d = markdown ? NULL : term_safe_dup(pj_str(p, "dist", "?"), 0),
+				    *su = term_safe_dup(pj_str(p, "suite", "?"), 0);
+		if (markdown) {
+			_cleanup_free_ char *dm = term_safe_dup(pj_str(p, "dist", "?"), 0);
+			for (char *c = dm; *c; c++)
+				if (*c == '`' || *c == '|')
+					*c = '\'';
+			printf("| `%s` | %s | %lld | %lld | %.0f%% |\n", dm, su, pj_int(p, "runs", 0), pj_int(p, "passed", 0),
+			       100 * pj_num(p, "flake_rate", 0));
+		} else {
+			printf("%9.0f%% %5lld %6lld  %-10s %s\n", 100 * pj_num(p, "flake_rate", 0), pj_int(p, "runs", 0),
+			       pj_int(p, "passed", 0), su, d);
+		}
+	}
+	json_array_foreach(json_object_get(out, "known_flaky"), i, p) {
+		if (i == 0)
+			fputs(markdown ? "\n### Known flaky tests\n\n" : "\nknown flaky tests:\n", stdout);
+		_cleanup_free_ char *d = term_safe_dup(pj_str(p, "dist", "?"), 0), *id = term_safe_dup(pj_str(p, "id", "?"), 0);
+		if (markdown) {
+			for (char *c = id; *c; c++)
+				if (*c == '`' || *c == '|')
+					*c = '\'';
+			for (char *c = d; *c; c++)
+				if (*c == '`' || *c == '|')
+					*c = '\'';
+			printf("- `%s` (`%s`): passed %lld of %lld runs\n", id, d, pj_int(p, "passed", 0), pj_int(p, "runs", 0));
+		} else {
+			printf("  %3.0f%% pass (%lld of %lld)  %s  %s\n", 100 * pj_num(p, "pass_rate", 0), pj_int(p, "passed", 0),
+			       pj_int(p, "runs", 0), d, id);
+		}
+	}
+	fflush(stdout);
+	return 0;
+}
+
 static void compare_usage(FILE *f)
 {
-	fputs("usage: pyti compare [OPTIONS] RUN_A RUN_B\n\n"
+	fputs("usage: pyti compare [OPTIONS] RUN_A RUN_B\n"
+	      "       pyti compare --control RUN [--json|--markdown]\n\n"
 	      "Pair the jobs of two runs of the store (the same distribution, or the same one across images)\n"
 	      "and give each pair one verdict: regressed, fixed, still-passing, still-failing, spurious (a side\n"
 	      "failed with OOM, Timeout, NoOutput, NoSpace, Crash, Infra or Network), flaky (its runs disagree),\n"
@@ -259,7 +351,9 @@ static void compare_usage(FILE *f)
 	      "                        interleaved, fresh sandboxes) and keep its verdict only if all agree\n"
 	      "      --times N         reruns per side for --confirm (default 2)\n"
 	      "      --control RUN     an A/A run (A's configuration again): its jobs count as reruns of A's,\n"
-	      "                        and each package's flake rate and known-flaky tests are listed\n"
+	      "                        and each package's flake rate and known-flaky tests are listed;\n"
+	      "                        alone: the flake rates of RUN over its own jobs and the runs made\n"
+	      "                        again from it (`pyti rerun --all --now RUN`)\n"
 	      "      --slower X        a task is slower past X times its time or memory in A (default 1.5)\n"
 	      "  -r, --recipe FILE     the recipe for --confirm's reruns (default: the built-in one)\n"
 	      "      --store URL       the store (default STATE/pyti.db, or PYTI_STORE)\n"
@@ -332,12 +426,14 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 			return PYTI_EXIT_USAGE;
 		}
 	}
+	if (ctx->json && markdown)
+		return cli_usage("compare: --json and --markdown exclude each other");
+	if (optind == argc && control && !do_confirm)
+		return control_only(ctx, url, control, markdown);
 	if (optind != argc - 2) {
 		compare_usage(stderr);
 		return PYTI_EXIT_USAGE;
 	}
-	if (ctx->json && markdown)
-		return cli_usage("compare: --json and --markdown exclude each other");
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *st = NULL;
 	_cleanup_json_ json_t *a = NULL, *b = NULL, *ctl = NULL, *control_out = NULL;

@@ -196,6 +196,14 @@ def test_confirm(pyti, runs):
     assert ctl["control"]["run"] == cr["a"]
     assert ctl["control"]["packages"][0]["runs"] == 2 and ctl["control"]["packages"][0]["flake_rate"] == 0.0
     assert ctl["pairs"][0]["verdict"] == "regressed"
+    # --control alone: A over its own job and the runs made again from it (two confirmations; the
+    # queued --flaky run has not run and does not count): test_pass_1 passed 2 of 3 times
+    alone = js(pyti("--store", db, "compare", "--control", runs["a"], "--json"))
+    (pk,) = alone["packages"]
+    assert pk["runs"] == 3 and pk["passed"] == 2
+    assert [(t["id"], t["runs"], t["passed"]) for t in alone["known_flaky"]] == [("tests.test_demo::test_pass_1", 3, 2)]
+    t = pyti("--store", db, "compare", "--control", runs["a"])
+    assert t.returncode == 0 and "known flaky tests:" in t.stdout
 
 
 def broken_sdist(links, name="pyti_cmp_brokendep", version="1.0"):
