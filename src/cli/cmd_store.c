@@ -3,6 +3,7 @@
  * test ids, messages): escaped for the terminal like the run's own table. */
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "manager.h"
@@ -49,11 +50,19 @@ static void runs_usage(FILE *f)
 
 int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_LIMIT, OPT_DIST, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_LIMIT,
+		OPT_DIST,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, OPT_JSON},	   {"limit", required_argument, NULL, OPT_LIMIT},
-		{"dist", required_argument, NULL, OPT_DIST}, {"store", required_argument, NULL, OPT_STORE},
-		{"help", no_argument, NULL, 'h'},	   {0},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"dist", required_argument, NULL, OPT_DIST},
+		{"store", required_argument, NULL, OPT_STORE},
+		{"help", no_argument, NULL, 'h'},
+		{0},
 	};
 	struct store_runs_query q = {.limit = 20};
 	const char *url = NULL;
@@ -103,7 +112,8 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 		printf("no runs in %s\n", store_describe(st));
 		return 0;
 	}
-	printf("%-18s %-21s %-7s %5s  %-22s %-32s %s\n", "RUN", "CREATED", "ORIGIN", "JOBS", "STATES", "VERDICTS", "DISTS");
+	printf("%-18s %-21s %-7s %5s  %-22s %-32s %s\n", "RUN", "CREATED", "ORIGIN", "JOBS", "STATES", "VERDICTS",
+	       "DISTS");
 	size_t i;
 	json_array_foreach(runs, i, r) {
 		printf("%-18s %-21s ", pj_str(r, "run_id", "?"), pj_str(r, "created", "?"));
@@ -129,28 +139,32 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 
 static void show_usage(FILE *f)
 {
-	fputs("usage: pyti show RUN|JOB [--json] [--store URL]\n\n"
+	fputs("usage: pyti show RUN|JOB [--json] [--store URL]\n"
+	      "       pyti show JOB --artefact NAME [--store URL]\n\n"
 	      "Read a run (r…: its jobs, their states and verdicts) or a job (j…: its attempts, task\n"
 	      "results, failed test cases and artefacts, and the task table `pyti run` printed) back from\n"
-	      "the store. A unique prefix of an id (at least 5 characters) will do.\n",
+	      "the store. A unique prefix of an id (at least 5 characters) will do. --artefact NAME\n"
+	      "writes one of the job's kept files (e.g. logs/test.log, results.json) to stdout.\n",
 	      f);
 }
 
 static void show_run(const json_t *out)
 {
 	const json_t *run = json_object_get(out, "run");
-	printf("run %s, created %s (%s), %lld jobs\n  states:   ", pj_str(run, "run_id", "?"), pj_str(run, "created", "?"),
-	       pj_str(run, "origin", "?"), pj_int(run, "jobs", 0));
+	printf("run %s, created %s (%s), %lld jobs\n  states:   ", pj_str(run, "run_id", "?"),
+	       pj_str(run, "created", "?"), pj_str(run, "origin", "?"), pj_int(run, "jobs", 0));
 	put_counts(json_object_get(run, "counts"), 0);
 	fputs("\n  verdicts: ", stdout);
 	put_counts(json_object_get(run, "verdicts"), 0);
 	if (pj_str(run, "parent", NULL)) /* made again from another run (pyti rerun, compare --confirm) */
 		printf("\n  rerun of: %s", pj_str(run, "parent", ""));
-	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS", "DIST");
+	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS",
+	       "DIST");
 	size_t i;
 	json_t *j;
 	json_array_foreach(json_object_get(out, "jobs"), i, j) {
-		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"), pj_int(j, "attempt", 0));
+		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"),
+		       pj_int(j, "attempt", 0));
 		put_safe(pj_str(j, "suite", "-"), 9);
 		printf(" %-13s ", pj_str(j, "verdict", "-"));
 		put_safe(pj_str(j, "failure_class", "-"), 9);
@@ -208,16 +222,51 @@ static void show_job(const json_t *out)
 		report_table(stdout, res, false);
 }
 
+/* One artefact of the job's last attempt that has it, to stdout: the bytes as stored into a pipe or
+ * file, escaped for a terminal (a package wrote them). */
+static int show_artefact(struct store *st, const json_t *out, const char *name)
+{
+	const json_t *job = json_object_get(out, "job");
+	if (!job)
+		return cli_usage("show: --artefact needs a job id (j…), not a run");
+	const char *sha = NULL;
+	size_t i, k;
+	json_t *a, *x;
+	json_array_foreach(json_object_get(job, "attempts"), i, a) {
+		json_array_foreach(json_object_get(a, "artefacts"), k, x) {
+			if (strcmp(pj_str(x, "name", ""), name) == 0)
+				sha = pj_str(x, "sha256", NULL);
+		}
+	}
+	if (!sha)
+		return cli_usage("show: job %s has no artefact '%s' (`pyti show JOB` lists them)",
+				 pj_str(job, "job_id", "?"), name);
+	struct pyti_err err = {0};
+	_cleanup_buf_ struct buf b = BUF_INIT(0);
+	if (store_blob_get(st, sha, &b, &err) < 0)
+		return store_fail(&err);
+	if (isatty(1))
+		term_put_safe(stdout, b.data ? b.data : "", b.len, TERM_KEEP_NEWLINES);
+	else if (b.len && fwrite(b.data, 1, b.len, stdout) != b.len)
+		return cli_usage("show: cannot write to stdout");
+	return fflush(stdout) == 0 ? 0 : PYTI_EXIT_INFRA;
+}
+
 int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_STORE,
+		OPT_ARTEFACT
+	};
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, OPT_JSON},
 		{"store", required_argument, NULL, OPT_STORE},
+		{"artefact", required_argument, NULL, OPT_ARTEFACT},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	const char *url = NULL;
+	const char *url = NULL, *artefact = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -226,6 +275,9 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 			break;
 		case OPT_STORE:
 			url = optarg;
+			break;
+		case OPT_ARTEFACT:
+			artefact = optarg;
 			break;
 		case 'h':
 			show_usage(stdout);
@@ -244,6 +296,8 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 	_cleanup_json_ json_t *out = NULL;
 	if (cli_store_open(ctx, url, &st, &err) < 0 || store_show(st, argv[optind], &out, &err) < 0)
 		return store_fail(&err);
+	if (artefact)
+		return show_artefact(st, out, artefact);
 	if (ctx->json)
 		print_json(out);
 	else if (json_object_get(out, "job"))
@@ -297,18 +351,19 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *src = NULL, *dst = NULL;
-	if (store_open(argv[optind + 1], &src, &err) < 0 || store_open(argv[optind + 2], &dst, &err) < 0)
+	if (store_open_existing(argv[optind + 1], &src, &err) < 0 || store_open(argv[optind + 2], &dst, &err) < 0)
 		return store_fail(&err);
 	struct store_copy_stats s;
 	int rc = store_copy(src, dst, &s, &err);
 	if (ctx->json) {
-		_cleanup_json_ json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b}", "runs", (json_int_t)s.runs, "runs_skipped",
-						     (json_int_t)s.runs_skipped, "jobs", (json_int_t)s.jobs, "blobs",
-						     (json_int_t)s.blobs, "complete", rc == 0);
+		_cleanup_json_ json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b}", "runs", (json_int_t)s.runs,
+						     "runs_skipped", (json_int_t)s.runs_skipped, "jobs",
+						     (json_int_t)s.jobs, "blobs", (json_int_t)s.blobs, "complete",
+						     rc == 0);
 		print_json(j);
 	} else {
-		printf("copied %ld runs (%ld jobs, %ld blobs) from %s to %s; %ld runs were there already\n", s.runs, s.jobs,
-		       s.blobs, store_describe(src), store_describe(dst), s.runs_skipped);
+		printf("copied %ld runs (%ld jobs, %ld blobs) from %s to %s; %ld runs were there already\n", s.runs,
+		       s.jobs, s.blobs, store_describe(src), store_describe(dst), s.runs_skipped);
 	}
 	return rc < 0 ? store_fail(&err) : 0;
 }

@@ -100,8 +100,8 @@ char store_id_kind(const char *id)
 
 /* ---- states and verdicts ---- */
 static const char *const state_names[STORE_STATE_COUNT] = {"queued", "leased", "done", "failed", "cancelled"};
-static const char *const verdict_names[STORE_VERDICT_COUNT] = {NULL, "passed", "test-failed", "build-failed",
-							       "no-tests", "infra"};
+static const char *const verdict_names[STORE_VERDICT_COUNT] = {NULL,	       "passed",   "test-failed",
+							       "build-failed", "no-tests", "infra"};
 
 const char *store_state_name(enum store_state s)
 {
@@ -307,7 +307,7 @@ char *store_default_url(const char *state_dir)
 	return xasprintf("%s/pyti.db", state_dir);
 }
 
-int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err)
+static int open_store(const char *url, int version, bool no_create, struct store **out, struct pyti_err *err)
 {
 	*out = NULL;
 	if (!url || !*url)
@@ -319,6 +319,7 @@ int store_open_version(const char *url, int version, struct store **out, struct 
 	st->lim = (struct store_limits){0};
 	store_limits_set(st, &st->lim);
 	st->url = xstrdup(url);
+	st->no_create = no_create;
 	if (is_pg_url(url)) {
 		st->engine = STORE_POSTGRES;
 		st->ops = &store_pg_ops;
@@ -355,9 +356,19 @@ int store_open_version(const char *url, int version, struct store **out, struct 
 	return 0;
 }
 
+int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err)
+{
+	return open_store(url, version, false, out, err);
+}
+
 int store_open(const char *url, struct store **out, struct pyti_err *err)
 {
-	return store_open_version(url, STORE_SCHEMA_VERSION, out, err);
+	return open_store(url, STORE_SCHEMA_VERSION, false, out, err);
+}
+
+int store_open_existing(const char *url, struct store **out, struct pyti_err *err)
+{
+	return open_store(url, STORE_SCHEMA_VERSION, true, out, err);
 }
 
 void store_close(struct store *st)

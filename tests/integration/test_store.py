@@ -116,5 +116,29 @@ def test_copy_to_postgresql(pyti, recorded, postgres):
     a = js(pyti("--store", db, "show", job_id, "--json"))["job"]
     b = js(pyti("--store", f"host={postgres} dbname=pyti user=pyti", "show", job_id, "--json"))["job"]
     assert a == b  # everything, down to the artefacts' digests
-    # one artefact read back through PostgreSQL's copy of the blob
+    # one artefact read back through PostgreSQL's copy of the blob: the same bytes
     assert any(x["name"] == "logs/test.log" and x["size"] > 0 for x in b["attempts"][0]["artefacts"])
+    la = pyti("--store", db, "show", job_id, "--artefact", "logs/test.log")
+    pa = pyti("--store", url, "show", job_id, "--artefact", "logs/test.log")
+    assert la.returncode == 0 and pa.returncode == 0, pa.stderr
+    assert "test_fail_0" in pa.stdout and pa.stdout == la.stdout
+    assert pyti("--store", url, "show", job_id, "--artefact", "no/such").returncode == 2
+
+
+def test_run_records_into_postgresql(pyti, recorded, postgres):
+    """`pyti run --store postgresql://…` (the global option) records straight into PostgreSQL."""
+    proj = recorded[1]
+    url = f"postgresql:///pyti?host={postgres}&user=pyti"
+    r = pyti("--store", url, "run", "-q", proj)
+    assert r.returncode == 1, r.stderr
+    (run,) = js(pyti("--store", url, "runs", "--json"))["runs"]
+    assert run["verdicts"]["test-failed"] == 1 and run["dists"] == [str(proj)]
+
+
+def test_store_failure_is_a_warning(pyti, recorded):
+    """A store that cannot be written costs a warning; the run keeps its own exit status."""
+    proj = recorded[1]
+    r = pyti("--store", "host=/nonexistent-pyti-pg dbname=x connect_timeout=2", "run", "-q", proj)
+    assert r.returncode == 1, r.stderr  # the demo's failing test, not an infrastructure error
+    assert "not recorded in the store" in r.stderr
+    assert "test_fail_0" in r.stdout

@@ -18,8 +18,8 @@
 struct eng {
 	bool pg;
 	char url[1024];
-	char dir[64];    /* SQLite: the case's directory */
-	char db[64];     /* PostgreSQL: the case's database */
+	char dir[64]; /* SQLite: the case's directory */
+	char db[64];  /* PostgreSQL: the case's database */
 	struct store *st;
 };
 
@@ -71,8 +71,14 @@ static int setup_engine(void **state, bool pg)
 	return 0;
 }
 
-static int setup_sqlite(void **state) { return setup_engine(state, false); }
-static int setup_pg(void **state) { return setup_engine(state, true); }
+static int setup_sqlite(void **state)
+{
+	return setup_engine(state, false);
+}
+static int setup_pg(void **state)
+{
+	return setup_engine(state, true);
+}
 
 static int teardown(void **state)
 {
@@ -151,11 +157,12 @@ static json_t *task_result(const char *task, const char *status, int nfail)
 		for (int i = 0; i < nfail; i++) {
 			char id[64];
 			snprintf(id, sizeof id, "tests.test_x::test_%d", i);
-			json_array_append_new(fails, json_pack("{s:s, s:s, s:s}", "id", id, "outcome", "failed", "message",
-							       "assert 1 == 2"));
+			json_array_append_new(fails, json_pack("{s:s, s:s, s:s}", "id", id, "outcome", "failed",
+							       "message", "assert 1 == 2"));
 		}
-		json_object_set_new(t, "tests", json_pack("{s:i, s:i, s:i, s:b, s:o}", "passed", 3, "failed", nfail,
-							  "total", 3 + nfail, "no_tests", 0, "failures", fails));
+		json_object_set_new(t, "tests",
+				    json_pack("{s:i, s:i, s:i, s:b, s:o}", "passed", 3, "failed", nfail, "total",
+					      3 + nfail, "no_tests", 0, "failures", fails));
 	}
 	return t;
 }
@@ -171,7 +178,7 @@ static json_t *results(const char *test_status, int nfail)
 static json_t *submit(struct store *st, int n, const char *suite)
 {
 	_cleanup_free_ const char **dists = xcalloc((size_t)n, sizeof *dists);
-	char (*names)[32] = xcalloc((size_t)n, sizeof *names);
+	char(*names)[32] = xcalloc((size_t)n, sizeof *names);
 	for (int i = 0; i < n; i++) {
 		snprintf(names[i], sizeof names[i], "pkg%03d==1.0", i);
 		dists[i] = names[i];
@@ -206,7 +213,8 @@ static json_t *claim(struct store *st, const char *worker, int max)
 
 static struct store_lease lease_of(const json_t *job)
 {
-	return (struct store_lease){pj_str(job, "job_id", NULL), (int)pj_int(job, "attempt", 0), pj_str(job, "lease", NULL)};
+	return (struct store_lease){pj_str(job, "job_id", NULL), (int)pj_int(job, "attempt", 0),
+				    pj_str(job, "lease", NULL)};
 }
 
 static int finish(struct store *st, const json_t *job, const char *status, const char *fc, const json_t *res,
@@ -301,16 +309,37 @@ static void test_state_machine(void **state)
 	assert_int_equal(json_array_size(json_object_get(runs, "runs")), 1);
 	json_decref(none);
 	assert_int_equal(store_claim(e->st, "wffffffffffffffff", 1, &none, &err), STORE_E_NOTFOUND);
+
+	/* rerun: the run's jobs (or one job) again, queued in a new run */
+	_cleanup_json_ json_t *rr = NULL, *rjob = NULL, *rst = NULL;
+	assert_int_equal(store_rerun(e->st, run, &rr, &err), 0);
+	assert_string_not_equal(pj_str(rr, "run_id", ""), run);
+	assert_int_equal(json_array_size(json_object_get(rr, "jobs")), 3);
+	assert_int_equal(store_status(e->st, pj_str(rr, "run_id", ""), &rst, &err), 0);
+	assert_int_equal(count(rst, "counts", "queued"), 3);
+	assert_string_equal(pj_str(json_object_get(rst, "run"), "parent", ""), run);
+	_cleanup_json_ json_t *children = NULL;
+	struct store_runs_query qp = {.parent = run};
+	assert_int_equal(store_runs(e->st, &qp, &children, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(children, "runs")), 1);
+	assert_string_equal(pj_str(json_array_get(json_object_get(rst, "jobs"), 0), "dist", ""), "pkg000==1.0");
+	assert_int_equal(store_rerun(e->st, pj_str(j1, "job_id", ""), &rjob, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(rjob, "jobs")), 1);
+	json_decref(rr);
+	assert_int_equal(store_rerun(e->st, "rffffffffffffffff", &rr, &err), STORE_E_NOTFOUND);
 }
 
 /* Two processes claim from one queue at once: every job is handed out exactly once. */
 static void test_claim_exactly_once(void **state)
 {
 	struct eng *e = engine(state);
-	enum { N = 60 };
+	enum {
+		N = 60
+	};
 	_cleanup_json_ json_t *sub = submit(e->st, N, "bookworm");
-	int fds[2][2];
+	int fds[2][2], go[2];
 	pid_t pid[2];
+	assert_int_equal(pipe(go), 0); /* both start claiming when the parent closes it */
 	for (int k = 0; k < 2; k++) {
 		assert_int_equal(pipe(fds[k]), 0);
 		pid[k] = fork();
@@ -322,14 +351,20 @@ static void test_claim_exactly_once(void **state)
 			if (store_open(e->url, &st, &err) < 0)
 				_exit(10);
 			char w[STORE_ID_SIZE];
-			_cleanup_json_ json_t *caps = json_pack("{s:[s], s:[s]}", "images", "bookworm", "backends", "ns");
+			_cleanup_json_ json_t *caps = json_pack("{s:[s], s:[s]}", "images", "bookworm", "backends",
+								"ns");
 			if (store_worker_hello(st, "w", caps, w, &err) < 0)
 				_exit(11);
+			close(go[1]);
+			char c;
+			if (read(go[0], &c, 1) != 0)
+				_exit(14);
 			for (int empty = 0; empty < 3;) {
 				json_t *jobs = NULL;
-				if (store_claim(st, w, 3, &jobs, &err) < 0)
+				if (store_claim(st, w, 2, &jobs, &err) < 0)
 					_exit(12);
 				empty = json_array_size(jobs) ? 0 : empty + 1;
+				usleep(2000); /* "running" the jobs, outside any lock: the other claimer's turn */
 				size_t i;
 				json_t *j;
 				json_array_foreach(jobs, i, j) {
@@ -346,6 +381,8 @@ static void test_claim_exactly_once(void **state)
 		}
 		close(fds[k][1]);
 	}
+	close(go[0]);
+	close(go[1]);
 	_cleanup_json_ json_t *seen = json_object();
 	int total = 0, per[2] = {0, 0};
 	for (int k = 0; k < 2; k++) {
@@ -365,6 +402,7 @@ static void test_claim_exactly_once(void **state)
 		assert_int_equal(WEXITSTATUS(ws), 0);
 	}
 	assert_int_equal(total, N);
+	assert_true(per[0] > 0 && per[1] > 0); /* they did claim side by side */
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM jobs WHERE state = 'done' AND attempt = 1"), N);
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM attempts"), N);
 	print_message("claims: %d and %d\n", per[0], per[1]);
@@ -377,7 +415,7 @@ static void test_lease_expiry_and_fencing(void **state)
 	struct pyti_err err = {0};
 	struct store_limits lim;
 	store_limits_get(e->st, &lim);
-	lim.lease_s = 1;
+	lim.lease_s = 2; /* long enough for a loaded machine to report within it */
 	store_limits_set(e->st, &lim);
 	_cleanup_json_ json_t *sub = submit(e->st, 1, "bookworm");
 	char w1[STORE_ID_SIZE], w2[STORE_ID_SIZE];
@@ -388,7 +426,7 @@ static void test_lease_expiry_and_fencing(void **state)
 	struct store_lease l1 = lease_of(j1);
 	_cleanup_json_ json_t *t = task_result("install", "passed", 0), *ok = results("passed", 0);
 	assert_int_equal(store_report(e->st, &l1, "install", t, &err), 0);
-	usleep(1300 * 1000);
+	usleep(2300 * 1000);
 	int n = 0;
 	assert_int_equal(store_expire(e->st, &n, &err), 0);
 	assert_int_equal(n, 1);
@@ -560,17 +598,18 @@ static void test_blobs(void **state)
 	store_limits_set(e->st, &lim);
 	assert_int_equal(store_blob_put(e->st, data, 1001, NULL, NULL, &err), STORE_E_TOOBIG);
 	assert_int_equal(store_rpc_code(STORE_E_TOOBIG), -32005);
-	assert_int_equal(store_blob_get(e->st, "0000000000000000000000000000000000000000000000000000000000000000", &b,
-				       &err), STORE_E_NOTFOUND);
+	assert_int_equal(
+		store_blob_get(e->st, "0000000000000000000000000000000000000000000000000000000000000000", &b, &err),
+		STORE_E_NOTFOUND);
 
 	/* finish naming a blob nobody uploaded: refused with the list, nothing stored */
 	_cleanup_json_ json_t *sub = submit(e->st, 1, "bookworm"), *missing = NULL;
 	char w[STORE_ID_SIZE];
 	hello(e->st, w);
 	_cleanup_json_ json_t *jobs = claim(e->st, w, 1);
-	_cleanup_json_ json_t *arts = json_pack("[{s:s, s:s, s:i}, {s:s, s:s, s:i}]", "name", "logs/test.log", "sha256",
-						sha, "size", (int)n, "name", "junit.xml", "sha256",
-						"1111111111111111111111111111111111111111111111111111111111111111", "size", 3);
+	_cleanup_json_ json_t *arts = json_pack(
+		"[{s:s, s:s, s:i}, {s:s, s:s, s:i}]", "name", "logs/test.log", "sha256", sha, "size", (int)n, "name",
+		"junit.xml", "sha256", "1111111111111111111111111111111111111111111111111111111111111111", "size", 3);
 	struct store_finish f = {.lease = lease_of(json_array_get(jobs, 0)), .status = "passed", .artefacts = arts};
 	enum store_state s;
 	assert_int_equal(store_finish(e->st, &f, &s, &missing, &err), STORE_E_MISSING);
@@ -592,7 +631,8 @@ static void test_migration(void **state)
 	if (!e->pg) {
 		snprintf(e->url + strlen(e->url), sizeof e->url - strlen(e->url), ".v1");
 	} else {
-		_cleanup_free_ char *sql = xasprintf("DROP DATABASE %s WITH (FORCE)", e->db), *sql2 = xasprintf("CREATE DATABASE %s", e->db);
+		_cleanup_free_ char *sql = xasprintf("DROP DATABASE %s WITH (FORCE)", e->db),
+				    *sql2 = xasprintf("CREATE DATABASE %s", e->db);
 		pg_admin(sql);
 		pg_admin(sql2);
 	}
@@ -637,7 +677,8 @@ static void test_record_and_copy(void **state)
 	char dir[] = "/tmp/pyti-store-src-XXXXXX";
 	assert_non_null(mkdtemp(dir));
 	_cleanup_free_ char *src_url = xasprintf("%s/local.db", dir), *runs = xasprintf("%s/runs/j1", dir),
-			    *logs = xasprintf("%s/runs/j1/logs", dir), *log = xasprintf("%s/runs/j1/logs/test.log", dir),
+			    *logs = xasprintf("%s/runs/j1/logs", dir),
+			    *log = xasprintf("%s/runs/j1/logs/test.log", dir),
 			    *rj = xasprintf("%s/runs/j1/results.json", dir);
 	assert_int_equal(mkdir_p(logs, 0755, &err), 0);
 	assert_int_equal(write_file_atomic(log, "hello log\n", 10, 0644, &err), 0);
@@ -650,8 +691,8 @@ static void test_record_and_copy(void **state)
 	_cleanup_json_ json_t *res = results("passed", 0);
 	struct store_job_record rec = {.dist = "six", .suite = "bookworm", .results = res, .artefact_dir = runs};
 	assert_int_equal(store_record_job(src, run, &rec, job, &err), 0);
-	struct store_job_record rec2 = {.dist = "nope", .suite = "bookworm", .error = "no such distribution",
-					.fclass = PYTI_FC_FETCH};
+	struct store_job_record rec2 = {
+		.dist = "nope", .suite = "bookworm", .error = "no such distribution", .fclass = PYTI_FC_FETCH};
 	assert_int_equal(store_record_job(src, run, &rec2, job2, &err), 0);
 
 	struct store_copy_stats cs;
@@ -677,8 +718,57 @@ static void test_record_and_copy(void **state)
 	assert_string_equal(b.data, "hello log\n");
 	assert_int_equal(store_show(e->st, job2, &show2, &err), 0);
 	assert_string_equal(pj_str(json_object_get(show2, "job"), "verdict", ""), "build-failed");
+	/* a verdict the results carry (manager_verdict's) is the one stored */
+	_cleanup_json_ json_t *own = json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch",
+					       "error", "x", "verdict", "infra"),
+			      *show3 = NULL;
+	char job3[STORE_ID_SIZE];
+	struct store_job_record rec3 = {.dist = "own", .suite = "bookworm", .results = own};
+	assert_int_equal(store_record_job(e->st, run, &rec3, job3, &err), 0);
+	assert_int_equal(store_show(e->st, job3, &show3, &err), 0);
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "verdict", ""), "infra");
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "error", ""), "x");
 	assert_int_equal(store_status(e->st, run, &st, &err), 0);
 	assert_string_equal(pj_str(json_object_get(st, "run"), "origin", ""), "local");
+}
+
+/* A batch's processes record into one run at once: every job lands, each with its own seq. */
+static void test_record_concurrent(void **state)
+{
+	struct eng *e = engine(state);
+	struct pyti_err err = {0};
+	struct store_run_spec spec = {.origin = "local"};
+	char run[STORE_ID_SIZE];
+	assert_int_equal(store_run_new(e->st, &spec, run, &err), 0);
+	pid_t pid[2];
+	for (int k = 0; k < 2; k++) {
+		pid[k] = fork();
+		assert_true(pid[k] >= 0);
+		if (pid[k] == 0) {
+			struct store *st = NULL;
+			if (store_open(e->url, &st, &err) < 0)
+				_exit(10);
+			json_t *res = results("passed", 0);
+			for (int i = 0; i < 15; i++) {
+				char job[STORE_ID_SIZE];
+				struct store_job_record rec = {
+					.dist = k ? "b" : "a", .suite = "bookworm", .results = res};
+				if (store_record_job(st, run, &rec, job, &err) < 0)
+					_exit(11);
+			}
+			json_decref(res);
+			store_close(st);
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		int ws;
+		assert_int_equal(waitpid(pid[k], &ws, 0), pid[k]);
+		assert_true(WIFEXITED(ws));
+		assert_int_equal(WEXITSTATUS(ws), 0);
+	}
+	assert_int_equal(raw_count(e, "SELECT COUNT(DISTINCT seq) FROM jobs"), 30);
+	assert_int_equal(raw_count(e, "SELECT MAX(seq) FROM jobs"), 30);
 }
 
 /* engine-independent */
@@ -704,8 +794,9 @@ static void test_names_and_verdicts(void **state)
 	_cleanup_json_ json_t *inst = json_pack("{s:s, s:[{s:s, s:s}]}", "status", "failed", "tasks", "task", "install",
 						"status", "failed");
 	assert_int_equal(store_verdict_of(inst), STORE_V_BUILD_FAILED);
-	_cleanup_json_ json_t *notest = json_pack("{s:s, s:[{s:s, s:s, s:{s:i, s:b}}]}", "status", "passed", "tasks", "task",
-						  "test", "status", "passed", "tests", "total", 0, "no_tests", 1);
+	_cleanup_json_ json_t *notest = json_pack("{s:s, s:[{s:s, s:s, s:{s:i, s:b}}]}", "status", "passed", "tasks",
+						  "task", "test", "status", "passed", "tests", "total", 0, "no_tests",
+						  1);
 	assert_int_equal(store_verdict_of(notest), STORE_V_NO_TESTS);
 	_cleanup_json_ json_t *crash = json_pack("{s:s, s:s}", "status", "error", "failure_class", "Crash"),
 			      *fetch = json_pack("{s:s, s:s}", "status", "error", "failure_class", "Fetch");
@@ -716,21 +807,26 @@ static void test_names_and_verdicts(void **state)
 	struct pyti_err err = {0};
 	assert_int_equal(store_open("", &st, &err), STORE_E_INVALID);
 	assert_int_equal(store_open("sqlite:", &st, &err), STORE_E_INVALID);
+	/* a source that is not there is not created */
+	assert_int_equal(store_open_existing("sqlite:/tmp/pyti-no-such-store-dir/x.db", &st, &err), STORE_E_NOTFOUND);
+	assert_false(path_exists("/tmp/pyti-no-such-store-dir"));
 	/* a server that is not there is "unavailable", the retryable error */
-	assert_int_equal(store_open("host=/nonexistent-pyti dbname=x connect_timeout=2", &st, &err), STORE_E_UNAVAILABLE);
+	assert_int_equal(store_open("host=/nonexistent-pyti dbname=x connect_timeout=2", &st, &err),
+			 STORE_E_UNAVAILABLE);
 	assert_int_equal(store_open("postgresql:///x?host=/nonexistent-pyti", &st, &err), STORE_E_UNAVAILABLE);
 }
 
-#define CASES(setup)                                                                   \
-	cmocka_unit_test_setup_teardown(test_state_machine, setup, teardown),          \
-	cmocka_unit_test_setup_teardown(test_claim_exactly_once, setup, teardown),     \
-	cmocka_unit_test_setup_teardown(test_lease_expiry_and_fencing, setup, teardown), \
-	cmocka_unit_test_setup_teardown(test_report_idempotent, setup, teardown),      \
-	cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),                 \
-	cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),           \
-	cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),                  \
-	cmocka_unit_test_setup_teardown(test_migration, setup, teardown),              \
-	cmocka_unit_test_setup_teardown(test_record_and_copy, setup, teardown)
+#define CASES(setup)                                                                                                   \
+	cmocka_unit_test_setup_teardown(test_state_machine, setup, teardown),                                          \
+		cmocka_unit_test_setup_teardown(test_claim_exactly_once, setup, teardown),                             \
+		cmocka_unit_test_setup_teardown(test_lease_expiry_and_fencing, setup, teardown),                       \
+		cmocka_unit_test_setup_teardown(test_report_idempotent, setup, teardown),                              \
+		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),                                         \
+		cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),                                   \
+		cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),                                          \
+		cmocka_unit_test_setup_teardown(test_migration, setup, teardown),                                      \
+		cmocka_unit_test_setup_teardown(test_record_and_copy, setup, teardown),                                \
+		cmocka_unit_test_setup_teardown(test_record_concurrent, setup, teardown)
 
 int main(void)
 {
