@@ -491,7 +491,8 @@ static void rerun_usage(FILE *f)
 	      "      --spurious        the jobs that failed with an infrastructure or resource class\n"
 	      "      --flaky           the jobs whose runs disagree: RUN's own jobs of one distribution and\n"
 	      "                        image, with those of the runs made again from RUN\n"
-	      "      --all             every job\n"
+	      "      --all             every job (queued without --recipe: with the run's own recipe,\n"
+	      "                        backend, environment and arguments)\n"
 	      "      --now             run them here instead of queuing them\n"
 	      "  -r, --recipe FILE     the recipe (queued: its text goes with the run; default: built-in)\n"
 	      "      --json            print {\"runs\": [{\"run_id\", \"parent\", \"jobs\"}]}\n"
@@ -652,7 +653,16 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 		}
 		json_array_append_new(json_object_get(out, "runs"),
 				      json_pack("{s:s, s:s, s:o}", "run_id", nr, "parent", parent, "jobs", ids));
+	} else if (!recipe && json_array_size(picked) == json_array_size(json_object_get(run, "jobs"))) {
+		/* every job: the store's own rerun keeps the run's recipe, backend, env, posargs, priority */
+		_cleanup_json_ json_t *sub = NULL;
+		if (store_rerun(st, parent, &sub, &err) < 0)
+			return cli_fail(&err);
+		json_array_append_new(json_object_get(out, "runs"),
+				      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent", parent,
+						"jobs", json_object_get(sub, "jobs")));
 	} else {
+		/* some jobs: their dists and images (the run's recipe is --recipe's or the built-in one) */
 		_cleanup_buf_ struct buf rtext = BUF_INIT(1u << 20);
 		if (recipe && read_file(recipe, &rtext, &err) < 0)
 			return cli_fail(&err);

@@ -151,6 +151,9 @@ def test_rerun(pyti, runs):
     assert shown["run"]["parent"] == runs["b"] and shown["run"]["origin"] == "submit"
     (job,) = shown["jobs"]
     assert job["state"] == "queued" and job["dist"] == str(runs["bad"])
+    # --all: every job, by the store's own rerun (same recipe and options)
+    q = js(pyti("--store", db, "rerun", "--all", "--json", runs["a"]))
+    assert q["runs"][0]["parent"] == runs["a"] and len(q["runs"][0]["jobs"]) == 1
     # nothing failed in A
     r = pyti("--store", db, "rerun", runs["a"])
     assert r.returncode == 2 and "no failed job" in r.stderr
