@@ -79,7 +79,8 @@ static void add_all_cases(struct store *st, json_t *run)
 {
 	size_t i;
 	json_t *j;
-	json_array_foreach(json_object_get(run, "jobs"), i, j) add_cases(st, j);
+	json_array_foreach(json_object_get(run, "jobs"), i, j)
+		add_cases(st, j);
 }
 
 /* store_show(job)'s detail as a store_results() job (what compare reads). */
@@ -91,8 +92,8 @@ static json_t *job_row(struct store *st, const char *job_id)
 		return NULL;
 	const json_t *d = json_object_get(shown, "job");
 	json_t *row = json_object();
-	static const char *const keys[] = {"job_id", "dist", "suite", "state", "attempt", "verdict", "failure_class",
-					   "results", "backend"};
+	static const char *const keys[] = {"job_id",  "dist",	       "suite",	  "state",  "attempt",
+					   "verdict", "failure_class", "results", "backend"};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
 		json_object_set(row, keys[i], json_object_get(d, keys[i]) ? json_object_get(d, keys[i]) : json_null());
 	add_cases(st, row);
@@ -114,8 +115,8 @@ static int rerun_new(struct rerun_ctx *rc, const char *parent, const char *suite
 		     char run[STORE_ID_SIZE], struct pyti_err *err)
 {
 	const char *suites[] = {suite ? suite : "bookworm"};
-	struct store_run_spec spec = {.suites = suites, .n_suites = 1, .backend = backend, .origin = "local",
-				      .parent = parent};
+	struct store_run_spec spec = {
+		.suites = suites, .n_suites = 1, .backend = backend, .origin = "local", .parent = parent};
 	return store_run_new(rc->st, &spec, run, err) < 0 ? -1 : 0;
 }
 
@@ -200,10 +201,10 @@ static int confirm(struct rerun_ctx *rc, json_t *a, json_t *b, const json_t *cmp
 		json_t *ja = find_job(a, pj_str(p, "a", NULL)), *jb = find_job(b, pj_str(p, "b", NULL));
 		if (!ja || !jb)
 			continue;
-		if (!ra[0] && (rerun_new(rc, pj_str(json_object_get(a, "run"), "run_id", NULL), pj_str(ja, "suite", NULL),
-					 NULL, ra, err) < 0 ||
-			       rerun_new(rc, pj_str(json_object_get(b, "run"), "run_id", NULL), pj_str(jb, "suite", NULL),
-					 NULL, rb, err) < 0))
+		if (!ra[0] && (rerun_new(rc, pj_str(json_object_get(a, "run"), "run_id", NULL),
+					 pj_str(ja, "suite", NULL), NULL, ra, err) < 0 ||
+			       rerun_new(rc, pj_str(json_object_get(b, "run"), "run_id", NULL),
+					 pj_str(jb, "suite", NULL), NULL, rb, err) < 0))
 			return -1;
 		/* the store_results() row has no backend: take the job's own */
 		_cleanup_json_ json_t *da = job_row(rc->st, pj_str(ja, "job_id", "")),
@@ -239,7 +240,8 @@ static json_t *attach_control(json_t *a, const json_t *control)
 			}
 		}
 	}
-	json_array_foreach(json_object_get(a, "jobs"), k, j) json_array_append(json_object_get(aa, "jobs"), j);
+	json_array_foreach(json_object_get(a, "jobs"), k, j)
+		json_array_append(json_object_get(aa, "jobs"), j);
 	return compare_control(aa);
 }
 
@@ -306,17 +308,18 @@ static int control_only(struct cli_ctx *ctx, const char *url, const char *contro
 			for (char *c = dm; *c; c++)
 				if (*c == '`' || *c == '|')
 					*c = '\'';
-			printf("| `%s` | %s | %lld | %lld | %.0f%% |\n", dm, su, pj_int(p, "runs", 0), pj_int(p, "passed", 0),
-			       100 * pj_num(p, "flake_rate", 0));
+			printf("| `%s` | %s | %lld | %lld | %.0f%% |\n", dm, su, pj_int(p, "runs", 0),
+			       pj_int(p, "passed", 0), 100 * pj_num(p, "flake_rate", 0));
 		} else {
-			printf("%9.0f%% %5lld %6lld  %-10s %s\n", 100 * pj_num(p, "flake_rate", 0), pj_int(p, "runs", 0),
-			       pj_int(p, "passed", 0), su, d);
+			printf("%9.0f%% %5lld %6lld  %-10s %s\n", 100 * pj_num(p, "flake_rate", 0),
+			       pj_int(p, "runs", 0), pj_int(p, "passed", 0), su, d);
 		}
 	}
 	json_array_foreach(json_object_get(out, "known_flaky"), i, p) {
 		if (i == 0)
 			fputs(markdown ? "\n### Known flaky tests\n\n" : "\nknown flaky tests:\n", stdout);
-		_cleanup_free_ char *d = term_safe_dup(pj_str(p, "dist", "?"), 0), *id = term_safe_dup(pj_str(p, "id", "?"), 0);
+		_cleanup_free_ char *d = term_safe_dup(pj_str(p, "dist", "?"), 0),
+				    *id = term_safe_dup(pj_str(p, "id", "?"), 0);
 		if (markdown) {
 			for (char *c = id; *c; c++)
 				if (*c == '`' || *c == '|')
@@ -324,10 +327,11 @@ static int control_only(struct cli_ctx *ctx, const char *url, const char *contro
 			for (char *c = d; *c; c++)
 				if (*c == '`' || *c == '|')
 					*c = '\'';
-			printf("- `%s` (`%s`): passed %lld of %lld runs\n", id, d, pj_int(p, "passed", 0), pj_int(p, "runs", 0));
+			printf("- `%s` (`%s`): passed %lld of %lld runs\n", id, d, pj_int(p, "passed", 0),
+			       pj_int(p, "runs", 0));
 		} else {
-			printf("  %3.0f%% pass (%lld of %lld)  %s  %s\n", 100 * pj_num(p, "pass_rate", 0), pj_int(p, "passed", 0),
-			       pj_int(p, "runs", 0), d, id);
+			printf("  %3.0f%% pass (%lld of %lld)  %s  %s\n", 100 * pj_num(p, "pass_rate", 0),
+			       pj_int(p, "passed", 0), pj_int(p, "runs", 0), d, id);
 		}
 	}
 	fflush(stdout);
@@ -366,13 +370,26 @@ static void compare_usage(FILE *f)
 
 int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_JSON = 256, OPT_MD, OPT_CONFIRM, OPT_TIMES, OPT_CONTROL, OPT_SLOWER, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_MD,
+		OPT_CONFIRM,
+		OPT_TIMES,
+		OPT_CONTROL,
+		OPT_SLOWER,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, OPT_JSON},	       {"markdown", no_argument, NULL, OPT_MD},
-		{"confirm", no_argument, NULL, OPT_CONFIRM},    {"times", required_argument, NULL, OPT_TIMES},
-		{"control", required_argument, NULL, OPT_CONTROL}, {"slower", required_argument, NULL, OPT_SLOWER},
-		{"recipe", required_argument, NULL, 'r'},       {"store", required_argument, NULL, OPT_STORE},
-		{"quiet", no_argument, NULL, 'q'},	       {"help", no_argument, NULL, 'h'},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"markdown", no_argument, NULL, OPT_MD},
+		{"confirm", no_argument, NULL, OPT_CONFIRM},
+		{"times", required_argument, NULL, OPT_TIMES},
+		{"control", required_argument, NULL, OPT_CONTROL},
+		{"slower", required_argument, NULL, OPT_SLOWER},
+		{"recipe", required_argument, NULL, 'r'},
+		{"store", required_argument, NULL, OPT_STORE},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	bool markdown = false, do_confirm = false, quiet = false;
@@ -472,7 +489,8 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 		compare_table(stdout, cmp);
 		const json_t *cr = json_object_get(cmp, "confirm_runs");
 		if (json_object_size(cr))
-			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"), pj_str(cr, "b", "-"));
+			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"),
+			       pj_str(cr, "b", "-"));
 	}
 	fflush(stdout);
 	return pj_int(cmp, "regressions", 0) > 0 ? PYTI_EXIT_FAILED : PYTI_EXIT_OK;
@@ -504,7 +522,12 @@ static void rerun_usage(FILE *f)
 	      f);
 }
 
-enum rerun_sel { SEL_FAILED, SEL_SPURIOUS, SEL_FLAKY, SEL_ALL };
+enum rerun_sel {
+	SEL_FAILED,
+	SEL_SPURIOUS,
+	SEL_FLAKY,
+	SEL_ALL
+};
 
 static bool job_passed(const json_t *j)
 {
@@ -535,13 +558,26 @@ static bool job_flaky(const json_t *job, const json_t *all_jobs)
 
 int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_FAILED = 256, OPT_SPURIOUS, OPT_FLAKY, OPT_ALL, OPT_NOW, OPT_JSON, OPT_STORE };
+	enum {
+		OPT_FAILED = 256,
+		OPT_SPURIOUS,
+		OPT_FLAKY,
+		OPT_ALL,
+		OPT_NOW,
+		OPT_JSON,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
-		{"failed", no_argument, NULL, OPT_FAILED}, {"spurious", no_argument, NULL, OPT_SPURIOUS},
-		{"flaky", no_argument, NULL, OPT_FLAKY},   {"all", no_argument, NULL, OPT_ALL},
-		{"now", no_argument, NULL, OPT_NOW},       {"recipe", required_argument, NULL, 'r'},
-		{"json", no_argument, NULL, OPT_JSON},     {"store", required_argument, NULL, OPT_STORE},
-		{"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
+		{"failed", no_argument, NULL, OPT_FAILED},
+		{"spurious", no_argument, NULL, OPT_SPURIOUS},
+		{"flaky", no_argument, NULL, OPT_FLAKY},
+		{"all", no_argument, NULL, OPT_ALL},
+		{"now", no_argument, NULL, OPT_NOW},
+		{"recipe", required_argument, NULL, 'r'},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"store", required_argument, NULL, OPT_STORE},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	enum rerun_sel sel = SEL_FAILED;
@@ -617,10 +653,10 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	json_array_foreach(json_object_get(run, "jobs"), i, j) {
 		const char *state = pj_str(j, "state", "");
 		bool ended = strcmp(state, "done") == 0 || strcmp(state, "failed") == 0;
-		bool take = sel == SEL_ALL ? true
-			  : sel == SEL_FAILED ? ended && !job_passed(j)
-			  : sel == SEL_SPURIOUS ? ended && compare_job_resource_class(j) != NULL
-			  : job_flaky(j, all_jobs);
+		bool take = sel == SEL_ALL	  ? true
+			    : sel == SEL_FAILED	  ? ended && !job_passed(j)
+			    : sel == SEL_SPURIOUS ? ended && compare_job_resource_class(j) != NULL
+						  : job_flaky(j, all_jobs);
 		if (take)
 			json_array_append(picked, j);
 	}
@@ -645,9 +681,9 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 				status = PYTI_EXIT_INFRA;
 				continue;
 			}
-			json_array_append_new(ids, json_pack("{s:s?, s:s?, s:s?}", "job_id", pj_str(row, "job_id", NULL),
-							     "dist", pj_str(row, "dist", NULL), "verdict",
-							     pj_str(row, "verdict", NULL)));
+			json_array_append_new(
+				ids, json_pack("{s:s?, s:s?, s:s?}", "job_id", pj_str(row, "job_id", NULL), "dist",
+					       pj_str(row, "dist", NULL), "verdict", pj_str(row, "verdict", NULL)));
 			if (!job_passed(row) && status == PYTI_EXIT_OK)
 				status = PYTI_EXIT_FAILED;
 		}
@@ -659,8 +695,8 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 		if (store_rerun(st, parent, &sub, &err) < 0)
 			return cli_fail(&err);
 		json_array_append_new(json_object_get(out, "runs"),
-				      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent", parent,
-						"jobs", json_object_get(sub, "jobs")));
+				      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent",
+						parent, "jobs", json_object_get(sub, "jobs")));
 	} else {
 		/* some jobs: their dists and images (the run's recipe is --recipe's or the built-in one) */
 		_cleanup_buf_ struct buf rtext = BUF_INIT(1u << 20);
@@ -681,16 +717,20 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 					dists[n++] = pj_str(x, "dist", "");
 			}
 			const char *suites[] = {suite};
-			struct store_run_spec spec = {.dists = dists, .n_dists = n, .suites = suites, .n_suites = 1,
-						      .recipe = recipe ? rtext.data : NULL, .parent = parent};
+			struct store_run_spec spec = {.dists = dists,
+						      .n_dists = n,
+						      .suites = suites,
+						      .n_suites = 1,
+						      .recipe = recipe ? rtext.data : NULL,
+						      .parent = parent};
 			_cleanup_json_ json_t *sub = NULL;
 			if (store_submit(st, &spec, &sub, &err) < 0) {
 				json_decref(done_suites);
 				return cli_fail(&err);
 			}
 			json_array_append_new(json_object_get(out, "runs"),
-					      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent",
-							parent, "jobs", json_object_get(sub, "jobs")));
+					      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"),
+							"parent", parent, "jobs", json_object_get(sub, "jobs")));
 		}
 		json_decref(done_suites);
 	}
@@ -699,8 +739,8 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	} else {
 		json_t *r;
 		json_array_foreach(json_object_get(out, "runs"), i, r) {
-			printf("%s run %s (from %s): %zu job%s\n", now ? "ran" : "queued", pj_str(r, "run_id", "?"), parent,
-			       json_array_size(json_object_get(r, "jobs")),
+			printf("%s run %s (from %s): %zu job%s\n", now ? "ran" : "queued", pj_str(r, "run_id", "?"),
+			       parent, json_array_size(json_object_get(r, "jobs")),
 			       json_array_size(json_object_get(r, "jobs")) == 1 ? "" : "s");
 			size_t k;
 			json_t *x;

@@ -9,8 +9,8 @@
 #define CMP_GROUP_TESTS_MAX 100 /* test ids listed per group (its count is complete) */
 
 static const char *const verdict_names[CMP_VERDICT_COUNT] = {
-	"regressed", "fixed", "still-passing", "still-failing", "spurious",
-	"flaky",     "broken-dependency", "new", "gone", "pending",
+	"regressed",	     "fixed", "still-passing", "still-failing", "spurious", "flaky",
+	"broken-dependency", "new",   "gone",	       "pending",
 };
 
 const char *compare_verdict_name(enum compare_verdict v)
@@ -58,7 +58,12 @@ const char *compare_job_resource_class(const json_t *job)
 	return NULL;
 }
 
-enum outcome { O_PASS, O_FAIL, O_SPURIOUS, O_PENDING };
+enum outcome {
+	O_PASS,
+	O_FAIL,
+	O_SPURIOUS,
+	O_PENDING
+};
 
 static const char *job_verdict(const json_t *job)
 {
@@ -92,9 +97,9 @@ static enum outcome job_outcome(const json_t *job)
 
 /* What a job says about its tests. */
 struct jtests {
-	json_t *fail;  /* id → failure {"id","outcome","message","traceback"} (+ "text" from cases) */
-	json_t *all;   /* id → outcome, from "cases"; NULL when the job has none */
-	bool ran;      /* some task counted tests (or listed failures) */
+	json_t *fail; /* id → failure {"id","outcome","message","traceback"} (+ "text" from cases) */
+	json_t *all;  /* id → outcome, from "cases"; NULL when the job has none */
+	bool ran;     /* some task counted tests (or listed failures) */
 };
 
 static void jtests_free(struct jtests *t)
@@ -142,7 +147,7 @@ static void jtests_of(const json_t *job, struct jtests *t)
 		if (!have) {
 			have = json_pack("{s:s, s:s, s:o, s:o}", "id", id, "outcome", oc, "message",
 					 json_incref(json_object_get(c, "message") ? json_object_get(c, "message")
-										    : json_null()),
+										   : json_null()),
 					 "traceback", json_null());
 			json_object_set_new(t->fail, id, have);
 		}
@@ -328,9 +333,10 @@ static void flaky_tests(const json_t *const *runs, size_t n, const char *side, j
 				present++;
 		}
 		if (failed > 0 && failed < present) {
-			json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:I, s:f}", "id", id, "side", side, "runs",
-							     (json_int_t)present, "passed", (json_int_t)(present - failed),
-							     "pass_rate", (double)(present - failed) / (double)present));
+			json_array_append_new(out,
+					      json_pack("{s:s, s:s, s:I, s:I, s:f}", "id", id, "side", side, "runs",
+							(json_int_t)present, "passed", (json_int_t)(present - failed),
+							"pass_rate", (double)(present - failed) / (double)present));
 			json_object_set_new(seen, id, json_true());
 		}
 	}
@@ -350,7 +356,8 @@ static json_t *sorted_keys(json_t *set)
 	size_t n = json_array_size(a);
 	for (size_t i = 1; i < n; i++)
 		for (size_t j = i; j > 0 && strcmp(json_string_value(json_array_get(a, j - 1)),
-						   json_string_value(json_array_get(a, j))) > 0; j--) {
+						   json_string_value(json_array_get(a, j))) > 0;
+		     j--) {
 			json_t *x = json_incref(json_array_get(a, j - 1));
 			json_array_set(a, j - 1, json_array_get(a, j));
 			json_array_set_new(a, j, x);
@@ -394,7 +401,8 @@ static json_t *pair_tests(const json_t *ja, const json_t *jb, const json_t *cons
 		jtests_free(&b);
 	}
 	json_t *out = json_pack("{s:o, s:o, s:o, s:o, s:o}", "newly_failing", sorted_keys(nf), "newly_passing",
-				sorted_keys(np), "added", sorted_keys(add), "removed", sorted_keys(rem), "flaky", flaky);
+				sorted_keys(np), "added", sorted_keys(add), "removed", sorted_keys(rem), "flaky",
+				flaky);
 	json_decref(nf);
 	json_decref(np);
 	json_decref(add);
@@ -446,7 +454,8 @@ static void group_add(json_t *groups, json_t *index, const char *sig, const char
 	size_t i;
 	json_t *d;
 	bool have = false;
-	json_array_foreach(dists, i, d) have |= strcmp(json_string_value(d), dist) == 0;
+	json_array_foreach(dists, i, d)
+		have |= strcmp(json_string_value(d), dist) == 0;
 	if (!have) {
 		json_array_append_new(dists, json_string(dist));
 		json_object_set_new(g, "count", json_integer((json_int_t)json_array_size(dists)));
@@ -569,9 +578,9 @@ static void pair_slower(json_t *out, const char *dist, const json_t *const *ra, 
 			}
 			double floor = m == 2 ? 16384 : min_s;
 			if (a > 0 && b >= 0 && b > a * ratio && b - a >= floor)
-				json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:f, s:f, s:f}", "dist", dist, "task",
-								     task, "metric", names[m], "a", a, "b", b, "ratio",
-								     b / a));
+				json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:f, s:f, s:f}", "dist", dist,
+								     "task", task, "metric", names[m], "a", a, "b", b,
+								     "ratio", b / a));
 		}
 	}
 }
@@ -601,8 +610,10 @@ static json_t *wheel_diff(const json_t *ja, const json_t *jb)
 	json_t *names = json_object();
 	const char *k;
 	json_t *v;
-	json_object_foreach(wa, k, v) json_object_set_new(names, k, json_true());
-	json_object_foreach(wb, k, v) json_object_set_new(names, k, json_true());
+	json_object_foreach(wa, k, v)
+		json_object_set_new(names, k, json_true());
+	json_object_foreach(wb, k, v)
+		json_object_set_new(names, k, json_true());
 	json_t *sorted = sorted_keys(names), *out = json_array();
 	json_decref(names);
 	size_t i;
@@ -632,15 +643,16 @@ static json_t *make_pair(const json_t *ja, const json_t *jb, json_t *groups, jso
 	const json_t *any = ja ? ja : jb;
 	const char *cls = NULL;
 	if (v == CMP_SPURIOUS)
-		cls = (ja && compare_job_resource_class(ja)) ? compare_job_resource_class(ja) : compare_job_resource_class(jb);
+		cls = (ja && compare_job_resource_class(ja)) ? compare_job_resource_class(ja)
+							     : compare_job_resource_class(jb);
 	const char *va = ja ? job_verdict(ja) : NULL, *vb = jb ? job_verdict(jb) : NULL;
-	json_t *pair = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:s?, s:s?, s:{s:o, s:o}, s:o}",
-				 "dist", pj_str(any, "dist", NULL), "a", ja ? pj_str(ja, "job_id", NULL) : NULL, "b",
-				 jb ? pj_str(jb, "job_id", NULL) : NULL, "suite_a", ja ? pj_str(ja, "suite", NULL) : NULL,
-				 "suite_b", jb ? pj_str(jb, "suite", NULL) : NULL, "verdict", compare_verdict_name(v),
-				 "verdict_a", va, "verdict_b", vb, "class", cls, "dependency", dep, "runs", "a",
-				 runs_verdicts(ra, na), "b", runs_verdicts(rb, nb), "tests",
-				 pair_tests(ja, jb, ra, na, rb, nb));
+	json_t *pair = json_pack(
+		"{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:s?, s:s?, s:{s:o, s:o}, s:o}", "dist",
+		pj_str(any, "dist", NULL), "a", ja ? pj_str(ja, "job_id", NULL) : NULL, "b",
+		jb ? pj_str(jb, "job_id", NULL) : NULL, "suite_a", ja ? pj_str(ja, "suite", NULL) : NULL, "suite_b",
+		jb ? pj_str(jb, "suite", NULL) : NULL, "verdict", compare_verdict_name(v), "verdict_a", va, "verdict_b",
+		vb, "class", cls, "dependency", dep, "runs", "a", runs_verdicts(ra, na), "b", runs_verdicts(rb, nb),
+		"tests", pair_tests(ja, jb, ra, na, rb, nb));
 	free(dep);
 	if (na > 1 || nb > 1) {
 		/* reruns: confirmed when every one ended like its side's original (a rerun lost to the
@@ -725,11 +737,13 @@ json_t *compare_runs(const json_t *a, const json_t *b, const struct compare_opts
 	int counts[CMP_VERDICT_COUNT] = {0};
 	json_t *pairs = json_array(), *groups = json_array(), *index = json_object(), *slower = json_array();
 	for (size_t i = 0; i < na; i++)
-		json_array_append_new(pairs, make_pair(json_array_get(ja, i), match[i] >= 0 ? json_array_get(jb, (size_t)match[i]) : NULL,
+		json_array_append_new(pairs, make_pair(json_array_get(ja, i),
+						       match[i] >= 0 ? json_array_get(jb, (size_t)match[i]) : NULL,
 						       groups, index, slower, o, counts));
 	for (size_t k = 0; k < nb; k++)
 		if (!ub[k])
-			json_array_append_new(pairs, make_pair(NULL, json_array_get(jb, k), groups, index, slower, o, counts));
+			json_array_append_new(pairs,
+					      make_pair(NULL, json_array_get(jb, k), groups, index, slower, o, counts));
 	json_decref(index);
 	/* biggest groups first */
 	size_t ng = json_array_size(groups);
@@ -785,10 +799,11 @@ json_t *compare_control(const json_t *run)
 			fail += o == O_FAIL;
 		}
 		long counted = pass + fail;
-		json_array_append_new(packages, json_pack("{s:s?, s:s?, s:I, s:I, s:f}", "dist", pj_str(j, "dist", NULL),
-							  "suite", pj_str(j, "suite", NULL), "runs", (json_int_t)counted,
-							  "passed", (json_int_t)pass, "flake_rate",
-							  counted ? (double)(pass < fail ? pass : fail) / (double)counted : 0.0));
+		json_array_append_new(packages,
+				      json_pack("{s:s?, s:s?, s:I, s:I, s:f}", "dist", pj_str(j, "dist", NULL), "suite",
+						pj_str(j, "suite", NULL), "runs", (json_int_t)counted, "passed",
+						(json_int_t)pass, "flake_rate",
+						counted ? (double)(pass < fail ? pass : fail) / (double)counted : 0.0));
 		json_t *fl = json_array(), *seen = json_object();
 		flaky_tests(runs, nr, "a", fl, seen);
 		size_t k;
@@ -845,7 +860,8 @@ void compare_markdown(FILE *f, const json_t *cmp)
 	md_code(f, pj_str(cmp, "a", "?"));
 	fputs(" → ", f);
 	md_code(f, pj_str(cmp, "b", "?"));
-	fprintf(f, "\n\n**%lld regression%s**", pj_int(cmp, "regressions", 0), pj_int(cmp, "regressions", 0) == 1 ? "" : "s");
+	fprintf(f, "\n\n**%lld regression%s**", pj_int(cmp, "regressions", 0),
+		pj_int(cmp, "regressions", 0) == 1 ? "" : "s");
 	const json_t *sum = json_object_get(cmp, "summary");
 	for (int v = 0; v < CMP_VERDICT_COUNT; v++) {
 		long long n = pj_int(sum, verdict_names[v], 0);
@@ -929,7 +945,8 @@ void compare_markdown(FILE *f, const json_t *cmp)
 	}
 	const json_t *slower = json_object_get(cmp, "slower");
 	if (json_array_size(slower)) {
-		fputs("\n### Slower\n\n| distribution | task | metric | A | B | ratio |\n|---|---|---|---|---|---|\n", f);
+		fputs("\n### Slower\n\n| distribution | task | metric | A | B | ratio |\n|---|---|---|---|---|---|\n",
+		      f);
 		json_t *s;
 		json_array_foreach(slower, i, s) {
 			fputs("| ", f);
@@ -978,7 +995,8 @@ void compare_table(FILE *f, const json_t *cmp)
 			json_t *id;
 			json_array_foreach(json_object_get(t, keys[k]), j, id) {
 				if (j == 20) {
-					fprintf(f, "    %s: … %zu more\n", keys[k], json_array_size(json_object_get(t, keys[k])) - 20);
+					fprintf(f, "    %s: … %zu more\n", keys[k],
+						json_array_size(json_object_get(t, keys[k])) - 20);
 					break;
 				}
 				fprintf(f, "    %s: ", keys[k]);

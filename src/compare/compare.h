@@ -22,20 +22,20 @@
 
 /* Pair verdicts, in the order the summary lists them. */
 enum compare_verdict {
-	CMP_REGRESSED = 0,   /* passed in A, failed in B */
-	CMP_FIXED,           /* failed in A, passed in B */
+	CMP_REGRESSED = 0, /* passed in A, failed in B */
+	CMP_FIXED,	   /* failed in A, passed in B */
 	CMP_STILL_PASSING,
 	CMP_STILL_FAILING,
-	CMP_SPURIOUS,        /* a side failed with OOM, Timeout, NoSpace, Crash, Infra or Network */
-	CMP_FLAKY,           /* the runs of one side disagree */
-	CMP_BROKEN_DEP,      /* B failed because a dependency failed to install or build */
-	CMP_NEW,             /* only in B */
-	CMP_GONE,            /* only in A */
-	CMP_PENDING,         /* a side has not finished (queued, leased, cancelled) */
+	CMP_SPURIOUS,	/* a side failed with OOM, Timeout, NoSpace, Crash, Infra or Network */
+	CMP_FLAKY,	/* the runs of one side disagree */
+	CMP_BROKEN_DEP, /* B failed because a dependency failed to install or build */
+	CMP_NEW,	/* only in B */
+	CMP_GONE,	/* only in A */
+	CMP_PENDING,	/* a side has not finished (queued, leased, cancelled) */
 	CMP_VERDICT_COUNT
 };
 const char *compare_verdict_name(enum compare_verdict v); /* "regressed", "broken-dependency", … */
-int compare_verdict_parse(const char *name);              /* -1 if unknown */
+int compare_verdict_parse(const char *name);		  /* -1 if unknown */
 
 struct compare_opts {
 	double slower_ratio; /* a task's wall, CPU or peak memory grew past this factor: 0 = 1.5 */

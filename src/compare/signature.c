@@ -245,8 +245,10 @@ char *cmp_last_exception_line(const char *s)
 char *cmp_dep_from_text(const char *s, const char *own)
 {
 	static const char *const pats[] = {
-		"Failed to build ",		"Failed building wheel for ",
-		"Could not build wheels for ",	"No matching distribution found for ",
+		"Failed to build ",
+		"Failed building wheel for ",
+		"Could not build wheels for ",
+		"No matching distribution found for ",
 		"Could not find a version that satisfies the requirement ",
 		"Failed to build installable wheels for some pyproject.toml based projects (",
 	};
@@ -264,7 +266,6 @@ char *cmp_dep_from_text(const char *s, const char *own)
 	}
 	return NULL;
 }
-
 
 /* ---- the wheel set an install resolved ---- */
 

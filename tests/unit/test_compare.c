@@ -17,22 +17,23 @@ static json_t *results(const char *status, const char *const *fails)
 {
 	json_t *fl = json_array();
 	for (size_t i = 0; fails && fails[i]; i++)
-		json_array_append_new(fl, json_pack("{s:s, s:s, s:s, s:s}", "id", fails[i], "outcome", "failed", "message",
-						    "assert 1 == 2", "traceback", "assert 1 == 2"));
+		json_array_append_new(fl, json_pack("{s:s, s:s, s:s, s:s}", "id", fails[i], "outcome", "failed",
+						    "message", "assert 1 == 2", "traceback", "assert 1 == 2"));
 	size_t nf = json_array_size(fl);
 	return json_pack("{s:s, s:[{s:s, s:s, s:n, s:f, s:f, s:f, s:i}, {s:s, s:s, s:n, s:f, s:f, s:f, s:i, "
 			 "s:{s:i, s:i, s:i, s:b, s:o}}]}",
-			 "status", status, "tasks", "task", "install", "status", "passed", "failure_class", "wall_s", 2.0,
-			 "cpu_user_s", 1.0, "cpu_sys_s", 0.1, "max_rss_kb", 50000, "task", "test", "status",
+			 "status", status, "tasks", "task", "install", "status", "passed", "failure_class", "wall_s",
+			 2.0, "cpu_user_s", 1.0, "cpu_sys_s", 0.1, "max_rss_kb", 50000, "task", "test", "status",
 			 nf ? "failed" : "passed", "failure_class", "wall_s", 3.0, "cpu_user_s", 2.0, "cpu_sys_s", 0.2,
-			 "max_rss_kb", 60000, "tests", "passed", 5, "failed", (int)nf, "total", 5 + (int)nf, "no_tests", 0,
-			 "failures", fl);
+			 "max_rss_kb", 60000, "tests", "passed", 5, "failed", (int)nf, "total", 5 + (int)nf, "no_tests",
+			 0, "failures", fl);
 }
 
 static json_t *job(const char *id, const char *dist, const char *suite, const char *verdict, json_t *res)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s?, s:n, s:o}", "job_id", id, "dist", dist, "suite", suite, "state",
-			 "done", "attempt", 1, "verdict", verdict, "failure_class", "results", res ? res : json_null());
+	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s?, s:n, s:o}", "job_id", id, "dist", dist, "suite", suite,
+			 "state", "done", "attempt", 1, "verdict", verdict, "failure_class", "results",
+			 res ? res : json_null());
 }
 
 static json_t *run(const char *id, json_t *jobs)
@@ -62,25 +63,32 @@ static const char *first_id(const json_t *p, const char *key)
 static void test_verdicts(void **state)
 {
 	(void)state;
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o, o, o, o]",
-		job("ja1", "reg==1", "bookworm", "passed", results("passed", NULL)),
-		job("ja2", "fix==1", "bookworm", "test-failed", results("failed", T1)),
-		job("ja3", "same==1", "bookworm", "passed", results("passed", NULL)),
-		job("ja4", "bad==1", "bookworm", "test-failed", results("failed", T1)),
-		job("ja5", "gone==1", "bookworm", "passed", results("passed", NULL))));
-	_cleanup_json_ json_t *b = run("rb", json_pack("[o, o, o, o, o]",
-		job("jb1", "reg==1", "bookworm", "test-failed", results("failed", T1)),
-		job("jb2", "fix==1", "bookworm", "passed", results("passed", NULL)),
-		job("jb3", "same==1", "bookworm", "passed", results("passed", NULL)),
-		job("jb4", "bad==1", "bookworm", "test-failed", results("failed", T1)),
-		job("jb6", "new==1", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o, o, o, o, o]", job("ja1", "reg==1", "bookworm", "passed", results("passed", NULL)),
+				job("ja2", "fix==1", "bookworm", "test-failed", results("failed", T1)),
+				job("ja3", "same==1", "bookworm", "passed", results("passed", NULL)),
+				job("ja4", "bad==1", "bookworm", "test-failed", results("failed", T1)),
+				job("ja5", "gone==1", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *b = run("rb",
+				       json_pack("[o, o, o, o, o]",
+						 job("jb1", "reg==1", "bookworm", "test-failed", results("failed", T1)),
+						 job("jb2", "fix==1", "bookworm", "passed", results("passed", NULL)),
+						 job("jb3", "same==1", "bookworm", "passed", results("passed", NULL)),
+						 job("jb4", "bad==1", "bookworm", "test-failed", results("failed", T1)),
+						 job("jb6", "new==1", "bookworm", "passed", results("passed", NULL))));
 	/* what pip installed on each side: the regression's wheel set differs in setuptools and new-dep */
-	json_object_set_new(json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(a, "jobs"), 0),
-									  "results"), "tasks"), 0),
-			    "output", json_string("Collecting …\nSuccessfully installed Reg-1 setuptools-69.0.0 six-1.17.0\n"));
-	json_object_set_new(json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(b, "jobs"), 0),
-									  "results"), "tasks"), 0),
-			    "output", json_string("Successfully installed reg-1 setuptools-80.1.0 six-1.17.0 new_dep-0.1\n"));
+	json_object_set_new(
+		json_array_get(
+			json_object_get(json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "results"),
+					"tasks"),
+			0),
+		"output", json_string("Collecting …\nSuccessfully installed Reg-1 setuptools-69.0.0 six-1.17.0\n"));
+	json_object_set_new(
+		json_array_get(
+			json_object_get(json_object_get(json_array_get(json_object_get(b, "jobs"), 0), "results"),
+					"tasks"),
+			0),
+		"output", json_string("Successfully installed reg-1 setuptools-80.1.0 six-1.17.0 new_dep-0.1\n"));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	assert_non_null(cmp);
 	const json_t *w = json_object_get(pair_of(cmp, "reg==1"), "wheels");
@@ -134,9 +142,10 @@ static void test_spurious_and_pending(void **state)
 				    "killed by its memory limit", "exit_status", 3);
 	json_t *queued = job("jb3", "q==1", "bookworm", NULL, NULL);
 	json_object_set_new(queued, "state", json_string("queued"));
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o, o]", job("ja1", "t==1", "bookworm", "passed", results("passed", NULL)),
-						       job("ja2", "m==1", "bookworm", "passed", results("passed", NULL)),
-						       job("ja3", "q==1", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o, o, o]", job("ja1", "t==1", "bookworm", "passed", results("passed", NULL)),
+				job("ja2", "m==1", "bookworm", "passed", results("passed", NULL)),
+				job("ja3", "q==1", "bookworm", "passed", results("passed", NULL))));
 	_cleanup_json_ json_t *b = run("rb", json_pack("[o, o, o]", job("jb1", "t==1", "bookworm", "test-failed", rb),
 						       job("jb2", "m==1", "bookworm", "test-failed", err_oom), queued));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
@@ -155,16 +164,18 @@ static void test_spurious_and_pending(void **state)
 static void test_broken_dependency(void **state)
 {
 	(void)state;
-	json_t *e1 = json_pack("{s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch", "error",
-			       "pip wheel failed:\n  error: subprocess-exited-with-error\nERROR: Failed building wheel for Numpy_Core\n"
-			       "Failed to build Numpy_Core\n");
+	json_t *e1 = json_pack(
+		"{s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch", "error",
+		"pip wheel failed:\n  error: subprocess-exited-with-error\nERROR: Failed building wheel for Numpy_Core\n"
+		"Failed to build Numpy_Core\n");
 	json_t *e2 = json_pack("{s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch", "error",
 			       "ERROR: Could not build wheels for numpy-core, which is required");
 	json_t *own = json_pack("{s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch", "error",
 				"ERROR: Failed building wheel for mypkg");
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o, o]", job("ja1", "x==1", "bookworm", "passed", results("passed", NULL)),
-						       job("ja2", "y==2", "bookworm", "passed", results("passed", NULL)),
-						       job("ja3", "mypkg==2", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o, o, o]", job("ja1", "x==1", "bookworm", "passed", results("passed", NULL)),
+				job("ja2", "y==2", "bookworm", "passed", results("passed", NULL)),
+				job("ja3", "mypkg==2", "bookworm", "passed", results("passed", NULL))));
 	_cleanup_json_ json_t *b = run("rb", json_pack("[o, o, o]", job("jb1", "x==1", "bookworm", "build-failed", e1),
 						       job("jb2", "y==2", "bookworm", "build-failed", e2),
 						       job("jb3", "mypkg==2", "bookworm", "build-failed", own)));
@@ -188,14 +199,18 @@ static void test_flaky_reruns(void **state)
 	json_t *ja = job("ja1", "f==1", "bookworm", "passed", results("passed", NULL));
 	json_t *jb = job("jb1", "f==1", "bookworm", "test-failed", results("failed", T1));
 	/* confirmation: B once more failing, once passing → flaky; the test passes 1 of 3 */
-	json_object_set_new(jb, "reruns", json_pack("[o, o]", job("jb1r1", "f==1", "bookworm", "test-failed", results("failed", T1)),
-						    job("jb1r2", "f==1", "bookworm", "passed", results("passed", NULL))));
+	json_object_set_new(jb, "reruns",
+			    json_pack("[o, o]", job("jb1r1", "f==1", "bookworm", "test-failed", results("failed", T1)),
+				      job("jb1r2", "f==1", "bookworm", "passed", results("passed", NULL))));
 	json_t *ja2 = job("ja2", "r==1", "bookworm", "passed", results("passed", NULL));
 	json_t *jb2 = job("jb2", "r==1", "bookworm", "test-failed", results("failed", T1));
 	/* every rerun agrees: the regression is confirmed */
-	json_object_set_new(ja2, "reruns", json_pack("[o]", job("ja2r", "r==1", "bookworm", "passed", results("passed", NULL))));
-	json_object_set_new(jb2, "reruns", json_pack("[o]", job("jb2r", "r==1", "bookworm", "test-failed", results("failed", T1))));
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o]", ja, ja2)), *b = run("rb", json_pack("[o, o]", jb, jb2));
+	json_object_set_new(ja2, "reruns",
+			    json_pack("[o]", job("ja2r", "r==1", "bookworm", "passed", results("passed", NULL))));
+	json_object_set_new(jb2, "reruns",
+			    json_pack("[o]", job("jb2r", "r==1", "bookworm", "test-failed", results("failed", T1))));
+	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o]", ja, ja2)),
+			      *b = run("rb", json_pack("[o, o]", jb, jb2));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	const json_t *p = pair_of(cmp, "f==1");
 	assert_string_equal(pj_str(p, "verdict", ""), "flaky");
@@ -221,7 +236,8 @@ static void test_flaky_reruns(void **state)
 	_cleanup_json_ json_t *cmp2 = compare_runs(a, b, NULL);
 	assert_string_equal(pj_str(pair_of(cmp2, "r==1"), "verdict", ""), "regressed");
 	assert_false(pj_bool(pair_of(cmp2, "r==1"), "confirmed", true));
-	assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(pair_of(cmp2, "r==1"), "runs"), "b"), 2)),
+	assert_string_equal(json_string_value(json_array_get(
+				    json_object_get(json_object_get(pair_of(cmp2, "r==1"), "runs"), "b"), 2)),
 			    "Timeout");
 
 	/* the control (A/A) view of B's side: flake rate and known-flaky tests */
@@ -238,18 +254,20 @@ static void test_cases_added_removed(void **state)
 {
 	(void)state;
 	json_t *ja = job("ja1", "c==1", "bookworm", "test-failed", results("failed", T1));
-	json_object_set_new(ja, "cases", json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "id", "tests.test_x::test_one",
-						  "outcome", "failed", "id", "tests.test_x::old", "outcome", "passed", "id",
-						  "tests.test_x::kept", "outcome", "passed"));
+	json_object_set_new(ja, "cases",
+			    json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "id", "tests.test_x::test_one", "outcome",
+				      "failed", "id", "tests.test_x::old", "outcome", "passed", "id",
+				      "tests.test_x::kept", "outcome", "passed"));
 	const char *const fb[] = {"tests.test_x::kept", NULL};
 	json_t *jb = job("jb1", "c==1", "bookworm", "test-failed", results("failed", fb));
-	json_object_set_new(jb, "cases", json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s, s:s}]", "id", "tests.test_x::test_one",
-						  "outcome", "passed", "id", "tests.test_x::new", "outcome", "passed", "id",
-						  "tests.test_x::kept", "outcome", "failed", "text",
-						  "def test_kept():\n>       json.loads('x')\n\ntests/test_x.py:9: \n"
-						  "/usr/lib/python3.11/json/decoder.py:355: in raw_decode\n"
-						  "E   json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
-						  "/usr/lib/python3.11/json/decoder.py:355: JSONDecodeError"));
+	json_object_set_new(jb, "cases",
+			    json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s, s:s}]", "id", "tests.test_x::test_one",
+				      "outcome", "passed", "id", "tests.test_x::new", "outcome", "passed", "id",
+				      "tests.test_x::kept", "outcome", "failed", "text",
+				      "def test_kept():\n>       json.loads('x')\n\ntests/test_x.py:9: \n"
+				      "/usr/lib/python3.11/json/decoder.py:355: in raw_decode\n"
+				      "E   json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
+				      "/usr/lib/python3.11/json/decoder.py:355: JSONDecodeError"));
 	_cleanup_json_ json_t *a = run("ra", json_pack("[o]", ja)), *b = run("rb", json_pack("[o]", jb));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	const json_t *p = pair_of(cmp, "c==1");
@@ -264,10 +282,13 @@ static void test_pairing(void **state)
 {
 	(void)state;
 	/* across images (same dist), and across versions of a local file (same project) */
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o, o]", job("ja1", "six", "bookworm", "passed", results("passed", NULL)),
-						       job("ja2", "/t/my_pkg-0.1.tar.gz", "bookworm", "passed", results("passed", NULL))));
-	_cleanup_json_ json_t *b = run("rb", json_pack("[o, o]", job("jb2", "/u/My.Pkg-0.2.tar.gz", "bookworm", "test-failed", results("failed", T1)),
-						       job("jb1", "six", "trixie", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o, o]", job("ja1", "six", "bookworm", "passed", results("passed", NULL)),
+				job("ja2", "/t/my_pkg-0.1.tar.gz", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *b = run(
+		"rb", json_pack("[o, o]",
+				job("jb2", "/u/My.Pkg-0.2.tar.gz", "bookworm", "test-failed", results("failed", T1)),
+				job("jb1", "six", "trixie", "passed", results("passed", NULL))));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	assert_int_equal(json_array_size(json_object_get(cmp, "pairs")), 2);
 	const json_t *p = pair_of(cmp, "six");
@@ -333,9 +354,11 @@ static void test_signature(void **state)
 		/* traceback, message, text, signature */
 		{"assert 1 == 2", "assert 1 == 2", NULL, "AssertionError: assert N == N"},
 		{"ValueError: bad 0x7fff1234 value 42", NULL, NULL, "ValueError: bad 0xN value N"},
-		{"ValueError: x", NULL, "tests/test_a.py:12: in test_a\n    f()\n/tmp/venv/lib/python3.11/site-packages/dep/core.py:88: ValueError",
+		{"ValueError: x", NULL,
+		 "tests/test_a.py:12: in test_a\n    f()\n/tmp/venv/lib/python3.11/site-packages/dep/core.py:88: ValueError",
 		 "ValueError at dep/core.py:88"},
-		{NULL, NULL, "\nE   KeyError: 'k'\n\n/io/src/pkg-1.0/pkg/mod.py:7: KeyError", "KeyError at pkg/mod.py:7"},
+		{NULL, NULL, "\nE   KeyError: 'k'\n\n/io/src/pkg-1.0/pkg/mod.py:7: KeyError",
+		 "KeyError at pkg/mod.py:7"},
 		{"ModuleNotFoundError: No module named 'imp'", "collection failure", "tests/test_b.py:1: in <module>\n",
 		 "ModuleNotFoundError: No module named 'imp'"},
 		{"something odd", NULL, NULL, "Failure: something odd"},
@@ -355,9 +378,11 @@ static void test_signature(void **state)
 		snprintf(id, sizeof id, "j%d", i);
 		json_array_append_new(jobs_a, job(id, dist, "bookworm", "passed", results("passed", NULL)));
 		json_t *jb = job(id, dist, "bookworm", "test-failed", results("failed", T1));
-		json_object_set_new(jb, "cases", json_pack("[{s:s, s:s, s:s, s:s}]", "id", T1[0], "outcome", "failed", "message",
-							  "TypeError: unexpected keyword", "text",
-							  "x\n.venv/lib/python3.13/site-packages/setuptools/dist.py:301: TypeError"));
+		json_object_set_new(
+			jb, "cases",
+			json_pack("[{s:s, s:s, s:s, s:s}]", "id", T1[0], "outcome", "failed", "message",
+				  "TypeError: unexpected keyword", "text",
+				  "x\n.venv/lib/python3.13/site-packages/setuptools/dist.py:301: TypeError"));
 		json_array_append_new(jobs_b, jb);
 	}
 	_cleanup_json_ json_t *a = run("ra", jobs_a), *b = run("rb", jobs_b);
@@ -374,12 +399,15 @@ static void test_slower_and_reports(void **state)
 	(void)state;
 	json_t *rb = results("passed", NULL);
 	json_t *t = json_array_get(json_object_get(rb, "tasks"), 1);
-	json_object_set_new(t, "wall_s", json_real(9.0));      /* 3 s → 9 s */
+	json_object_set_new(t, "wall_s", json_real(9.0));	   /* 3 s → 9 s */
 	json_object_set_new(t, "max_rss_kb", json_integer(61000)); /* +1 MB: noise */
 	json_t *jb = job("jb1", "s`|x==1", "bookworm", "passed", rb);
-	_cleanup_json_ json_t *a = run("ra", json_pack("[o]", job("ja1", "s`|x==1", "bookworm", "passed", results("passed", NULL))));
-	_cleanup_json_ json_t *b = run("rb", json_pack("[o, o]", jb, job("jb2", "r==1", "bookworm", "test-failed", results("failed", T1))));
-	json_array_append_new(json_object_get(a, "jobs"), job("ja2", "r==1", "bookworm", "passed", results("passed", NULL)));
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o]", job("ja1", "s`|x==1", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *b = run(
+		"rb", json_pack("[o, o]", jb, job("jb2", "r==1", "bookworm", "test-failed", results("failed", T1))));
+	json_array_append_new(json_object_get(a, "jobs"),
+			      job("ja2", "r==1", "bookworm", "passed", results("passed", NULL)));
 	_cleanup_json_ json_t *cmp = compare_runs(a, b, NULL);
 	const json_t *slower = json_object_get(cmp, "slower");
 	assert_int_equal(json_array_size(slower), 1);
@@ -464,11 +492,17 @@ static void test_sqlite_store(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_verdicts),	  cmocka_unit_test(test_spurious_and_pending),
-		cmocka_unit_test(test_broken_dependency), cmocka_unit_test(test_flaky_reruns),
-		cmocka_unit_test(test_cases_added_removed), cmocka_unit_test(test_pairing),
-		cmocka_unit_test(test_many_jobs),	  cmocka_unit_test(test_project_name),	  cmocka_unit_test(test_signature),
-		cmocka_unit_test(test_slower_and_reports), cmocka_unit_test(test_sqlite_store),
+		cmocka_unit_test(test_verdicts),
+		cmocka_unit_test(test_spurious_and_pending),
+		cmocka_unit_test(test_broken_dependency),
+		cmocka_unit_test(test_flaky_reruns),
+		cmocka_unit_test(test_cases_added_removed),
+		cmocka_unit_test(test_pairing),
+		cmocka_unit_test(test_many_jobs),
+		cmocka_unit_test(test_project_name),
+		cmocka_unit_test(test_signature),
+		cmocka_unit_test(test_slower_and_reports),
+		cmocka_unit_test(test_sqlite_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
