@@ -1,7 +1,7 @@
 """Regressions (issue 13): two real local runs of a small project made here, recorded in a store of
 their own, compared with `pyti compare` — version 0.1 passes, 0.2 fails one test and adds one
 (regressed, the newly failing test id, added/removed from the stored JUnit files, --json and
---markdown); a task killed by its timeout on one side (spurious); a new dependency whose sdist does
+--markdown); a task killed by its timeout or its memory limit on one side (spurious); a new dependency whose sdist does
 not build (broken-dependency, grouped under it); `pyti rerun` queues exactly the
 failed jobs as a run linked to the old one, `--now` runs them here; `--confirm` reruns a regression
 on both sides and keeps it only when every rerun agrees (flaky when the source changed under A)."""
@@ -121,8 +121,9 @@ def test_compare_usage(pyti, runs):
     assert pyti("--store", db, "compare", "--json", "--markdown", runs["a"], runs["b"]).returncode == 2
 
 
-def test_compare_spurious_timeout(pyti, runs, pyti_bin, state_dir, tmp_path):
-    """The same distribution; on one side its task is killed by its timeout: spurious, not regressed."""
+def test_compare_spurious(pyti, runs, pyti_bin, state_dir, tmp_path):
+    """The same distribution; on one side its task is killed by its timeout, or by its memory limit:
+    spurious, not regressed."""
     quick = tmp_path / "quick.ini"
     quick.write_text("[recipe]\nname = quick\n\n[task:test]\nrun = true\ntimeout = 60\n")
     slow = tmp_path / "slow.ini"
@@ -134,6 +135,13 @@ def test_compare_spurious_timeout(pyti, runs, pyti_bin, state_dir, tmp_path):
     (pair,) = cmp["pairs"]
     assert pair["verdict"] == "spurious" and pair["class"] == "Timeout", pair
     assert cmp["regressions"] == 0
+    # a job killed by its memory limit on one side: spurious too
+    oom = tmp_path / "oom.ini"
+    oom.write_text('[recipe]\nname = oom\n\n[task:test]\nrun = /usr/bin/python3 -c "b = bytearray(1 << 30)"\n'
+                   "memory = 64M\n")
+    rc = run_dist(pyti_bin, state_dir, db, runs["good"], "-r", oom, rc=1)
+    cmp = js(pyti("--store", db, "compare", "--json", ra, rc))
+    assert cmp["pairs"][0]["verdict"] == "spurious" and cmp["pairs"][0]["class"] == "OOM", cmp["pairs"][0]
     # rerun --spurious picks it; the passing side has none
     q = js(pyti("--store", db, "rerun", "--spurious", "--json", rb))
     assert len(q["runs"]) == 1 and q["runs"][0]["parent"] == rb
