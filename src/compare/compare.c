@@ -502,9 +502,11 @@ static void pair_groups(json_t *groups, json_t *index, const json_t *pair, const
 		group_add(groups, index, sig, "broken-dependency", dist, NULL);
 		return;
 	}
-	if (strcmp(v, "regressed") != 0)
-		return;
 	const json_t *nf = json_object_get(json_object_get(pair, "tests"), "newly_failing");
+	/* a package that failed before and fails more now: its new failures have causes too */
+	bool still = strcmp(v, "still-failing") == 0 && json_array_size(nf) > 0;
+	if (strcmp(v, "regressed") != 0 && !still)
+		return;
 	if (json_array_size(nf) == 0) {
 		_cleanup_free_ char *sig = job_signature(jb);
 		group_add(groups, index, sig, "job", dist, NULL);

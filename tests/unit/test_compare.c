@@ -276,6 +276,9 @@ static void test_cases_added_removed(void **state)
 	assert_string_equal(first_id(p, "newly_passing"), "tests.test_x::test_one");
 	assert_string_equal(first_id(p, "added"), "tests.test_x::new");
 	assert_string_equal(first_id(p, "removed"), "tests.test_x::old");
+	/* a still-failing package's new failure is grouped by its cause (the innermost frame's type) */
+	const json_t *g = json_array_get(json_object_get(cmp, "groups"), 0);
+	assert_string_equal(pj_str(g, "signature", ""), "JSONDecodeError at python3/json/decoder.py:355");
 }
 
 static void test_pairing(void **state)
