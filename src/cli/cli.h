@@ -41,6 +41,8 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_runs(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_show(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_store(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_compare(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv);
 
 /* record.c: the local store (docs/contracts.md "Store"). The store's URL: opt, else --store, else
  * $PYTI_STORE, else STATE/pyti.db (caller frees); "off" turns recording off. */

@@ -153,6 +153,8 @@ static void show_run(const json_t *out)
 	put_counts(json_object_get(run, "counts"), 0);
 	fputs("\n  verdicts: ", stdout);
 	put_counts(json_object_get(run, "verdicts"), 0);
+	if (pj_str(run, "parent", NULL)) /* made again from another run (pyti rerun, compare --confirm) */
+		printf("\n  rerun of: %s", pj_str(run, "parent", ""));
 	printf("\n%-18s %-10s %-8s %-9s %-13s %-9s %s\n", "JOB", "STATE", "ATTEMPT", "SUITE", "VERDICT", "CLASS",
 	       "DIST");
 	size_t i;

@@ -30,6 +30,8 @@ static const struct {
 	{"runs", cmd_runs, "list the runs in the store (STATE/pyti.db or --store URL)"},
 	{"show", cmd_show, "read a run or a job back from the store"},
 	{"store", cmd_store, "store copy SRC DST: merge one store's history into another"},
+	{"compare", cmd_compare, "compare two runs: regressed, fixed, flaky, spurious … per job and per test"},
+	{"rerun", cmd_rerun, "run a run's failed, spurious or flaky jobs again as a new run"},
 };
 
 bool cli_json_errors;

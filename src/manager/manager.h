@@ -69,6 +69,10 @@ int manager_cap_outputs(const char *out_dir, uint64_t cap, json_t *results, stru
 json_t *report_junit_counts(const char *path, struct pyti_err *err);
 /* Test counts and per-test results from JUnit XML text (what report_junit_counts reads). */
 json_t *report_junit_counts_mem(const char *data, size_t len, const char *name, struct pyti_err *err);
+/* Every test case of JUnit XML text (untrusted, the same parser and limits): [{"id", "outcome": passed |
+ * failed | error | skipped | xfailed, failures also "message" and "text" (the last 4 KiB of the
+ * failure's text, for the first 1000)}], at most 200000 cases (issue 13: tests added and removed). */
+json_t *report_junit_cases_mem(const char *data, size_t len, const char *path, struct pyti_err *err);
 /* For each task of job.json that names a junit file, add "tests" to its entry in results; for each
  * task that wrote out/runtime-<task>.json, add "runtime" (capped, only the documented keys). The
  * files are the sandbox's: read beneath io_fd (the I/O directory) without following links. */

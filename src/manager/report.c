@@ -252,6 +252,78 @@ json_t *report_junit_counts_mem(const char *data, size_t len, const char *path, 
 			 total == 0, "failures", t.failures, "failures_truncated", t.truncated);
 }
 
+/* Test cases listed per JUnit file by report_junit_cases_mem, and the failures whose text tail is kept. */
+#define JUNIT_CASES_MAX 200000
+#define JUNIT_TAIL_MAX 4096
+
+/* The last JUNIT_TAIL_MAX bytes of a failure's text (pytest writes the innermost frame last). */
+static json_t *tail_json(xmlNode *n)
+{
+	xmlChar *v = xmlNodeGetContent(n);
+	if (!v)
+		return json_null();
+	size_t len = strlen((const char *)v), off = len > JUNIT_TAIL_MAX ? len - JUNIT_TAIL_MAX : 0;
+	json_t *j = pj_string_lossy((const char *)v + off, len - off);
+	xmlFree(v);
+	return j;
+}
+
+static void list_case(xmlNode *tc, json_t *cases, long *texts)
+{
+	const char *outcome = "passed";
+	xmlNode *bad = NULL;
+	for (xmlNode *c = tc->children; c; c = c->next) {
+		if (is_elem(c, "failure") || is_elem(c, "error")) {
+			outcome = is_elem(c, "failure") ? "failed" : "error";
+			bad = c;
+			break;
+		}
+		if (is_elem(c, "skipped")) {
+			xmlChar *ty = xmlGetProp(c, (const xmlChar *)"type");
+			outcome = ty && xmlStrcmp(ty, (const xmlChar *)"pytest.xfail") == 0 ? "xfailed" : "skipped";
+			xmlFree(ty);
+		}
+	}
+	json_t *o = json_pack("{s:o, s:s}", "id", case_id(tc), "outcome", outcome);
+	if (bad) {
+		json_object_set_new(o, "message", attr_json(bad, "message", JUNIT_TEXT_MAX));
+		if (*texts < JUNIT_FAILURES_MAX) {
+			json_object_set_new(o, "text", tail_json(bad));
+			(*texts)++;
+		}
+	}
+	json_array_append_new(cases, o);
+}
+
+json_t *report_junit_cases_mem(const char *data, size_t len, const char *path, struct pyti_err *err)
+{
+	xmlDoc *doc = junit_parse(data, len, path, err);
+	if (!doc)
+		return NULL;
+	json_t *cases = json_array();
+	long texts = 0;
+	/* every <testcase> of every suite, down to JUNIT_DEPTH_MAX, with an explicit stack */
+	xmlNode *stack[JUNIT_DEPTH_MAX];
+	int sp = 0;
+	xmlNode *root = xmlDocGetRootElement(doc);
+	if (root && (is_elem(root, "testsuite") || is_elem(root, "testsuites")))
+		stack[sp++] = root->children;
+	while (sp > 0 && json_array_size(cases) < JUNIT_CASES_MAX) {
+		xmlNode *n = stack[sp - 1];
+		if (!n) {
+			sp--;
+			continue;
+		}
+		stack[sp - 1] = n->next;
+		if (is_elem(n, "testcase"))
+			list_case(n, cases, &texts);
+		else if ((is_elem(n, "testsuite") || is_elem(n, "testsuites")) && sp < JUNIT_DEPTH_MAX)
+			stack[sp++] = n->children;
+	}
+	xmlFreeDoc(doc);
+	return cases;
+}
+
 json_t *report_junit_counts(const char *path, struct pyti_err *err)
 {
 	_cleanup_buf_ struct buf b = BUF_INIT(JUNIT_MAX_BYTES);

@@ -24,6 +24,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	_cleanup_free_ char *in = xasprintf("%s/junit-test.xml", dir), *out = xasprintf("%s/out.xml", dir);
 	if (write_file_atomic(in, data, size, 0644, &err) < 0)
 		abort();
+	/* every test case (compare's added/removed tests): bounded ids and texts */
+	json_t *cases = report_junit_cases_mem((const char *)data, size, "junit-test.xml", &err);
+	size_t ci;
+	json_t *cc;
+	json_array_foreach(cases, ci, cc) {
+		if (!json_is_string(json_object_get(cc, "id")) || strlen(pj_str(cc, "id", "")) > 1024 + 3 ||
+		    strlen(pj_str(cc, "text", "")) > 4096 * 3 + 3)
+			__builtin_trap();
+	}
+	json_decref(cases);
 	json_t *c = report_junit_counts(in, &err);
 	if (!c)
 		return 0;

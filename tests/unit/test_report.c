@@ -372,6 +372,36 @@ static int teardown(void **state)
 	return rm_rf(tmpdir, &err);
 }
 
+/* Every test case (compare's added/removed tests): outcome per case, failures with their text's tail. */
+static void test_junit_cases(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	static const char xml[] =
+		"<testsuites><testsuite tests=\"5\"><testcase classname=\"t.m\" name=\"ok\"/>"
+		"<testcase classname=\"t.m\" name=\"bad\"><failure message=\"assert 0\">def f():\n"
+		"t/m.py:3: AssertionError</failure></testcase>"
+		"<testcase name=\"err\"><error message=\"boom\"/></testcase>"
+		"<testcase classname=\"t.m\" name=\"sk\"><skipped type=\"pytest.skip\"/></testcase>"
+		"<testsuite><testcase classname=\"t.n\" name=\"xf\"><skipped type=\"pytest.xfail\"/></testcase></testsuite>"
+		"</testsuite></testsuites>";
+	_cleanup_json_ json_t *c = report_junit_cases_mem(xml, strlen(xml), "j.xml", &err);
+	assert_non_null(c);
+	assert_int_equal(json_array_size(c), 5);
+	static const char *const want[][2] = {{"t.m::ok", "passed"}, {"t.m::bad", "failed"}, {"err", "error"},
+					      {"t.m::sk", "skipped"}, {"t.n::xf", "xfailed"}};
+	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(pj_str(json_array_get(c, i), "id", ""), want[i][0]);
+		assert_string_equal(pj_str(json_array_get(c, i), "outcome", ""), want[i][1]);
+	}
+	assert_string_equal(pj_str(json_array_get(c, 1), "message", ""), "assert 0");
+	assert_non_null(strstr(pj_str(json_array_get(c, 1), "text", ""), "t/m.py:3: AssertionError"));
+	assert_null(json_object_get(json_array_get(c, 0), "text"));
+	/* the parser's limits hold: a DOCTYPE is refused */
+	static const char dtd[] = "<!DOCTYPE x><testsuite/>";
+	assert_null(report_junit_cases_mem(dtd, strlen(dtd), "d.xml", &err));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -379,7 +409,7 @@ int main(void)
 		cmocka_unit_test(test_table_escapes), cmocka_unit_test(test_junit_write),
 		cmocka_unit_test(test_junit_counts_saturate), cmocka_unit_test(test_junit_write_controls),
 		cmocka_unit_test(test_junit_per_test), cmocka_unit_test(test_junit_per_test_hostile),
-		cmocka_unit_test(test_junit_write_tests),
+		cmocka_unit_test(test_junit_write_tests), cmocka_unit_test(test_junit_cases),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
