@@ -359,7 +359,7 @@ static void compare_usage(FILE *f)
 	      "                        alone: the flake rates of RUN over its own jobs and the runs made\n"
 	      "                        again from it (`pyti rerun --all --now RUN`)\n"
 	      "      --slower X        a task is slower past X times its time or memory in A (default 1.5)\n"
-	      "  -r, --recipe FILE     the recipe for --confirm's reruns (default: the built-in one)\n"
+	      "      --recipe FILE     the recipe for --confirm's reruns (default: the built-in one)\n"
 	      "      --store URL       the store (default STATE/pyti.db, or PYTI_STORE)\n"
 	      "  -q, --quiet           no progress on stderr\n"
 	      "  -h, --help            this help\n\n"
@@ -397,7 +397,7 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	const char *control = NULL, *url = NULL, *recipe = NULL;
 	struct compare_opts co = {0};
 	int c;
-	while ((c = getopt_long(argc, argv, "r:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt("compare", argc, argv, "qh", opts)) != -1) {
 		switch (c) {
 		case OPT_JSON:
 			ctx->json = true;
@@ -439,7 +439,6 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 			compare_usage(stdout);
 			return 0;
 		default:
-			compare_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
@@ -447,10 +446,10 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 		return cli_usage("compare: --json and --markdown exclude each other");
 	if (optind == argc && control && !do_confirm)
 		return control_only(ctx, url, control, markdown);
-	if (optind != argc - 2) {
-		compare_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (optind > argc - 2)
+		return cli_usage("compare: two run ids are needed: `pyti compare RUN_A RUN_B` (try 'pyti compare --help')");
+	if (optind < argc - 2)
+		return cli_usage("compare: unexpected operand '%s'", argv[optind + 2]);
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *st = NULL;
 	_cleanup_json_ json_t *a = NULL, *b = NULL, *ctl = NULL, *control_out = NULL;
@@ -512,7 +511,7 @@ static void rerun_usage(FILE *f)
 	      "      --all             every job (queued without --recipe: with the run's own recipe,\n"
 	      "                        backend, environment and arguments)\n"
 	      "      --now             run them here instead of queuing them\n"
-	      "  -r, --recipe FILE     the recipe (queued: its text goes with the run; default: built-in)\n"
+	      "      --recipe FILE     the recipe (queued: its text goes with the run; default: built-in)\n"
 	      "      --json            print {\"runs\": [{\"run_id\", \"parent\", \"jobs\"}]}\n"
 	      "      --store URL       the store (default STATE/pyti.db, or PYTI_STORE)\n"
 	      "  -q, --quiet           no progress on stderr\n"
@@ -584,7 +583,7 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	bool now = false, quiet = false;
 	const char *url = NULL, *recipe = NULL;
 	int c;
-	while ((c = getopt_long(argc, argv, "r:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt("rerun", argc, argv, "qh", opts)) != -1) {
 		switch (c) {
 		case OPT_FAILED:
 			sel = SEL_FAILED;
@@ -617,14 +616,13 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 			rerun_usage(stdout);
 			return 0;
 		default:
-			rerun_usage(stderr);
 			return PYTI_EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		rerun_usage(stderr);
-		return PYTI_EXIT_USAGE;
-	}
+	if (optind >= argc)
+		return cli_usage("rerun: a run id is needed: `pyti rerun RUN` (try 'pyti rerun --help')");
+	if (optind < argc - 1)
+		return cli_usage("rerun: unexpected operand '%s'", argv[optind + 1]);
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *st = NULL;
 	_cleanup_json_ json_t *run = NULL;

@@ -129,8 +129,8 @@ def test_compare_spurious(pyti, runs, pyti_bin, state_dir, tmp_path):
     slow = tmp_path / "slow.ini"
     slow.write_text("[recipe]\nname = slow\n\n[task:test]\nrun = sleep 60\ntimeout = 2\n")
     db = runs["db"]
-    ra = run_dist(pyti_bin, state_dir, db, runs["good"], "-r", quick, rc=0)
-    rb = run_dist(pyti_bin, state_dir, db, runs["good"], "-r", slow, rc=1)
+    ra = run_dist(pyti_bin, state_dir, db, runs["good"], "--recipe", quick, rc=0)
+    rb = run_dist(pyti_bin, state_dir, db, runs["good"], "--recipe", slow, rc=1)
     cmp = js(pyti("--store", db, "compare", "--json", ra, rb))  # 0: no regression
     (pair,) = cmp["pairs"]
     assert pair["verdict"] == "spurious" and pair["class"] == "Timeout", pair
@@ -139,7 +139,7 @@ def test_compare_spurious(pyti, runs, pyti_bin, state_dir, tmp_path):
     oom = tmp_path / "oom.ini"
     oom.write_text('[recipe]\nname = oom\n\n[task:test]\nrun = /usr/bin/python3 -c "b = bytearray(1 << 30)"\n'
                    "memory = 64M\n")
-    rc = run_dist(pyti_bin, state_dir, db, runs["good"], "-r", oom, rc=1)
+    rc = run_dist(pyti_bin, state_dir, db, runs["good"], "--recipe", oom, rc=1)
     cmp = js(pyti("--store", db, "compare", "--json", ra, rc))
     assert cmp["pairs"][0]["verdict"] == "spurious" and cmp["pairs"][0]["class"] == "OOM", cmp["pairs"][0]
     # rerun --spurious picks it; the passing side has none
