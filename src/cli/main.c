@@ -164,7 +164,7 @@ int main(int argc, char **argv)
 	const char *name = argv[optind];
 	/* not a user command: the vm backend's standby helper, started by pyti itself */
 	if (strcmp(name, "__vm-standby") == 0 && argc - optind == 3)
-		return sandbox_vm_standby_helper(argv[optind + 1], argv[optind + 2]);
+		return sandbox_vm_standby_main(argv[optind + 1], argv[optind + 2]);
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
 		if (strcmp(commands[i].name, name) == 0) {
 			int sub_argc = argc - optind;

@@ -14,9 +14,5 @@
  * PYTI_VM_STANDBY=0 (restore inline each time; leave no paused guest behind), PYTI_VM_HANG_S (a
  * guest whose console stays silent this long while a job runs is hung: class Timeout; default 120). */
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
-/* sandbox_vm_forget_image() */
-void sandbox_vm_forget_image_main(const char *state_dir, const char *suite);
-/* sandbox_vm_standby_helper() */
-int sandbox_vm_standby_main(const char *warm_dir, const char *uri);
 
 #endif

@@ -65,17 +65,17 @@ void sandbox_verdict_event(struct sandbox_verdict *v, const json_t *ev);
 int sandbox_verdict_check(const struct sandbox_verdict *v, const char *data, size_t len, bool final,
 			  const json_t *job_tasks, struct pyti_err *err);
 
-/* Internal to the vm backend: the body of the hidden command `pyti __vm-standby WARM_DIR URI`,
- * the helper process that restores the next job's standby guest (see sandbox_vm.c). Returns an
- * exit status. */
-int sandbox_vm_standby_helper(const char *warm_dir, const char *uri);
+/* The body of the hidden command `pyti __vm-standby WARM_DIR URI`: the vm backend's helper process
+ * that restores the next job's standby guest (sandbox_vm.c starts it; nothing else should). Returns
+ * an exit status. */
+int sandbox_vm_standby_main(const char *warm_dir, const char *uri);
 
 /* After `pyti image rm SUITE`: destroy the vm backend's standby guests of that image (each on the
  * libvirt URI it was made for) and remove its VM artefacts (STATE/vm/SUITE: initrds, warm
  * snapshots). Best effort: what cannot be done (libvirtd down, a job running) is warned about. */
 void sandbox_vm_forget_image(const char *state_dir, const char *suite);
 
-/* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
+/* events.c: call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
  * Shared by both backends' stream readers. */
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);
 /* A stream reader's side of it: append data[0..n) to pending (bytes of an unfinished line), hand

@@ -438,7 +438,7 @@ int sandbox_vm_standby_main(const char *warm_dir, const char *uri)
 	return r < 0 ? PYTI_EXIT_INFRA : 0;
 }
 
-void sandbox_vm_forget_image_main(const char *state_dir, const char *suite)
+void sandbox_vm_forget_image(const char *state_dir, const char *suite)
 {
 	_cleanup_free_ char *cache = xasprintf("%s/vm/%s", state_dir, suite);
 	DIR *d = opendir(cache);
