@@ -1,4 +1,5 @@
-/* Internal to the sandbox module: the Linux-namespace backend (sandbox_ns.c). */
+/* Internal to the sandbox module: the Linux-namespace backend (sandbox_ns.c, the parent's side;
+ * sandbox_ns_child.c, the child's; sandbox_ns_net.c, the fetch sandbox's network). */
 #ifndef PYTI_SANDBOX_NS_H
 #define PYTI_SANDBOX_NS_H
 
@@ -7,6 +8,25 @@
 #include "sandbox.h"
 
 #define NS_NET_HELPER "slirp4netns"
+
+/* The uid tasks run as inside the sandbox when a second uid is mapped; the agent's
+ * AGENT_TASK_UID, which the VM guest uses too. */
+#define NS_TASK_UID 1000u
+
+/* What the parent hands the child across clone. */
+struct ns_ctx {
+	const struct sandbox_spec *spec;
+	char rootfs[4096];
+	bool setgroups_allowed;
+	bool task_uid; /* a second uid is mapped for the tasks (root callers) */
+	int sync_fd, err_fd, out_fd, errout_fd;
+};
+
+/* The child after clone (sandbox_ns_child.c): set the sandbox up and exec the agent; a set-up
+ * error is written to c->err_fd. Never returns. */
+__attribute__((noreturn)) void ns_child(const struct ns_ctx *c);
+/* Whether ns_child installs a seccomp filter on this architecture. */
+bool ns_seccomp_available(void);
 
 /* Run spec->agent_path as PID 1 of fresh user/mount/pid/ipc/uts/cgroup (+net unless spec->network)
  * namespaces on the read-only spec->image_dir/rootfs, with spec->io_dir at /io. Same contract as
