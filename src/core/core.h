@@ -138,6 +138,25 @@ int path_join_safe(const char *root, const char *rel, char **out, struct pyti_er
 int mkdir_p(const char *path, unsigned mode, struct pyti_err *err);
 /* Remove a tree without following symlinks; a missing path is not an error. */
 int rm_rf(const char *path, struct pyti_err *err);
+/* Walk the tree below the directory dirfd (not consumed; it may be an O_PATH fd) without following
+ * a link anywhere: each entry is lstat'ed in the directory holding it and each subdirectory opened
+ * O_NOFOLLOW beneath its parent. pre is called for every entry (depth 0: the entries of dirfd), a
+ * directory's before its contents; it returns TREE_WALK_NEXT, TREE_WALK_SKIP (do not enter this
+ * directory) or a negative value, which stops the walk and is returned. post (may be NULL) is
+ * called for a directory after its contents. Directories at max_depth are not entered; entries
+ * that vanish or cannot be opened are passed over. e->dirfd and e->rel are valid only during the
+ * call. Returns 0 or what a callback stopped it with. */
+struct stat;
+struct tree_entry {
+	int dirfd;             /* the directory holding the entry */
+	const char *name;      /* its name there */
+	const char *rel;       /* its path below the walk's top, "a/b/name" */
+	const struct stat *st; /* its lstat */
+	int depth;
+};
+enum { TREE_WALK_NEXT = 0, TREE_WALK_SKIP = 1 };
+typedef int (*tree_walk_fn)(void *arg, const struct tree_entry *e);
+int tree_walk(int dirfd, int max_depth, tree_walk_fn pre, tree_walk_fn post, void *arg);
 /* Read a whole file into b (respecting b->max: larger files are an error). */
 int read_file(const char *path, struct buf *b, struct pyti_err *err);
 /* Write via a temporary file in the same directory + fsync + rename. The temporary name

@@ -5,7 +5,6 @@
  *   top-level modules; read, never executed) → job.json → sandbox run → results.json + test counts →
  *   logs kept under runs/<job>/ → I/O directory removed.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -96,33 +95,12 @@ static void on_event(void *arg, json_t *ev)
 /* What is kept of out/ is regular files and directories only: a link the sandbox left there
  * (to a host file, to /proc/self/fd/0) or a FIFO would trap whoever opens runs/<job>/ later.
  * fd-based and O_NOFOLLOW, so nothing here is followed either. */
-static void prune_kept(int dirfd, int depth)
+static int prune_kept(void *arg, const struct tree_entry *e)
 {
-	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup < 0 ? NULL : fdopendir(dup);
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode) && depth < 32) {
-			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				prune_kept(sub, depth + 1);
-				close(sub);
-			}
-		} else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-			unlinkat(dirfd, e->d_name, 0);
-		}
-	}
-	closedir(d);
+	(void)arg;
+	if (!S_ISREG(e->st->st_mode) && !S_ISDIR(e->st->st_mode))
+		unlinkat(e->dirfd, e->name, 0);
+	return TREE_WALK_NEXT;
 }
 
 /* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. outfd is out/ as
@@ -149,7 +127,7 @@ static char *keep_outputs(const char *state_dir, const char *job_id, const char 
 		pyti_err_class(err, PYTI_FC_CRASH, "keep %s: the job's out/ changed under pyti", dst);
 		return NULL;
 	}
-	prune_kept(outfd, 0);
+	tree_walk(outfd, 32, prune_kept, NULL, NULL);
 	return steal_pointer(&dst);
 }
 

@@ -1,7 +1,7 @@
 /* proc: the process-tree watchdog (see proc.c's header for why limits are enforced this way): the
  * task's tree read from /proc, its RSS/PSS and process count against the limits, tmpfs and I/O
  * directory growth, reaping and killing the whole tree. */
-#include <dirent.h>
+#include <dirent.h> /* the /proc scan */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -222,39 +222,22 @@ uint64_t proc_tmpfs_growth(const char *const *paths, struct proc_tmpfs *t, bool 
 
 #define PROC_IO_DEPTH_MAX 64
 
-/* Bytes allocated to the files under the directory dfd (consumed), links not followed. */
-static uint64_t proc_dir_bytes(int dfd, int depth)
+static int proc_dir_bytes(void *arg, const struct tree_entry *e)
 {
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return 0;
-	}
-	uint64_t sum = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		sum += (uint64_t)st.st_blocks * 512;
-		if (S_ISDIR(st.st_mode) && depth < PROC_IO_DEPTH_MAX) {
-			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				sum += proc_dir_bytes(sub, depth + 1);
-		}
-	}
-	closedir(d);
-	return sum;
+	*(uint64_t *)arg += (uint64_t)e->st->st_blocks * 512;
+	return TREE_WALK_NEXT;
 }
 
+/* Bytes allocated to the files under path (tree_walk: links not followed). */
 uint64_t proc_io_used(const char *path)
 {
 	if (!path)
 		return 0;
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? 0 : proc_dir_bytes(fd, 0);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	uint64_t sum = 0;
+	if (fd >= 0)
+		tree_walk(fd, PROC_IO_DEPTH_MAX, proc_dir_bytes, NULL, &sum);
+	return sum;
 }
 
 /* True when the task wrote more than its budget under lim.io_path (growth since it started). */

@@ -3,7 +3,6 @@
  * into fresh namespaces and write its uid/gid maps, start the fetch sandbox's network
  * (sandbox_ns_net.c), watch the agent's streams and exit against the backstop, classify the outcome
  * and take the I/O directory back. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -66,52 +65,46 @@ static int ns_write_maps(pid_t pid, uid_t uid, gid_t gid, bool privileged, struc
 }
 
 /* Hand the I/O directory to the sandbox uid (restore = false) or back to the caller (restore =
- * true). Files with more than one link are left alone: they are hard links into pyti's shared
- * cache and must stay read-only for the sandbox. On the way back set-id bits are cleared. */
-static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool restore, int depth,
-			 struct pyti_err *err)
+ * true), a directory after its contents (tree_walk: no link followed). Files with more than one
+ * link are left alone: they are hard links into pyti's shared cache and must stay read-only for
+ * the sandbox. On the way back set-id bits are cleared. */
+struct ns_chown {
+	uid_t from, uid;
+	gid_t gid;
+	bool restore;
+	struct pyti_err *err;
+};
+
+#define NS_CHOWN_DEPTH_MAX 256
+
+static int ns_chown_entry(void *arg, const struct tree_entry *e)
 {
-	if (depth > 256)
-		return pyti_err_set(err, 0, "I/O directory nested too deeply");
-	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return pyti_err_set(err, errno, "open I/O directory");
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return pyti_err_set(err, errno, "fdopendir");
-	}
-	int rc = 0;
-	struct dirent *e;
-	while (rc == 0 && (e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				rc = ns_chown_tree(sub, from, uid, gid, restore, depth + 1, err);
-				close(sub);
-			}
-		}
-		/* from + 1: the tasks' uid, when one was mapped (root callers) */
-		if (restore ? st.st_uid != from && st.st_uid != from + 1 : (S_ISREG(st.st_mode) && st.st_nlink > 1))
-			continue;
-		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
-			if (fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0) < 0) /* never hand back a set-id file */
-				rc = pyti_err_set(err, errno, "clear the set-id bits of %s", e->d_name);
-		/* /io/out is sticky and world-writable while tasks run (the agent closes it again at
-		 * the end; not when it was killed) */
-		if (rc == 0 && restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) &&
-		    fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0) < 0)
-			rc = pyti_err_set(err, errno, "close the sticky directory %s", e->d_name);
-	}
-	closedir(d);
-	return rc;
+	const struct ns_chown *h = arg;
+	const struct stat *st = e->st;
+	/* from + 1: the tasks' uid, when one was mapped (root callers) */
+	if (h->restore ? st->st_uid != h->from && st->st_uid != h->from + 1 : (S_ISREG(st->st_mode) && st->st_nlink > 1))
+		return 0;
+	if (fchownat(e->dirfd, e->name, h->uid, h->gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (h->restore && !S_ISLNK(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID)) &&
+	    fchmodat(e->dirfd, e->name, st->st_mode & 0777, 0) < 0) /* never hand back a set-id file */
+		return pyti_err_set(h->err, errno, "clear the set-id bits of %s", e->name);
+	/* /io/out is sticky and world-writable while tasks run (the agent closes it again at the end;
+	 * not when it was killed) */
+	if (h->restore && S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX) &&
+	    fchmodat(e->dirfd, e->name, st->st_mode & 0755, 0) < 0)
+		return pyti_err_set(h->err, errno, "close the sticky directory %s", e->name);
+	return 0;
+}
+
+static int ns_chown_pre(void *arg, const struct tree_entry *e)
+{
+	const struct ns_chown *h = arg;
+	if (!S_ISDIR(e->st->st_mode))
+		return ns_chown_entry(arg, e);
+	if (e->depth >= NS_CHOWN_DEPTH_MAX)
+		return pyti_err_set(h->err, 0, "I/O directory nested too deeply");
+	return TREE_WALK_NEXT; /* handed over after its contents (ns_chown_entry as post) */
 }
 
 static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, bool restore,
@@ -120,7 +113,8 @@ static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, boo
 	_cleanup_close_ int fd = open(io_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return pyti_err_set(err, errno, "open %s", io_dir);
-	if (ns_chown_tree(fd, from, uid, gid, restore, 0, err) < 0)
+	struct ns_chown h = {from, uid, gid, restore, err};
+	if (tree_walk(fd, NS_CHOWN_DEPTH_MAX, ns_chown_pre, ns_chown_entry, &h) < 0)
 		return -1;
 	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
 		return pyti_err_set(err, errno, "chown %s", io_dir);
