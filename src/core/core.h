@@ -9,6 +9,7 @@
 #ifndef PYTI_CORE_H
 #define PYTI_CORE_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,6 +80,11 @@ static inline void pyti_fclosep(FILE **f)
 	if (*f)
 		fclose(*f);
 }
+static inline void pyti_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
 static inline void pyti_json_decrefp(json_t **j)
 {
 	if (*j)
@@ -96,12 +102,23 @@ static inline int pyti_steal_fd(int *fd)
 	*fd = -1;
 	return v;
 }
+/* Both ends of a pipe2()/socketpair() array, each closed when >= 0. */
+static inline void pyti_close_pairp(int (*p)[2])
+{
+	for (int i = 0; i < 2; i++)
+		if ((*p)[i] >= 0)
+			close((*p)[i]);
+}
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(pyti_freep)
 #define _cleanup_close_ _cleanup_(pyti_closep)
 #define _cleanup_fclose_ _cleanup_(pyti_fclosep)
 #define _cleanup_json_ _cleanup_(pyti_json_decrefp)
-#define steal_pointer(pp) pyti_steal(pp)
+#define _cleanup_close_pair_ _cleanup_(pyti_close_pairp)
+#define _cleanup_closedir_ _cleanup_(pyti_closedirp)
+/* The ternary makes the compiler check that *pp is a pointer (steal_pointer(&an_int) is an error:
+ * a pointer/integer mismatch), the cast gives the result *pp's own type. */
+#define steal_pointer(pp) ((__typeof__(*(pp)))(0 ? (*(pp)) : pyti_steal(pp)))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Allocation that never returns NULL: out of memory on the host is not recoverable. */

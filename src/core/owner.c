@@ -77,7 +77,7 @@ static int chown_back(void *arg, const struct tree_entry *e)
 
 int owner_sweep(const char *parent)
 {
-	DIR *d = opendir(parent);
+	_cleanup_closedir_ DIR *d = opendir(parent);
 	if (!d)
 		return 0;
 	int swept = 0;
@@ -121,7 +121,6 @@ int owner_sweep(const char *parent)
 		}
 		unlink(rec);
 	}
-	closedir(d);
 	return swept;
 }
 
@@ -152,7 +151,7 @@ void lock_release(const char *path, int fd)
 
 int lock_sweep(const char *dir, const char *suffix)
 {
-	DIR *d = opendir(dir);
+	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
 		return 0;
 	int swept = 0;
@@ -169,6 +168,5 @@ int lock_sweep(const char *dir, const char *suffix)
 		    a.st_dev == b.st_dev && unlink(p) == 0)
 			swept++;
 	}
-	closedir(d);
 	return swept;
 }

@@ -229,7 +229,7 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 		return pyti_err_set(err, 0, "%s: directories nested too deeply", src);
 	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
 		return pyti_err_set(err, errno, "mkdir %s", dst);
-	DIR *d = opendir(src);
+	_cleanup_closedir_ DIR *d = opendir(src);
 	if (!d && (errno == EACCES || errno == EPERM) && depth > 0) {
 		_cleanup_free_ char *shown = term_safe_dup(src, TERM_ESCAPE_BACKSLASH);
 		log_warn("%s: cannot be read (permission denied); left out of the copy", shown);
@@ -268,7 +268,6 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 				rc = pyti_err_set(err, errno, "symlink %s", t);
 		}
 	}
-	closedir(d);
 	return rc;
 }
 

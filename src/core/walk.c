@@ -18,16 +18,10 @@ struct walk {
 	struct buf rel;
 };
 
-static void walk_dir_closep(DIR **d)
-{
-	if (*d)
-		closedir(*d);
-}
-
 /* The entries of the directory dfd (consumed), whose entries are at depth. */
 static int walk_dir(struct walk *w, int dfd, int depth)
 {
-	__attribute__((cleanup(walk_dir_closep))) DIR *d = fdopendir(dfd);
+	_cleanup_closedir_ DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
 		return 0;

@@ -72,7 +72,7 @@ static void proc_tree_scan(struct proc_tree *t)
 	t->n = 0;
 	if (!t->procfs_ok)
 		return;
-	DIR *d = opendir("/proc");
+	_cleanup_closedir_ DIR *d = opendir("/proc");
 	if (!d)
 		return;
 	struct dirent *de;
@@ -87,7 +87,6 @@ static void proc_tree_scan(struct proc_tree *t)
 		if (proc_read_stat(pid, &t->ents[t->n]))
 			t->n++;
 	}
-	closedir(d);
 	qsort(t->ents, t->n, sizeof *t->ents, proc_ent_cmp);
 }
 

@@ -167,7 +167,6 @@ static void ns_populate(const struct ns_ctx *c, int srcfd, const char *dst, cons
 				child_die(c, errno, "bind image %s", path);
 		}
 	}
-	closedir(d);
 }
 
 /* Make `path` (absolute, inside the new root) exist as a directory or an empty file, so that a

@@ -214,7 +214,7 @@ static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_w
 	const char *e = getenv("PYTI_VM_STANDBY");
 	if (e && strcmp(e, "0") == 0)
 		return;
-	int pfd[2];
+	_cleanup_close_pair_ int pfd[2] = {-1, -1};
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return;
 	pid_t pid = fork();
@@ -239,13 +239,12 @@ static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_w
 		execl("/proc/self/exe", "pyti", "__vm-standby", w->dir, uri, (char *)NULL);
 		_exit(127);
 	}
-	close(pfd[1]);
+	close(pyti_steal_fd(&pfd[1]));
 	int gc = -1;
 	if (pid > 0) {
 		(void)!read(pfd[0], &gc, sizeof gc);
 		waitpid(pid, NULL, 0);
 	}
-	close(pfd[0]);
 	if (gc > 0)
 		svm_owner_set(w, SVM_PREP, gc, 0); /* the helper holds the lock now; ours goes at the end */
 	else
@@ -544,7 +543,7 @@ out:
 static void svm_remove_stale_rundirs(const char *state_dir)
 {
 	_cleanup_free_ char *vmdir = xasprintf("%s/vm", state_dir);
-	DIR *d = opendir(vmdir);
+	_cleanup_closedir_ DIR *d = opendir(vmdir);
 	struct dirent *de;
 	while (d && (de = readdir(d))) {
 		int pid = 0;
@@ -557,8 +556,6 @@ static void svm_remove_stale_rundirs(const char *state_dir)
 		if (rm_rf(p, &e2) < 0)
 			log_warn("vm: %s", pyti_err_str(&e2));
 	}
-	if (d)
-		closedir(d);
 }
 
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)

@@ -78,7 +78,7 @@ void svm_warm_free(struct svm_warm *w)
 /* Warm snapshots of older agents/images (other keys) for the same URI that nobody uses: ~70 MB each. */
 void svm_prune_warm(struct vm_conn *c, const char *cache, const char *keep, const char *uri)
 {
-	DIR *d = opendir(cache);
+	_cleanup_closedir_ DIR *d = opendir(cache);
 	struct dirent *de;
 	while (d && (de = readdir(d))) {
 		if (strncmp(de->d_name, "warm-", 5) != 0 || strcmp(de->d_name, keep) == 0 || strchr(de->d_name, '.'))
@@ -97,8 +97,6 @@ void svm_prune_warm(struct vm_conn *c, const char *cache, const char *keep, cons
 		}
 		svm_warm_free(&w);
 	}
-	if (d)
-		closedir(d);
 }
 
 /* ---- the standby: the warm snapshot restored ahead of the next job ----
@@ -173,7 +171,7 @@ int svm_standby_restore(struct vm_conn *c, const struct svm_warm *w, vm_console_
 void sandbox_vm_forget_image(const char *state_dir, const char *suite)
 {
 	_cleanup_free_ char *cache = xasprintf("%s/vm/%s", state_dir, suite);
-	DIR *d = opendir(cache);
+	_cleanup_closedir_ DIR *d = opendir(cache);
 	if (!d)
 		return;
 	bool busy = false;
@@ -197,7 +195,6 @@ void sandbox_vm_forget_image(const char *state_dir, const char *suite)
 		vm_disconnect(c);
 		svm_warm_free(&w);
 	}
-	closedir(d);
 	struct pyti_err err = {0};
 	if (busy)
 		log_warn("vm: a job is using a warm snapshot of %s: %s stays", suite, cache);
