@@ -137,7 +137,6 @@ struct buf {
 	bool truncated;
 };
 #define BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes), false}
-void buf_init(struct buf *b, size_t max);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
