@@ -48,10 +48,10 @@ struct ns_net {
 	int exit_w; /* closing it tells slirp4netns to exit */
 };
 
-/* Start slirp4netns for the network namespace of child (the sandbox, still waiting on its sync
- * pipe) and wait until it is up; an error says what is missing. ns_net_stop ends it (net->pid 0:
- * nothing to do). */
-int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err);
+/* Start slirp4netns (helper, or NULL: found in PATH) for the network namespace of child (the
+ * sandbox, still waiting on its sync pipe) and wait until it is up; an error says what is missing.
+ * ns_net_stop ends it (net->pid 0: nothing to do). */
+int ns_net_start(pid_t child, const char *helper, struct ns_net *net, struct pyti_err *err);
 void ns_net_stop(struct ns_net *net);
 
 #endif

@@ -14,10 +14,10 @@
  * spec->io_dir as the I/O disk (vdb); feed the agent's console events to spec->on_event; copy the
  * disk's /out back to io_dir/out; destroy the domain and its files; after a warm job, start the
  * helper (`pyti __vm-standby`) that restores the next standby, and return without waiting for it.
- * Same contract as sandbox_run(). Environment: PYTI_VM_URI (when spec->vm_uri is NULL),
- * PYTI_VM_MEMORY_MIB (default 1024), PYTI_VM_VCPUS (default 1), PYTI_VM_ACCEL (kvm|tcg),
- * PYTI_VM_STANDBY=0 (restore inline each time; leave no paused guest behind), PYTI_VM_HANG_S (a
- * guest whose console stays silent this long while a job runs is hung: class Timeout; default 120). */
+ * Same contract as sandbox_run(). The guest's memory and CPUs, the hang watchdog (a guest whose
+ * console stays silent spec->vm_hang_s while a job runs is hung: class Timeout) and whether a
+ * standby is left behind come from the spec (sandbox_run fills them from the CLI's environment);
+ * the vm module itself reads PYTI_VM_URI (when spec->vm_uri is NULL) and PYTI_VM_ACCEL. */
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err);
 
 /* ---- sandbox_vm_warm.c ---- */

@@ -101,6 +101,28 @@ static int sandbox_judge(const struct sandbox_spec *spec, const struct sandbox_v
 	return 0;
 }
 
+static struct sandbox_host sandbox_host_cfg;
+
+void sandbox_set_host(const struct sandbox_host *h)
+{
+	sandbox_host_cfg = *h;
+}
+
+/* The spec's host settings: its own, else the CLI's, else the defaults. */
+static void sandbox_host_fill(struct sandbox_spec *s)
+{
+	const struct sandbox_host *h = &sandbox_host_cfg;
+	if (!s->net_helper)
+		s->net_helper = h->net_helper;
+	if (!s->vm_memory_mib)
+		s->vm_memory_mib = h->vm_memory_mib ? h->vm_memory_mib : 1024;
+	if (!s->vm_vcpus)
+		s->vm_vcpus = h->vm_vcpus ? h->vm_vcpus : 1;
+	if (!(s->vm_hang_s > 0))
+		s->vm_hang_s = h->vm_hang_s > 0 ? h->vm_hang_s : 120;
+	s->vm_no_standby = s->vm_no_standby || h->vm_no_standby;
+}
+
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
 	*res = (struct sandbox_result){.agent_status = -1};
@@ -109,6 +131,7 @@ int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, str
 	struct sandbox_spec s = *spec;
 	s.on_event = sandbox_watch_event;
 	s.arg = &w;
+	sandbox_host_fill(&s);
 	int rc = sandbox_dispatch(&s, res, err);
 	if (spec->job_tasks && !(rc < 0 && err && err->status == PYTI_EXIT_USAGE))
 		rc = sandbox_judge(spec, &w.v, rc, res, err);

@@ -23,6 +23,12 @@ struct sandbox_spec {
 				* vm: the agent takes it from job.json's "tmpfs" */
 	bool cold;             /* vm: boot instead of restoring the warm snapshot */
 	const char *vm_uri;    /* vm: libvirt URI (NULL = default) */
+	/* The host's settings (0/NULL: what sandbox_set_host() was given, else the default). */
+	const char *net_helper;  /* ns, network: the slirp4netns binary (NULL: found in PATH) */
+	unsigned vm_memory_mib;  /* vm: guest memory (1024) */
+	unsigned vm_vcpus;       /* vm: guest CPUs (1) */
+	double vm_hang_s;        /* vm: console silence while a job runs that means a hung guest (120) */
+	bool vm_no_standby;      /* vm: restore inline each time, leave no paused guest behind */
 	/* The tasks of job.json as the host wrote it. When set, out/results.json is believed only as
 	 * far as the agent itself vouched for it on its event channel (sandbox_verdict_check): a file
 	 * a task forged or changed is refused with class Tampered. NULL: no check (tests' stand-ins). */
@@ -38,6 +44,17 @@ struct sandbox_result {
 	enum pyti_fclass fclass; /* Crash/Timeout when the sandbox itself died or hung */
 	int agent_status;        /* agent exit status (ns), or -1 */
 };
+
+/* Settings from the host's environment, read once by the CLI (PYTI_SLIRP4NETNS, PYTI_VM_MEMORY_MIB,
+ * PYTI_VM_VCPUS, PYTI_VM_HANG_S, PYTI_VM_STANDBY=0; see man/pyti.1) and handed to every sandbox
+ * whose spec leaves the field 0/NULL. The strings are borrowed: they must outlive every run. */
+struct sandbox_host {
+	const char *net_helper;
+	unsigned vm_memory_mib, vm_vcpus;
+	double vm_hang_s;
+	bool vm_no_standby;
+};
+void sandbox_set_host(const struct sandbox_host *h);
 
 /* Runs the agent to completion. Returns 0 when the agent ran and wrote out/results.json; -1 with
  * err (and res->fclass where it applies) otherwise. Nothing of the sandbox is left behind. */

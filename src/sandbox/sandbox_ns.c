@@ -341,7 +341,7 @@ static int ns_release_child(const struct sandbox_spec *spec, pid_t pid, uid_t ui
 	if (ns_write_maps(pid, uid, gid, privileged, err) < 0)
 		pyti_err_prefix(err, "ns sandbox: map uid %u", (unsigned)uid);
 	/* The network is up before the agent runs: its first task may need it. */
-	else if (spec->network && ns_net_start(pid, net, err) < 0)
+	else if (spec->network && ns_net_start(pid, spec->net_helper, net, err) < 0)
 		pyti_err_prefix(err, "ns sandbox");
 	else if (write(*sync_w, "x", 1) != 1)
 		pyti_err_set(err, errno, "ns sandbox: start the child");

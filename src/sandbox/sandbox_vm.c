@@ -95,13 +95,6 @@ static int svm_tree_cb(const char *p, const struct stat *st, int flag, struct FT
 	return 0;
 }
 
-static unsigned svm_env_uint(const char *name, unsigned dflt)
-{
-	const char *e = getenv(name);
-	unsigned long v = e && *e ? strtoul(e, NULL, 10) : 0;
-	return v ? (unsigned)v : dflt;
-}
-
 /* qemu:///system runs QEMU as libvirt-qemu, which must be able to walk to every file it opens. */
 static int svm_check_reach(const char *uri, const char *path, struct pyti_err *err)
 {
@@ -211,8 +204,7 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
  * return at once (double fork: nobody has to reap it). */
 static void svm_standby_spawn(struct svm *s, const char *uri, const struct svm_warm *w)
 {
-	const char *e = getenv("PYTI_VM_STANDBY");
-	if (e && strcmp(e, "0") == 0)
+	if (s->spec->vm_no_standby)
 		return;
 	_cleanup_close_pair_ int pfd[2] = {-1, -1};
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -414,7 +406,7 @@ static int svm_watch_job(struct svm *s, struct vm_guest *g, struct sandbox_resul
 	/* A hung guest (a kernel that stopped, a livelock) prints nothing, while the agent prints a
 	 * heartbeat every 10 s during a task: silence much longer than that ends the job early
 	 * instead of at the backstop, which may be hours away. */
-	double hang_s = svm_env_uint("PYTI_VM_HANG_S", 120);
+	double hang_s = spec->vm_hang_s;
 	s->t_output = t_go;
 	int wr;
 	bool hung = false;
@@ -463,7 +455,7 @@ static int svm_run(struct svm *s, struct vm_conn *c, const char *rundir, struct 
 	const char *uri = vm_conn_uri(c);
 	const char *slash = strrchr(spec->image_dir, '/');
 	const char *suite = slash && slash[1] ? slash + 1 : spec->image_dir;
-	struct svm_job j = {.mem = svm_env_uint("PYTI_VM_MEMORY_MIB", 1024), .vcpus = svm_env_uint("PYTI_VM_VCPUS", 1)};
+	struct svm_job j = {.mem = spec->vm_memory_mib, .vcpus = spec->vm_vcpus};
 	j.cache = xasprintf("%s/vm/%s", spec->state_dir, suite);
 	if (vm_image_prepare(spec->image_dir, spec->agent_path, j.cache, &j.img, err) < 0) {
 		free(j.cache);
