@@ -48,8 +48,8 @@ static char *new_job_id(void)
 /* Unpack an sdist into src/ with the archive module's checks. */
 static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *err)
 {
-	struct archive_opts ao = ARCHIVE_OPTS_SDIST;
-	if (archive_unpack(sdist, src_dir, &ao, err) < 0)
+	struct arch_opts ao = ARCH_OPTS_SDIST;
+	if (arch_unpack(sdist, src_dir, &ao, err) < 0)
 		return pyti_err_prefix(err, "refusing sdist %s", sdist);
 	return 0;
 }
