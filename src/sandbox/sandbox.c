@@ -6,8 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "sandbox-ns.h"
-#include "sandbox-vm.h"
+#include "sandbox-ns-int.h"
+#include "sandbox-vm-int.h"
 
 /* Far above any honest results.json (64 KiB of output per task, escaped): a task cannot make the
  * host read without end. */

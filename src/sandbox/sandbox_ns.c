@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 /* Sandbox uids for root callers are drawn from here, a pair per run (the agent's, even, and the
  * tasks', the next one), so RLIMIT_NPROC and signals never reach across runs or into host users. */

@@ -41,7 +41,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 #define NS_MAX_RO_BINDS 64
 #define NS_NPROC_MAX 4096       /* processes in one sandbox, all told */

@@ -1,5 +1,5 @@
 /* The ns backend's network for a fetch: slirp4netns on the host side of the sandbox's own network
- * namespace (why slirp4netns, and what it can reach: sandbox-ns.h). */
+ * namespace (why slirp4netns, and what it can reach: sandbox-ns-int.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 #define NS_NET_START_S 10.0 /* slirp4netns is up in milliseconds; this is for a wedged host */
 

@@ -24,7 +24,7 @@
 
 #include "disk.h"
 #include "proc.h"
-#include "sandbox-vm.h"
+#include "sandbox-vm-int.h"
 
 /* The guest learns vdb's size at boot and keeps it across a restore, so every warm job's I/O disk
  * has the warm snapshot's size: sparse, so unused space costs nothing. Bigger jobs boot cold. */

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sandbox-vm.h"
+#include "sandbox-vm-int.h"
 
 /* The helper's view of the console: it waits for the agent's "warm" event. */
 struct svm_warmup {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "proc.h"
-#include "sandbox-vm.h"
+#include "sandbox-vm-int.h"
 
 int svm_qcow2_overlay(const char *backing, const char *path, struct pyti_err *err)
 {

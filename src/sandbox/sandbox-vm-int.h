@@ -1,8 +1,8 @@
 /* Internal to the sandbox module: the libvirt/QEMU backend. sandbox_vm.c is the job,
  * sandbox_vm_standby.c the standby helper; both use sandbox_vm_warm.c, the warm snapshots and
  * their standby record, which uses neither. */
-#ifndef PYTI_SANDBOX_VM_H
-#define PYTI_SANDBOX_VM_H
+#ifndef PYTI_SANDBOX_VM_INT_H
+#define PYTI_SANDBOX_VM_INT_H
 
 #include "sandbox.h"
 #include "vm.h"

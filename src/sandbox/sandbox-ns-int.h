@@ -1,7 +1,7 @@
 /* Internal to the sandbox module: the Linux-namespace backend (sandbox_ns.c, the parent's side;
  * sandbox_ns_child.c, the child's; sandbox_ns_net.c, the fetch sandbox's network). */
-#ifndef PYTI_SANDBOX_NS_H
-#define PYTI_SANDBOX_NS_H
+#ifndef PYTI_SANDBOX_NS_INT_H
+#define PYTI_SANDBOX_NS_INT_H
 
 #include <sys/types.h>
 
