@@ -173,6 +173,8 @@ struct tree_entry {
 enum { TREE_WALK_NEXT = 0, TREE_WALK_SKIP = 1 };
 typedef int (*tree_walk_fn)(void *arg, const struct tree_entry *e);
 int tree_walk(int dirfd, int max_depth, tree_walk_fn pre, tree_walk_fn post, void *arg);
+/* All of data[0..len) to fd, across short writes and EINTR; 0 or -1 with errno. */
+int write_all(int fd, const void *data, size_t len);
 /* Read a whole file into b (respecting b->max: larger files are an error). */
 int read_file(const char *path, struct buf *b, struct pyti_err *err);
 /* Write via a temporary file in the same directory + fsync + rename. The temporary name

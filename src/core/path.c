@@ -97,7 +97,7 @@ int read_file(const char *path, struct buf *b, struct pyti_err *err)
 	return safe_read_fd(fd, path, b, err);
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len) {
@@ -105,6 +105,10 @@ static int write_all(int fd, const void *data, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			return -1;
+		}
+		if (n == 0) { /* cannot happen for len > 0 on a file or pipe: never loop on it */
+			errno = EIO;
 			return -1;
 		}
 		p += n;

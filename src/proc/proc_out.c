@@ -41,20 +41,6 @@ static void out_ring_linear(const struct proc_out *o, char *dst)
 	memcpy(dst + first, o->tail, o->tail_pos);
 }
 
-static ssize_t out_write_all(int fd, const char *p, size_t n)
-{
-	size_t done = 0;
-	while (done < n) {
-		ssize_t w = write(fd, p + done, n - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		done += (size_t)w;
-	}
-	return (ssize_t)done;
-}
-
 static void out_lines(struct proc_out *o, const char *p, size_t n)
 {
 	const struct proc_spec *s = o->spec;
@@ -87,7 +73,7 @@ void proc_out_feed(struct proc_out *o, const char *p, size_t n)
 		size_t w = n;
 		if (o->log_limit && o->log_limit - o->log_written < w)
 			w = (size_t)(o->log_limit - o->log_written);
-		if (out_write_all(o->log_fd, p, w) < 0)
+		if (write_all(o->log_fd, p, w) < 0)
 			o->log_failed = true; /* e.g. ENOSPC: keep running, the memory copy remains */
 		else
 			o->log_written += w;
@@ -127,18 +113,18 @@ void proc_out_finish(struct proc_out *o, struct proc_result *res)
 	if (o->log_fd >= 0 && !o->log_failed && o->log_written < T) {
 		uint64_t covered = o->log_written;
 		if (H > covered) {
-			out_write_all(o->log_fd, o->head + covered, (size_t)(H - covered));
+			write_all(o->log_fd, o->head + covered, (size_t)(H - covered));
 			covered = H;
 		}
 		if (T - R > covered) {
 			char mark[96];
 			int m = snprintf(mark, sizeof mark, "\n[\u2026 pyti: %llu bytes omitted from this log \u2026]\n",
 					 (unsigned long long)(T - R - covered));
-			out_write_all(o->log_fd, mark, (size_t)m);
+			write_all(o->log_fd, mark, (size_t)m);
 			covered = T - R;
 		}
 		if (T > covered)
-			out_write_all(o->log_fd, lin + (covered - (T - R)), (size_t)(T - covered));
+			write_all(o->log_fd, lin + (covered - (T - R)), (size_t)(T - covered));
 	}
 	free(lin);
 	uint64_t front = H;
