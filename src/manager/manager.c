@@ -269,6 +269,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
+	json_t *vmt = sandbox_vm_times_json(&sr); /* how the vm job got its guest (docs/contracts.md) */
+	if (vmt)
+		json_object_set_new(res, "vm", vmt);
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);

@@ -123,9 +123,27 @@ static void sandbox_host_fill(struct sandbox_spec *s)
 	s->vm_no_standby = s->vm_no_standby || h->vm_no_standby;
 }
 
+json_t *sandbox_vm_times_json(const struct sandbox_result *res)
+{
+	const struct sandbox_vm_times *t = &res->vm;
+	if (!t->reset)
+		return NULL;
+	json_t *j = json_pack("{s:s}", "reset", t->reset);
+	const struct {
+		const char *key;
+		double v;
+	} f[] = {{"ready_s", t->ready_s},         {"restore_s", t->restore_s},     {"first_task_s", t->first_task_s},
+		 {"warm_boot_s", t->warm_boot_s}, {"warm_save_s", t->warm_save_s}};
+	for (size_t i = 0; i < ARRAY_SIZE(f); i++)
+		json_object_set_new(j, f[i].key, f[i].v >= 0 ? json_real(f[i].v) : json_null());
+	return j;
+}
+
+static const struct sandbox_vm_times sandbox_vm_times_none = {NULL, -1, -1, -1, -1, -1};
+
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
-	*res = (struct sandbox_result){.agent_status = -1};
+	*res = (struct sandbox_result){.agent_status = -1, .vm = sandbox_vm_times_none};
 	struct sandbox_watch w = {.spec = spec};
 	sandbox_verdict_init(&w.v);
 	struct sandbox_spec s = *spec;

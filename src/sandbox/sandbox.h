@@ -38,12 +38,25 @@ struct sandbox_spec {
 	void *arg;
 };
 
+/* How a vm job got its guest, measured where it happens (results.json's "vm", docs/contracts.md):
+ * what benchmarks and tests read instead of log lines. A time not measured is -1. */
+struct sandbox_vm_times {
+	const char *reset;  /* "cold", "standby" (adopted), "restore" (restored now); NULL: not vm */
+	double ready_s;     /* → the agent ready for "go" */
+	double restore_s;   /* the snapshot's restore (standby: done by the helper after the last job) */
+	double first_task_s;/* "go" → the first task_end */
+	double warm_boot_s, warm_save_s; /* this job built the warm snapshot: its boot, its save */
+};
+
 struct sandbox_result {
 	double wall_s;           /* sandbox start → sandbox gone */
 	double setup_s;          /* sandbox start → agent running (ns) / agent ready (vm) */
 	enum pyti_fclass fclass; /* Crash/Timeout when the sandbox itself died or hung */
 	int agent_status;        /* agent exit status (ns), or -1 */
+	struct sandbox_vm_times vm;
 };
+/* res->vm as results.json's "vm" object (new reference), or NULL for a job that was not vm. */
+json_t *sandbox_vm_times_json(const struct sandbox_result *res);
 
 /* Settings from the host's environment, read once by the CLI (PYTI_SLIRP4NETNS, PYTI_VM_MEMORY_MIB,
  * PYTI_VM_VCPUS, PYTI_VM_HANG_S, PYTI_VM_STANDBY=0; see man/pyti.1) and handed to every sandbox

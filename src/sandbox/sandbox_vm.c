@@ -189,8 +189,10 @@ static int svm_warm_build(struct svm *s, struct vm_conn *c, const struct vm_imag
 	vm_guest_free(g);
 	if (r < 0)
 		return pyti_err_prefix(err, "warm snapshot");
-	log_info("vm: warm snapshot of %s: boot → ready %.2f s, save %.2f s", w->name, t_ready - t0,
-		 now_mono() - t_ready);
+	res->vm.warm_boot_s = t_ready - t0;
+	res->vm.warm_save_s = now_mono() - t_ready;
+	log_info("vm: warm snapshot of %s: boot → ready %.2f s, save %.2f s", w->name, res->vm.warm_boot_s,
+		 res->vm.warm_save_s);
 	if (vm_save_image_xml(c, w->sav, &saved, err) < 0)
 		return -1;
 	const char *uri = vm_conn_uri(c);
@@ -359,6 +361,9 @@ static int svm_start_warm(struct svm *s, struct vm_conn *c, struct svm_job *j, s
 	s->ready = true; /* saved at "ready"; the agent waits for "go" */
 	/* the I/O disk is written outside the timing, as it is before a cold boot */
 	double ready_s = now_mono() - t_disk + (t_take - j->t0);
+	res->vm.reset = adopted ? "standby" : "restore";
+	res->vm.ready_s = ready_s;
+	res->vm.restore_s = restore_s;
 	if (adopted)
 		log_info("vm: standby → ready %.2f s (its restore ran after the previous job: %.2f s%s)", ready_s,
 			 restore_s, warm_cut ? "; its warm-up cut short" : "");
@@ -387,7 +392,9 @@ static int svm_start_cold(struct svm *s, struct vm_conn *c, struct svm_job *j, c
 			   .initrd = j->img.initrd, .system_disk = ov, .io_disk = j->io};
 	if (vm_domain_xml(&d, vm_conn_uri(c), &xml, err) < 0 || svm_boot_ready(s, c, xml, &j->g, res, err) < 0)
 		return -1;
-	log_info("vm: cold boot → ready %.2f s", now_mono() - j->t0);
+	res->vm.reset = "cold";
+	res->vm.ready_s = now_mono() - j->t0;
+	log_info("vm: cold boot → ready %.2f s", res->vm.ready_s);
 	return 0;
 }
 
@@ -424,6 +431,8 @@ static int svm_watch_job(struct svm *s, struct vm_guest *g, struct sandbox_resul
 	}
 	if (wr < 0)
 		return -1;
+	if (s->t_first_task)
+		res->vm.first_task_s = s->t_first_task - t_go;
 	if (wr == 0) {
 		log_info("vm: go → job start %.2f s, → first task done %.2f s, → job_end %.2f s",
 			 s->t_job_start ? s->t_job_start - t_go : -1.0, s->t_first_task ? s->t_first_task - t_go : -1.0,
@@ -552,7 +561,7 @@ static void svm_remove_stale_rundirs(const char *state_dir)
 
 int sandbox_vm_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
-	*res = (struct sandbox_result){.agent_status = -1};
+	*res = (struct sandbox_result){.agent_status = -1, .vm = {NULL, -1, -1, -1, -1, -1}};
 	if (!spec->image_dir || !spec->io_dir || !spec->state_dir || !spec->agent_path)
 		return pyti_err_usage(err, "vm backend: image_dir, io_dir, state_dir and agent_path are required");
 	if (spec->network)
