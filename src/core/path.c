@@ -212,19 +212,7 @@ static int copy_src_file(const char *s, const char *t, mode_t mode, struct pyti_
 		return pyti_err_set(err, errno, "create %s", t);
 	if (fchmod(out, m) < 0) /* the umask would have narrowed what open() set */
 		return pyti_err_set(err, errno, "chmod %s", t);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(in, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read %s", s);
-		if (n == 0)
-			break;
-		if (write_all(out, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, errno, "write %s", t);
-	}
-	return 0;
+	return copy_stream(in, s, out, t, err);
 }
 
 static int copy_src_walk(const char *src, const char *dst, unsigned flags, int depth, struct pyti_err *err)

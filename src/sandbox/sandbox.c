@@ -56,18 +56,8 @@ static int sandbox_read_results(const char *io_dir, struct buf *b, int *out_fd, 
 		return pyti_err_set(err, 0, "out/results.json is not a regular file");
 	if ((unsigned long long)st.st_size > SANDBOX_RESULTS_MAX)
 		return pyti_err_set(err, EFBIG, "out/results.json is larger than %u bytes", SANDBOX_RESULTS_MAX);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read out/results.json");
-		if (n == 0)
-			break;
-		if (buf_append(b, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, EFBIG, "out/results.json is larger than %u bytes", SANDBOX_RESULTS_MAX);
-	}
+	if (safe_read_fd(fd, "out/results.json", b, err) < 0)
+		return -1;
 	if (out_fd)
 		*out_fd = pyti_steal_fd(&ofd);
 	return 0;

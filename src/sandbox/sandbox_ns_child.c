@@ -380,11 +380,8 @@ static void ns_name_task_user(const struct ns_ctx *c, const char *file, const ch
 	if (in < 0)
 		return;
 	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
-	char chunk[8192];
-	ssize_t n;
-	while ((n = read(in, chunk, sizeof chunk)) > 0)
-		if (buf_append(&b, chunk, (size_t)n) < 0)
-			return; /* past 1 MiB: not a file to copy */
+	if (safe_read_fd(in, src, &b, NULL) < 0)
+		return; /* past 1 MiB (or unreadable): not a file to copy */
 	char needle[32];
 	snprintf(needle, sizeof needle, ":x:%u:", NS_TASK_UID);
 	if (!b.data || strstr(b.data, needle))
