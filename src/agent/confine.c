@@ -7,7 +7,6 @@
  * files, pip logs, /io/sdist), but it cannot remove, rename or replace the agent's (job.json,
  * results.json, logs/). After the last task both go back to 0755.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -19,44 +18,36 @@
 
 #define CONFINE_MAX_DEPTH 256
 
-/* Hand the tree below dirfd to uid/gid, without following links. Files with more than one link
- * are left alone: in the ns sandbox they are hard links into pyti's shared cache (read-only for
- * the sandbox, and not the sandbox's to change). Errors are skipped: what a task cannot write
- * shows up as that task's own failure. */
-static void confine_chown_tree(int dirfd, uid_t uid, gid_t gid, int depth)
+/* Hand the tree below /io to the tasks' uid/gid, without following links (tree_walk), but for
+ * the agent's own out/ and job.json. Files with more than one link are left alone: in the ns
+ * sandbox they are hard links into pyti's shared cache (read-only for the sandbox, and not the
+ * sandbox's to change). Errors are skipped: what a task cannot write shows up as that task's own
+ * failure. A directory is handed over after its contents. */
+struct confine_walk {
+	uid_t uid;
+	gid_t gid;
+};
+
+static void confine_chown(const struct confine_walk *cw, const struct tree_entry *e)
 {
-	if (depth > CONFINE_MAX_DEPTH)
-		return;
-	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return;
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				confine_chown_tree(sub, uid, gid, depth + 1);
-				close(sub);
-			}
-		} else if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
-			continue;
-		}
-		/* Best effort: a file the tasks' uid cannot take stays the agent's (still readable), and a
-		 * task that must write it fails on its own, visibly. */
-		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-	}
-	closedir(d);
+	/* Best effort: a file the tasks' uid cannot take stays the agent's (still readable), and a
+	 * task that must write it fails on its own, visibly. */
+	(void)!fchownat(e->dirfd, e->name, cw->uid, cw->gid, AT_SYMLINK_NOFOLLOW);
+}
+
+static int confine_pre(void *arg, const struct tree_entry *e)
+{
+	if (e->depth == 0 && (!strcmp(e->name, "out") || !strcmp(e->name, "job.json")))
+		return TREE_WALK_SKIP;
+	if (!S_ISDIR(e->st->st_mode) && !(S_ISREG(e->st->st_mode) && e->st->st_nlink > 1))
+		confine_chown(arg, e);
+	return TREE_WALK_NEXT;
+}
+
+static int confine_post(void *arg, const struct tree_entry *e)
+{
+	confine_chown(arg, e);
+	return 0;
 }
 
 int agent_confine_io(const struct agent_opts *opts, struct pyti_err *err)
@@ -78,30 +69,8 @@ int agent_confine_io(const struct agent_opts *opts, struct pyti_err *err)
 	if (fchownat(out, "logs", 0, 0, AT_SYMLINK_NOFOLLOW) < 0 || fchmodat(out, "logs", 0755, 0) < 0)
 		return pyti_err_set(err, errno, "prepare %s/out/logs", opts->io_dir);
 
-	DIR *d = fdopendir(dup(io));
-	if (!d)
-		return pyti_err_set(err, errno, "read %s", opts->io_dir);
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		const char *n = e->d_name;
-		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "out") || !strcmp(n, "job.json"))
-			continue;
-		struct stat st;
-		if (fstatat(io, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(io, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				confine_chown_tree(sub, opts->task_uid, (gid_t)opts->task_uid, 1);
-				close(sub);
-			}
-		} else if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
-			continue;
-		}
-		if (fchownat(io, n, opts->task_uid, (gid_t)opts->task_uid, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* best effort, as above */
-	}
-	closedir(d);
+	struct confine_walk cw = {opts->task_uid, (gid_t)opts->task_uid};
+	tree_walk(io, CONFINE_MAX_DEPTH, confine_pre, confine_post, &cw);
 	return 0;
 }
 

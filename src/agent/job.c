@@ -203,9 +203,10 @@ const char *agent_status_name(enum agent_status st)
 		return "failed";
 	case AGENT_SKIPPED:
 		return "skipped";
-	default:
-		return "pending";
+	case AGENT_PENDING:
+		break;
 	}
+	return "pending";
 }
 
 const char *agent_needs_unmet(const struct agent_job *job, size_t i, const enum agent_status *status)

@@ -7,12 +7,12 @@
 #include "core.h"
 
 /* A libarchive reader for path: zip always, tar (gzip, bzip2, xz, lzma, zstd, none) when tar_too. */
-struct archive *archive_open_read(const char *path, bool tar_too, struct pyti_err *err);
-static inline void archive_readp(struct archive **a)
+struct archive *arch_open_read(const char *path, bool tar_too, struct pyti_err *err);
+static inline void arch_readp(struct archive **a)
 {
 	if (*a)
 		archive_read_free(*a);
 }
-#define _cleanup_archive_ _cleanup_(archive_readp)
+#define _cleanup_archive_ _cleanup_(arch_readp)
 
 #endif

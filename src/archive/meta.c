@@ -13,7 +13,7 @@
 #define META_MAX_MODULES 4096
 #define META_MAX_EXTRAS 256
 
-char *archive_normalize_name(const char *name)
+char *arch_normalize_name(const char *name)
 {
 	size_t n = strlen(name);
 	char *out = xmalloc(n + 1), *o = out;
@@ -30,7 +30,7 @@ char *archive_normalize_name(const char *name)
 	return out;
 }
 
-bool archive_is_identifier(const char *s)
+bool arch_is_identifier(const char *s)
 {
 	if (!s || !*s || isdigit((unsigned char)*s))
 		return false;
@@ -95,7 +95,7 @@ static void strset_add(char ***v, size_t *n, const char *s, size_t len)
 	(*n)++;
 }
 
-struct archive *archive_open_read(const char *path, bool tar_too, struct pyti_err *err)
+struct archive *arch_open_read(const char *path, bool tar_too, struct pyti_err *err)
 {
 	struct archive *a = archive_read_new();
 	if (!a) {
@@ -232,7 +232,7 @@ static void module_from_path(const char *path, char ***v, size_t *n)
 		if (strcmp(name, "setup") == 0 || strcmp(name, "conftest") == 0 || strcmp(name, "__init__") == 0)
 			return;
 	}
-	if (archive_is_identifier(name))
+	if (arch_is_identifier(name))
 		strset_add(v, n, name, strlen(name));
 }
 
@@ -275,7 +275,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 int wheel_read_meta(const char *wheel_path, struct wheel_meta *out, struct pyti_err *err)
 {
 	memset(out, 0, sizeof *out);
-	_cleanup_archive_ struct archive *a = archive_open_read(wheel_path, false, err);
+	_cleanup_archive_ struct archive *a = arch_open_read(wheel_path, false, err);
 	if (!a)
 		return -1;
 	_cleanup_buf_ struct buf metadata = BUF_INIT(META_MAX_FILE), record = BUF_INIT(META_MAX_FILE),
@@ -353,7 +353,7 @@ int wheel_read_meta(const char *wheel_path, struct wheel_meta *out, struct pyti_
 			if (e2 > s && (size_t)(e2 - s) < sizeof name) {
 				memcpy(name, s, (size_t)(e2 - s));
 				name[e2 - s] = '\0';
-				if (archive_is_identifier(name))
+				if (arch_is_identifier(name))
 					strset_add(&m.modules, &m.n_modules, name, strlen(name));
 			}
 			if (!nl)
@@ -383,7 +383,7 @@ out:
 int sdist_read_meta(const char *sdist_path, struct wheel_meta *out, struct pyti_err *err)
 {
 	memset(out, 0, sizeof *out);
-	_cleanup_archive_ struct archive *a = archive_open_read(sdist_path, true, err);
+	_cleanup_archive_ struct archive *a = arch_open_read(sdist_path, true, err);
 	if (!a)
 		return -1;
 	_cleanup_buf_ struct buf pkginfo = BUF_INIT(META_MAX_FILE);

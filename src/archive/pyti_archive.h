@@ -5,7 +5,7 @@
  * Formats: tar (gzip, bzip2, xz, zstd or uncompressed) and zip (wheels, old sdists). Nothing else
  * is enabled, to keep libarchive's attack surface small.
  *
- * archive_unpack() reads the archive twice. The first pass validates every header and counts the
+ * arch_unpack() reads the archive twice. The first pass validates every header and counts the
  * bytes that really come out of the decompressor, and refuses — before anything is written — an
  * entry that is absolute or has a ".." component, a symlink whose target is absolute or resolves
  * (through the archive's other symlinks) outside the tree, a hard link to anything but a regular
@@ -25,29 +25,29 @@
 
 #include "core.h"
 
-#define ARCHIVE_DEFAULT_MAX_BYTES (2ULL << 30) /* 2 GiB expanded */
-#define ARCHIVE_DEFAULT_MAX_ENTRIES 100000
-#define ARCHIVE_DEFAULT_MAX_RATIO 200.0
+#define ARCH_DEFAULT_MAX_BYTES (2ULL << 30) /* 2 GiB expanded */
+#define ARCH_DEFAULT_MAX_ENTRIES 100000
+#define ARCH_DEFAULT_MAX_RATIO 200.0
 /* The ratio limit applies only once this much has been expanded: tiny archives of repetitive
  * text legitimately compress very well. */
-#define ARCHIVE_RATIO_FLOOR (16ULL << 20)
+#define ARCH_RATIO_FLOOR (16ULL << 20)
 
-struct archive_opts {
+struct arch_opts {
 	/* Strip the single top-level directory (an sdist's "name-1.0/"). It is an error if the
 	 * archive's entries do not all live under one top-level directory. */
 	bool strip_top;
-	uint64_t max_bytes;   /* total expanded bytes; 0 = ARCHIVE_DEFAULT_MAX_BYTES */
-	uint64_t max_entries; /* 0 = ARCHIVE_DEFAULT_MAX_ENTRIES */
-	double max_ratio;     /* expanded / compressed file size; 0 = ARCHIVE_DEFAULT_MAX_RATIO */
+	uint64_t max_bytes;   /* total expanded bytes; 0 = ARCH_DEFAULT_MAX_BYTES */
+	uint64_t max_entries; /* 0 = ARCH_DEFAULT_MAX_ENTRIES */
+	double max_ratio;     /* expanded / compressed file size; 0 = ARCH_DEFAULT_MAX_RATIO */
 };
 /* Initialisers: an sdist ("name-1.0/..." stripped) and a wheel (unpacked as it is). */
-#define ARCHIVE_OPTS_SDIST {.strip_top = true}
-#define ARCHIVE_OPTS_WHEEL {.strip_top = false}
+#define ARCH_OPTS_SDIST {.strip_top = true}
+#define ARCH_OPTS_WHEEL {.strip_top = false}
 
 /* Unpack path into dest_dir (created if missing; existing content is left in place, but nothing
  * is written through existing symlinks). opts may be NULL (defaults, no stripping). On a refused
  * archive nothing has been written; on an I/O error midway dest_dir may hold a partial tree. */
-int archive_unpack(const char *path, const char *dest_dir, const struct archive_opts *opts,
+int arch_unpack(const char *path, const char *dest_dir, const struct arch_opts *opts,
 		   struct pyti_err *err);
 
 /* Metadata of a wheel (or, with fewer fields, an sdist). */
@@ -71,8 +71,8 @@ int wheel_read_meta(const char *wheel_path, struct wheel_meta *out, struct pyti_
 int sdist_read_meta(const char *sdist_path, struct wheel_meta *out, struct pyti_err *err);
 
 /* PEP 503 normalised project name: lower case, runs of "-", "_", "." become one "-". Caller frees. */
-char *archive_normalize_name(const char *name);
+char *arch_normalize_name(const char *name);
 /* true when s is an ASCII Python identifier (what a top-level module name must be). */
-bool archive_is_identifier(const char *s);
+bool arch_is_identifier(const char *s);
 
 #endif

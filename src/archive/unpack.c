@@ -28,7 +28,7 @@ struct link {
 
 struct unpack {
 	const char *apath; /* the archive, for messages */
-	struct archive_opts o;
+	struct arch_opts o;
 	uint64_t compressed;
 	uint64_t entries, bytes;
 	char *top; /* the top-level directory when stripping */
@@ -293,7 +293,7 @@ static int count_bytes(struct unpack *u, const char *name, uint64_t n)
 	if (u->bytes > u->o.max_bytes)
 		return pyti_err_set(u->err, EFBIG, "%s: refusing entry '%s': archive expands to more than %llu bytes",
 				    u->apath, name, (unsigned long long)u->o.max_bytes);
-	if (u->bytes > ARCHIVE_RATIO_FLOOR && (double)u->bytes > u->o.max_ratio * (double)u->compressed)
+	if (u->bytes > ARCH_RATIO_FLOOR && (double)u->bytes > u->o.max_ratio * (double)u->compressed)
 		return pyti_err_set(u->err, EFBIG,
 				    "%s: refusing entry '%s': archive expands more than %.0f times its size "
 				    "(decompression bomb?)",
@@ -352,7 +352,7 @@ static int pump_data(struct unpack *u, struct archive *a, const char *name, int 
 
 static int pass1(struct unpack *u, const char *path)
 {
-	_cleanup_archive_ struct archive *a = archive_open_read(path, true, u->err);
+	_cleanup_archive_ struct archive *a = arch_open_read(path, true, u->err);
 	if (!a)
 		return -1;
 	struct archive_entry *e;
@@ -539,7 +539,7 @@ static int write_entry(struct unpack *u, struct archive *a, struct archive_entry
 
 static int pass2(struct unpack *u, const char *path, int dfd)
 {
-	_cleanup_archive_ struct archive *a = archive_open_read(path, true, u->err);
+	_cleanup_archive_ struct archive *a = arch_open_read(path, true, u->err);
 	if (!a)
 		return -1;
 	u->entries = u->bytes = 0;
@@ -563,17 +563,17 @@ static int pass2(struct unpack *u, const char *path, int dfd)
 	return 0;
 }
 
-int archive_unpack(const char *path, const char *dest_dir, const struct archive_opts *opts, struct pyti_err *err)
+int arch_unpack(const char *path, const char *dest_dir, const struct arch_opts *opts, struct pyti_err *err)
 {
 	struct unpack u = {.apath = path, .err = err};
 	if (opts)
 		u.o = *opts;
 	if (!u.o.max_bytes)
-		u.o.max_bytes = ARCHIVE_DEFAULT_MAX_BYTES;
+		u.o.max_bytes = ARCH_DEFAULT_MAX_BYTES;
 	if (!u.o.max_entries)
-		u.o.max_entries = ARCHIVE_DEFAULT_MAX_ENTRIES;
+		u.o.max_entries = ARCH_DEFAULT_MAX_ENTRIES;
 	if (!(u.o.max_ratio > 0))
-		u.o.max_ratio = ARCHIVE_DEFAULT_MAX_RATIO;
+		u.o.max_ratio = ARCH_DEFAULT_MAX_RATIO;
 	struct stat st;
 	if (stat(path, &st) < 0)
 		return pyti_err_set(err, errno, "%s", path);

@@ -480,7 +480,7 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 		r.jobs[i].id = manager_new_job_id();
 		r.jobs[i].fd = -1;
 		r.jobs[i].efd = -1;
-		buf_init(&r.jobs[i].in, RUN_LINE_MAX);
+		r.jobs[i].in = (struct buf)BUF_INIT(RUN_LINE_MAX);
 	}
 	free(dists);
 	if (r.max_jobs > r.n)

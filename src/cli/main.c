@@ -249,6 +249,26 @@ static char *default_state_dir(void)
 	return xasprintf("%s/.cache/pyti", e && *e ? e : "/tmp");
 }
 
+/* The environment variables the sandbox backends obey, read here once (man/pyti.1, ENVIRONMENT). */
+static unsigned env_uint(const char *name)
+{
+	const char *e = getenv(name);
+	return e && *e ? (unsigned)strtoul(e, NULL, 10) : 0; /* 0: the default */
+}
+
+static void read_sandbox_env(void)
+{
+	const char *standby = getenv("PYTI_VM_STANDBY");
+	struct sandbox_host h = {
+		.net_helper = getenv("PYTI_SLIRP4NETNS"),
+		.vm_memory_mib = env_uint("PYTI_VM_MEMORY_MIB"),
+		.vm_vcpus = env_uint("PYTI_VM_VCPUS"),
+		.vm_hang_s = env_uint("PYTI_VM_HANG_S"),
+		.vm_no_standby = standby && strcmp(standby, "0") == 0,
+	};
+	sandbox_set_host(&h);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -311,11 +331,12 @@ int main(int argc, char **argv)
 		state = abs;
 	}
 	ctx.state_dir = state;
+	read_sandbox_env();
 
 	const char *name = argv[optind];
 	/* not a user command: the vm backend's standby helper, started by pyti itself */
 	if (strcmp(name, "__vm-standby") == 0 && argc - optind == 3)
-		return sandbox_vm_standby_helper(argv[optind + 1], argv[optind + 2]);
+		return sandbox_vm_standby_main(argv[optind + 1], argv[optind + 2]);
 	bool help = strcmp(name, "help") == 0;
 	if (help) {
 		if (argc - optind == 1) {

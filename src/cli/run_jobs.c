@@ -18,20 +18,6 @@
 
 #include "run.h"
 
-static int write_all(int fd, const char *s, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, s, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static void send_line(int fd, json_t *o)
 {
 	char *s = json_dumps(o, JSON_COMPACT);

@@ -49,11 +49,6 @@ char *xasprintf(const char *fmt, ...)
 	return p;
 }
 
-void buf_init(struct buf *b, size_t max)
-{
-	*b = (struct buf)BUF_INIT(max);
-}
-
 static void buf_grow(struct buf *b, size_t need)
 {
 	if (b->cap >= need + 1)

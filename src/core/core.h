@@ -9,6 +9,7 @@
 #ifndef PYTI_CORE_H
 #define PYTI_CORE_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,6 +80,11 @@ static inline void pyti_fclosep(FILE **f)
 	if (*f)
 		fclose(*f);
 }
+static inline void pyti_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
 static inline void pyti_json_decrefp(json_t **j)
 {
 	if (*j)
@@ -96,12 +102,23 @@ static inline int pyti_steal_fd(int *fd)
 	*fd = -1;
 	return v;
 }
+/* Both ends of a pipe2()/socketpair() array, each closed when >= 0. */
+static inline void pyti_close_pairp(int (*p)[2])
+{
+	for (int i = 0; i < 2; i++)
+		if ((*p)[i] >= 0)
+			close((*p)[i]);
+}
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(pyti_freep)
 #define _cleanup_close_ _cleanup_(pyti_closep)
 #define _cleanup_fclose_ _cleanup_(pyti_fclosep)
 #define _cleanup_json_ _cleanup_(pyti_json_decrefp)
-#define steal_pointer(pp) pyti_steal(pp)
+#define _cleanup_close_pair_ _cleanup_(pyti_close_pairp)
+#define _cleanup_closedir_ _cleanup_(pyti_closedirp)
+/* The ternary makes the compiler check that *pp is a pointer (steal_pointer(&an_int) is an error:
+ * a pointer/integer mismatch), the cast gives the result *pp's own type. */
+#define steal_pointer(pp) ((__typeof__(*(pp)))(0 ? (*(pp)) : pyti_steal(pp)))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Allocation that never returns NULL: out of memory on the host is not recoverable. */
@@ -120,7 +137,6 @@ struct buf {
 	bool truncated;
 };
 #define BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes), false}
-void buf_init(struct buf *b, size_t max);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -138,6 +154,27 @@ int path_join_safe(const char *root, const char *rel, char **out, struct pyti_er
 int mkdir_p(const char *path, unsigned mode, struct pyti_err *err);
 /* Remove a tree without following symlinks; a missing path is not an error. */
 int rm_rf(const char *path, struct pyti_err *err);
+/* Walk the tree below the directory dirfd (not consumed; it may be an O_PATH fd) without following
+ * a link anywhere: each entry is lstat'ed in the directory holding it and each subdirectory opened
+ * O_NOFOLLOW beneath its parent. pre is called for every entry (depth 0: the entries of dirfd), a
+ * directory's before its contents; it returns TREE_WALK_NEXT, TREE_WALK_SKIP (do not enter this
+ * directory) or a negative value, which stops the walk and is returned. post (may be NULL) is
+ * called for a directory after its contents. Directories at max_depth are not entered; entries
+ * that vanish or cannot be opened are passed over. e->dirfd and e->rel are valid only during the
+ * call. Returns 0 or what a callback stopped it with. */
+struct stat;
+struct tree_entry {
+	int dirfd;             /* the directory holding the entry */
+	const char *name;      /* its name there */
+	const char *rel;       /* its path below the walk's top, "a/b/name" */
+	const struct stat *st; /* its lstat */
+	int depth;
+};
+enum { TREE_WALK_NEXT = 0, TREE_WALK_SKIP = 1 };
+typedef int (*tree_walk_fn)(void *arg, const struct tree_entry *e);
+int tree_walk(int dirfd, int max_depth, tree_walk_fn pre, tree_walk_fn post, void *arg);
+/* All of data[0..len) to fd, across short writes and EINTR; 0 or -1 with errno. */
+int write_all(int fd, const void *data, size_t len);
 /* Read a whole file into b (respecting b->max: larger files are an error). */
 int read_file(const char *path, struct buf *b, struct pyti_err *err);
 /* Write via a temporary file in the same directory + fsync + rename. The temporary name

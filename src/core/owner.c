@@ -58,49 +58,26 @@ void owner_release(const char *parent, const char *name, int fd)
 	close(fd);
 }
 
-/* Give a dead run's tree back to the caller before removing it: the sandbox uid (another uid for
- * a root caller) owned it and may have left directories we could not enter otherwise. fd-based and
- * O_NOFOLLOW at every step, so a link where a directory was is never followed. */
-static void chown_back(int dirfd, uid_t uid, gid_t gid, int depth)
+/* Give a dead run's tree back to the caller (root) before removing it: the sandbox uid (another uid
+ * for a root caller) owned it and may have left directories we could not enter otherwise.
+ * tree_walk: a link where a directory was is never followed. */
+static int chown_back(void *arg, const struct tree_entry *e)
 {
-	if (depth > 128)
-		return;
-	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup < 0 ? NULL : fdopendir(dup);
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		/* Best effort throughout: the tree is removed next, and what could not be made ours
-		 * shows up there as an error of its own. */
-		bool mine = fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0;
-		if (mine && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) &&
-		    fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			if (fchmodat(dirfd, e->d_name, (st.st_mode & 0777) | 0700, 0) < 0)
-				continue;
-			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				chown_back(sub, uid, gid, depth + 1);
-				close(sub);
-			}
-		}
-	}
-	closedir(d);
+	(void)arg;
+	mode_t mode = e->st->st_mode;
+	/* Best effort throughout: the tree is removed next, and what could not be made ours
+	 * shows up there as an error of its own. */
+	bool mine = fchownat(e->dirfd, e->name, 0, 0, AT_SYMLINK_NOFOLLOW) == 0;
+	if (mine && !S_ISLNK(mode) && (mode & (S_ISUID | S_ISGID)) && fchmodat(e->dirfd, e->name, mode & 0777, 0) < 0)
+		return TREE_WALK_SKIP;
+	if (S_ISDIR(mode) && fchmodat(e->dirfd, e->name, (mode & 0777) | 0700, 0) < 0)
+		return TREE_WALK_SKIP;
+	return TREE_WALK_NEXT;
 }
 
 int owner_sweep(const char *parent)
 {
-	DIR *d = opendir(parent);
+	_cleanup_closedir_ DIR *d = opendir(parent);
 	if (!d)
 		return 0;
 	int swept = 0;
@@ -131,7 +108,7 @@ int owner_sweep(const char *parent)
 			if (dfd >= 0 && geteuid() == 0) {
 				if (fchown(dfd, 0, 0) < 0)
 					log_debug("chown %s: %s", dir, strerror(errno));
-				chown_back(dfd, 0, 0, 0);
+				tree_walk(dfd, 128, chown_back, NULL, NULL);
 			}
 			struct pyti_err e2 = {0};
 			if (rm_rf(dir, &e2) < 0) {
@@ -144,7 +121,6 @@ int owner_sweep(const char *parent)
 		}
 		unlink(rec);
 	}
-	closedir(d);
 	return swept;
 }
 
@@ -175,7 +151,7 @@ void lock_release(const char *path, int fd)
 
 int lock_sweep(const char *dir, const char *suffix)
 {
-	DIR *d = opendir(dir);
+	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
 		return 0;
 	int swept = 0;
@@ -192,6 +168,5 @@ int lock_sweep(const char *dir, const char *suffix)
 		    a.st_dev == b.st_dev && unlink(p) == 0)
 			swept++;
 	}
-	closedir(d);
 	return swept;
 }

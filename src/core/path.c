@@ -97,7 +97,7 @@ int read_file(const char *path, struct buf *b, struct pyti_err *err)
 	return safe_read_fd(fd, path, b, err);
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len) {
@@ -105,6 +105,10 @@ static int write_all(int fd, const void *data, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			return -1;
+		}
+		if (n == 0) { /* cannot happen for len > 0 on a file or pipe: never loop on it */
+			errno = EIO;
 			return -1;
 		}
 		p += n;
@@ -208,19 +212,7 @@ static int copy_src_file(const char *s, const char *t, mode_t mode, struct pyti_
 		return pyti_err_set(err, errno, "create %s", t);
 	if (fchmod(out, m) < 0) /* the umask would have narrowed what open() set */
 		return pyti_err_set(err, errno, "chmod %s", t);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(in, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read %s", s);
-		if (n == 0)
-			break;
-		if (write_all(out, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, errno, "write %s", t);
-	}
-	return 0;
+	return copy_stream(in, s, out, t, err);
 }
 
 static int copy_src_walk(const char *src, const char *dst, unsigned flags, int depth, struct pyti_err *err)
@@ -229,7 +221,7 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 		return pyti_err_set(err, 0, "%s: directories nested too deeply", src);
 	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
 		return pyti_err_set(err, errno, "mkdir %s", dst);
-	DIR *d = opendir(src);
+	_cleanup_closedir_ DIR *d = opendir(src);
 	if (!d && (errno == EACCES || errno == EPERM) && depth > 0) {
 		_cleanup_free_ char *shown = term_safe_dup(src, TERM_ESCAPE_BACKSLASH);
 		log_warn("%s: cannot be read (permission denied); left out of the copy", shown);
@@ -268,7 +260,6 @@ static int copy_src_walk(const char *src, const char *dst, unsigned flags, int d
 				rc = pyti_err_set(err, errno, "symlink %s", t);
 		}
 	}
-	closedir(d);
 	return rc;
 }
 

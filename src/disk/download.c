@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "disk_int.h"
+#include "disk-int.h"
 #include "proc.h"
 
 #define DL_BUF (1u << 20)

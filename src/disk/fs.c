@@ -9,7 +9,7 @@
 
 #include <et/com_err.h>
 
-#include "disk_int.h"
+#include "disk-int.h"
 
 bool dsk_is_nospace(errcode_t rc)
 {

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "disk_int.h"
+#include "disk-int.h"
 
 #define DSK_BLOCK_LOG 2 /* 1024 << 2 = 4096-byte blocks */
 #define DSK_INODE_RATIO 8192

@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "disk_int.h"
+#include "disk-int.h"
 
 static char type_char(unsigned mode)
 {

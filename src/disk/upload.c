@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "disk_int.h"
+#include "disk-int.h"
 
 #define UP_BUF (1u << 20)
 #define UP_MAX_DEPTH 256

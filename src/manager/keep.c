@@ -5,9 +5,8 @@
  * results.json comes first, then the JUnit files at the top of out/ (the host reads test counts
  * from them), then the logs (each already capped at its task's output_limit), then anything
  * else, each group in name order; a file that would pass the total is removed and named in
- * results' "omitted_outputs". The walk opens every directory with O_NOFOLLOW beneath out/ and
- * never follows a link; links and special files are left for the safe readers to refuse. */
-#include <dirent.h>
+ * results' "omitted_outputs". The walk (tree_walk) opens every directory with O_NOFOLLOW beneath out/
+ * and never follows a link; links and special files are left for the safe readers to refuse. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -42,42 +41,24 @@ static int keep_rank(const char *rel)
 	return 3;
 }
 
-static void keep_walk(int dfd, const char *prefix, int depth, struct keep_list *l)
+static int keep_file(void *arg, const struct tree_entry *e)
 {
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		_cleanup_free_ char *rel = *prefix ? xasprintf("%s/%s", prefix, e->d_name) : xstrdup(e->d_name);
-		if (S_ISDIR(st.st_mode) && depth < KEEP_DEPTH_MAX) {
-			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				keep_walk(sub, rel, depth + 1, l);
-		} else if (S_ISREG(st.st_mode)) {
-			if (l->n >= KEEP_FILES_MAX) {
-				if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
-					l->uncounted++;
-					l->uncounted_bytes += (uint64_t)st.st_size;
-				}
-				continue;
-			}
-			if (l->n == l->cap) {
-				l->cap = l->cap ? 2 * l->cap : 64;
-				l->v = xrealloc(l->v, l->cap * sizeof *l->v);
-			}
-			int rank = keep_rank(rel);
-			l->v[l->n++] = (struct keep_file){steal_pointer(&rel), (uint64_t)st.st_size, rank};
+	struct keep_list *l = arg;
+	if (!S_ISREG(e->st->st_mode))
+		return TREE_WALK_NEXT;
+	if (l->n >= KEEP_FILES_MAX) {
+		if (unlinkat(e->dirfd, e->name, 0) == 0) {
+			l->uncounted++;
+			l->uncounted_bytes += (uint64_t)e->st->st_size;
 		}
+		return TREE_WALK_NEXT;
 	}
-	closedir(d);
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 64;
+		l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+	}
+	l->v[l->n++] = (struct keep_file){xstrdup(e->rel), (uint64_t)e->st->st_size, keep_rank(e->rel)};
+	return TREE_WALK_NEXT;
 }
 
 static int keep_cmp(const void *a, const void *b)
@@ -90,16 +71,11 @@ static int keep_cmp(const void *a, const void *b)
 
 int manager_cap_outputs(const char *out_dir, uint64_t cap, json_t *results, struct pyti_err *err)
 {
-	int fd = open(out_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	_cleanup_close_ int root = open(out_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (root < 0)
 		return pyti_err_set(err, errno, "open %s", out_dir);
-	_cleanup_close_ int root = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (root < 0) {
-		close(fd);
-		return pyti_err_set(err, errno, "dup");
-	}
 	struct keep_list l = {0};
-	keep_walk(fd, "", 0, &l);
+	tree_walk(root, KEEP_DEPTH_MAX, keep_file, NULL, &l);
 	if (l.n)
 		qsort(l.v, l.n, sizeof *l.v, keep_cmp);
 	uint64_t kept = 0, dropped = l.uncounted_bytes;

@@ -5,7 +5,6 @@
  *   top-level modules; read, never executed) → job.json → sandbox run → results.json + test counts →
  *   logs kept under runs/<job>/ → I/O directory removed.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -49,8 +48,8 @@ char *manager_new_job_id(void)
 /* Unpack an sdist into src/ with the archive module's checks. */
 static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *err)
 {
-	struct archive_opts ao = ARCHIVE_OPTS_SDIST;
-	if (archive_unpack(sdist, src_dir, &ao, err) < 0)
+	struct arch_opts ao = ARCH_OPTS_SDIST;
+	if (arch_unpack(sdist, src_dir, &ao, err) < 0)
 		return pyti_err_prefix(err, "refusing sdist %s", sdist);
 	return 0;
 }
@@ -110,33 +109,12 @@ static void on_event(void *arg, json_t *ev)
 /* What is kept of out/ is regular files and directories only: a link the sandbox left there
  * (to a host file, to /proc/self/fd/0) or a FIFO would trap whoever opens runs/<job>/ later.
  * fd-based and O_NOFOLLOW, so nothing here is followed either. */
-static void prune_kept(int dirfd, int depth)
+static int prune_kept(void *arg, const struct tree_entry *e)
 {
-	int dup = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup < 0 ? NULL : fdopendir(dup);
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode) && depth < 32) {
-			int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				prune_kept(sub, depth + 1);
-				close(sub);
-			}
-		} else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-			unlinkat(dirfd, e->d_name, 0);
-		}
-	}
-	closedir(d);
+	(void)arg;
+	if (!S_ISREG(e->st->st_mode) && !S_ISDIR(e->st->st_mode))
+		unlinkat(e->dirfd, e->name, 0);
+	return TREE_WALK_NEXT;
 }
 
 /* Keep out/ (results, logs, junit) under runs/<job>/ and return that path. outfd is out/ as
@@ -163,7 +141,7 @@ static char *keep_outputs(const char *state_dir, const char *job_id, const char 
 		pyti_err_class(err, PYTI_FC_CRASH, "keep %s: the job's out/ changed under pyti", dst);
 		return NULL;
 	}
-	prune_kept(outfd, 0);
+	tree_walk(outfd, 32, prune_kept, NULL, NULL);
 	return steal_pointer(&dst);
 }
 
@@ -317,6 +295,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
 	json_object_set_new(res, "fetch_s", json_real((double)(long long)(fr.wall_s * 1000) / 1000));
+	json_t *vmt = sandbox_vm_times_json(&sr); /* how the vm job got its guest (docs/contracts.md) */
+	if (vmt)
+		json_object_set_new(res, "vm", vmt);
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);

@@ -627,7 +627,9 @@ void report_table(FILE *f, const json_t *r, bool show_failures)
 	fprintf(f, "\nresult: %s in %.1fs", status, cmd ? json_number_value(cmd) : pj_num(r, "wall_s", 0));
 	if (cmd && json_object_get(r, "fetch_s"))
 		fprintf(f, " (fetch %.1fs, tasks %.1fs)", pj_num(r, "fetch_s", 0), pj_num(r, "wall_s", 0));
-	const char *logs = pj_str(r, "logs", NULL);
+	/* the host's own path (collect sets it), escaped all the same: a stored results.json may be read back */
+	const char *logs_raw = pj_str(r, "logs", NULL);
+	_cleanup_free_ char *logs = logs_raw ? term_safe_dup(logs_raw, 0) : NULL;
 	if (logs)
 		fprintf(f, "; logs in %s", logs);
 	fputc('\n', f);

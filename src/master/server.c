@@ -248,7 +248,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		rq->limit = m->cfg->body_limit;
 		if (!rq->grants && rq->limit > ANON_BODY_LIMIT)
 			rq->limit = ANON_BODY_LIMIT;
-		buf_init(&rq->body, (size_t)rq->limit);
+		rq->body = (struct buf)BUF_INIT((size_t)rq->limit);
 		*req_cls = rq;
 		pthread_mutex_lock(&m->mu);
 		m->inflight++;

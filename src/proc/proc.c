@@ -21,7 +21,6 @@
  * When this process is a subreaper or PID 1, orphans are reaped here and their rusage is folded in;
  * such a process must not run two proc_run() at once (they would reap each other's orphans).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -32,584 +31,17 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
-#include "proc.h"
+#include "proc-int.h"
 
-#define PROC_TICK_S 0.03
 #define PROC_DEFAULT_KEEP (32u * 1024u)
-#define PROC_LINE_MAX (64u * 1024u)
 #define PROC_READ_CHUNK (64u * 1024u)
 #define PROC_DRAIN_S 2.0 /* after the child exits: how long to wait for EOF from stray writers */
-#define PROC_KILL_WAIT_S 5.0
 
 extern char **environ;
-
-/* ---------------------------------------------------------------------------------------------
- * Output: head + tail ring in memory, capped log file, line splitting.
- * ------------------------------------------------------------------------------------------- */
-struct proc_out {
-	char *head;
-	size_t head_cap, head_len;
-	char *tail; /* ring */
-	size_t tail_cap, tail_len, tail_pos;
-	uint64_t total;
-	int log_fd;
-	uint64_t log_limit, log_written;
-	bool log_failed;
-	char *line;
-	size_t line_len;
-	const struct proc_spec *spec;
-};
-
-static void out_ring_put(struct proc_out *o, const char *p, size_t n)
-{
-	if (!o->tail_cap)
-		return;
-	if (n >= o->tail_cap) {
-		memcpy(o->tail, p + n - o->tail_cap, o->tail_cap);
-		o->tail_pos = 0;
-		o->tail_len = o->tail_cap;
-		return;
-	}
-	size_t first = o->tail_cap - o->tail_pos;
-	if (first > n)
-		first = n;
-	memcpy(o->tail + o->tail_pos, p, first);
-	memcpy(o->tail, p + first, n - first);
-	o->tail_pos = (o->tail_pos + n) % o->tail_cap;
-	o->tail_len = o->tail_len + n > o->tail_cap ? o->tail_cap : o->tail_len + n;
-}
-
-/* Copy the ring's content in stream order into dst (tail_len bytes). */
-static void out_ring_linear(const struct proc_out *o, char *dst)
-{
-	if (o->tail_len < o->tail_cap) {
-		memcpy(dst, o->tail, o->tail_len);
-		return;
-	}
-	size_t first = o->tail_cap - o->tail_pos;
-	memcpy(dst, o->tail + o->tail_pos, first);
-	memcpy(dst + first, o->tail, o->tail_pos);
-}
-
-static ssize_t out_write_all(int fd, const char *p, size_t n)
-{
-	size_t done = 0;
-	while (done < n) {
-		ssize_t w = write(fd, p + done, n - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		done += (size_t)w;
-	}
-	return (ssize_t)done;
-}
-
-static void out_lines(struct proc_out *o, const char *p, size_t n)
-{
-	const struct proc_spec *s = o->spec;
-	while (n) {
-		const char *nl = memchr(p, '\n', n);
-		size_t take = nl ? (size_t)(nl - p) : n;
-		size_t room = PROC_LINE_MAX - o->line_len;
-		if (take > room)
-			take = room;
-		memcpy(o->line + o->line_len, p, take);
-		o->line_len += take;
-		p += take;
-		n -= take;
-		bool end = n && *p == '\n';
-		if (end) {
-			p++;
-			n--;
-		}
-		if (end || o->line_len == PROC_LINE_MAX) {
-			s->on_line(s->arg, o->line, o->line_len);
-			o->line_len = 0;
-		}
-	}
-}
-
-static void out_feed(struct proc_out *o, const char *p, size_t n)
-{
-	o->total += n;
-	if (o->log_fd >= 0 && !o->log_failed && (!o->log_limit || o->log_written < o->log_limit)) {
-		size_t w = n;
-		if (o->log_limit && o->log_limit - o->log_written < w)
-			w = (size_t)(o->log_limit - o->log_written);
-		if (out_write_all(o->log_fd, p, w) < 0)
-			o->log_failed = true; /* e.g. ENOSPC: keep running, the memory copy remains */
-		else
-			o->log_written += w;
-	}
-	if (o->spec->on_line)
-		out_lines(o, p, n);
-	if (o->head_len < o->head_cap) {
-		size_t h = o->head_cap - o->head_len;
-		if (h > n)
-			h = n;
-		memcpy(o->head + o->head_len, p, h);
-		o->head_len += h;
-		p += h;
-		n -= h;
-	}
-	out_ring_put(o, p, n);
-}
-
-/* Stream positions: head holds [0, H), the ring [T-R, T), the log [0, L) while it was not capped. */
-static void out_finish(struct proc_out *o, struct proc_result *res)
-{
-	const struct proc_spec *s = o->spec;
-	if (s->on_line && o->line_len) {
-		s->on_line(s->arg, o->line, o->line_len);
-		o->line_len = 0;
-	}
-	uint64_t T = o->total, H = o->head_len, R = o->tail_len;
-	uint64_t omitted = T - H - R;
-	char *lin = xmalloc(R ? R : 1);
-	out_ring_linear(o, lin);
-	struct buf b = BUF_INIT(0);
-	buf_append(&b, o->head, o->head_len);
-	if (omitted)
-		buf_printf(&b, "\n[\u2026 %llu bytes omitted \u2026]\n", (unsigned long long)omitted);
-	buf_append(&b, lin, R);
-	/* Complete a capped log with what memory still holds, so that it keeps head and tail. */
-	if (o->log_fd >= 0 && !o->log_failed && o->log_written < T) {
-		uint64_t covered = o->log_written;
-		if (H > covered) {
-			out_write_all(o->log_fd, o->head + covered, (size_t)(H - covered));
-			covered = H;
-		}
-		if (T - R > covered) {
-			char mark[96];
-			int m = snprintf(mark, sizeof mark, "\n[\u2026 pyti: %llu bytes omitted from this log \u2026]\n",
-					 (unsigned long long)(T - R - covered));
-			out_write_all(o->log_fd, mark, (size_t)m);
-			covered = T - R;
-		}
-		if (T > covered)
-			out_write_all(o->log_fd, lin + (covered - (T - R)), (size_t)(T - covered));
-	}
-	free(lin);
-	uint64_t front = H;
-	if (o->log_fd >= 0 && o->log_written > front)
-		front = o->log_written;
-	res->output_len = b.len;
-	res->output = buf_steal(&b);
-	res->output_bytes = T;
-	res->output_truncated = T - R > front;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * The process tree, from /proc.
- * ------------------------------------------------------------------------------------------- */
-struct proc_ent {
-	pid_t pid, ppid, pgrp;
-	long rss_pages;
-	char state;
-	signed char member; /* -1 unknown, 0 no, 1 yes */
-};
-
-struct proc_tree {
-	pid_t child; /* the direct child (also its process group id) */
-	pid_t self;
-	bool reaper; /* descendants of self count as well */
-	bool procfs_ok;
-	struct proc_ent *ents;
-	size_t n, cap;
-};
-
-static int proc_ent_cmp(const void *a, const void *b)
-{
-	pid_t x = ((const struct proc_ent *)a)->pid, y = ((const struct proc_ent *)b)->pid;
-	return (x > y) - (x < y);
-}
-
-static bool proc_read_stat(pid_t pid, struct proc_ent *e)
-{
-	char path[64], data[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, data, sizeof data - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	data[n] = '\0';
-	const char *p = strrchr(data, ')'); /* comm may contain anything, even ')' */
-	if (!p)
-		return false;
-	int ppid = 0, pgrp = 0;
-	long rss = 0;
-	if (sscanf(p + 1,
-		   " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %*u %*u %ld",
-		   &e->state, &ppid, &pgrp, &rss) != 4)
-		return false;
-	e->pid = pid;
-	e->ppid = ppid;
-	e->pgrp = pgrp;
-	e->rss_pages = rss;
-	e->member = -1;
-	return true;
-}
-
-/* /proc must show our own pid namespace: with another namespace's /proc (a sandbox that forgot to
- * mount its own), pids would name unrelated processes, and the tree walk would kill strangers. */
-static bool proc_procfs_ours(void)
-{
-	char link[32];
-	ssize_t n = readlink("/proc/self", link, sizeof link - 1);
-	if (n <= 0)
-		return false;
-	link[n] = '\0';
-	return strtol(link, NULL, 10) == (long)getpid();
-}
-
-static void proc_tree_scan(struct proc_tree *t)
-{
-	t->n = 0;
-	if (!t->procfs_ok)
-		return;
-	DIR *d = opendir("/proc");
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
-		if (t->n == t->cap) {
-			t->cap = t->cap ? t->cap * 2 : 512;
-			t->ents = xrealloc(t->ents, t->cap * sizeof *t->ents);
-		}
-		if (proc_read_stat(pid, &t->ents[t->n]))
-			t->n++;
-	}
-	closedir(d);
-	qsort(t->ents, t->n, sizeof *t->ents, proc_ent_cmp);
-}
-
-static struct proc_ent *proc_tree_find(struct proc_tree *t, pid_t pid)
-{
-	struct proc_ent key = {.pid = pid};
-	return bsearch(&key, t->ents, t->n, sizeof *t->ents, proc_ent_cmp);
-}
-
-/* Mark members: walk each ppid chain up to a known answer; cycles are impossible but depth is
- * bounded anyway. */
-static void proc_tree_mark(struct proc_tree *t)
-{
-	for (size_t i = 0; i < t->n; i++) {
-		struct proc_ent *e = &t->ents[i];
-		if (e->member >= 0)
-			continue;
-		struct proc_ent *cur = e;
-		int ans = 0;
-		for (size_t depth = 0; depth <= t->n; depth++) {
-			if (cur->pid == t->self) {
-				ans = 0;
-				break;
-			}
-			if (cur->member >= 0) {
-				ans = cur->member;
-				break;
-			}
-			if (cur->pid == t->child || (t->child > 0 && cur->pgrp == t->child) ||
-			    (t->reaper && cur->ppid == t->self)) {
-				ans = 1;
-				break;
-			}
-			struct proc_ent *up = proc_tree_find(t, cur->ppid);
-			if (!up) {
-				ans = 0;
-				break;
-			}
-			cur = up;
-		}
-		/* Write the answer along the chain, up to the node that decided it. */
-		struct proc_ent *last = cur;
-		for (cur = e; cur; cur = proc_tree_find(t, cur->ppid)) {
-			if (cur->member < 0)
-				cur->member = (signed char)(cur->pid == t->self ? 0 : ans);
-			if (cur == last)
-				break;
-		}
-	}
-}
-
-/* PSS in kB from smaps_rollup, or -1. */
-static long proc_pss_kb(pid_t pid)
-{
-	char path[64], data[4096];
-	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, data, sizeof data - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	data[n] = '\0';
-	const char *p = strstr(data, "\nPss:");
-	return p ? strtol(p + 5, NULL, 10) : -1;
-}
-
-static void sleep_s(double s)
-{
-	struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * The run.
- * ------------------------------------------------------------------------------------------- */
-#define PROC_TMPFS_MAGIC 0x01021994 /* linux/magic.h's TMPFS_MAGIC */
-#define PROC_TMPFS_MAX 16
-
-/* Use of each distinct tmpfs among lim.tmpfs_paths when the task started. */
-struct proc_tmpfs {
-	size_t n;
-	dev_t dev[PROC_TMPFS_MAX];
-	uint64_t base[PROC_TMPFS_MAX];
-};
-
-/* True when the file system holding path has (almost) no room left (see below). */
-static bool proc_fs_full(const char *path)
-{
-	struct statfs sf;
-	if (statfs(path, &sf) < 0 || !sf.f_blocks)
-		return false;
-	uint64_t bs = (uint64_t)sf.f_bsize, avail = (uint64_t)sf.f_bavail * bs;
-	return avail < (1u << 20) || avail < (uint64_t)sf.f_blocks * bs / 256;
-}
-
-/* With init, record what each tmpfs among paths holds now and return 0; else return the sum of
- * what each grew since (one that shrank gives the task no credit on another). *full when one has
- * (almost) no room left: less than 1 MiB or 1/256 of its size, so that a writer that stopped at
- * ENOSPC with a partial block unwritten still counts. */
-static uint64_t proc_tmpfs_growth(const char *const *paths, struct proc_tmpfs *t, bool init, bool *full)
-{
-	uint64_t growth = 0;
-	dev_t seen[PROC_TMPFS_MAX];
-	size_t n = 0;
-	for (; paths && *paths && n < PROC_TMPFS_MAX; paths++) {
-		struct statfs sf;
-		struct stat st;
-		if (statfs(*paths, &sf) < 0 || (unsigned long)sf.f_type != PROC_TMPFS_MAGIC || stat(*paths, &st) < 0)
-			continue;
-		bool dup = false;
-		for (size_t i = 0; i < n; i++)
-			dup |= seen[i] == st.st_dev;
-		if (dup)
-			continue;
-		seen[n++] = st.st_dev;
-		uint64_t bs = (uint64_t)sf.f_bsize;
-		uint64_t used = (uint64_t)(sf.f_blocks - sf.f_bfree) * bs;
-		if (full && proc_fs_full(*paths))
-			*full = true;
-		if (init) {
-			if (t->n < PROC_TMPFS_MAX) {
-				t->dev[t->n] = st.st_dev;
-				t->base[t->n++] = used;
-			}
-			continue;
-		}
-		uint64_t base = 0;
-		for (size_t i = 0; i < t->n; i++)
-			if (t->dev[i] == st.st_dev)
-				base = t->base[i];
-		growth += used > base ? used - base : 0;
-	}
-	return growth;
-}
-
-struct proc_run_state {
-	const struct proc_spec *spec;
-	struct proc_result *res;
-	struct proc_tree tree;
-	pid_t child;
-	bool child_reaped;
-	double reaped_at;
-	int status;
-	double ru_user, ru_sys;
-	long ru_maxrss;
-	long peak_rss_kb; /* seen by the watchdog */
-	struct proc_tmpfs tmpfs;
-	bool tmpfs_full;     /* one of them was seen (nearly) full while it ran */
-	uint64_t io_base;    /* bytes under lim.io_path when the task started */
-};
-
-#define PROC_IO_TICK_S 1.0
-#define PROC_IO_DEPTH_MAX 64
-
-/* Bytes allocated to the files under the directory dfd (consumed), links not followed. */
-static uint64_t proc_dir_bytes(int dfd, int depth)
-{
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return 0;
-	}
-	uint64_t sum = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		sum += (uint64_t)st.st_blocks * 512;
-		if (S_ISDIR(st.st_mode) && depth < PROC_IO_DEPTH_MAX) {
-			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				sum += proc_dir_bytes(sub, depth + 1);
-		}
-	}
-	closedir(d);
-	return sum;
-}
-
-static uint64_t proc_io_used(const char *path)
-{
-	if (!path)
-		return 0;
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? 0 : proc_dir_bytes(fd, 0);
-}
-
-/* True when the task wrote more than its budget under lim.io_path (growth since it started). */
-static bool proc_io_over(const struct proc_run_state *st)
-{
-	const struct proc_limits *lim = &st->spec->lim;
-	uint64_t used = proc_io_used(lim->io_path);
-	return used > st->io_base && used - st->io_base > lim->io_bytes;
-}
-
-static void fold_rusage(struct proc_run_state *st, const struct rusage *ru)
-{
-	st->ru_user += (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6;
-	st->ru_sys += (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
-	if (ru->ru_maxrss > st->ru_maxrss)
-		st->ru_maxrss = ru->ru_maxrss;
-}
-
-/* Reap without blocking: the child, and in reaper mode every orphan handed to us. */
-static void proc_reap(struct proc_run_state *st)
-{
-	for (;;) {
-		struct rusage ru;
-		int status;
-		pid_t w = wait4(st->tree.reaper ? -1 : st->child, &status, WNOHANG | __WALL, &ru);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == ECHILD && !st->child_reaped) {
-			/* SIGCHLD ignored by our caller: the kernel reaped it, status unknown. */
-			st->child_reaped = true;
-			st->reaped_at = now_mono();
-			st->status = W_EXITCODE(255, 0);
-		}
-		if (w <= 0)
-			return;
-		fold_rusage(st, &ru);
-		if (w == st->child) {
-			st->child_reaped = true;
-			st->reaped_at = now_mono();
-			st->status = status;
-		}
-		if (!st->tree.reaper)
-			return;
-	}
-}
-
-/* Kill every member of the tree until none is left alive (killed processes cannot fork any more,
- * so rescanning converges). */
-static void proc_kill_tree(struct proc_run_state *st)
-{
-	double until = now_mono() + PROC_KILL_WAIT_S;
-	for (;;) {
-		if (!st->child_reaped)
-			killpg(st->child, SIGKILL);
-		proc_tree_scan(&st->tree);
-		proc_tree_mark(&st->tree);
-		size_t alive = 0;
-		for (size_t i = 0; i < st->tree.n; i++) {
-			struct proc_ent *e = &st->tree.ents[i];
-			if (e->member == 1 && e->state != 'Z' && e->state != 'X') {
-				kill(e->pid, SIGKILL);
-				alive++;
-			}
-		}
-		proc_reap(st);
-		if (!alive || now_mono() > until)
-			return;
-		sleep_s(0.002);
-	}
-}
-
-/* The memory / pids watchdog. Returns true when it killed the tree. */
-static bool proc_watchdog(struct proc_run_state *st)
-{
-	const struct proc_limits *lim = &st->spec->lim;
-	struct proc_tree *t = &st->tree;
-	proc_tree_scan(t);
-	proc_tree_mark(t);
-	static long page_kb;
-	if (!page_kb)
-		page_kb = sysconf(_SC_PAGESIZE) / 1024;
-	unsigned count = 0;
-	uint64_t rss_sum = 0;
-	for (size_t i = 0; i < t->n; i++) {
-		struct proc_ent *e = &t->ents[i];
-		if (e->member != 1 || e->state == 'Z' || e->state == 'X')
-			continue;
-		count++;
-		long kb = e->rss_pages * page_kb;
-		rss_sum += (uint64_t)kb * 1024;
-		if (kb > st->peak_rss_kb)
-			st->peak_rss_kb = kb;
-	}
-	if (lim->pids && count > lim->pids) {
-		st->res->fclass = PYTI_FC_PIDS;
-		proc_kill_tree(st);
-		return true;
-	}
-	uint64_t tmpfs = 0;
-	if (lim->tmpfs_paths) {
-		tmpfs = proc_tmpfs_growth(lim->tmpfs_paths, &st->tmpfs, false, &st->tmpfs_full);
-		rss_sum += tmpfs;
-	}
-	if (lim->memory_bytes && rss_sum > lim->memory_bytes) {
-		static int rollup = -1;
-		if (rollup < 0)
-			rollup = access("/proc/self/smaps_rollup", R_OK) == 0;
-		uint64_t pss_sum = 0;
-		for (size_t i = 0; i < t->n; i++) {
-			struct proc_ent *e = &t->ents[i];
-			if (e->member != 1 || e->state == 'Z')
-				continue;
-			long pss = proc_pss_kb(e->pid);
-			/* Unreadable: the process is exiting (its pages are someone else's now, or
-			 * gone), unless this kernel has no smaps_rollup at all (< 4.14). */
-			if (pss < 0)
-				pss = rollup ? 0 : e->rss_pages * page_kb;
-			pss_sum += (uint64_t)pss * 1024;
-		}
-		if (pss_sum + tmpfs > lim->memory_bytes) {
-			st->res->fclass = PYTI_FC_OOM;
-			proc_kill_tree(st);
-			return true;
-		}
-	}
-	return false;
-}
-
 struct proc_exec_fail {
 	int stage; /* 0 chdir, 1 exec, 2 setsid/dup/setup, 3 dropping privileges */
 	int errnum;
@@ -733,6 +165,149 @@ static double min_pos(double a, double b)
 	return a < b ? a : b;
 }
 
+/* The run's poll loop: the tree's output, its exit, the wall and silence timeouts, the watchdog
+ * and the I/O directory's budget, heartbeats; until the child is reaped and its output drained
+ * (or poll failed: err set, the child maybe still running). */
+static void proc_loop(struct proc_run_state *st, struct proc_out *o, int *rfdp, int pidfd, double start,
+		      struct pyti_err *err)
+{
+	const struct proc_spec *spec = st->spec;
+	struct proc_result *res = st->res;
+	int rfd = *rfdp;
+	char *chunk = xmalloc(PROC_READ_CHUNK);
+	const struct proc_limits *lim = &spec->lim;
+	bool watch = lim->memory_bytes || lim->pids || lim->tmpfs_paths;
+	bool killed = false;
+	bool watch_io = lim->io_path && lim->io_bytes;
+	double last_out = start, next_wd = start, next_io = start + PROC_IO_TICK_S,
+	       next_hb = start + spec->heartbeat_s;
+	double drain_until = 0;
+
+	while (rfd >= 0 || !st->child_reaped) {
+		double now = now_mono();
+		if (!killed && !st->child_reaped) {
+			if (lim->timeout_s > 0 && now - start >= lim->timeout_s) {
+				res->fclass = PYTI_FC_TIMEOUT;
+				killed = true;
+			} else if (lim->no_output_timeout_s > 0 && now - last_out >= lim->no_output_timeout_s) {
+				res->fclass = PYTI_FC_NOOUTPUT;
+				killed = true;
+			}
+			if (killed)
+				proc_kill_tree(st);
+			else if (watch && now >= next_wd) {
+				killed = proc_watchdog(st);
+				/* Keep the watchdog's own cost near 5% when /proc is big or the CPU slow
+				 * (a TCG guest). */
+				double after = now_mono();
+				next_wd = after + fmax(PROC_TICK_S, 20 * (after - now));
+			}
+			if (!killed && watch_io && now >= next_io) {
+				double t = now_mono();
+				if (proc_io_over(st)) {
+					res->fclass = PYTI_FC_NOSPACE;
+					proc_kill_tree(st);
+					killed = true;
+				}
+				double after = now_mono();
+				next_io = after + fmax(PROC_IO_TICK_S, 20 * (after - t)); /* a big tree: ≤ 5% */
+			}
+		}
+		if (spec->on_heartbeat && spec->heartbeat_s > 0 && now >= next_hb) {
+			spec->on_heartbeat(spec->arg, now - start, o->total);
+			next_hb = now + spec->heartbeat_s;
+		}
+		if (st->child_reaped && rfd >= 0 && drain_until > 0 && now >= drain_until)
+			close(pyti_steal_fd(&rfd)); /* a writer escaped the tree: stop waiting for EOF */
+		if (rfd < 0 && st->child_reaped)
+			break;
+
+		/* How long may poll sleep? Until the next deadline. */
+		double wait = 3600;
+		if (!st->child_reaped) {
+			if (lim->timeout_s > 0)
+				wait = min_pos(wait, start + lim->timeout_s - now);
+			if (lim->no_output_timeout_s > 0)
+				wait = min_pos(wait, last_out + lim->no_output_timeout_s - now);
+			if (watch)
+				wait = min_pos(wait, next_wd - now);
+			if (watch_io)
+				wait = min_pos(wait, next_io - now);
+			if (pidfd < 0 || st->tree.reaper)
+				wait = min_pos(wait, PROC_TICK_S); /* orphans are only seen by polling */
+		} else {
+			wait = min_pos(wait, drain_until - now);
+		}
+		if (spec->on_heartbeat && spec->heartbeat_s > 0)
+			wait = min_pos(wait, next_hb - now);
+		if (wait < 0)
+			wait = 0;
+		struct pollfd pfd[2];
+		nfds_t nfd = 0;
+		if (rfd >= 0)
+			pfd[nfd++] = (struct pollfd){.fd = rfd, .events = POLLIN};
+		if (!st->child_reaped && pidfd >= 0)
+			pfd[nfd++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+		int pr = poll(pfd, nfd, (int)ceil(wait * 1000));
+		if (pr < 0 && errno != EINTR) {
+			pyti_err_set(err, errno, "poll");
+			break; /* cannot happen in practice; fall through to kill and reap */
+		}
+		if (rfd >= 0) {
+			/* Bounded number of reads per round, so that timers keep running under a flood. */
+			for (int i = 0; i < 16; i++) {
+				ssize_t got = read(rfd, chunk, PROC_READ_CHUNK);
+				if (got > 0) {
+					proc_out_feed(o, chunk, (size_t)got);
+					last_out = now_mono();
+					continue;
+				}
+				if (got == 0)
+					close(pyti_steal_fd(&rfd));
+				else if (errno == EINTR)
+					continue;
+				else if (errno != EAGAIN)
+					close(pyti_steal_fd(&rfd));
+				break;
+			}
+		}
+		proc_reap(st);
+		if (st->child_reaped && drain_until == 0) {
+			proc_kill_tree(st); /* leftovers of a finished command */
+			drain_until = now_mono() + PROC_DRAIN_S;
+		}
+	}
+	free(chunk);
+	*rfdp = rfd;
+}
+
+/* After the run: the classes only the end can tell (what it left on a tmpfs or under the I/O
+ * directory, a failure beside a full file system). */
+static void proc_settle(struct proc_run_state *st)
+{
+	const struct proc_limits *lim = &st->spec->lim;
+	struct proc_result *res = st->res;
+	bool watch_io = lim->io_path && lim->io_bytes;
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && lim->memory_bytes) {
+		/* What it left on a tmpfs is memory it still holds, however fast it wrote and left
+		 * (between two watchdog ticks): over the limit, it did not pass. */
+		if (proc_tmpfs_growth(lim->tmpfs_paths, &st->tmpfs, false, NULL) > lim->memory_bytes)
+			res->fclass = PYTI_FC_OOM;
+	}
+	if (res->fclass == PYTI_FC_NONE && watch_io && proc_io_over(st))
+		res->fclass = PYTI_FC_NOSPACE; /* however fast it wrote and left */
+	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
+		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
+		bool full = st->tmpfs_full;
+		proc_tmpfs_growth(lim->tmpfs_paths, &st->tmpfs, false, &full);
+		if (full)
+			res->fclass = PYTI_FC_NOSPACE;
+	}
+	for (const char *const *p = lim->full_paths; p && *p && res->fclass == PYTI_FC_NONE; p++)
+		if ((res->exit_code != 0 || res->signal) && proc_fs_full(*p))
+			res->fclass = PYTI_FC_NOSPACE;
+}
+
 int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_err *err)
 {
 	memset(res, 0, sizeof *res);
@@ -811,123 +386,20 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 		.log_fd = log_fd, .log_limit = spec->lim.output_limit, .spec = spec,
 		.line = spec->on_line ? xmalloc(PROC_LINE_MAX) : NULL,
 	};
-	char *chunk = xmalloc(PROC_READ_CHUNK);
-	const struct proc_limits *lim = &spec->lim;
-	bool watch = lim->memory_bytes || lim->pids || lim->tmpfs_paths;
-	bool killed = false;
-	bool watch_io = lim->io_path && lim->io_bytes;
-	double last_out = start, next_wd = start, next_io = start + PROC_IO_TICK_S,
-	       next_hb = start + spec->heartbeat_s;
-	double drain_until = 0;
-
-	while (rfd >= 0 || !st.child_reaped) {
-		double now = now_mono();
-		if (!killed && !st.child_reaped) {
-			if (lim->timeout_s > 0 && now - start >= lim->timeout_s) {
-				res->fclass = PYTI_FC_TIMEOUT;
-				killed = true;
-			} else if (lim->no_output_timeout_s > 0 && now - last_out >= lim->no_output_timeout_s) {
-				res->fclass = PYTI_FC_NOOUTPUT;
-				killed = true;
-			}
-			if (killed)
-				proc_kill_tree(&st);
-			else if (watch && now >= next_wd) {
-				killed = proc_watchdog(&st);
-				/* Keep the watchdog's own cost near 5% when /proc is big or the CPU slow
-				 * (a TCG guest). */
-				double after = now_mono();
-				next_wd = after + fmax(PROC_TICK_S, 20 * (after - now));
-			}
-			if (!killed && watch_io && now >= next_io) {
-				double t = now_mono();
-				if (proc_io_over(&st)) {
-					res->fclass = PYTI_FC_NOSPACE;
-					proc_kill_tree(&st);
-					killed = true;
-				}
-				double after = now_mono();
-				next_io = after + fmax(PROC_IO_TICK_S, 20 * (after - t)); /* a big tree: ≤ 5% */
-			}
-		}
-		if (spec->on_heartbeat && spec->heartbeat_s > 0 && now >= next_hb) {
-			spec->on_heartbeat(spec->arg, now - start, o.total);
-			next_hb = now + spec->heartbeat_s;
-		}
-		if (st.child_reaped && rfd >= 0 && drain_until > 0 && now >= drain_until)
-			close(pyti_steal_fd(&rfd)); /* a writer escaped the tree: stop waiting for EOF */
-		if (rfd < 0 && st.child_reaped)
-			break;
-
-		/* How long may poll sleep? Until the next deadline. */
-		double wait = 3600;
-		if (!st.child_reaped) {
-			if (lim->timeout_s > 0)
-				wait = min_pos(wait, start + lim->timeout_s - now);
-			if (lim->no_output_timeout_s > 0)
-				wait = min_pos(wait, last_out + lim->no_output_timeout_s - now);
-			if (watch)
-				wait = min_pos(wait, next_wd - now);
-			if (watch_io)
-				wait = min_pos(wait, next_io - now);
-			if (pidfd < 0 || st.tree.reaper)
-				wait = min_pos(wait, PROC_TICK_S); /* orphans are only seen by polling */
-		} else {
-			wait = min_pos(wait, drain_until - now);
-		}
-		if (spec->on_heartbeat && spec->heartbeat_s > 0)
-			wait = min_pos(wait, next_hb - now);
-		if (wait < 0)
-			wait = 0;
-		struct pollfd pfd[2];
-		nfds_t nfd = 0;
-		if (rfd >= 0)
-			pfd[nfd++] = (struct pollfd){.fd = rfd, .events = POLLIN};
-		if (!st.child_reaped && pidfd >= 0)
-			pfd[nfd++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-		int pr = poll(pfd, nfd, (int)ceil(wait * 1000));
-		if (pr < 0 && errno != EINTR) {
-			pyti_err_set(err, errno, "poll");
-			break; /* cannot happen in practice; fall through to kill and reap */
-		}
-		if (rfd >= 0) {
-			/* Bounded number of reads per round, so that timers keep running under a flood. */
-			for (int i = 0; i < 16; i++) {
-				ssize_t got = read(rfd, chunk, PROC_READ_CHUNK);
-				if (got > 0) {
-					out_feed(&o, chunk, (size_t)got);
-					last_out = now_mono();
-					continue;
-				}
-				if (got == 0)
-					close(pyti_steal_fd(&rfd));
-				else if (errno == EINTR)
-					continue;
-				else if (errno != EAGAIN)
-					close(pyti_steal_fd(&rfd));
-				break;
-			}
-		}
-		proc_reap(&st);
-		if (st.child_reaped && drain_until == 0) {
-			proc_kill_tree(&st); /* leftovers of a finished command */
-			drain_until = now_mono() + PROC_DRAIN_S;
-		}
-	}
+	proc_loop(&st, &o, &rfd, pidfd, start, err);
 	if (!st.child_reaped) {
 		/* Only reached when poll failed. */
 		proc_kill_tree(&st);
 		int status;
 		struct rusage ru;
 		if (wait4(child, &status, __WALL, &ru) == child) {
-			fold_rusage(&st, &ru);
+			proc_fold_rusage(&st, &ru);
 			st.status = status;
 		}
 		st.reaped_at = now_mono();
 	}
 	res->wall_s = st.reaped_at - start;
 	proc_kill_tree(&st);
-	free(chunk);
 
 	if (WIFSIGNALED(st.status)) {
 		res->exit_code = -1;
@@ -938,26 +410,9 @@ int proc_run(const struct proc_spec *spec, struct proc_result *res, struct pyti_
 	res->cpu_user_s = st.ru_user;
 	res->cpu_sys_s = st.ru_sys;
 	res->max_rss_kb = st.ru_maxrss > st.peak_rss_kb ? st.ru_maxrss : st.peak_rss_kb;
-	proc_classify(lim, res, oom_before);
-	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && lim->memory_bytes) {
-		/* What it left on a tmpfs is memory it still holds, however fast it wrote and left
-		 * (between two watchdog ticks): over the limit, it did not pass. */
-		if (proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, NULL) > lim->memory_bytes)
-			res->fclass = PYTI_FC_OOM;
-	}
-	if (res->fclass == PYTI_FC_NONE && watch_io && proc_io_over(&st))
-		res->fclass = PYTI_FC_NOSPACE; /* however fast it wrote and left */
-	if (res->fclass == PYTI_FC_NONE && lim->tmpfs_paths && (res->exit_code != 0 || res->signal)) {
-		/* It failed with a tmpfs full (now, or seen so while it ran): most likely ENOSPC there. */
-		bool full = st.tmpfs_full;
-		proc_tmpfs_growth(lim->tmpfs_paths, &st.tmpfs, false, &full);
-		if (full)
-			res->fclass = PYTI_FC_NOSPACE;
-	}
-	for (const char *const *p = lim->full_paths; p && *p && res->fclass == PYTI_FC_NONE; p++)
-		if ((res->exit_code != 0 || res->signal) && proc_fs_full(*p))
-			res->fclass = PYTI_FC_NOSPACE;
-	out_finish(&o, res);
+	proc_classify(&spec->lim, res, oom_before);
+	proc_settle(&st);
+	proc_out_finish(&o, res);
 	free(o.head);
 	free(o.tail);
 	free(o.line);

@@ -1,18 +1,13 @@
-/* sandbox: backend dispatch, the event-line parser both backends share, and the host's judgement
- * of the results.json a sandbox leaves (believed only as far as the agent vouched for it). */
+/* sandbox: backend dispatch, and reading the results.json a sandbox leaves to be judged by the
+ * verdict (verdict.c: believed only as far as the agent vouched for it). The event-line parser
+ * both backends use is events.c. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "sandbox.h"
-#if PYTI_HAVE_NS
-#include "sandbox-ns.h"
-#endif
-#if PYTI_HAVE_VM
-#include "sandbox-vm.h"
-#endif
+#include "sandbox-ns-int.h"
+#include "sandbox-vm-int.h"
 
 /* Far above any honest results.json (64 KiB of output per task, escaped): a task cannot make the
  * host read without end. */
@@ -20,18 +15,12 @@
 
 static int sandbox_dispatch(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
-	(void)res; /* in a build without backends (the fuzz targets) */
 	const char *b = spec->backend ? spec->backend : "ns";
-#if PYTI_HAVE_NS
 	if (strcmp(b, "ns") == 0)
 		return sandbox_ns_run(spec, res, err);
-#endif
-#if PYTI_HAVE_VM
 	if (strcmp(b, "vm") == 0)
 		return sandbox_vm_run(spec, res, err);
-#endif
-	return pyti_err_usage(err, "unknown or unavailable sandbox backend '%s' (this build has:%s%s)", b,
-			      PYTI_HAVE_NS ? " ns" : "", PYTI_HAVE_VM ? " vm" : "");
+	return pyti_err_usage(err, "unknown sandbox backend '%s' (ns or vm)", b);
 }
 
 struct sandbox_watch {
@@ -67,18 +56,8 @@ static int sandbox_read_results(const char *io_dir, struct buf *b, int *out_fd, 
 		return pyti_err_set(err, 0, "out/results.json is not a regular file");
 	if ((unsigned long long)st.st_size > SANDBOX_RESULTS_MAX)
 		return pyti_err_set(err, EFBIG, "out/results.json is larger than %u bytes", SANDBOX_RESULTS_MAX);
-	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return pyti_err_set(err, errno, "read out/results.json");
-		if (n == 0)
-			break;
-		if (buf_append(b, chunk, (size_t)n) < 0)
-			return pyti_err_set(err, EFBIG, "out/results.json is larger than %u bytes", SANDBOX_RESULTS_MAX);
-	}
+	if (safe_read_fd(fd, "out/results.json", b, err) < 0)
+		return -1;
 	if (out_fd)
 		*out_fd = pyti_steal_fd(&ofd);
 	return 0;
@@ -112,233 +91,58 @@ static int sandbox_judge(const struct sandbox_spec *spec, const struct sandbox_v
 	return 0;
 }
 
+static struct sandbox_host sandbox_host_cfg;
+
+void sandbox_set_host(const struct sandbox_host *h)
+{
+	sandbox_host_cfg = *h;
+}
+
+/* The spec's host settings: its own, else the CLI's, else the defaults. */
+static void sandbox_host_fill(struct sandbox_spec *s)
+{
+	const struct sandbox_host *h = &sandbox_host_cfg;
+	if (!s->net_helper)
+		s->net_helper = h->net_helper;
+	if (!s->vm_memory_mib)
+		s->vm_memory_mib = h->vm_memory_mib ? h->vm_memory_mib : 1024;
+	if (!s->vm_vcpus)
+		s->vm_vcpus = h->vm_vcpus ? h->vm_vcpus : 1;
+	if (!(s->vm_hang_s > 0))
+		s->vm_hang_s = h->vm_hang_s > 0 ? h->vm_hang_s : 120;
+	s->vm_no_standby = s->vm_no_standby || h->vm_no_standby;
+}
+
+json_t *sandbox_vm_times_json(const struct sandbox_result *res)
+{
+	const struct sandbox_vm_times *t = &res->vm;
+	if (!t->reset)
+		return NULL;
+	json_t *j = json_pack("{s:s}", "reset", t->reset);
+	const struct {
+		const char *key;
+		double v;
+	} f[] = {{"ready_s", t->ready_s},         {"restore_s", t->restore_s},     {"first_task_s", t->first_task_s},
+		 {"warm_boot_s", t->warm_boot_s}, {"warm_save_s", t->warm_save_s}};
+	for (size_t i = 0; i < ARRAY_SIZE(f); i++)
+		json_object_set_new(j, f[i].key, f[i].v >= 0 ? json_real(f[i].v) : json_null());
+	return j;
+}
+
+static const struct sandbox_vm_times sandbox_vm_times_none = {NULL, -1, -1, -1, -1, -1};
+
 int sandbox_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
 {
-	*res = (struct sandbox_result){.agent_status = -1};
+	*res = (struct sandbox_result){.agent_status = -1, .vm = sandbox_vm_times_none};
 	struct sandbox_watch w = {.spec = spec};
 	sandbox_verdict_init(&w.v);
 	struct sandbox_spec s = *spec;
 	s.on_event = sandbox_watch_event;
 	s.arg = &w;
+	sandbox_host_fill(&s);
 	int rc = sandbox_dispatch(&s, res, err);
 	if (spec->job_tasks && !(rc < 0 && err && err->status == PYTI_EXIT_USAGE))
 		rc = sandbox_judge(spec, &w.v, rc, res, err);
 	sandbox_verdict_free(&w.v);
 	return rc;
-}
-
-void sandbox_verdict_init(struct sandbox_verdict *v)
-{
-	*v = (struct sandbox_verdict){.task_ends = json_array()};
-}
-
-void sandbox_verdict_free(struct sandbox_verdict *v)
-{
-	if (!v)
-		return;
-	if (v->task_ends)
-		json_decref(v->task_ends);
-	free(v->odd);
-	*v = (struct sandbox_verdict){0};
-}
-
-static void verdict_odd(struct sandbox_verdict *v, const char *what)
-{
-	if (!v->odd)
-		v->odd = xasprintf("the agent's event channel carried %s", what);
-}
-
-static bool verdict_job_status_ok(const char *s, bool running_ok)
-{
-	return s && (strcmp(s, "passed") == 0 || strcmp(s, "failed") == 0 ||
-		     (running_ok && strcmp(s, "running") == 0));
-}
-
-static bool verdict_hex64(const char *s)
-{
-	if (!s || strlen(s) != 64)
-		return false;
-	for (; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-			return false;
-	return true;
-}
-
-void sandbox_verdict_event(struct sandbox_verdict *v, const json_t *ev)
-{
-	const char *e = pj_str(ev, "event", "");
-	if (strcmp(e, "ready") == 0 || strcmp(e, "warm") == 0 || strcmp(e, "heartbeat") == 0 ||
-	    strcmp(e, "task_start") == 0 || strcmp(e, "error") == 0) {
-		if (v->job_end[0] && strcmp(e, "error") != 0)
-			verdict_odd(v, "events after job_end");
-		return;
-	}
-	if (v->job_end[0]) {
-		verdict_odd(v, "events after job_end");
-		return;
-	}
-	if (strcmp(e, "job_start") == 0) {
-		if (++v->job_starts > 1)
-			verdict_odd(v, "a second job_start");
-	} else if (strcmp(e, "results") == 0) {
-		const char *d = pj_str(ev, "sha256", NULL), *st = pj_str(ev, "status", NULL);
-		if (!verdict_hex64(d) || !verdict_job_status_ok(st, true)) {
-			verdict_odd(v, "a malformed results announcement");
-			return;
-		}
-		snprintf(v->digest, sizeof v->digest, "%s", d);
-		snprintf(v->status, sizeof v->status, "%s", st);
-	} else if (strcmp(e, "task_end") == 0) {
-		json_t *fc = json_object_get(ev, "failure_class");
-		json_array_append_new(v->task_ends,
-				      json_pack("{s:s, s:s, s:O}", "task", pj_str(ev, "task", ""), "status",
-						pj_str(ev, "status", ""), "failure_class", fc ? fc : json_null()));
-	} else if (strcmp(e, "job_end") == 0) {
-		const char *st = pj_str(ev, "status", NULL);
-		if (!verdict_job_status_ok(st, false)) {
-			verdict_odd(v, "a malformed job_end");
-			snprintf(v->job_end, sizeof v->job_end, "?");
-			return;
-		}
-		snprintf(v->job_end, sizeof v->job_end, "%s", st);
-	}
-	/* anything else is not ours to judge (the host ignores it too) */
-}
-
-static int verdict_refuse(struct pyti_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int verdict_refuse(struct pyti_err *err, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	return pyti_err_class(err, PYTI_FC_TAMPERED, "%s", msg);
-}
-
-int sandbox_verdict_check(const struct sandbox_verdict *v, const char *data, size_t len, bool final,
-			  const json_t *job_tasks, struct pyti_err *err)
-{
-	if (v->odd)
-		return verdict_refuse(err, "%s (a task writing to it?)", v->odd);
-	if (!v->digest[0])
-		return verdict_refuse(err, "out/results.json is there, but the agent announced none: a task wrote it");
-	char d[65];
-	sha256_hex(data, len, d);
-	if (strcmp(d, v->digest) != 0)
-		return verdict_refuse(err,
-				      "out/results.json is not the file the agent wrote (sha256 %.16s…, the agent "
-				      "announced %.16s…): a task replaced or changed it",
-				      d, v->digest);
-	if (!final)
-		return 0;
-	if (!v->job_end[0])
-		return verdict_refuse(err, "the agent did not report the end of the job");
-	if (strcmp(v->status, v->job_end) != 0)
-		return verdict_refuse(err, "the job ended (%s) with the agent's results.json of a job still %s",
-				      v->job_end, v->status);
-	json_error_t je;
-	_cleanup_json_ json_t *r = json_loadb(data, len, 0, &je);
-	json_t *tasks = json_object_get(r, "tasks");
-	if (!json_is_object(r) || !json_is_array(tasks))
-		return verdict_refuse(err, "out/results.json is not a results object");
-	if (strcmp(pj_str(r, "status", ""), v->job_end) != 0)
-		return verdict_refuse(err, "out/results.json's status is not the job_end's (%s)", v->job_end);
-	size_t n = json_array_size(tasks), n_ends = json_array_size(v->task_ends);
-	if (n != n_ends)
-		return verdict_refuse(err, "out/results.json lists %zu tasks; the agent reported the end of %zu", n,
-				      n_ends);
-	if (job_tasks && n != json_array_size(job_tasks))
-		return verdict_refuse(err, "out/results.json lists %zu tasks; the job has %zu", n,
-				      json_array_size(job_tasks));
-	bool all = true;
-	for (size_t i = 0; i < n; i++) {
-		const json_t *t = json_array_get(tasks, i), *te = json_array_get(v->task_ends, i);
-		const char *name = pj_str(t, "task", ""), *st = pj_str(t, "status", "");
-		json_t *fc = json_object_get(t, "failure_class");
-		if (strcmp(name, pj_str(te, "task", "")) != 0 || strcmp(st, pj_str(te, "status", "")) != 0 ||
-		    !json_equal(fc ? fc : json_null(), json_object_get(te, "failure_class")))
-			return verdict_refuse(err, "task %zu of out/results.json is not what the agent reported of it",
-					      i + 1);
-		if (job_tasks && strcmp(name, pj_str(json_array_get(job_tasks, i), "name", "")) != 0)
-			return verdict_refuse(err, "task %zu of out/results.json is not the job's task %zu (%s)", i + 1,
-					      i + 1, pj_str(json_array_get(job_tasks, i), "name", "?"));
-		if (strcmp(st, "passed") != 0)
-			all = false;
-	}
-	if (strcmp(v->job_end, all ? "passed" : "failed") != 0)
-		return verdict_refuse(err, "the job's status (%s) does not follow from its tasks'", v->job_end);
-	return 0;
-}
-
-int sandbox_vm_standby_helper(const char *warm_dir, const char *uri)
-{
-#if PYTI_HAVE_VM
-	return sandbox_vm_standby_main(warm_dir, uri);
-#else
-	(void)warm_dir;
-	(void)uri;
-	return PYTI_EXIT_USAGE;
-#endif
-}
-
-void sandbox_vm_forget_image(const char *state_dir, const char *suite)
-{
-#if PYTI_HAVE_VM
-	sandbox_vm_forget_image_main(state_dir, suite);
-#else
-	(void)state_dir;
-	(void)suite;
-#endif
-}
-
-size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg)
-{
-	static const char tag[] = "@pyti ";
-	size_t used = 0;
-	for (;;) {
-		const char *nl = memchr(data + used, '\n', n - used);
-		if (!nl)
-			break;
-		const char *line = data + used;
-		size_t len = (size_t)(nl - line);
-		used += len + 1;
-		if (len && line[len - 1] == '\r') /* serial consoles add CR */
-			len--;
-		/* The tag may follow console noise on the same line (kernel messages interleave). */
-		const char *at = memmem(line, len, tag, sizeof tag - 1);
-		if (!at || !on_event)
-			continue;
-		const char *js = at + sizeof tag - 1;
-		json_error_t je;
-		json_t *ev = json_loadb(js, len - (size_t)(js - line), 0, &je);
-		if (ev && json_is_object(ev))
-			on_event(arg, ev);
-		if (ev)
-			json_decref(ev);
-	}
-	return used;
-}
-
-void sandbox_feed_events(struct buf *pending, size_t line_max, const char *data, size_t n, bool eof,
-			 void (*on_event)(void *, json_t *), void *arg)
-{
-	size_t off = 0;
-	do {
-		size_t room = line_max - 1 - pending->len, k = n - off;
-		if (k > room)
-			k = room;
-		buf_append(pending, data + off, k);
-		off += k;
-		if (eof && off == n && pending->len && pending->data[pending->len - 1] != '\n')
-			buf_append(pending, "\n", 1);
-		size_t used = sandbox_parse_events(pending->data ? pending->data : "", pending->len, on_event, arg);
-		if (used) {
-			memmove(pending->data, pending->data + used, pending->len - used);
-			pending->len -= used;
-			pending->data[pending->len] = '\0';
-		}
-		if (pending->len >= line_max - 1) /* an endless line is console noise, never an event */
-			buf_reset(pending);
-	} while (off < n);
 }

@@ -23,6 +23,12 @@ struct sandbox_spec {
 				* vm: the agent takes it from job.json's "tmpfs" */
 	bool cold;             /* vm: boot instead of restoring the warm snapshot */
 	const char *vm_uri;    /* vm: libvirt URI (NULL = default) */
+	/* The host's settings (0/NULL: what sandbox_set_host() was given, else the default). */
+	const char *net_helper;  /* ns, network: the slirp4netns binary (NULL: found in PATH) */
+	unsigned vm_memory_mib;  /* vm: guest memory (1024) */
+	unsigned vm_vcpus;       /* vm: guest CPUs (1) */
+	double vm_hang_s;        /* vm: console silence while a job runs that means a hung guest (120) */
+	bool vm_no_standby;      /* vm: restore inline each time, leave no paused guest behind */
 	/* The tasks of job.json as the host wrote it. When set, out/results.json is believed only as
 	 * far as the agent itself vouched for it on its event channel (sandbox_verdict_check): a file
 	 * a task forged or changed is refused with class Tampered. NULL: no check (tests' stand-ins). */
@@ -32,12 +38,36 @@ struct sandbox_spec {
 	void *arg;
 };
 
+/* How a vm job got its guest, measured where it happens (results.json's "vm", docs/contracts.md):
+ * what benchmarks and tests read instead of log lines. A time not measured is -1. */
+struct sandbox_vm_times {
+	const char *reset;  /* "cold", "standby" (adopted), "restore" (restored now); NULL: not vm */
+	double ready_s;     /* → the agent ready for "go" */
+	double restore_s;   /* the snapshot's restore (standby: done by the helper after the last job) */
+	double first_task_s;/* "go" → the first task_end */
+	double warm_boot_s, warm_save_s; /* this job built the warm snapshot: its boot, its save */
+};
+
 struct sandbox_result {
 	double wall_s;           /* sandbox start → sandbox gone */
 	double setup_s;          /* sandbox start → agent running (ns) / agent ready (vm) */
 	enum pyti_fclass fclass; /* Crash/Timeout when the sandbox itself died or hung */
 	int agent_status;        /* agent exit status (ns), or -1 */
+	struct sandbox_vm_times vm;
 };
+/* res->vm as results.json's "vm" object (new reference), or NULL for a job that was not vm. */
+json_t *sandbox_vm_times_json(const struct sandbox_result *res);
+
+/* Settings from the host's environment, read once by the CLI (PYTI_SLIRP4NETNS, PYTI_VM_MEMORY_MIB,
+ * PYTI_VM_VCPUS, PYTI_VM_HANG_S, PYTI_VM_STANDBY=0; see man/pyti.1) and handed to every sandbox
+ * whose spec leaves the field 0/NULL. The strings are borrowed: they must outlive every run. */
+struct sandbox_host {
+	const char *net_helper;
+	unsigned vm_memory_mib, vm_vcpus;
+	double vm_hang_s;
+	bool vm_no_standby;
+};
+void sandbox_set_host(const struct sandbox_host *h);
 
 /* Runs the agent to completion. Returns 0 when the agent ran and wrote out/results.json; -1 with
  * err (and res->fclass where it applies) otherwise. Nothing of the sandbox is left behind. */
@@ -65,17 +95,17 @@ void sandbox_verdict_event(struct sandbox_verdict *v, const json_t *ev);
 int sandbox_verdict_check(const struct sandbox_verdict *v, const char *data, size_t len, bool final,
 			  const json_t *job_tasks, struct pyti_err *err);
 
-/* Internal to the vm backend: the body of the hidden command `pyti __vm-standby WARM_DIR URI`,
- * the helper process that restores the next job's standby guest (see sandbox_vm.c). Returns an
- * exit status. */
-int sandbox_vm_standby_helper(const char *warm_dir, const char *uri);
+/* The body of the hidden command `pyti __vm-standby WARM_DIR URI`: the vm backend's helper process
+ * that restores the next job's standby guest (sandbox_vm.c starts it; nothing else should). Returns
+ * an exit status. */
+int sandbox_vm_standby_main(const char *warm_dir, const char *uri);
 
 /* After `pyti image rm SUITE`: destroy the vm backend's standby guests of that image (each on the
  * libvirt URI it was made for) and remove its VM artefacts (STATE/vm/SUITE: initrds, warm
  * snapshots). Best effort: what cannot be done (libvirtd down, a job running) is warned about. */
 void sandbox_vm_forget_image(const char *state_dir, const char *suite);
 
-/* Call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
+/* events.c: call a callback for each complete "@pyti " line in data[0..n); returns bytes consumed.
  * Shared by both backends' stream readers. */
 size_t sandbox_parse_events(const char *data, size_t n, void (*on_event)(void *, json_t *), void *arg);
 /* A stream reader's side of it: append data[0..n) to pending (bytes of an unfinished line), hand

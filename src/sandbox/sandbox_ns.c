@@ -1,624 +1,30 @@
-/* The "ns" sandbox backend: the guest agent as PID 1 of its own user, mount, pid, ipc, uts and
- * cgroup namespaces and a network namespace (holding only "lo", or for a fetch also slirp4netns's
- * tap0 to the outside: ns_net_start), on the image's root file system mounted read-only.
- *
- * Order of set-up (the child, after clone):
- *   1. wait until the parent has written uid_map/gid_map;
- *   2. open every host path it will bind (image root, /io, agent, devices, ro_binds) while its
- *      credentials are still the caller's: for root that lets it traverse 0700 state directories
- *      such as /root/.cache, which the unprivileged sandbox uid could not;
- *   3. become uid/gid 0 of the new user namespace (the mapped, unprivileged host uid);
- *   4. make "/" private, mount an empty tmpfs as the new root and pivot_root into it, keeping the
- *      old root at /.old only for as long as the binds below need it;
- *   5. fill the new root: one read-only bind per top-level entry of the image (a bind of the image
- *      root itself would leave no place for /io), tmpfs on /tmp /run /var/tmp /dev/shm, a new
- *      /proc, a minimal /dev of bound host device nodes, /io read-write, the agent read-only;
- *   6. detach the old root, make the root tmpfs read-only, bring "lo" up, drop every capability,
- *      set no_new_privs, exec the agent.
- * Binds use open_tree(OPEN_TREE_CLONE) + mount_setattr + move_mount on the fds from step 2, so no
- * host path is looked up after step 3. Everything lives in the private mount namespace: when the
- * agent (PID 1) exits, the kernel kills what is left in its pid namespace and the mounts vanish. */
-#include <dirent.h>
+/* The "ns" sandbox backend, the parent's side: check the spec, hand the I/O directory to the
+ * sandbox's uid, clone the child (sandbox_ns_child.c, whose header gives the order of its set-up)
+ * into fresh namespaces and write its uid/gid maps, start the fetch sandbox's network
+ * (sandbox_ns_net.c), watch the agent's streams and exit against the backstop, classify the outcome
+ * and take the I/O directory back. */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/close_range.h>
-#include <linux/audit.h>
-#include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 /* Sandbox uids for root callers are drawn from here, a pair per run (the agent's, even, and the
  * tasks', the next one), so RLIMIT_NPROC and signals never reach across runs or into host users. */
 #define NS_UID_BASE 0x50000000u
 #define NS_UID_SPAN 0x01000000u
 
-/* The uid tasks run as inside the sandbox when a second uid is mapped; the agent's
- * AGENT_TASK_UID, which the VM guest uses too. */
-#define NS_TASK_UID 1000u
-
-#define NS_MAX_RO_BINDS 64
 #define NS_LINE_MAX (1u << 20)   /* an event line longer than this is dropped */
 #define NS_STDERR_TAIL 4096
-#define NS_NPROC_MAX 4096       /* processes in one sandbox, all told */
-/* The fetch sandbox's network: slirp4netns's defaults (10.0.2.0/24, DNS forwarder at .3). */
-#define NS_NET_DNS "10.0.2.3"
-
-/* No "tty": the sandbox has no controlling terminal (the agent calls setsid(), so does every
- * task), and a bind of the host's /dev/tty would hand it pyti's. */
-static const char *const ns_devices[] = {"null", "zero", "full", "random", "urandom"};
-
-struct ns_ctx {
-	const struct sandbox_spec *spec;
-	char rootfs[4096];
-	bool setgroups_allowed;
-	bool task_uid; /* a second uid is mapped for the tasks (root callers) */
-	int sync_fd, err_fd, out_fd, errout_fd;
-};
-
-/* ---------------------------------------------------------------- child side (no return) ---- */
-
-__attribute__((noreturn, format(printf, 3, 4))) static void child_die(const struct ns_ctx *c, int errnum,
-								       const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof msg)
-		n = sizeof msg - 1;
-	if (errnum)
-		n += snprintf(msg + n, sizeof msg - (size_t)n, ": %s", strerror(errnum));
-	if ((size_t)n >= sizeof msg)
-		n = sizeof msg - 1;
-	if (write(c->err_fd, msg, (size_t)n) < 0) {
-		/* nothing more we can do */
-	}
-	_exit(127);
-}
-
-/* Clone the mount at dirfd/name (or dirfd itself when name is "") and attach it at target. */
-static int ns_bind_at(int dirfd, const char *name, const char *target, uint64_t attrs)
-{
-	unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW;
-	if (!*name)
-		flags |= AT_EMPTY_PATH;
-	int tree = open_tree(dirfd, name, flags);
-	if (tree < 0)
-		return -1;
-	if (attrs) {
-		struct mount_attr a = {.attr_set = attrs};
-		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) < 0) {
-			int e = errno;
-			close(tree);
-			errno = e;
-			return -1;
-		}
-	}
-	int r = move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
-	int e = errno;
-	close(tree);
-	errno = e;
-	return r;
-}
-
-#define NS_RO (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-
-static void ns_make_file(const struct ns_ctx *c, const char *path)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0 && errno != EEXIST)
-		child_die(c, errno, "create mount point %s", path);
-	if (fd >= 0)
-		close(fd);
-}
-
-static void ns_mkdir(const struct ns_ctx *c, const char *path, mode_t mode)
-{
-	if (mkdir(path, mode) < 0 && errno != EEXIST)
-		child_die(c, errno, "mkdir %s", path);
-}
-
-static void ns_tmpfs(const struct ns_ctx *c, const char *path, const char *opts, unsigned long flags)
-{
-	if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
-		child_die(c, errno, "mount tmpfs on %s", path);
-}
-
-static bool ns_skip(const char *name, const char *const *skip)
-{
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
-		return true;
-	for (; skip && *skip; skip++)
-		if (!strcmp(name, *skip))
-			return true;
-	return false;
-}
-
-/* Recreate the entries of the directory srcfd under dst (a writable tmpfs): directories and files
- * as read-only binds, symlinks as copies; anything else (device nodes, sockets) is left out. */
-static void ns_populate(const struct ns_ctx *c, int srcfd, const char *dst, const char *const *skip)
-{
-	int dfd = openat(srcfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		child_die(c, errno, "open image directory for %s", dst);
-	DIR *d = fdopendir(dfd);
-	if (!d)
-		child_die(c, errno, "fdopendir");
-	struct dirent *e;
-	char path[4096], link[4096];
-	while ((e = readdir(d))) {
-		if (ns_skip(e->d_name, skip))
-			continue;
-		struct stat st;
-		if (fstatat(srcfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		snprintf(path, sizeof path, "%s/%s", strcmp(dst, "/") ? dst : "", e->d_name);
-		if (S_ISLNK(st.st_mode)) {
-			ssize_t n = readlinkat(srcfd, e->d_name, link, sizeof link - 1);
-			if (n < 0)
-				continue;
-			link[n] = '\0';
-			if (symlink(link, path) < 0 && errno != EEXIST)
-				child_die(c, errno, "symlink %s", path);
-		} else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
-			if (S_ISDIR(st.st_mode))
-				ns_mkdir(c, path, 0755);
-			else
-				ns_make_file(c, path);
-			if (ns_bind_at(srcfd, e->d_name, path, NS_RO) < 0)
-				child_die(c, errno, "bind image %s", path);
-		}
-	}
-	closedir(d);
-}
-
-/* Make `path` (absolute, inside the new root) exist as a directory or an empty file, so that a
- * host path can be bound there. A missing component under a read-only image directory is made
- * by shadowing that directory: a tmpfs over it holding binds of its original entries. */
-static void ns_ensure_target(const struct ns_ctx *c, const char *path, bool dir)
-{
-	char cur[4096] = "";
-	const char *p = path;
-	while (*p == '/')
-		p++;
-	while (*p) {
-		const char *slash = strchr(p, '/');
-		size_t n = slash ? (size_t)(slash - p) : strlen(p);
-		bool last = !slash || !slash[strspn(slash, "/")];
-		char parent[4096];
-		snprintf(parent, sizeof parent, "%s", *cur ? cur : "/");
-		size_t cl = strlen(cur);
-		if (cl + 1 + n >= sizeof cur)
-			child_die(c, 0, "path too long: %s", path);
-		cur[cl] = '/';
-		memcpy(cur + cl + 1, p, n);
-		cur[cl + 1 + n] = '\0';
-		struct stat st;
-		if (stat(cur, &st) < 0) {
-			for (int attempt = 0;; attempt++) {
-				int r;
-				if (last && !dir) {
-					int fd = open(cur, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-					r = fd < 0 ? -1 : 0;
-					if (fd >= 0)
-						close(fd);
-				} else {
-					r = mkdir(cur, 0755);
-				}
-				if (r == 0 || errno == EEXIST)
-					break;
-				if (errno != EROFS || attempt > 0)
-					child_die(c, errno, "create mount point %s", cur);
-				int old = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
-				if (old < 0)
-					child_die(c, errno, "open %s", parent);
-				ns_tmpfs(c, parent, "mode=0755,size=1m", 0);
-				ns_populate(c, old, parent, NULL);
-				close(old);
-			}
-		}
-		p += n;
-		while (*p == '/')
-			p++;
-	}
-}
-
-/* What the agent keeps, within its own user namespace only, to run tasks as another uid and
- * still watch and stop them: become that uid (SETUID, SETGID), hand it the job's directories
- * (CHOWN, FOWNER, DAC_OVERRIDE, DAC_READ_SEARCH), read its /proc/PID/smaps_rollup for the memory
- * limit (SYS_PTRACE), kill it (KILL), and empty the bounding set of each task (SETPCAP). The
- * tasks have none of them (proc_run's drop_privs). */
-static const int ns_agent_caps[] = {CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_KILL,
-				    CAP_SETGID, CAP_SETUID,       CAP_SETPCAP,         CAP_SYS_PTRACE};
-
-static bool ns_agent_cap(int cap)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(ns_agent_caps); i++)
-		if (ns_agent_caps[i] == cap)
-			return true;
-	return false;
-}
-
-static void ns_drop_caps(const struct ns_ctx *c)
-{
-	for (int cap = 0; cap <= 63; cap++)
-		if (!ns_agent_cap(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-			child_die(c, errno, "drop capability %d from the bounding set", cap);
-	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-	struct __user_cap_data_struct data[2];
-	memset(data, 0, sizeof data);
-	for (size_t i = 0; i < ARRAY_SIZE(ns_agent_caps); i++) {
-		int cap = ns_agent_caps[i];
-		data[cap / 32].permitted |= 1u << (cap % 32);
-		data[cap / 32].effective |= 1u << (cap % 32);
-	}
-	/* uid 0 of the namespace execs the agent: with no_new_privs it keeps no more than this. */
-	if (syscall(SYS_capset, &hdr, data) < 0)
-		child_die(c, errno, "capset");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		child_die(c, errno, "no_new_privs");
-}
-
-/* A small seccomp filter, as a second wall behind the dropped capabilities: no nested user
- * namespaces (they would hand a task a fresh set of capabilities over the kernel's namespace
- * code), and none of the rarely needed system calls with a long record of kernel bugs (keyrings,
- * BPF, perf, userfaultfd, io_uring, module and kexec loading). They fail with EPERM; clone3
- * fails with ENOSYS so that libc falls back to clone, whose flags the filter can see. Other
- * architectures' entry points (i386, x32) are refused outright. */
-#if defined(__x86_64__)
-#define NS_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define NS_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#endif
-
-#ifdef NS_AUDIT_ARCH
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define NS_ARG_LO(n) (offsetof(struct seccomp_data, args[n]) + 4)
-#else
-#define NS_ARG_LO(n) offsetof(struct seccomp_data, args[n])
-#endif
-#define NS_DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
-		    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
-
-static void ns_seccomp(const struct ns_ctx *c)
-{
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NS_AUDIT_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-#ifdef __x86_64__
-		BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u /* __X32_SYSCALL_BIT */, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-#endif
-		NS_DENY(__NR_keyctl), NS_DENY(__NR_add_key), NS_DENY(__NR_request_key),
-		NS_DENY(__NR_bpf), NS_DENY(__NR_perf_event_open), NS_DENY(__NR_userfaultfd),
-		NS_DENY(__NR_io_uring_setup), NS_DENY(__NR_io_uring_enter), NS_DENY(__NR_io_uring_register),
-		NS_DENY(__NR_kexec_load), NS_DENY(__NR_kexec_file_load), NS_DENY(__NR_init_module),
-		NS_DENY(__NR_finit_module), NS_DENY(__NR_delete_module), NS_DENY(__NR_open_by_handle_at),
-		NS_DENY(__NR_acct), NS_DENY(__NR_swapon), NS_DENY(__NR_swapoff), NS_DENY(__NR_reboot),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-		/* ioctl(fd, TIOCSTI or TIOCLINUX, …): no keystrokes pushed into a terminal's input, on
-		 * whatever terminal a descriptor might still reach. The request is an int: compare the
-		 * low 32 bits only. */
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NS_ARG_LO(1)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		/* clone(flags, …) and unshare(flags): no CLONE_NEWUSER */
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 1, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 0, 3),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {.len = (unsigned short)ARRAY_SIZE(f), .filter = f};
-	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
-		child_die(c, errno, "install the seccomp filter");
-}
-#else
-static void ns_seccomp(const struct ns_ctx *c)
-{
-	(void)c; /* no filter written for this architecture yet */
-}
-#endif
-
-static void ns_lo_up(const struct ns_ctx *c)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		child_die(c, errno, "socket");
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof ifr);
-	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-		child_die(c, errno, "get flags of lo");
-	ifr.ifr_flags |= IFF_UP;
-	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-		child_die(c, errno, "bring lo up");
-	close(s);
-}
-
-/* The fetch sandbox's /etc/resolv.conf names slirp4netns's built-in DNS forwarder (it asks the
- * host's resolvers on the sandbox's behalf): the host's own file may name a resolver on the
- * host's loopback, which the sandbox cannot reach. Written on the /run tmpfs, bound read-only. */
-static void ns_net_resolv(const struct ns_ctx *c)
-{
-	static const char text[] = "nameserver " NS_NET_DNS "\n";
-	int fd = open("/run/pyti/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1))
-		child_die(c, errno, "write /run/pyti/resolv.conf");
-	close(fd);
-	ns_ensure_target(c, "/etc/resolv.conf", false);
-	int src = open("/run/pyti/resolv.conf", O_PATH | O_CLOEXEC);
-	if (src < 0 || ns_bind_at(src, "", "/etc/resolv.conf", NS_RO) < 0)
-		child_die(c, errno, "bind /etc/resolv.conf");
-	close(src);
-}
-
-static int ns_open_path(const struct ns_ctx *c, const char *path, bool must)
-{
-	int fd = open(path, O_PATH | O_CLOEXEC);
-	if (fd < 0 && must)
-		child_die(c, errno, "open %s", path);
-	return fd;
-}
-
-/* Give the tasks' uid a name: a copy of the image's /etc/passwd (or group) with one more line,
- * made in /run/pyti (the agent's, read-only for tasks) and bound read-only over the original.
- * Test suites ask pwd/getpass who they are (pwd.getpwuid(os.getuid()), `whoami`); without an
- * entry that is a KeyError. An image without the file, or one that names the uid already, is
- * left as it is. */
-static void ns_name_task_user(const struct ns_ctx *c, const char *file, const char *line)
-{
-	char src[64], dst[64];
-	snprintf(src, sizeof src, "/etc/%s", file);
-	snprintf(dst, sizeof dst, "/run/pyti/%s", file);
-	_cleanup_close_ int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (in < 0)
-		return;
-	_cleanup_buf_ struct buf b = BUF_INIT(1u << 20);
-	char chunk[8192];
-	ssize_t n;
-	while ((n = read(in, chunk, sizeof chunk)) > 0)
-		if (buf_append(&b, chunk, (size_t)n) < 0)
-			return; /* past 1 MiB: not a file to copy */
-	char needle[32];
-	snprintf(needle, sizeof needle, ":x:%u:", NS_TASK_UID);
-	if (!b.data || strstr(b.data, needle))
-		return;
-	if (b.len && b.data[b.len - 1] != '\n')
-		buf_append(&b, "\n", 1);
-	buf_append(&b, line, strlen(line));
-	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (out < 0 || write(out, b.data, b.len) != (ssize_t)b.len)
-		child_die(c, errno, "write %s", dst);
-	if (ns_bind_at(AT_FDCWD, dst, src, NS_RO) < 0)
-		child_die(c, errno, "bind %s over %s", dst, src);
-}
-
-static bool ns_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-	return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
-}
-
-static bool ns_bind_allowed(const char *path)
-{
-	static const char *const own[] = {"/io", "/proc", "/dev", "/run/pyti", "/sys"};
-	if (path[strspn(path, "/")] == '\0' || strstr(path, "/../") || strstr(path, "/./"))
-		return false;
-	for (size_t i = 0; i < ARRAY_SIZE(own); i++)
-		if (ns_under(path, own[i]))
-			return false;
-	return true;
-}
-
-__attribute__((noreturn)) static void ns_child(const struct ns_ctx *c)
-{
-	const struct sandbox_spec *s = c->spec;
-	/* Nothing of the host process crosses exec: not its other descriptors (a library's socket,
-	 * a database), not its signal mask or ignored signals (an ignored SIGPIPE would change how
-	 * every task's pipelines end). */
-	close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-	sigset_t all;
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	char b;
-	if (read(c->sync_fd, &b, 1) != 1)
-		_exit(127); /* the parent is gone or failed to map us */
-	close(c->sync_fd);
-
-	/* 2. host paths, while we are still the caller */
-	int root_fd = ns_open_path(c, c->rootfs, true);
-	int io_fd = ns_open_path(c, s->io_dir, true);
-	int agent_fd = ns_open_path(c, s->agent_path, true);
-	int dev_fd[ARRAY_SIZE(ns_devices)];
-	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
-		char p[64];
-		snprintf(p, sizeof p, "/dev/%s", ns_devices[i]);
-		dev_fd[i] = ns_open_path(c, p, false);
-	}
-	const char *ro_path[NS_MAX_RO_BINDS + 2];
-	int ro_fd[NS_MAX_RO_BINDS + 2];
-	size_t nro = 0;
-	if (s->network) {
-		/* Not resolv.conf: the sandbox's resolver is slirp4netns's (see ns_net_resolv). */
-		int fd = ns_open_path(c, "/etc/hosts", false);
-		if (fd >= 0) {
-			ro_path[nro] = "/etc/hosts";
-			ro_fd[nro++] = fd;
-		}
-	}
-	for (size_t i = 0; s->ro_binds && s->ro_binds[i]; i++) {
-		if (nro >= ARRAY_SIZE(ro_fd))
-			child_die(c, 0, "too many read-only binds");
-		if (s->ro_binds[i][0] != '/')
-			child_die(c, 0, "read-only bind %s is not an absolute path", s->ro_binds[i]);
-		if (!ns_bind_allowed(s->ro_binds[i]))
-			child_die(c, 0, "read-only bind %s would cover the sandbox's own /, /io, /proc, /dev or /run/pyti",
-				  s->ro_binds[i]);
-		ro_path[nro] = s->ro_binds[i];
-		ro_fd[nro++] = ns_open_path(c, s->ro_binds[i], true);
-	}
-
-	/* 3. root of the new user namespace = the mapped unprivileged uid */
-	if (setresgid(0, 0, 0) < 0)
-		child_die(c, errno, "setresgid");
-	if (c->setgroups_allowed && setgroups(0, NULL) < 0)
-		child_die(c, errno, "setgroups");
-	if (setresuid(0, 0, 0) < 0)
-		child_die(c, errno, "setresuid");
-	/* After the credential change, which resets it. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-
-	/* 4. private mounts, empty root */
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		child_die(c, errno, "make / private");
-	ns_tmpfs(c, "/tmp", "mode=0755,size=1m", 0);
-	ns_mkdir(c, "/tmp/.old", 0700);
-	if (chdir("/tmp") < 0)
-		child_die(c, errno, "chdir");
-	if (syscall(SYS_pivot_root, ".", ".old") < 0)
-		child_die(c, errno, "pivot_root");
-	if (chdir("/") < 0)
-		child_die(c, errno, "chdir /");
-
-	/* 5. the image, read-only, and the writable places (each tmpfs bounded: see sandbox.h) */
-	char tmpfs_opts[64], run_opts[64];
-	unsigned long long tmpfs_size = s->tmpfs_bytes ? s->tmpfs_bytes : SANDBOX_TMPFS_DEFAULT;
-	snprintf(tmpfs_opts, sizeof tmpfs_opts, "mode=1777,size=%llu", tmpfs_size);
-	snprintf(run_opts, sizeof run_opts, "mode=0755,size=%llu", tmpfs_size);
-	static const char *const own[] = {"proc", "dev", "sys", "tmp", "run", "io", ".old", NULL};
-	ns_populate(c, root_fd, "/", own);
-	ns_mkdir(c, "/tmp", 01777);
-	ns_tmpfs(c, "/tmp", tmpfs_opts, 0);
-	ns_mkdir(c, "/tmp/home", 0755);
-	ns_mkdir(c, "/run", 0755);
-	ns_tmpfs(c, "/run", run_opts, 0);
-	ns_mkdir(c, "/run/pyti", 0755);
-	ns_make_file(c, "/run/pyti/agent");
-	if (ns_bind_at(agent_fd, "", "/run/pyti/agent", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
-		child_die(c, errno, "bind the agent %s", s->agent_path);
-	if (c->task_uid) {
-		char line[128];
-		snprintf(line, sizeof line, "pyti:x:%u:%u:pyti task:/tmp/home:/bin/sh\n", NS_TASK_UID, NS_TASK_UID);
-		ns_name_task_user(c, "passwd", line);
-		snprintf(line, sizeof line, "pyti:x:%u:\n", NS_TASK_UID);
-		ns_name_task_user(c, "group", line);
-	}
-	struct stat st;
-	if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
-		ns_tmpfs(c, "/var/tmp", tmpfs_opts, 0);
-	ns_mkdir(c, "/sys", 0755);
-	ns_mkdir(c, "/proc", 0555);
-	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		child_die(c, errno, "mount a new /proc (refused when the host's /proc has parts covered, as in "
-				    "many containers; run pyti where /proc is not masked, or use --backend vm)");
-	ns_mkdir(c, "/dev", 0755);
-	ns_tmpfs(c, "/dev", "mode=0755,size=1m", MS_NOEXEC);
-	for (size_t i = 0; i < ARRAY_SIZE(ns_devices); i++) {
-		if (dev_fd[i] < 0)
-			continue;
-		char p[64];
-		snprintf(p, sizeof p, "/dev/%s", ns_devices[i]);
-		ns_make_file(c, p);
-		if (ns_bind_at(dev_fd[i], "", p, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) < 0)
-			child_die(c, errno, "bind %s", p);
-	}
-	static const char *const dev_links[][2] = {
-		{"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"},
-		{"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
-		{"pts/ptmx", "/dev/ptmx"},
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++)
-		if (symlink(dev_links[i][0], dev_links[i][1]) < 0)
-			child_die(c, errno, "symlink %s", dev_links[i][1]);
-	ns_mkdir(c, "/dev/shm", 01777);
-	ns_tmpfs(c, "/dev/shm", tmpfs_opts, 0);
-	ns_mkdir(c, "/dev/pts", 0755);
-	/* Pseudo-terminals are a nicety (a few test suites open one); go on without them. */
-	mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
-	ns_mkdir(c, "/io", 0755);
-	if (ns_bind_at(io_fd, "", "/io", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) < 0)
-		child_die(c, errno, "bind %s at /io", s->io_dir);
-	if (s->network)
-		ns_net_resolv(c);
-	for (size_t i = 0; i < nro; i++) {
-		struct stat hs;
-		if (fstat(ro_fd[i], &hs) < 0)
-			child_die(c, errno, "stat %s", ro_path[i]);
-		ns_ensure_target(c, ro_path[i], S_ISDIR(hs.st_mode));
-		if (ns_bind_at(ro_fd[i], "", ro_path[i], NS_RO) < 0)
-			child_die(c, errno, "bind %s read-only", ro_path[i]);
-	}
-
-	/* 6. seal */
-	if (umount2("/.old", MNT_DETACH) < 0)
-		child_die(c, errno, "detach the host root");
-	rmdir("/.old");
-	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
-	if (mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof ro) < 0)
-		child_die(c, errno, "make / read-only");
-	ns_lo_up(c);
-	if (sethostname("pyti", 4) < 0) /* else the sandbox would show the host's name */
-		child_die(c, errno, "set the host name");
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null < 0)
-		child_die(c, errno, "open /dev/null");
-	if (dup2(null, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->errout_fd, 2) < 0)
-		child_die(c, errno, "dup2");
-	/* A sandbox-wide cap on processes, behind the agent's own per-task limit: the sandbox uid
-	 * is this run's alone (a per-run uid for root callers; for others the count is kept per
-	 * user namespace), so a fork bomb stops here and not at the host's limits. */
-	struct rlimit nproc = {NS_NPROC_MAX, NS_NPROC_MAX};
-	setrlimit(RLIMIT_NPROC, &nproc);
-	/* A session of its own: no controlling terminal for the agent and anything it starts. */
-	if (setsid() < 0)
-		child_die(c, errno, "setsid");
-	ns_drop_caps(c);
-	ns_seccomp(c);
-	char task_uid[16];
-	snprintf(task_uid, sizeof task_uid, "%u", (unsigned)NS_TASK_UID);
-	char *const argv[] = {"/run/pyti/agent", "--io", "/io", "--confine", c->task_uid ? "--task-uid" : NULL,
-			      task_uid, NULL};
-	char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp/home", "LANG=C.UTF-8",
-			      "TMPDIR=/tmp", NULL};
-	execve(argv[0], argv, envp);
-	child_die(c, errno, "exec the agent");
-}
-
-/* ---------------------------------------------------------------- parent side ---- */
 
 static int ns_write_file(const char *path, const char *data, struct pyti_err *err)
 {
@@ -659,52 +65,46 @@ static int ns_write_maps(pid_t pid, uid_t uid, gid_t gid, bool privileged, struc
 }
 
 /* Hand the I/O directory to the sandbox uid (restore = false) or back to the caller (restore =
- * true). Files with more than one link are left alone: they are hard links into pyti's shared
- * cache and must stay read-only for the sandbox. On the way back set-id bits are cleared. */
-static int ns_chown_tree(int dirfd, uid_t from, uid_t uid, gid_t gid, bool restore, int depth,
-			 struct pyti_err *err)
+ * true), a directory after its contents (tree_walk: no link followed). Files with more than one
+ * link are left alone: they are hard links into pyti's shared cache and must stay read-only for
+ * the sandbox. On the way back set-id bits are cleared. */
+struct ns_chown {
+	uid_t from, uid;
+	gid_t gid;
+	bool restore;
+	struct pyti_err *err;
+};
+
+#define NS_CHOWN_DEPTH_MAX 256
+
+static int ns_chown_entry(void *arg, const struct tree_entry *e)
 {
-	if (depth > 256)
-		return pyti_err_set(err, 0, "I/O directory nested too deeply");
-	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return pyti_err_set(err, errno, "open I/O directory");
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return pyti_err_set(err, errno, "fdopendir");
-	}
-	int rc = 0;
-	struct dirent *e;
-	while (rc == 0 && (e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				rc = ns_chown_tree(sub, from, uid, gid, restore, depth + 1, err);
-				close(sub);
-			}
-		}
-		/* from + 1: the tasks' uid, when one was mapped (root callers) */
-		if (restore ? st.st_uid != from && st.st_uid != from + 1 : (S_ISREG(st.st_mode) && st.st_nlink > 1))
-			continue;
-		if (fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (restore && !S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)))
-			if (fchmodat(dirfd, e->d_name, st.st_mode & 0777, 0) < 0) /* never hand back a set-id file */
-				rc = pyti_err_set(err, errno, "clear the set-id bits of %s", e->d_name);
-		/* /io/out is sticky and world-writable while tasks run (the agent closes it again at
-		 * the end; not when it was killed) */
-		if (rc == 0 && restore && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) &&
-		    fchmodat(dirfd, e->d_name, st.st_mode & 0755, 0) < 0)
-			rc = pyti_err_set(err, errno, "close the sticky directory %s", e->d_name);
-	}
-	closedir(d);
-	return rc;
+	const struct ns_chown *h = arg;
+	const struct stat *st = e->st;
+	/* from + 1: the tasks' uid, when one was mapped (root callers) */
+	if (h->restore ? st->st_uid != h->from && st->st_uid != h->from + 1 : (S_ISREG(st->st_mode) && st->st_nlink > 1))
+		return 0;
+	if (fchownat(e->dirfd, e->name, h->uid, h->gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (h->restore && !S_ISLNK(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID)) &&
+	    fchmodat(e->dirfd, e->name, st->st_mode & 0777, 0) < 0) /* never hand back a set-id file */
+		return pyti_err_set(h->err, errno, "clear the set-id bits of %s", e->name);
+	/* /io/out is sticky and world-writable while tasks run (the agent closes it again at the end;
+	 * not when it was killed) */
+	if (h->restore && S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX) &&
+	    fchmodat(e->dirfd, e->name, st->st_mode & 0755, 0) < 0)
+		return pyti_err_set(h->err, errno, "close the sticky directory %s", e->name);
+	return 0;
+}
+
+static int ns_chown_pre(void *arg, const struct tree_entry *e)
+{
+	const struct ns_chown *h = arg;
+	if (!S_ISDIR(e->st->st_mode))
+		return ns_chown_entry(arg, e);
+	if (e->depth >= NS_CHOWN_DEPTH_MAX)
+		return pyti_err_set(h->err, 0, "I/O directory nested too deeply");
+	return TREE_WALK_NEXT; /* handed over after its contents (ns_chown_entry as post) */
 }
 
 static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, bool restore,
@@ -713,7 +113,8 @@ static int ns_chown_io(const char *io_dir, uid_t from, uid_t uid, gid_t gid, boo
 	_cleanup_close_ int fd = open(io_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return pyti_err_set(err, errno, "open %s", io_dir);
-	if (ns_chown_tree(fd, from, uid, gid, restore, 0, err) < 0)
+	struct ns_chown h = {from, uid, gid, restore, err};
+	if (tree_walk(fd, NS_CHOWN_DEPTH_MAX, ns_chown_pre, ns_chown_entry, &h) < 0)
 		return -1;
 	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
 		return pyti_err_set(err, errno, "chown %s", io_dir);
@@ -784,29 +185,195 @@ static void ns_close(int *fd)
 	*fd = -1;
 }
 
-int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
+/* What one run holds while the parent watches it. */
+struct ns_run {
+	const struct sandbox_spec *spec;
+	double t0;
+	pid_t pid;
+	int errfd; /* the child's set-up errors (closed on exec: EOF = the agent runs) */
+	struct ns_stream out, eo; /* the agent's stdout (events) and stderr (its last words) */
+	struct buf setup_err, tail;
+	bool timed_out;
+	int status;
+};
+
+/* Watch the child's three streams and its exit until all are done, killing it at the backstop. */
+static void ns_watch(struct ns_run *r, struct sandbox_result *res)
 {
-	double t0 = now_mono();
-#ifndef NS_AUDIT_ARCH
-	static bool warned;
-	if (!warned) {
-		log_warn("ns sandbox: no seccomp filter for this architecture yet (x86_64 and aarch64 have one): "
-			 "the sandbox rests on its namespaces and dropped capabilities alone");
-		warned = true;
+	const struct sandbox_spec *spec = r->spec;
+	pid_t pid = r->pid;
+	double deadline = spec->timeout_s > 0 ? r->t0 + spec->timeout_s : 0;
+	/* The agent may close its stdout/stderr and go on: its exit is watched through a pidfd (or,
+	 * without one, by polling), so the backstop holds whatever it does with its streams. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	bool reaped = false;
+	while (!reaped || r->errfd >= 0 || r->out.fd >= 0 || r->eo.fd >= 0) {
+		struct pollfd pf[4] = {{r->errfd, POLLIN, 0}, {r->out.fd, POLLIN, 0}, {r->eo.fd, POLLIN, 0},
+				       {reaped ? -1 : pidfd, POLLIN, 0}};
+		int wait_ms = -1;
+		if (!reaped && pidfd < 0)
+			wait_ms = 50;
+		if (deadline && !r->timed_out && !reaped) {
+			double left = deadline - now_mono();
+			if (left <= 0) {
+				r->timed_out = true;
+				kill(pid, SIGKILL); /* PID 1 of the pid namespace: takes everything with it */
+				continue;
+			}
+			int ms = (int)(left * 1000) + 1;
+			if (wait_ms < 0 || ms < wait_ms)
+				wait_ms = ms;
+		}
+		int n = poll(pf, 4, wait_ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			kill(pid, SIGKILL); /* cannot watch it any more: stop it */
+			break;
+		}
+		if (!reaped && (pidfd < 0 || pf[3].revents)) {
+			pid_t w = waitpid(pid, &r->status, WNOHANG);
+			if (w == pid || (w < 0 && errno == ECHILD))
+				reaped = true;
+		}
+		char chunk[65536];
+		if (r->errfd >= 0 && pf[0].revents) {
+			ssize_t k = read(r->errfd, chunk, sizeof chunk);
+			if (k > 0) {
+				buf_append(&r->setup_err, chunk, (size_t)k);
+			} else if (k == 0 || errno != EINTR) {
+				ns_close(&r->errfd);
+				if (!r->setup_err.len)
+					res->setup_s = now_mono() - r->t0;
+			}
+		}
+		if (r->out.fd >= 0 && pf[1].revents) {
+			ssize_t k = read(r->out.fd, chunk, sizeof chunk);
+			if (k > 0) {
+				sandbox_feed_events(&r->out.b, NS_LINE_MAX, chunk, (size_t)k, false, spec->on_event,
+						    spec->arg);
+			} else if (k == 0 || errno != EINTR) {
+				sandbox_feed_events(&r->out.b, NS_LINE_MAX, "", 0, true, spec->on_event, spec->arg);
+				ns_close(&r->out.fd);
+			}
+		}
+		if (r->eo.fd >= 0 && pf[2].revents) {
+			ssize_t k = read(r->eo.fd, chunk, sizeof chunk);
+			if (k > 0) {
+				ns_tail_keep(&r->tail, chunk, (size_t)k);
+				if (pyti_log_level >= PYTI_LOG_DEBUG && fwrite(chunk, 1, (size_t)k, stderr) == 0)
+					clearerr(stderr);
+			} else if (k == 0 || errno != EINTR) {
+				ns_close(&r->eo.fd);
+			}
+		}
 	}
-#endif
-	memset(res, 0, sizeof *res);
-	res->agent_status = -1;
-	struct ns_ctx c = {.spec = spec, .sync_fd = -1, .err_fd = -1, .out_fd = -1, .errout_fd = -1};
+	if (!reaped)
+		while (waitpid(pid, &r->status, 0) < 0 && errno == EINTR)
+			;
+	ns_close(&pidfd);
+}
+
+/* The outcome, once the agent is gone: 0 when it exited 0 beside an out/results.json of its own;
+ * otherwise -1 with the class (set-up failure, timeout, agent failure or crash). */
+static int ns_classify(struct ns_run *r, struct sandbox_result *res, struct pyti_err *err)
+{
+	const struct sandbox_spec *spec = r->spec;
+	int status = r->status;
+	struct buf *tail = &r->tail;
+	if (r->setup_err.len) {
+		pyti_err_set(err, 0, "ns sandbox set-up failed: %s", r->setup_err.data);
+		res->fclass = PYTI_FC_INFRA;
+		return -1;
+	}
+	if (r->timed_out) {
+		pyti_err_class(err, PYTI_FC_TIMEOUT, "ns sandbox: still running after %.0f s; killed",
+			       spec->timeout_s);
+		res->fclass = PYTI_FC_TIMEOUT;
+		return -1;
+	}
+	char results[4096];
+	snprintf(results, sizeof results, "%s/out/results.json", spec->io_dir);
+	struct stat rs;
+	bool have = lstat(results, &rs) == 0 && S_ISREG(rs.st_mode);
+	if (have && res->agent_status == 0)
+		return 0;
+	if (tail->len)
+		buf_append(tail, "", 1);
+	if (have) {
+		/* The agent's own status is the verdict's first witness: a results.json beside an agent
+		 * that failed is a partial one (or not the agent's at all), never a job's end. */
+		pyti_err_class(err, PYTI_FC_INFRA, "ns sandbox: the agent failed (%s %d)%s%s",
+			       WIFEXITED(status) ? "status" : "signal",
+			       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+			       tail->len ? "; its last words: " : "", tail->len ? tail->data : "");
+		res->fclass = PYTI_FC_INFRA;
+	} else {
+		pyti_err_class(err, PYTI_FC_CRASH,
+			       "ns sandbox: the agent exited (%s %d) without writing out/results.json%s%s",
+			       WIFEXITED(status) ? "status" : "signal",
+			       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+			       tail->len ? "; its last words: " : "", tail->len ? tail->data : "");
+		res->fclass = PYTI_FC_CRASH;
+	}
+	return -1;
+}
+
+static int ns_check_spec(const struct sandbox_spec *spec, struct ns_ctx *c, struct pyti_err *err)
+{
 	if (!spec->image_dir || !spec->io_dir || !spec->agent_path)
 		return pyti_err_set(err, 0, "ns sandbox: image_dir, io_dir and agent_path are required");
-	snprintf(c.rootfs, sizeof c.rootfs, "%s/rootfs", spec->image_dir);
-	if (!path_is_dir(c.rootfs))
-		return pyti_err_set(err, 0, "ns sandbox: no image root file system at %s", c.rootfs);
+	snprintf(c->rootfs, sizeof c->rootfs, "%s/rootfs", spec->image_dir);
+	if (!path_is_dir(c->rootfs))
+		return pyti_err_set(err, 0, "ns sandbox: no image root file system at %s", c->rootfs);
 	if (!path_is_dir(spec->io_dir))
 		return pyti_err_set(err, 0, "ns sandbox: I/O directory %s does not exist", spec->io_dir);
 	if (access(spec->agent_path, X_OK) < 0)
 		return pyti_err_set(err, errno, "ns sandbox: agent %s", spec->agent_path);
+	return 0;
+}
+
+/* After clone: map the child's uids, start its network, let it go. On failure the child is
+ * killed and reaped and *sync_w closed. */
+static int ns_release_child(const struct sandbox_spec *spec, pid_t pid, uid_t uid, gid_t gid, bool privileged,
+			    int *sync_w, struct ns_net *net, struct pyti_err *err)
+{
+	if (ns_write_maps(pid, uid, gid, privileged, err) < 0)
+		pyti_err_prefix(err, "ns sandbox: map uid %u", (unsigned)uid);
+	/* The network is up before the agent runs: its first task may need it. */
+	else if (spec->network && ns_net_start(pid, spec->net_helper, net, err) < 0)
+		pyti_err_prefix(err, "ns sandbox");
+	else if (write(*sync_w, "x", 1) != 1)
+		pyti_err_set(err, errno, "ns sandbox: start the child");
+	else {
+		ns_close(sync_w);
+		return 0;
+	}
+	kill(pid, SIGKILL);
+	ns_close(sync_w);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+static void ns_warn_no_seccomp(void)
+{
+	static bool warned;
+	if (!ns_seccomp_available() && !warned) {
+		log_warn("ns sandbox: no seccomp filter for this architecture yet (x86_64 and aarch64 have one): "
+			 "the sandbox rests on its namespaces and dropped capabilities alone");
+		warned = true;
+	}
+}
+
+int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, struct pyti_err *err)
+{
+	double t0 = now_mono();
+	ns_warn_no_seccomp();
+	memset(res, 0, sizeof *res);
+	res->agent_status = -1;
+	struct ns_ctx c = {.spec = spec, .sync_fd = -1, .err_fd = -1, .out_fd = -1, .errout_fd = -1};
+	if (ns_check_spec(spec, &c, err) < 0)
+		return -1;
 
 	bool privileged = geteuid() == 0;
 	uid_t uid = privileged ? ns_pick_uid() : geteuid();
@@ -848,13 +415,10 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 	close(outp[1]);
 	close(errout[1]);
 	int sync_w = syncp[1];
-	struct ns_stream out = {outp[0], BUF_INIT(0)};
-	struct ns_stream eo = {errout[0], BUF_INIT(0)};
-	int errfd = errp[0];
-	_cleanup_buf_ struct buf setup_err = BUF_INIT(4096);
-	_cleanup_buf_ struct buf tail = BUF_INIT(0);
+	struct ns_run r = {.spec = spec, .t0 = t0, .pid = pid, .errfd = errp[0],
+			   .out = {outp[0], BUF_INIT(0)}, .eo = {errout[0], BUF_INIT(0)},
+			   .setup_err = BUF_INIT(4096), .tail = BUF_INIT(0)};
 	int rc = -1;
-	bool timed_out = false;
 	struct ns_net net = {0, -1};
 
 	if (pid < 0) {
@@ -865,143 +429,13 @@ int sandbox_ns_run(const struct sandbox_spec *spec, struct sandbox_result *res, 
 				     hint);
 		} else
 			pyti_err_set(err, clone_errno, "ns sandbox: clone");
-		goto out_close;
-	}
-	if (ns_write_maps(pid, uid, gid, privileged, err) < 0) {
-		pyti_err_prefix(err, "ns sandbox: map uid %u", (unsigned)uid);
-		kill(pid, SIGKILL);
-		ns_close(&sync_w);
-		waitpid(pid, NULL, 0);
-		goto out_close;
-	}
-	/* The network is up before the agent runs: its first task may need it. */
-	if (spec->network && ns_net_start(pid, &net, err) < 0) {
-		pyti_err_prefix(err, "ns sandbox");
-		kill(pid, SIGKILL);
-		ns_close(&sync_w);
-		waitpid(pid, NULL, 0);
-		goto out_close;
-	}
-	if (write(sync_w, "x", 1) != 1) {
-		pyti_err_set(err, errno, "ns sandbox: start the child");
-		kill(pid, SIGKILL);
-		ns_close(&sync_w);
-		waitpid(pid, NULL, 0);
-		goto out_close;
-	}
-	ns_close(&sync_w);
-
-	double deadline = spec->timeout_s > 0 ? t0 + spec->timeout_s : 0;
-	/* The agent may close its stdout/stderr and go on: its exit is watched through a pidfd (or,
-	 * without one, by polling), so the backstop holds whatever it does with its streams. */
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	bool reaped = false;
-	int status = 0;
-	while (!reaped || errfd >= 0 || out.fd >= 0 || eo.fd >= 0) {
-		struct pollfd pf[4] = {{errfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {eo.fd, POLLIN, 0},
-				       {reaped ? -1 : pidfd, POLLIN, 0}};
-		int wait_ms = -1;
-		if (!reaped && pidfd < 0)
-			wait_ms = 50;
-		if (deadline && !timed_out && !reaped) {
-			double left = deadline - now_mono();
-			if (left <= 0) {
-				timed_out = true;
-				kill(pid, SIGKILL); /* PID 1 of the pid namespace: takes everything with it */
-				continue;
-			}
-			int ms = (int)(left * 1000) + 1;
-			if (wait_ms < 0 || ms < wait_ms)
-				wait_ms = ms;
-		}
-		int n = poll(pf, 4, wait_ms);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			kill(pid, SIGKILL); /* cannot watch it any more: stop it */
-			break;
-		}
-		if (!reaped && (pidfd < 0 || pf[3].revents)) {
-			pid_t w = waitpid(pid, &status, WNOHANG);
-			if (w == pid || (w < 0 && errno == ECHILD))
-				reaped = true;
-		}
-		char chunk[65536];
-		if (errfd >= 0 && pf[0].revents) {
-			ssize_t r = read(errfd, chunk, sizeof chunk);
-			if (r > 0) {
-				buf_append(&setup_err, chunk, (size_t)r);
-			} else if (r == 0 || errno != EINTR) {
-				ns_close(&errfd);
-				if (!setup_err.len)
-					res->setup_s = now_mono() - t0;
-			}
-		}
-		if (out.fd >= 0 && pf[1].revents) {
-			ssize_t r = read(out.fd, chunk, sizeof chunk);
-			if (r > 0) {
-				sandbox_feed_events(&out.b, NS_LINE_MAX, chunk, (size_t)r, false, spec->on_event,
-						    spec->arg);
-			} else if (r == 0 || errno != EINTR) {
-				sandbox_feed_events(&out.b, NS_LINE_MAX, "", 0, true, spec->on_event, spec->arg);
-				ns_close(&out.fd);
-			}
-		}
-		if (eo.fd >= 0 && pf[2].revents) {
-			ssize_t r = read(eo.fd, chunk, sizeof chunk);
-			if (r > 0) {
-				ns_tail_keep(&tail, chunk, (size_t)r);
-				if (pyti_log_level >= PYTI_LOG_DEBUG && fwrite(chunk, 1, (size_t)r, stderr) == 0)
-					clearerr(stderr);
-			} else if (r == 0 || errno != EINTR) {
-				ns_close(&eo.fd);
-			}
-		}
-	}
-	if (!reaped)
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-	ns_close(&pidfd);
-	res->wall_s = now_mono() - t0;
-	res->agent_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-
-	if (setup_err.len) {
-		pyti_err_set(err, 0, "ns sandbox set-up failed: %s", setup_err.data);
-		res->fclass = PYTI_FC_INFRA;
-	} else if (timed_out) {
-		pyti_err_class(err, PYTI_FC_TIMEOUT, "ns sandbox: still running after %.0f s; killed",
-			       spec->timeout_s);
-		res->fclass = PYTI_FC_TIMEOUT;
-	} else {
-		char results[4096];
-		snprintf(results, sizeof results, "%s/out/results.json", spec->io_dir);
-		struct stat rs;
-		bool have = lstat(results, &rs) == 0 && S_ISREG(rs.st_mode);
-		if (have && res->agent_status == 0) {
-			rc = 0;
-		} else if (have) {
-			/* The agent's own status is the verdict's first witness: a results.json beside an agent
-			 * that failed is a partial one (or not the agent's at all), never a job's end. */
-			if (tail.len)
-				buf_append(&tail, "", 1);
-			pyti_err_class(err, PYTI_FC_INFRA, "ns sandbox: the agent failed (%s %d)%s%s",
-				       WIFEXITED(status) ? "status" : "signal",
-				       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-				       tail.len ? "; its last words: " : "", tail.len ? tail.data : "");
-			res->fclass = PYTI_FC_INFRA;
-		} else {
-			if (tail.len)
-				buf_append(&tail, "", 1);
-			pyti_err_class(err, PYTI_FC_CRASH,
-				       "ns sandbox: the agent exited (%s %d) without writing out/results.json%s%s",
-				       WIFEXITED(status) ? "status" : "signal",
-				       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-				       tail.len ? "; its last words: " : "", tail.len ? tail.data : "");
-			res->fclass = PYTI_FC_CRASH;
-		}
+	} else if (ns_release_child(spec, pid, uid, gid, privileged, &sync_w, &net, err) == 0) {
+		ns_watch(&r, res);
+		res->wall_s = now_mono() - t0;
+		res->agent_status = WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status);
+		rc = ns_classify(&r, res, err);
 	}
 
-out_close:
 	ns_net_stop(&net);
 	if (privileged) {
 		struct pyti_err e2 = {0};
@@ -1012,10 +446,12 @@ out_close:
 		}
 	}
 	ns_close(&sync_w);
-	ns_close(&errfd);
-	ns_close(&out.fd);
-	ns_close(&eo.fd);
-	buf_free(&out.b);
-	buf_free(&eo.b);
+	ns_close(&r.errfd);
+	ns_close(&r.out.fd);
+	ns_close(&r.eo.fd);
+	buf_free(&r.out.b);
+	buf_free(&r.eo.b);
+	buf_free(&r.setup_err);
+	buf_free(&r.tail);
 	return rc;
 }

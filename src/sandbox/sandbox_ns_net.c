@@ -1,5 +1,5 @@
 /* The ns backend's network for a fetch: slirp4netns on the host side of the sandbox's own network
- * namespace (why slirp4netns, and what it can reach: sandbox-ns.h). */
+ * namespace (why slirp4netns, and what it can reach: sandbox-ns-int.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -10,15 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 #define NS_NET_START_S 10.0 /* slirp4netns is up in milliseconds; this is for a wedged host */
 
 
-static char *ns_net_find(void)
+static char *ns_net_find(const char *own)
 {
 	/* PYTI_SLIRP4NETNS names it outright (a build of one's own; the tests name a missing one) */
-	const char *own = getenv("PYTI_SLIRP4NETNS");
 	if (own && *own)
 		return access(own, X_OK) == 0 ? xstrdup(own) : NULL;
 	const char *path = getenv("PATH");
@@ -37,14 +36,14 @@ static char *ns_net_find(void)
 	return NULL;
 }
 
-int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err)
+int ns_net_start(pid_t child, const char *helper, struct ns_net *net, struct pyti_err *err)
 {
-	_cleanup_free_ char *exe = ns_net_find();
+	_cleanup_free_ char *exe = ns_net_find(helper);
 	if (!exe)
 		return pyti_err_set(err, 0, "the fetch sandbox's network needs %s%s%s (install the Debian package "
 					    "slirp4netns); pyti does not fall back to the host's network",
-				    NS_NET_HELPER, getenv("PYTI_SLIRP4NETNS") ? ", not found at $PYTI_SLIRP4NETNS=" : "",
-				    getenv("PYTI_SLIRP4NETNS") ? getenv("PYTI_SLIRP4NETNS") : "");
+				    NS_NET_HELPER, helper && *helper ? ", not found at $PYTI_SLIRP4NETNS=" : "",
+				    helper && *helper ? helper : "");
 	if (access("/dev/net/tun", R_OK | W_OK) < 0)
 		return pyti_err_set(err, errno, "the fetch sandbox's network (%s) needs /dev/net/tun, which this user "
 					    "cannot open (Debian makes it mode 0666; `chmod 0666 /dev/net/tun`, or run "

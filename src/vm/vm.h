@@ -84,7 +84,6 @@ int vm_guest_send(struct vm_guest *g, const char *data, size_t n, struct pyti_er
 /* Run libvirt's event loop until *stop is true (set from the console callback), the domain has
  * stopped, or now_mono() >= deadline (0 = none). Returns 0, 1 (stopped) or 2 (deadline). */
 int vm_guest_wait(struct vm_guest *g, const bool *stop, double deadline, struct pyti_err *err);
-bool vm_guest_stopped(const struct vm_guest *g);
 /* Save the RAM state to path; the domain is gone afterwards. */
 int vm_guest_save(struct vm_guest *g, const char *path, struct pyti_err *err);
 /* The last bytes the console printed (for error messages: kernel panics and the like). */

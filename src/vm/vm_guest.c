@@ -260,8 +260,6 @@ int vm_guest_wait(struct vm_guest *g, const bool *stop, double deadline, struct 
 	}
 }
 
-bool vm_guest_stopped(const struct vm_guest *g) { return g->stopped; }
-
 int vm_guest_send(struct vm_guest *g, const char *data, size_t n, struct pyti_err *err)
 {
 	double end = now_mono() + 10;

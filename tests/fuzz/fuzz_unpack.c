@@ -1,4 +1,4 @@
-/* libFuzzer: archive_unpack() of arbitrary bytes into a temporary directory, then checks that
+/* libFuzzer: arch_unpack() of arbitrary bytes into a temporary directory, then checks that
  * what was written obeys the rules (nothing outside dest, no absolute or escaping symlinks, no
  * special files, no setuid bits), then removes it. */
 #include <errno.h>
@@ -71,8 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0)
 		abort();
 	for (int strip = 0; strip < 2; strip++) {
-		struct archive_opts o = {.strip_top = strip, .max_bytes = 4u << 20, .max_entries = 2000};
-		if (archive_unpack(in_path, dest, &o, &err) == 0) {
+		struct arch_opts o = {.strip_top = strip, .max_bytes = 4u << 20, .max_entries = 2000};
+		if (arch_unpack(in_path, dest, &o, &err) == 0) {
 			if (nftw(dest, check_one, 16, FTW_PHYS) < 0)
 				__builtin_trap();
 		}

@@ -26,9 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!m.name || !m.version)
 			__builtin_trap();
 		for (size_t i = 0; i < m.n_modules; i++)
-			if (!archive_is_identifier(m.modules[i]))
+			if (!arch_is_identifier(m.modules[i]))
 				__builtin_trap();
-		char *n = archive_normalize_name(m.name);
+		char *n = arch_normalize_name(m.name);
 		free(n);
 		wheel_meta_free(&m);
 	}

@@ -231,6 +231,12 @@ def test_vm_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
     recipe = tmp_path / "ok.ini"
     recipe.write_text("[task:ok]\nrun = echo ok; test -f /io/job.json\n")
 
+    def reset(r):
+        """How the job got its guest, from results.json's "vm" (docs/contracts.md), not from a log line."""
+        vm = json.loads(r.stdout)["vm"]
+        assert vm["ready_s"] >= 0 and (vm["restore_s"] is None) == (vm["reset"] == "cold"), vm
+        return vm["reset"]
+
     def warm(env=None):
         r = pyti("-v", "run", "--json", "-q", "--backend", "vm", "--recipe", recipe, demo, env=env, timeout=900)
         assert r.returncode == 0 and json.loads(r.stdout)["status"] == "passed", r.stderr
@@ -239,23 +245,23 @@ def test_vm_standby(pyti, libvirtd, image, demo, state_dir, tmp_path):
     warm()
     # right away: the job waits for the helper's restore, not for its warm-up (which "go" ends)
     r = warm()
-    assert "vm: standby → ready" in r.stderr, r.stderr
+    assert reset(r) == "standby", r.stderr
     state, name = wait_standby(state_dir)
     assert state == "ready", (Path(state_dir) / "vm").glob("bookworm/warm-*/standby.log")
     assert vm_list(pyti)[name]["state"] == "paused"
 
     r = warm(env={"PYTI_VM_STANDBY": "0"})
-    assert "vm: standby → ready" in r.stderr, r.stderr
+    assert reset(r) == "standby", r.stderr
     assert name not in vm_list(pyti)  # used, destroyed, and no helper started
 
     r = warm()
-    assert "vm: restore → ready" in r.stderr, r.stderr
+    assert reset(r) == "restore", r.stderr
     assert wait_standby(state_dir)[0] == "ready"
 
     rec, _ = standby_record(state_dir)
     rec.write_text("failed 1\n")
     r = warm()
-    assert "discarding a used or unfinished standby" in r.stderr and "vm: restore → ready" in r.stderr, r.stderr
+    assert "discarding a used or unfinished standby" in r.stderr and reset(r) == "restore", r.stderr
     wait_standby(state_dir)
     assert pyti("vm", "destroy", name).returncode == 0
 

@@ -136,14 +136,14 @@ static int teardown(void **state)
 /* Unpacks a hostile archive and checks it is refused with a message containing want, and that
  * nothing at all was written: dest does not exist or is empty, and tmp holds only arch/ and dest/. */
 static void expect_refused(const char *name, enum fmt f, const struct ent *ents, size_t n,
-			   const struct archive_opts *o, const char *want)
+			   const struct arch_opts *o, const char *want)
 {
 	struct pyti_err err = {0};
 	char path[256];
 	snprintf(path, sizeof path, "%s/%s", arch_dir, name);
 	make_archive(path, f, ents, n);
 	assert_int_equal(rm_rf(dest, &err), 0);
-	int rc = archive_unpack(path, dest, o, &err);
+	int rc = arch_unpack(path, dest, o, &err);
 	if (rc == 0)
 		fail_msg("%s: unpacked, expected refusal containing '%s'", name, want);
 	if (!strstr(err.msg, want))
@@ -176,8 +176,8 @@ static void test_good_sdist(void **state)
 	snprintf(path, sizeof path, "%s/pkg-1.0.tar.gz", arch_dir);
 	make_archive(path, TGZ, good_sdist, ARRAY_SIZE(good_sdist));
 	struct pyti_err err = {0};
-	struct archive_opts o = {.strip_top = true};
-	if (archive_unpack(path, dest, &o, &err) < 0)
+	struct arch_opts o = {.strip_top = true};
+	if (arch_unpack(path, dest, &o, &err) < 0)
 		fail_msg("%s", err.msg);
 
 	char p[512];
@@ -229,8 +229,8 @@ static void test_formats(void **state)
 		snprintf(path, sizeof path, "%s/%s", arch_dir, names[i]);
 		make_archive(path, fmts[i], ents, ARRAY_SIZE(ents));
 		struct pyti_err err = {0};
-		struct archive_opts o = {.strip_top = true};
-		if (archive_unpack(path, dest, &o, &err) < 0)
+		struct arch_opts o = {.strip_top = true};
+		if (arch_unpack(path, dest, &o, &err) < 0)
 			fail_msg("%s: %s", names[i], err.msg);
 		snprintf(p, sizeof p, "%s/m.py", dest);
 		_cleanup_free_ char *s = slurp(p);
@@ -316,7 +316,7 @@ static void test_bombs(void **state)
 		       "refusing entry 'pkg/zeros': archive expands more than 200 times its size (decompression bomb?)");
 	/* an explicit byte cap */
 	const struct ent big[] = {{.path = "pkg/a", .zeros = 1u << 20}, {.path = "pkg/b", .zeros = 1u << 20}};
-	struct archive_opts o = {.max_bytes = 1536u << 10};
+	struct arch_opts o = {.max_bytes = 1536u << 10};
 	expect_refused("big.tar.gz", TGZ, big, 2, &o, "refusing entry 'pkg/b': archive expands to more than 1572864 bytes");
 	/* too many entries */
 	struct ent many[50];
@@ -325,13 +325,13 @@ static void test_bombs(void **state)
 		snprintf(names[i], sizeof names[i], "pkg/f%d", i);
 		many[i] = (struct ent){.path = names[i], .data = "x"};
 	}
-	struct archive_opts o2 = {.max_entries = 10};
+	struct arch_opts o2 = {.max_entries = 10};
 	expect_refused("many.tar.gz", TGZ, many, 50, &o2, "more than 10 entries");
 	/* the same archive is fine with the default limit */
 	char path[256];
 	snprintf(path, sizeof path, "%s/many.tar.gz", arch_dir);
 	struct pyti_err err = {0};
-	assert_int_equal(archive_unpack(path, dest, NULL, &err), 0);
+	assert_int_equal(arch_unpack(path, dest, NULL, &err), 0);
 	assert_int_equal(count_dir(dest), 1);
 	assert_int_equal(rm_rf(dest, &err), 0);
 }
@@ -339,7 +339,7 @@ static void test_bombs(void **state)
 static void test_strip_top(void **state)
 {
 	(void)state;
-	struct archive_opts o = {.strip_top = true};
+	struct arch_opts o = {.strip_top = true};
 	const struct ent two[] = {{.path = "a/x", .data = "1"}, {.path = "b/y", .data = "2"}};
 	expect_refused("two-tops.tar.gz", TGZ, two, 2, &o, "more than one top-level directory ('a' and 'b')");
 	const struct ent loose[] = {{.path = "a/x", .data = "1"}, {.path = "setup.py", .data = "2"}};
@@ -350,7 +350,7 @@ static void test_strip_top(void **state)
 	snprintf(path, sizeof path, "%s/dotted.tar.gz", arch_dir);
 	make_archive(path, TGZ, dotted, 2);
 	struct pyti_err err = {0};
-	if (archive_unpack(path, dest, &o, &err) < 0)
+	if (arch_unpack(path, dest, &o, &err) < 0)
 		fail_msg("%s", err.msg);
 	char p[512];
 	snprintf(p, sizeof p, "%s/m.py", dest);
@@ -372,7 +372,7 @@ static void test_existing_symlink_in_dest(void **state)
 	const struct ent ents[] = {{.path = "pkg/f", .data = "x"}};
 	snprintf(path, sizeof path, "%s/through.tar.gz", arch_dir);
 	make_archive(path, TGZ, ents, 1);
-	assert_int_equal(archive_unpack(path, dest, NULL, &err), -1);
+	assert_int_equal(arch_unpack(path, dest, NULL, &err), -1);
 	assert_non_null(strstr(err.msg, "'pkg' is not a directory"));
 	assert_int_equal(count_dir(outside), 0);
 	/* a symlink where a file goes is replaced, not written through */
@@ -383,7 +383,7 @@ static void test_existing_symlink_in_dest(void **state)
 	const struct ent ents2[] = {{.path = "f", .data = "x"}};
 	snprintf(path, sizeof path, "%s/replace.tar.gz", arch_dir);
 	make_archive(path, TGZ, ents2, 1);
-	assert_int_equal(archive_unpack(path, dest, NULL, &err), 0);
+	assert_int_equal(arch_unpack(path, dest, NULL, &err), 0);
 	assert_false(path_exists(target));
 	struct stat st;
 	assert_int_equal(lstat(link, &st), 0);
@@ -399,13 +399,13 @@ static void test_not_an_archive(void **state)
 	snprintf(path, sizeof path, "%s/junk.tar.gz", arch_dir);
 	struct pyti_err err = {0};
 	assert_int_equal(write_file_atomic(path, "not an archive at all", 21, 0644, &err), 0);
-	assert_int_equal(archive_unpack(path, dest, NULL, &err), -1);
+	assert_int_equal(arch_unpack(path, dest, NULL, &err), -1);
 	assert_false(path_exists(dest));
 	struct wheel_meta m;
 	assert_int_equal(wheel_read_meta(path, &m, &err), -1);
 	assert_int_equal(sdist_read_meta(path, &m, &err), -1);
 	snprintf(path, sizeof path, "%s/missing.tar.gz", arch_dir);
-	assert_int_equal(archive_unpack(path, dest, NULL, &err), -1);
+	assert_int_equal(arch_unpack(path, dest, NULL, &err), -1);
 	assert_int_equal(err.errnum, ENOENT);
 }
 
@@ -516,16 +516,16 @@ static void test_wheel_meta(void **state)
 static void test_names(void **state)
 {
 	(void)state;
-	_cleanup_free_ char *a = archive_normalize_name("Foo__Bar.baz");
+	_cleanup_free_ char *a = arch_normalize_name("Foo__Bar.baz");
 	assert_string_equal(a, "foo-bar-baz");
-	_cleanup_free_ char *b = archive_normalize_name("zope.interface");
+	_cleanup_free_ char *b = arch_normalize_name("zope.interface");
 	assert_string_equal(b, "zope-interface");
-	_cleanup_free_ char *c = archive_normalize_name("A-_.-B");
+	_cleanup_free_ char *c = arch_normalize_name("A-_.-B");
 	assert_string_equal(c, "a-b");
-	assert_true(archive_is_identifier("_x1"));
-	assert_false(archive_is_identifier("1x"));
-	assert_false(archive_is_identifier("a-b"));
-	assert_false(archive_is_identifier(""));
+	assert_true(arch_is_identifier("_x1"));
+	assert_false(arch_is_identifier("1x"));
+	assert_false(arch_is_identifier("a-b"));
+	assert_false(arch_is_identifier(""));
 }
 
 int main(void)

@@ -1,5 +1,6 @@
 /* Unit tests for core: buffers with caps, safe paths, JSON round trips, errors. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -431,6 +432,68 @@ static void test_beneath(void **state)
 	rm_rf(tmpl, NULL);
 }
 
+/* tree_walk: every entry once, a directory's pre before and post after its contents, links
+ * reported but never followed, directories at max_depth not entered, a callback's error stops it. */
+struct walk_log {
+	struct buf b;
+	int stop_at_depth;
+};
+
+static int walk_log_pre(void *arg, const struct tree_entry *e)
+{
+	struct walk_log *w = arg;
+	buf_printf(&w->b, "+%s%s:%d ", e->rel, S_ISLNK(e->st->st_mode) ? "@" : "", e->depth);
+	if (w->stop_at_depth && e->depth >= w->stop_at_depth)
+		return -7;
+	return strcmp(e->name, "skip") == 0 ? TREE_WALK_SKIP : TREE_WALK_NEXT;
+}
+
+static int walk_log_post(void *arg, const struct tree_entry *e)
+{
+	struct walk_log *w = arg;
+	buf_printf(&w->b, "-%s ", e->rel);
+	return 0;
+}
+
+static void test_tree_walk(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	struct pyti_err err = {0};
+	_cleanup_free_ char *deep = xasprintf("%s/t/a/b/c", tmpl), *skip = xasprintf("%s/t/skip/x", tmpl),
+			    *f = xasprintf("%s/t/a/f", tmpl), *ln = xasprintf("%s/t/a/ln", tmpl),
+			    *top = xasprintf("%s/t", tmpl);
+	assert_int_equal(mkdir_p(deep, 0755, &err), 0);
+	assert_int_equal(mkdir_p(skip, 0755, &err), 0);
+	assert_int_equal(write_file_atomic(f, "x", 1, 0644, &err), 0);
+	assert_int_equal(symlink(tmpl, ln), 0); /* a link to a directory above: never entered */
+	_cleanup_close_ int fd = open(top, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+
+	struct walk_log w = {.b = BUF_INIT(0)};
+	assert_int_equal(tree_walk(fd, 2, walk_log_pre, walk_log_post, &w), 0);
+	/* order within a directory is readdir's: check pieces, not the whole line */
+	assert_non_null(strstr(w.b.data, "+a:0 "));
+	assert_non_null(strstr(w.b.data, "+a/f:1 "));
+	assert_non_null(strstr(w.b.data, "+a/ln@:1 "));
+	assert_non_null(strstr(w.b.data, "+a/b/c:2 -a/b/c "));  /* at max_depth: not entered, post still */
+	assert_true(strstr(w.b.data, "+a/b/c:2 ") > strstr(w.b.data, "+a/b:1 "));
+	assert_true(strstr(w.b.data, "-a/b ") > strstr(w.b.data, "-a/b/c "));
+	assert_true(strstr(w.b.data, "-a ") > strstr(w.b.data, "-a/b "));
+	assert_non_null(strstr(w.b.data, "+skip:0 "));
+	assert_null(strstr(w.b.data, "skip/x"));  /* TREE_WALK_SKIP: not entered */
+	assert_null(strstr(w.b.data, "-skip ")); /* nor its post */
+	assert_null(strstr(w.b.data, "ln/"));    /* the link is not followed */
+	buf_free(&w.b);
+
+	struct walk_log s2 = {.b = BUF_INIT(0), .stop_at_depth = 2};
+	assert_int_equal(tree_walk(fd, 8, walk_log_pre, NULL, &s2), -7);
+	assert_null(strstr(s2.b.data, "a/b/c/"));
+	buf_free(&s2.b);
+	rm_rf(tmpl, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -440,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_term_safe_invisible),
 		cmocka_unit_test(test_write_atomic_hostile_dir), cmocka_unit_test(test_beneath),
 		cmocka_unit_test(test_copy_src_tree_modes), cmocka_unit_test(test_owner_sweep),
+		cmocka_unit_test(test_tree_walk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

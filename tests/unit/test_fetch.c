@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "fetch-int.h"
+#include "sandbox.h"
 
 static char *tmpdir(void)
 {
@@ -346,6 +347,8 @@ static int driver(int argc, char **argv)
 	}
 	if (getenv("PYTI_DEBUG"))
 		pyti_log_level = PYTI_LOG_DEBUG;
+	/* as the CLI does (cli/main.c): the sandbox's settings from the environment, read once here */
+	sandbox_set_host(&(struct sandbox_host){.net_helper = getenv("PYTI_SLIRP4NETNS")});
 	struct fetch_req q = {.state_dir = argv[2], .image_dir = argv[3], .agent_path = argv[4],
 			      .io_dir = argv[5], .dist = argv[6], .timeout_s = 900,
 			      .requires = argc > 7 ? (const char *const *)argv + 7 : NULL};

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
 #include <sys/wait.h>
 
 #include "sandbox.h"
-#include "sandbox-ns.h"
+#include "sandbox-ns-int.h"
 
 static char image_dir[4096];
 static const char *agent;

@@ -1,12 +1,32 @@
-/* Internal to the sandbox module: the Linux-namespace backend (sandbox_ns.c). */
-#ifndef PYTI_SANDBOX_NS_H
-#define PYTI_SANDBOX_NS_H
+/* Internal to the sandbox module: the Linux-namespace backend (sandbox_ns.c, the parent's side;
+ * sandbox_ns_child.c, the child's; sandbox_ns_net.c, the fetch sandbox's network). */
+#ifndef PYTI_SANDBOX_NS_INT_H
+#define PYTI_SANDBOX_NS_INT_H
 
 #include <sys/types.h>
 
 #include "sandbox.h"
 
 #define NS_NET_HELPER "slirp4netns"
+
+/* The uid tasks run as inside the sandbox when a second uid is mapped; the agent's
+ * AGENT_TASK_UID, which the VM guest uses too. */
+#define NS_TASK_UID 1000u
+
+/* What the parent hands the child across clone. */
+struct ns_ctx {
+	const struct sandbox_spec *spec;
+	char rootfs[4096];
+	bool setgroups_allowed;
+	bool task_uid; /* a second uid is mapped for the tasks (root callers) */
+	int sync_fd, err_fd, out_fd, errout_fd;
+};
+
+/* The child after clone (sandbox_ns_child.c): set the sandbox up and exec the agent; a set-up
+ * error is written to c->err_fd. Never returns. */
+__attribute__((noreturn)) void ns_child(const struct ns_ctx *c);
+/* Whether ns_child installs a seccomp filter on this architecture. */
+bool ns_seccomp_available(void);
 
 /* Run spec->agent_path as PID 1 of fresh user/mount/pid/ipc/uts/cgroup (+net unless spec->network)
  * namespaces on the read-only spec->image_dir/rootfs, with spec->io_dir at /io. Same contract as
@@ -28,10 +48,10 @@ struct ns_net {
 	int exit_w; /* closing it tells slirp4netns to exit */
 };
 
-/* Start slirp4netns for the network namespace of child (the sandbox, still waiting on its sync
- * pipe) and wait until it is up; an error says what is missing. ns_net_stop ends it (net->pid 0:
- * nothing to do). */
-int ns_net_start(pid_t child, struct ns_net *net, struct pyti_err *err);
+/* Start slirp4netns (helper, or NULL: found in PATH) for the network namespace of child (the
+ * sandbox, still waiting on its sync pipe) and wait until it is up; an error says what is missing.
+ * ns_net_stop ends it (net->pid 0: nothing to do). */
+int ns_net_start(pid_t child, const char *helper, struct ns_net *net, struct pyti_err *err);
 void ns_net_stop(struct ns_net *net);
 
 #endif
