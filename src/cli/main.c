@@ -24,6 +24,11 @@ static const struct {
 	{"image", cmd_image, "build, list and remove guest images"},
 	{"disk", cmd_disk, "DiskHandler: read and write ext4 images without mounting them"},
 	{"vm", cmd_vm, "VManager: define, start, stop, snapshot, roll back libvirt domains"},
+	{"worker", cmd_worker, "take jobs from a master and run each as `pyti run` does"},
+	{"submit", cmd_submit, "queue a run of many distributions on a master"},
+	{"status", cmd_status, "a run's jobs: state, attempt, verdict"},
+	{"results", cmd_results, "a run's results (--json, --junit FILE)"},
+	{"cancel", cmd_cancel, "cancel a run or a job"},
 };
 
 static void usage(FILE *f)
