@@ -201,11 +201,15 @@ static int send_uploads(struct spool *s, long long seq, json_t *entry, struct wr
 	size_t i;
 	json_t *u;
 	json_array_foreach(ups, i, u) {
-		const char *path = pj_str(u, "path", ""), *sha = pj_str(u, "sha256", "");
+		/* root is the job's kept directory, whose files the sandbox wrote: read beneath it,
+		 * never through a link, and only when it still is what was announced */
+		const char *root = pj_str(u, "root", ""), *rel = pj_str(u, "rel", ""), *sha = pj_str(u, "sha256", "");
+		_cleanup_free_ char *path = xasprintf("%s/%s", root, rel);
 		_cleanup_buf_ struct buf b = BUF_INIT(UPLOAD_MAX);
 		struct pyti_err e2 = {0};
 		char have[65];
-		if (read_file(path, &b, &e2) < 0 || (sha256_hex(b.data ? b.data : "", b.len, have), strcmp(have, sha))) {
+		if (!path_is_safe_rel(rel) || safe_read_under(root, rel, &b, &e2) < 0 ||
+		    (sha256_hex(b.data ? b.data : "", b.len, have), strcmp(have, sha))) {
 			log_warn("spool: artefact %s is gone or changed; finishing without it", path);
 			drop_artefact(entry, sha);
 			continue;

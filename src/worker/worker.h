@@ -89,7 +89,8 @@ void backoff_reset(struct backoff *b);
 /* ---- spool: requests that must reach the master (report, finish), one file each ----
  * Files are NNNNNNNNNNNN.json (a sequence number), written with write_file_atomic, so a crash
  * leaves either the whole request or none; they are sent in sequence order. An entry is
- * {"method", "params", "job_id", "uploads": [{"path", "sha256", "size"}] (sent by `upload` first)}. */
+ * {"method", "params", "job_id", "uploads": [{"root", "rel", "sha256", "size"}] (root/rel sent by
+ * `upload` first, read beneath root)}. */
 struct spool;
 /* Open (creating) the spool directory dir, locked for this process (a second worker with the same
  * spool is a usage error). */
