@@ -343,6 +343,7 @@ static void heartbeat(struct worker *w, struct wjob *j)
 
 static void on_event(struct worker *w, struct wjob *j, const char *line, size_t len)
 {
+	(void)w;
 	_cleanup_json_ json_t *l = pj_loads(line, len, NULL);
 	const char *phase = pj_str(l, "phase", "");
 	json_t *ev = json_object_get(l, "event");
@@ -354,17 +355,12 @@ static void on_event(struct worker *w, struct wjob *j, const char *line, size_t 
 			json_decref(j->progress);
 		j->progress = json_pack("{s:O?, s:I, s:I}", "task", json_object_get(ev, "task"), "i",
 					(json_int_t)pj_int(ev, "i", 0), "n", (json_int_t)pj_int(ev, "n", 0));
-	} else if (strcmp(e, "task_end") == 0 && json_is_string(json_object_get(ev, "task"))) {
-		/* What is known the moment a task ends; the whole record (output, times, tests) follows
-		 * with the job's results, re-reported per task before finish. */
-		json_t *res = json_pack("{s:O, s:O?, s:O?, s:O?}", "task", json_object_get(ev, "task"), "status",
-					json_object_get(ev, "status"), "failure_class",
-					json_object_get(ev, "failure_class"), "wall_s", json_object_get(ev, "wall_s"));
-		json_t *p = lease_params(j);
-		json_object_set(p, "task", json_object_get(ev, "task"));
-		json_object_set_new(p, "result", res);
-		spool_req(w, j, "report", p, NULL);
-		w->next_flush = 0;
+	} else if (strcmp(e, "task_end") == 0) {
+		/* The master hears of it at once (a heartbeat now, with the progress). The task's
+		 * report waits for the job's collect step: only then is its raw data whole (the host adds
+		 * its test counts and failures from the JUnit file, and its runtime), and the store keeps
+		 * the first report of a task (idempotent), so a thinner early one would be the one kept. */
+		j->next_hb = 0;
 	}
 }
 
@@ -463,7 +459,7 @@ static void job_ended(struct worker *w, struct wjob *j, int wstatus)
 	json_t *arts = json_array(), *ups = json_array();
 	const char *status = pj_str(results, "status", "error");
 	if (strcmp(status, "error") != 0) {
-		/* each task's whole record (the task_end report had only its verdict) */
+		/* each task's whole record, as soon as it exists (see on_event) */
 		size_t i;
 		json_t *t;
 		json_array_foreach(json_object_get(results, "tasks"), i, t) {
@@ -483,6 +479,8 @@ static void job_ended(struct worker *w, struct wjob *j, int wstatus)
 	json_object_set(p, "failure_class", json_object_get(results, "failure_class") ?
 						    json_object_get(results, "failure_class") : json_null());
 	json_object_set(p, "results", results);
+	if (json_is_string(json_object_get(results, "error")))
+		json_object_set(p, "error", json_object_get(results, "error"));
 	json_object_set_new(p, "artefacts", arts);
 	spool_req(w, j, "finish", p, ups);
 	j->state = WJ_FINISHING;
