@@ -67,9 +67,7 @@ static int outcome_error(const char *dir, const struct pyti_err *err)
 
 int worker_job_main(const char *state_dir, const char *dir, const char *agent_path, int event_fd)
 {
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
-		return PYTI_EXIT_INFRA; /* the worker died before we got here */
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* set before exec by the worker too; kept across it */
 	signal(SIGPIPE, SIG_IGN);
 	struct pyti_err err = {0};
 	_cleanup_free_ char *cp = xasprintf("%s/claim.json", dir);

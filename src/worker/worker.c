@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -60,6 +61,8 @@ struct worker {
 	struct backoff bo;
 	double next_flush, next_claim;
 	bool claimed_once;
+	bool fatal; /* the master refused our token: stop, with fatal_err */
+	struct pyti_err fatal_err;
 };
 
 static void wjob_free(struct wjob *j)
@@ -166,6 +169,7 @@ static int start_job(struct worker *w, const json_t *cj, struct pyti_err *err)
 		wjob_free(j);
 		return -1;
 	}
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		pyti_err_set(err, errno, "fork");
@@ -174,7 +178,10 @@ static int start_job(struct worker *w, const json_t *cj, struct pyti_err *err)
 		return -1;
 	}
 	if (pid == 0) {
-		if (dup2(pfd[1], 3) < 0)
+		/* the job dies with the worker, even one killed with -9: its lease expires and another
+		 * worker runs it, rather than this one running on with nobody to report it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent || dup2(pfd[1], 3) < 0)
 			_exit(127);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the worker, which decides */
@@ -284,8 +291,10 @@ static void flush(struct worker *w)
 		log_warn("%s; %zu requests kept in the spool, retrying in %.1f s", pyti_err_str(&err),
 			 spool_count(w->spool), d);
 		w->next_flush = now_mono() + d;
-		if (wrpc_last(w->c)->kind == WRPC_UNAUTHORIZED)
-			g_stop += 2; /* the token is wrong: nothing this worker sends will be taken */
+		if (wrpc_last(w->c)->kind == WRPC_UNAUTHORIZED) {
+			w->fatal = true; /* the token is wrong: nothing this worker sends will be taken */
+			w->fatal_err = err;
+		}
 	} else {
 		backoff_reset(&w->bo);
 		w->next_flush = 0;
@@ -584,8 +593,11 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 		}
 		if (spool_count(w.spool))
 			flush(&w);
-		if (g_stop >= 2)
-			continue;
+		if (w.fatal) {
+			kill_all(&w);
+			*err = w.fatal_err;
+			goto out;
+		}
 		double now = now_mono();
 		for (size_t i = 0; i < w.n_jobs; i++)
 			if (!w.jobs[i]->abandon && w.jobs[i]->next_hb <= now)

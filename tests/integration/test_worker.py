@@ -1,0 +1,307 @@
+"""pyti worker against a real pyti master on a real store (SQLite; PostgreSQL with scripts/pg-start),
+real job processes and the ns backend: jobs run, crash-safety (kill -9 a worker, kill -9 the master)
+and load (two workers x 100 jobs).
+
+Needs the bookworm image (PYTI_TEST_STATE) and the ns sandbox (unprivileged user namespaces or root).
+"""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import missing  # noqa: E402
+from pkgs import make_demo_project  # noqa: E402
+
+WORKER_TOKEN = "worker-token-0123456789abcdef"
+USER_TOKEN = "user-token-0123456789abcdef01"
+
+TRIVIAL = """\
+[recipe]
+name = trivial
+description = one task that does nothing
+
+[task:noop]
+run = true
+timeout = 60
+"""
+
+# two tasks, the first slow enough to kill something in the middle of the job
+SLOW = """\
+[recipe]
+name = slow
+description = a slow task, then a quick one
+
+[task:first]
+run = sleep {secs}; echo first done
+timeout = 120
+
+[task:second]
+needs = first
+run = echo second done
+timeout = 60
+"""
+
+
+def sha256(s):
+    import hashlib
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def image_state(state_dir):
+    if not (Path(state_dir) / "images" / "bookworm" / "manifest.json").exists():
+        missing(f"no bookworm image under {state_dir}")
+    return state_dir
+
+
+class Master:
+    def __init__(self, pyti_bin, state, tmp, store=None, lease_s=60, heartbeat_s=None, port=0):
+        self.pyti_bin, self.state, self.tmp = pyti_bin, state, Path(tmp)
+        self.store = store or str(self.tmp / "pyti.db")
+        self.lease_s, self.heartbeat_s = lease_s, heartbeat_s or max(1, lease_s // 3)
+        self.port = port
+        self.proc = None
+        self.log = self.tmp / "master.log"
+        self.cfg = self.tmp / "master.ini"
+        self.cfg.write_text(f"[master]\nstore = {self.store}\nlease_s = {self.lease_s}\n"
+                            f"heartbeat_s = {self.heartbeat_s}\n"
+                            f"[tokens]\nworker = {sha256(WORKER_TOKEN)}\nuser = {sha256(USER_TOKEN)}\n")
+
+    def start(self):
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(
+            [self.pyti_bin, "--state-dir", self.state, "master", "--config", str(self.cfg),
+             "--listen", f"127.0.0.1:{self.port}", "--ready-fd", str(w)],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), pass_fds=(w,))
+        os.close(w)
+        with os.fdopen(r) as f:
+            line = f.readline()
+        assert line.startswith("listening "), f"master did not start: {self.log.read_text()}"
+        self.port = int(line.split()[1].rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Worker:
+    def __init__(self, pyti_bin, state, tmp, master, name, slots=1, extra=()):
+        self.tmp = Path(tmp)
+        self.log = self.tmp / f"worker-{name}.log"
+        tok = self.tmp / "worker.token"
+        tok.write_text(WORKER_TOKEN + "\n")
+        self.cmd = [pyti_bin, "--state-dir", state, "worker", "--master", master.url, "--token-file", str(tok),
+                    "--name", name, "--slots", str(slots), *extra]
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"),
+                                     start_new_session=True)
+        return self
+
+    def kill9(self):
+        # the worker and its job processes (they die with it anyway: PR_SET_PDEATHSIG)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout=120):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode if self.proc else None
+
+
+@pytest.fixture
+def cluster(pyti_bin, image_state, tmp_path):
+    made = []
+
+    class C:
+        def master(self, **kw):
+            m = Master(pyti_bin, image_state, tmp_path, **kw).start()
+            made.append(m)
+            return m
+
+        def worker(self, m, name, **kw):
+            w = Worker(pyti_bin, image_state, tmp_path, m, name, **kw).start()
+            made.append(w)
+            return w
+
+    yield C()
+    for x in reversed(made):
+        try:
+            x.stop()
+        except Exception:
+            pass
+    for x in made:
+        if isinstance(x, Master) and x.log.exists():
+            sys.stderr.write(f"--- {x.log.name}\n{x.log.read_text()[-4000:]}")
+        if isinstance(x, Worker) and x.log.exists():
+            sys.stderr.write(f"--- {x.log.name}\n{x.log.read_text()[-4000:]}")
+
+
+def cli(pyti, m, *args, check=True):
+    tok = Path(m.tmp) / "user.token"
+    tok.write_text(USER_TOKEN + "\n")
+    return pyti(*args, "--master", m.url, "--token-file", str(tok), check=check, timeout=120)
+
+
+def submit(pyti, m, tmp_path, dists, recipe=None):
+    args = ["submit", "--json"]
+    if recipe:
+        p = tmp_path / "recipe.ini"
+        p.write_text(recipe)
+        args += ["--recipe", str(p)]
+    r = cli(pyti, m, *args, *map(str, dists))
+    out = json.loads(r.stdout)
+    assert out["run_id"].startswith("r") and len(out["jobs"]) == len(dists)
+    return out
+
+
+def status(pyti, m, run_id):
+    return json.loads(cli(pyti, m, "status", "--json", run_id).stdout)
+
+
+def wait_for(pred, timeout, what, step=0.5):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def all_ended(pyti, m, run_id):
+    s = status(pyti, m, run_id)
+    return s if all(j["state"] in ("done", "failed", "cancelled") for j in s["jobs"]) else None
+
+
+def task_rows(db):
+    """(job, attempt, task) of every stored task result, from the SQLite store itself."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            cols = [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
+            if "attempt" in cols and "task" in cols and "job_id" in cols:
+                return [tuple(r) for r in con.execute(f"SELECT job_id, attempt, task FROM {t}")]
+    finally:
+        con.close()
+    raise AssertionError("no task-result table in the store")
+
+
+def test_three_jobs(pyti, cluster, tmp_path):
+    m = cluster.master()
+    pkgs = [make_demo_project(tmp_path / "p", name=f"pyti_wdemo{i}", passing=2, failing=i % 2) for i in range(3)]
+    w = cluster.worker(m, "w3", slots=2)
+    run = submit(pyti, m, tmp_path, pkgs)
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 600, "3 jobs")
+    assert [j["state"] for j in s["jobs"]] == ["done"] * 3, s
+    assert [j["attempt"] for j in s["jobs"]] == [1, 1, 1], s
+    r = cli(pyti, m, "results", "--json", run["run_id"], check=False)
+    assert r.returncode == 1  # one job has a failing test
+    res = json.loads(r.stdout)
+    verdicts = {j["dist"]: j["verdict"] for j in res["jobs"]}
+    assert sorted(verdicts.values()) == ["passed", "passed", "test-failed"], verdicts
+    for j in res["jobs"]:
+        tasks = [t["task"] for t in j["results"]["tasks"]]
+        assert tasks == ["install", "import", "test"], j
+        test = j["results"]["tasks"][2]
+        assert test["tests"]["passed"] == 2
+    # the human forms
+    table = cli(pyti, m, "results", run["run_id"], check=False).stdout
+    assert "test-failed" in table and "passed" in table
+    junit = tmp_path / "run.xml"
+    cli(pyti, m, "results", "--junit", str(junit), run["run_id"], check=False)
+    import xml.etree.ElementTree as ET
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert len(suites) == 3
+    # every task reported once for attempt 1
+    rows = task_rows(m.store)
+    assert sorted(rows) == sorted(set(rows)) and len(rows) == 9, rows
+    assert w.stop() == 0  # SIGTERM: a clean exit
+
+
+def test_kill_worker_mid_job(pyti, cluster, tmp_path):
+    m = cluster.master(lease_s=6, heartbeat_s=1)
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wkill")
+    a = cluster.worker(m, "wa")
+    run = submit(pyti, m, tmp_path, [pkg], recipe=SLOW.format(secs=6))
+    job = run["jobs"][0]
+    wait_for(lambda: status(pyti, m, run["run_id"])["jobs"][0]["state"] == "leased", 120, "the job leased")
+    time.sleep(2)  # the first task is running
+    a.kill9()
+    b = cluster.worker(m, "wb")
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "attempt 2")
+    j = s["jobs"][0]
+    assert j["job_id"] == job and j["state"] == "done" and j["attempt"] == 2, s
+    res = json.loads(cli(pyti, m, "results", "--json", run["run_id"]).stdout)
+    assert [t["task"] for t in res["jobs"][0]["results"]["tasks"]] == ["first", "second"]
+    rows = task_rows(m.store)
+    assert sorted(rows) == sorted({(job, 2, "first"), (job, 2, "second")}), rows
+    assert b.stop() == 0
+
+
+def test_kill_master_mid_run(pyti, cluster, tmp_path):
+    m = cluster.master(lease_s=30, heartbeat_s=1)
+    pkgs = [make_demo_project(tmp_path / "p", name=f"pyti_wmk{i}", failing=0) for i in range(3)]
+    w = cluster.worker(m, "wm", slots=3)
+    run = submit(pyti, m, tmp_path, pkgs, recipe=SLOW.format(secs=4))
+    wait_for(lambda: all(j["state"] == "leased" for j in status(pyti, m, run["run_id"])["jobs"]), 120,
+             "three jobs leased")
+    m.kill9()
+    time.sleep(6)  # the jobs end while the master is down: their reports and finishes wait in the spool
+    spool = Path(m.state) / "worker" / "spool" / "wm"
+    assert len(list(spool.glob("*.json"))) > 0
+    m.start()  # same store, same port
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
+    assert [j["state"] for j in s["jobs"]] == ["done"] * 3 and [j["attempt"] for j in s["jobs"]] == [1] * 3, s
+    rows = task_rows(m.store)
+    assert len(rows) == 6 and len(set(rows)) == 6, rows
+    wait_for(lambda: not list(spool.glob("*.json")), 30, "an empty spool")
+    assert w.stop() == 0
+
+
+def test_two_workers_hundred_jobs(pyti, cluster, tmp_path):
+    m = cluster.master(lease_s=60)
+    base = make_demo_project(tmp_path / "p", name="pyti_whundred", failing=0)
+    dists = []
+    for i in range(100):  # a hundred distinct sources (the fetch cache sees one tree)
+        d = tmp_path / "h" / f"c{i:03d}"
+        shutil.copytree(base, d)
+        dists.append(d)
+    run = submit(pyti, m, tmp_path, dists, recipe=TRIVIAL)
+    a = cluster.worker(m, "h1", slots=2)
+    b = cluster.worker(m, "h2", slots=2)
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 900, "100 jobs", step=2)
+    assert all(j["state"] == "done" and j["attempt"] == 1 for j in s["jobs"]), s
+    assert len({j["job_id"] for j in s["jobs"]}) == 100
+    rows = task_rows(m.store)
+    assert len(rows) == 100 and len(set(rows)) == 100
+    assert a.stop() == 0 and b.stop() == 0
+    # both took a share
+    logs = [(Path(tmp_path) / f"worker-{n}.log").read_text() for n in ("h1", "h2")]
+    assert all("started" in log for log in logs)
