@@ -29,5 +29,6 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_results(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_cancel(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_master(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

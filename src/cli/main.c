@@ -29,6 +29,7 @@ static const struct {
 	{"status", cmd_status, "a run's jobs: state, attempt, verdict"},
 	{"results", cmd_results, "a run's results (--json, --junit FILE)"},
 	{"cancel", cmd_cancel, "cancel a run or a job"},
+	{"master", cmd_master, "serve the JSON-RPC API: workers claim jobs and report, users submit runs"},
 };
 
 static void usage(FILE *f)
