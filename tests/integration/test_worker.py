@@ -201,16 +201,20 @@ def all_ended(pyti, m, run_id):
 
 
 def task_rows(db):
-    """(job, attempt, task) of every stored task result, from the SQLite store itself."""
+    """(job, attempt, task) of every stored task result, read from the SQLite store itself."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-            cols = [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
-            if "attempt" in cols and "task" in cols and "job_id" in cols:
-                return [tuple(r) for r in con.execute(f"SELECT job_id, attempt, task FROM {t}")]
+        return [tuple(r) for r in con.execute("SELECT job_id, attempt, task FROM task_results")]
     finally:
         con.close()
-    raise AssertionError("no task-result table in the store")
+
+
+def artefacts(db, job):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM artefacts WHERE job_id = ?", (job,))}
+    finally:
+        con.close()
 
 
 def test_three_jobs(pyti, cluster, tmp_path):
@@ -241,7 +245,10 @@ def test_three_jobs(pyti, cluster, tmp_path):
     assert len(suites) == 3
     # every task reported once for attempt 1
     rows = task_rows(m.store)
-    assert sorted(rows) == sorted(set(rows)) and len(rows) == 9, rows
+    assert sorted(rows) == sorted((j, 1, t) for j in run["jobs"] for t in ("install", "import", "test")), rows
+    # the kept outputs went up by sha256
+    arts = artefacts(m.store, run["jobs"][0])
+    assert {"results.json", "logs/install.log", "logs/test.log", "junit-test.xml"} <= arts, arts
     assert w.stop() == 0  # SIGTERM: a clean exit
 
 
