@@ -46,6 +46,7 @@ struct wjob {
 	double next_hb;
 	json_t *progress;
 	double t0;
+	int hb_failures; /* in a row: the first is a warning, the rest are news only at -v */
 };
 
 struct worker {
@@ -333,10 +334,15 @@ static void heartbeat(struct worker *w, struct wjob *j)
 			spool_drop_job(w->spool, j->job_id);
 		} else {
 			/* the lease outlasts a few missed heartbeats; retry soon */
-			log_warn("job %s: %s", j->job_id, pyti_err_str(&err));
+			pyti_log(j->hb_failures++ ? PYTI_LOG_DEBUG : PYTI_LOG_WARN, "job %s: %s", j->job_id,
+				 pyti_err_str(&err));
 			j->next_hb = now_mono() + (w->heartbeat_s < 2 ? w->heartbeat_s : 2);
 		}
 		return;
+	}
+	if (j->hb_failures) {
+		log_info("job %s: heartbeats taken again after %d failed", j->job_id, j->hb_failures);
+		j->hb_failures = 0;
 	}
 	if (pj_bool(res, "cancel", false) && !j->abandon) {
 		log_info("run %s job %s attempt %lld worker %s: cancelled", j->run_id ? j->run_id : "?", j->job_id,

@@ -280,9 +280,10 @@ def test_kill_master_mid_run(pyti, cluster, tmp_path):
     wait_for(lambda: all(j["state"] == "leased" for j in status(pyti, m, run["run_id"])["jobs"]), 120,
              "three jobs leased")
     m.kill9()
-    time.sleep(6)  # the jobs end while the master is down: their reports and finishes wait in the spool
+    # the jobs end while the master is down: their reports (2 each) and finishes wait in the spool
     spool = Path(m.state) / "worker" / "spool" / "wm"
-    assert len(list(spool.glob("*.json"))) > 0
+    wait_for(lambda: len(list(spool.glob("*.json"))) == 9, 300, "9 spooled requests")
+    time.sleep(2)  # a few retries against nobody
     m.start()  # same store, same port
     s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
     assert [j["state"] for j in s["jobs"]] == ["done"] * 3 and [j["attempt"] for j in s["jobs"]] == [1] * 3, s
