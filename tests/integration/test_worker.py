@@ -18,7 +18,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import missing  # noqa: E402
+from mrpc import Postgres  # noqa: E402
 from pkgs import make_demo_project  # noqa: E402
+
+import secrets  # noqa: E402
 
 WORKER_TOKEN = "worker-token-0123456789abcdef"
 USER_TOKEN = "user-token-0123456789abcdef01"
@@ -62,10 +65,45 @@ def image_state(state_dir):
     return state_dir
 
 
+@pytest.fixture(scope="module")
+def pg_cluster():
+    if not Postgres.available():
+        missing("PostgreSQL 15 (Debian's postgresql-15) is not installed")
+    pg = Postgres().init().start()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh store: a SQLite file, or a new database on the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "pyti.db")
+    pg = request.getfixturevalue("pg_cluster")
+    name = "w" + secrets.token_hex(6)
+    subprocess.run(["psql", pg.url(), "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return pg.url().replace("dbname=postgres", f"dbname={name}")
+
+
+def sql(store, query, args=()):
+    """Rows of a query on the store itself (SQLite file or PostgreSQL), read-only."""
+    if "dbname=" not in store:
+        con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        try:
+            return [tuple(r) for r in con.execute(query, args)]
+        finally:
+            con.close()
+    for a in args:  # ids only (hex), never user text
+        assert all(c.isalnum() for c in a)
+        query = query.replace("?", f"'{a}'", 1)
+    r = subprocess.run(["psql", store, "-At", "-F", "\t", "-c", query], check=True, capture_output=True, text=True)
+    return [tuple(int(x) if x.isdigit() else x for x in line.split("\t")) for line in r.stdout.splitlines() if line]
+
+
 class Master:
-    def __init__(self, pyti_bin, state, tmp, store=None, lease_s=60, heartbeat_s=None, port=0):
+    def __init__(self, pyti_bin, state, tmp, store, lease_s=60, heartbeat_s=None, port=0):
         self.pyti_bin, self.state, self.tmp = pyti_bin, state, Path(tmp)
-        self.store = store or str(self.tmp / "pyti.db")
+        self.store = store
         self.lease_s, self.heartbeat_s = lease_s, heartbeat_s or max(1, lease_s // 3)
         self.port = port
         self.proc = None
@@ -106,6 +144,9 @@ class Master:
 class Worker:
     def __init__(self, pyti_bin, state, tmp, master, name, slots=1, extra=()):
         self.tmp = Path(tmp)
+        # unique: the spool (STATE/worker/spool/NAME) lives in the shared state directory
+        self.name = name = f"{name}-{secrets.token_hex(3)}"
+        self.state = state
         self.log = self.tmp / f"worker-{name}.log"
         tok = self.tmp / "worker.token"
         tok.write_text(WORKER_TOKEN + "\n")
@@ -136,12 +177,14 @@ class Worker:
 
 
 @pytest.fixture
-def cluster(pyti_bin, image_state, tmp_path):
+def cluster(pyti_bin, image_state, tmp_path, store_url):
     made = []
 
     class C:
+        store = store_url
+
         def master(self, **kw):
-            m = Master(pyti_bin, image_state, tmp_path, **kw).start()
+            m = Master(pyti_bin, image_state, tmp_path, store_url, **kw).start()
             made.append(m)
             return m
 
@@ -200,21 +243,13 @@ def all_ended(pyti, m, run_id):
     return s if all(j["state"] in ("done", "failed", "cancelled") for j in s["jobs"]) else None
 
 
-def task_rows(db):
-    """(job, attempt, task) of every stored task result, read from the SQLite store itself."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [tuple(r) for r in con.execute("SELECT job_id, attempt, task FROM task_results")]
-    finally:
-        con.close()
+def task_rows(store):
+    """(job, attempt, task) of every stored task result."""
+    return sql(store, "SELECT job_id, attempt, task FROM task_results")
 
 
-def artefacts(db, job):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return {r[0] for r in con.execute("SELECT name FROM artefacts WHERE job_id = ?", (job,))}
-    finally:
-        con.close()
+def artefacts(store, job):
+    return {r[0] for r in sql(store, "SELECT name FROM artefacts WHERE job_id = ?", (job,))}
 
 
 def test_three_jobs(pyti, cluster, tmp_path):
@@ -281,7 +316,7 @@ def test_kill_master_mid_run(pyti, cluster, tmp_path):
              "three jobs leased")
     m.kill9()
     # the jobs end while the master is down: their reports (2 each) and finishes wait in the spool
-    spool = Path(m.state) / "worker" / "spool" / "wm"
+    spool = Path(w.state) / "worker" / "spool" / w.name
     wait_for(lambda: len(list(spool.glob("*.json"))) == 9, 300, "9 spooled requests")
     time.sleep(2)  # a few retries against nobody
     m.start()  # same store, same port
@@ -310,6 +345,6 @@ def test_two_workers_hundred_jobs(pyti, cluster, tmp_path):
     rows = task_rows(m.store)
     assert len(rows) == 100 and len(set(rows)) == 100
     assert a.stop() == 0 and b.stop() == 0
-    # both took a share
-    logs = [(Path(tmp_path) / f"worker-{n}.log").read_text() for n in ("h1", "h2")]
+    # both took a share (the log names each job a worker started)
+    logs = [w.log.read_text() for w in (a, b)]
     assert all("started" in log for log in logs)
