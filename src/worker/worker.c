@@ -33,10 +33,12 @@ static void on_signal(int sig)
 	g_abort = 1;
 }
 
-enum wjob_state { WJ_RUNNING, WJ_FINISHING };
+/* PENDING: leased but not started (a master that handed out more than max; heartbeated, started
+ * when a slot frees); RUNNING: its job process runs; FINISHING: ended, its finish in the spool. */
+enum wjob_state { WJ_RUNNING, WJ_FINISHING, WJ_PENDING };
 
 struct wjob {
-	char *job_id, *lease, *dir, *run_id;
+	char *job_id, *lease, *dir, *run_id, *dist;
 	long long attempt;
 	pid_t pid;
 	int ev_fd;
@@ -79,7 +81,7 @@ static void wjob_free(struct wjob *j)
 		struct pyti_err e = {0};
 		rm_rf(j->dir, &e);
 	}
-	free(j->job_id), free(j->lease), free(j->dir), free(j->run_id);
+	free(j->job_id), free(j->lease), free(j->dir), free(j->run_id), free(j->dist);
 	free(j);
 }
 
@@ -95,7 +97,7 @@ static size_t running(const struct worker *w)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < w->n_jobs; i++)
-		n += w->jobs[i]->state == WJ_RUNNING;
+		n += w->jobs[i]->state == WJ_RUNNING || w->jobs[i]->state == WJ_PENDING;
 	return n;
 }
 
@@ -162,20 +164,30 @@ static int start_job(struct worker *w, const json_t *cj, struct pyti_err *err)
 	_cleanup_json_ json_t *claim = json_deep_copy(cj);
 	json_object_set_new(claim, "backend", json_string(w->o->backend));
 	_cleanup_free_ char *cp = xasprintf("%s/claim.json", j->dir);
-	int pfd[2] = {-1, -1};
-	if (mkdir_p(j->dir, 0700, err) < 0 || pj_dump_file(claim, cp, err) < 0 ||
-	    pipe2(pfd, O_CLOEXEC) < 0) {
-		if (pfd[0] < 0 && !err->msg[0])
-			pyti_err_set(err, errno, "pipe");
+	if (mkdir_p(j->dir, 0700, err) < 0 || pj_dump_file(claim, cp, err) < 0) {
 		wjob_free(j);
 		return -1;
 	}
+	j->state = WJ_PENDING;
+	j->next_hb = now_mono() + w->heartbeat_s;
+	j->dist = xstrdup(pj_str(json_object_get(cj, "config"), "dist", "?"));
+	w->jobs = xrealloc(w->jobs, (w->n_jobs + 1) * sizeof *w->jobs);
+	w->jobs[w->n_jobs++] = j;
+	w->started++;
+	return 0;
+}
+
+/* Start a pending job's process. */
+static int spawn_job(struct worker *w, struct wjob *j, struct pyti_err *err)
+{
+	int pfd[2] = {-1, -1};
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return pyti_err_set(err, errno, "pipe");
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		pyti_err_set(err, errno, "fork");
 		close(pfd[0]), close(pfd[1]);
-		wjob_free(j);
 		return -1;
 	}
 	if (pid == 0) {
@@ -204,14 +216,42 @@ static int start_job(struct worker *w, const json_t *cj, struct pyti_err *err)
 	close(pfd[1]);
 	j->pid = pid;
 	j->ev_fd = pfd[0];
+	j->state = WJ_RUNNING;
+	j->t0 = now_mono();
 	fcntl(j->ev_fd, F_SETFL, O_NONBLOCK);
-	j->next_hb = now_mono() + w->heartbeat_s;
-	w->jobs = xrealloc(w->jobs, (w->n_jobs + 1) * sizeof *w->jobs);
-	w->jobs[w->n_jobs++] = j;
-	w->started++;
 	log_info("run %s job %s attempt %lld worker %s: started %s (pid %d)", j->run_id ? j->run_id : "?", j->job_id,
-		 j->attempt, w->worker_id, pj_str(json_object_get(cj, "config"), "dist", "?"), (int)pid);
+		 j->attempt, w->worker_id, j->dist, (int)pid);
 	return 0;
+}
+
+static size_t started_jobs(const struct worker *w)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < w->n_jobs; i++)
+		n += w->jobs[i]->state == WJ_RUNNING;
+	return n;
+}
+
+/* Pending jobs get the free slots; when stopping, they are let go (their leases expire). */
+static void start_pending(struct worker *w)
+{
+	for (size_t i = 0; i < w->n_jobs; i++) {
+		struct wjob *j = w->jobs[i];
+		if (j->state != WJ_PENDING || j->abandon)
+			continue;
+		if (g_stop) {
+			log_info("job %s attempt %lld: not started (stopping); its lease will expire", j->job_id, j->attempt);
+			j->abandon = true;
+			continue;
+		}
+		if (started_jobs(w) >= (size_t)w->o->slots)
+			return;
+		struct pyti_err err = {0};
+		if (spawn_job(w, j, &err) < 0) {
+			log_warn("job %s: %s", j->job_id, pyti_err_str(&err));
+			j->abandon = true; /* its lease expires and it goes to another worker */
+		}
+	}
 }
 
 static bool may_claim(const struct worker *w)
@@ -248,10 +288,15 @@ static int claim(struct worker *w, struct pyti_err *err)
 		w->claimed_once = true;
 	size_t i;
 	json_t *cj;
-	json_array_foreach(json_object_get(res, "jobs"), i, cj) {
+	json_t *got = json_object_get(res, "jobs");
+	if (json_array_size(got) > free_slots)
+		log_warn("claim: asked for %zu jobs, the master leased %zu; the rest wait for a slot", free_slots,
+			 json_array_size(got));
+	json_array_foreach(got, i, cj) {
 		if (start_job(w, cj, err) < 0)
 			log_warn("%s", pyti_err_str(err)); /* its lease expires and it goes to another worker */
 	}
+	start_pending(w);
 	if (w->o->once && running(w) == 0 && w->n_jobs == 0)
 		log_info("--once: no job was waiting");
 	return 0;
@@ -609,6 +654,7 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 			if (!w.jobs[i]->abandon && w.jobs[i]->next_hb <= now)
 				heartbeat(&w, w.jobs[i]);
 		reap(&w);
+		start_pending(&w);
 		bool spool_empty = spool_count(w.spool) == 0;
 		if (w.n_jobs == 0 && spool_empty && (g_stop || (o->max_jobs > 0 && w.done >= o->max_jobs) ||
 						      (o->once && w.claimed_once)))

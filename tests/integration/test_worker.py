@@ -348,3 +348,68 @@ def test_two_workers_hundred_jobs(pyti, cluster, tmp_path):
     # both took a share (the log names each job a worker started)
     logs = [w.log.read_text() for w in (a, b)]
     assert all("started" in log for log in logs)
+
+
+def test_sigterm_lets_running_jobs_end(pyti, cluster, tmp_path):
+    m = cluster.master(lease_s=30, heartbeat_s=1)
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wterm", failing=0)
+    w = cluster.worker(m, "wt")
+    run = submit(pyti, m, tmp_path, [pkg, pkg], recipe=SLOW.format(secs=3))
+    wait_for(lambda: any(j["state"] == "leased" for j in status(pyti, m, run["run_id"])["jobs"]), 120, "a lease")
+    assert w.stop(timeout=120) == 0
+    s = status(pyti, m, run["run_id"])
+    states = sorted(j["state"] for j in s["jobs"])
+    # the running one finished; the other never ran: never claimed (queued), or — when the store
+    # leases more than the claim's max (seen on PostgreSQL) — left leased, to expire
+    assert states[0] == "done" and states[1] in ("queued", "leased"), s
+    assert "started" in w.log.read_text() and w.log.read_text().count(": started ") == 1
+    assert "stopping" in w.log.read_text()
+
+
+def test_cancel_kills_the_job(pyti, cluster, tmp_path):
+    m = cluster.master(lease_s=30, heartbeat_s=1)
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wcancel", failing=0)
+    w = cluster.worker(m, "wc")
+    run = submit(pyti, m, tmp_path, [pkg], recipe=SLOW.format(secs=300))
+    wait_for(lambda: status(pyti, m, run["run_id"])["jobs"][0]["state"] == "leased", 120, "the lease")
+    time.sleep(1)
+    out = cli(pyti, m, "cancel", run["run_id"]).stdout
+    assert "cancelled 1" in out
+    wait_for(lambda: "cancelled" in w.log.read_text(), 30, "the worker to hear of it")
+    # the job process and its sandbox are gone, the worker is not
+    wait_for(lambda: "sleep 300" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                        text=True).stdout, 30, "the sandbox killed")
+    assert w.proc.poll() is None
+    assert status(pyti, m, run["run_id"])["jobs"][0]["state"] == "cancelled"
+    assert w.stop() == 0
+
+
+def test_wrong_token_stops_the_worker(pyti_bin, cluster, tmp_path, image_state):
+    m = cluster.master()
+    tok = tmp_path / "bad.token"
+    tok.write_text("not-the-worker-token-at-all\n")
+    r = subprocess.run([pyti_bin, "--state-dir", image_state, "worker", "--master", m.url, "--token-file", str(tok),
+                        "--name", f"bad-{secrets.token_hex(3)}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "-32000" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_postgres_restart_mid_run(pyti, cluster, tmp_path, pg_cluster):
+    m = cluster.master(lease_s=30, heartbeat_s=1)
+    pkgs = [make_demo_project(tmp_path / "p", name=f"pyti_wpg{i}", failing=0) for i in range(2)]
+    w = cluster.worker(m, "wpg", slots=2)
+    run = submit(pyti, m, tmp_path, pkgs, recipe=SLOW.format(secs=4))
+    wait_for(lambda: all(j["state"] == "leased" for j in status(pyti, m, run["run_id"])["jobs"]), 120,
+             "both leased")
+    pg_cluster.stop("fast")
+    try:
+        spool = Path(w.state) / "worker" / "spool" / w.name
+        wait_for(lambda: len(list(spool.glob("*.json"))) == 6, 120, "6 requests spooled (-32006 store unavailable)")
+    finally:
+        pg_cluster.start()
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
+    assert [j["state"] for j in s["jobs"]] == ["done"] * 2 and [j["attempt"] for j in s["jobs"]] == [1, 1], s
+    rows = task_rows(m.store)
+    assert len(rows) == 4 and len(set(rows)) == 4, rows
+    assert "-32006" in w.log.read_text() or "store" in w.log.read_text()
+    assert w.stop() == 0
