@@ -1,11 +1,13 @@
 /* pyti submit / status / results / cancel: a run of many distributions on a master, over its
- * JSON-RPC API (docs/rpc.md). */
+ * JSON-RPC API (docs/rpc.md), or — without --master — in the local store (STATE/pyti.db, or
+ * --store URL) directly, with the same shapes. */
 #include <errno.h>
 #include <getopt.h>
 #include <string.h>
 
 #include "cli.h"
 #include "recipe.h"
+#include "store.h"
 #include "worker.h"
 
 #define REQ_FILE_MAX (16u << 20)
@@ -13,30 +15,87 @@
 
 static const char *master_url(const char *opt) { return opt ? opt : getenv("PYTI_MASTER"); }
 
-static struct wrpc_client *connect_master(const char *cmd, const char *url, const char *token_file, bool need_token,
-					  int *rc)
+/* Where the command goes: a master over JSON-RPC, or the store itself. */
+struct target {
+	struct wrpc_client *c;
+	struct store *st;
+};
+
+static void target_close(struct target *t)
+{
+	wrpc_free(t->c);
+	store_close(t->st);
+}
+
+static int target_open(struct cli_ctx *ctx, const char *cmd, const char *url, const char *store_url,
+		       const char *token_file, bool need_token, struct target *t)
 {
 	struct pyti_err err = {0};
-	*rc = 0;
+	*t = (struct target){0};
 	if (!url || !*url) {
-		*rc = cli_usage("%s: --master URL is needed (or $PYTI_MASTER); runs in the local store are not "
-				"served by this build yet",
-				cmd);
-		return NULL;
+		_cleanup_free_ char *def = store_default_url(ctx->state_dir);
+		if (store_open(store_url ? store_url : def, &t->st, &err) < 0)
+			return cli_fail(&err);
+		return 0;
 	}
+	if (store_url)
+		return cli_usage("%s: --store is for the local store, not with --master", cmd);
 	_cleanup_free_ char *token = NULL;
-	if (wrpc_user_token(token_file, &token, &err) < 0) {
-		*rc = cli_fail(&err);
-		return NULL;
+	if (wrpc_user_token(token_file, &token, &err) < 0)
+		return cli_fail(&err);
+	if (need_token && !token)
+		return cli_usage("%s: a user token is needed: --token-file FILE or $PYTI_TOKEN_FILE", cmd);
+	t->c = wrpc_new(url, token, 120, &err);
+	if (!t->c)
+		return cli_fail(&err);
+	return 0;
+}
+
+static int local_submit(struct store *st, json_t *p, json_t **res, struct pyti_err *err)
+{
+	json_t *dists = json_object_get(p, "dists"), *images = json_object_get(p, "images");
+	size_t nd = json_array_size(dists), ni = json_array_size(images);
+	_cleanup_free_ const char **d = xcalloc(nd + 1, sizeof *d), **im = xcalloc(ni + 1, sizeof *im);
+	for (size_t i = 0; i < nd; i++)
+		d[i] = json_string_value(json_array_get(dists, i));
+	for (size_t i = 0; i < ni; i++)
+		im[i] = json_string_value(json_array_get(images, i));
+	struct store_run_spec spec = {
+		.dists = d,
+		.n_dists = nd,
+		.suites = im,
+		.n_suites = ni,
+		.recipe = pj_str(p, "recipe", NULL),
+		.recipe_name = pj_str(p, "recipe_name", NULL),
+		.priority = (int)pj_int(p, "priority", 0),
+		.origin = "submit",
+	};
+	return store_submit(st, &spec, res, err) < 0 ? -1 : 0;
+}
+
+/* One call, either way. The local forms take the same params and give the same results. */
+static int target_call(struct target *t, const char *method, json_t *p, json_t **res, struct pyti_err *err)
+{
+	*res = NULL;
+	if (t->c)
+		return wrpc_call(t->c, method, p, res, err);
+	int rc;
+	if (strcmp(method, "submit") == 0) {
+		rc = local_submit(t->st, p, res, err);
+	} else if (strcmp(method, "status") == 0) {
+		rc = store_status(t->st, pj_str(p, "run_id", ""), res, err);
+	} else if (strcmp(method, "results") == 0) {
+		rc = store_results(t->st, pj_str(p, "run_id", ""), res, err);
+	} else if (strcmp(method, "cancel") == 0) {
+		int n = 0;
+		const char *id = pj_str(p, "run_id", pj_str(p, "job_id", ""));
+		rc = store_cancel(t->st, id, &n, err);
+		if (rc == 0)
+			*res = json_pack("{s:i}", "cancelled", n);
+	} else {
+		return pyti_err_set(err, 0, "%s: not a local command", method);
 	}
-	if (need_token && !token) {
-		*rc = cli_usage("%s: a user token is needed: --token-file FILE or $PYTI_TOKEN_FILE", cmd);
-		return NULL;
-	}
-	struct wrpc_client *c = wrpc_new(url, token, 120, &err);
-	if (!c)
-		*rc = cli_fail(&err);
-	return c;
+	return rc < 0 ? -1 : 0;
 }
 
 static void print_json(const json_t *j)
@@ -90,10 +149,12 @@ static int read_reqs(const char *path, json_t *dists, struct pyti_err *err)
 
 static void submit_usage(FILE *f)
 {
-	fputs("usage: pyti submit [--master URL] [OPTIONS] DIST... | -r FILE\n\n"
+	fputs("usage: pyti submit [--master URL | --store URL] [OPTIONS] DIST... | -r FILE\n\n"
 	      "Queue a run of one job per distribution (× image) on a master and print its run id.\n\n"
 	      "options:\n"
-	      "  -m, --master URL      the master (default $PYTI_MASTER)\n"
+	      "  -m, --master URL      the master (default $PYTI_MASTER; none: the local store, where a\n"
+	      "                        `pyti master` on that store hands the jobs to workers)\n"
+	      "      --store URL       the local store (default STATE/pyti.db; postgresql://…)\n"
 	      "  -t, --token-file F    user token (default $PYTI_TOKEN_FILE)\n"
 	      "  -r, --requirements F  distributions from F, one requirement a line (# comments)\n"
 	      "  -i, --image SUITE     guest image (repeatable; default bookworm)\n"
@@ -106,15 +167,16 @@ static void submit_usage(FILE *f)
 
 int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_RECIPE = 256, OPT_JSON };
+	enum { OPT_RECIPE = 256, OPT_JSON, OPT_STORE };
 	static const struct option opts[] = {
 		{"master", required_argument, NULL, 'm'}, {"token-file", required_argument, NULL, 't'},
+		{"store", required_argument, NULL, OPT_STORE},
 		{"requirements", required_argument, NULL, 'r'}, {"image", required_argument, NULL, 'i'},
 		{"recipe", required_argument, NULL, OPT_RECIPE}, {"priority", required_argument, NULL, 'p'},
 		{"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	const char *master = NULL, *token_file = NULL, *recipe = NULL;
+	const char *master = NULL, *token_file = NULL, *recipe = NULL, *store_url = NULL;
 	_cleanup_json_ json_t *dists = json_array(), *images = json_array();
 	long long priority = 0;
 	struct pyti_err err = {0};
@@ -136,6 +198,9 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 			break;
 		case OPT_RECIPE:
 			recipe = optarg;
+			break;
+		case OPT_STORE:
+			store_url = optarg;
 			break;
 		case 'p': {
 			char *end;
@@ -175,9 +240,9 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	if (!json_array_size(images))
 		json_array_append_new(images, json_string("bookworm"));
-	int rc;
-	struct wrpc_client *cl = connect_master("submit", master_url(master), token_file, true, &rc);
-	if (!cl) {
+	struct target t;
+	int rc = target_open(ctx, "submit", master_url(master), store_url, token_file, true, &t);
+	if (rc) {
 		json_decref(recipe_text);
 		return rc;
 	}
@@ -185,8 +250,8 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 					     "recipe", recipe_text, "priority", (json_int_t)priority, "backend", "env",
 					     "posargs");
 	_cleanup_json_ json_t *res = NULL;
-	rc = wrpc_call(cl, "submit", p, &res, &err);
-	wrpc_free(cl);
+	rc = target_call(&t, "submit", p, &res, &err);
+	target_close(&t);
 	if (rc < 0)
 		return cli_fail(&err);
 	if (ctx->json)
@@ -199,10 +264,11 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 /* ---- status, results ---- */
 
 static int read_cmd_opts(const char *cmd, int argc, char **argv, const char **master, const char **token_file,
-			 const char **junit, bool *json, void (*usage)(FILE *))
+			 const char **store_url, const char **junit, bool *json, void (*usage)(FILE *))
 {
-	enum { OPT_JSON = 256, OPT_JUNIT };
+	enum { OPT_JSON = 256, OPT_JUNIT, OPT_STORE };
 	static const struct option opts[] = {
+		{"store", required_argument, NULL, OPT_STORE},
 		{"master", required_argument, NULL, 'm'}, {"token-file", required_argument, NULL, 't'},
 		{"json", no_argument, NULL, OPT_JSON},    {"junit", required_argument, NULL, OPT_JUNIT},
 		{"help", no_argument, NULL, 'h'},         {0},
@@ -218,6 +284,9 @@ static int read_cmd_opts(const char *cmd, int argc, char **argv, const char **ma
 			break;
 		case OPT_JSON:
 			*json = true;
+			break;
+		case OPT_STORE:
+			*store_url = optarg;
 			break;
 		case OPT_JUNIT:
 			if (!junit)
@@ -241,7 +310,7 @@ static int read_cmd_opts(const char *cmd, int argc, char **argv, const char **ma
 
 static void status_usage(FILE *f)
 {
-	fputs("usage: pyti status [--master URL] [--json] RUN\n\n"
+	fputs("usage: pyti status [--master URL | --store URL] [--json] RUN\n\n"
 	      "A run's jobs: state (queued, leased, done, failed, cancelled), attempt and verdict\n"
 	      "(passed, test-failed, build-failed, no-tests, infra).\n",
 	      f);
@@ -249,7 +318,7 @@ static void status_usage(FILE *f)
 
 static void results_usage(FILE *f)
 {
-	fputs("usage: pyti results [--master URL] [--json | --junit FILE] RUN\n\n"
+	fputs("usage: pyti results [--master URL | --store URL] [--json | --junit FILE] RUN\n\n"
 	      "A run's results: one line per job with its verdict and test counts; --json the raw data\n"
 	      "(each job's results as `pyti run --json` prints them); --junit FILE one <testsuite> per job\n"
 	      "with a <testcase> per task and per failed test.\n\n"
@@ -270,6 +339,8 @@ static void print_counts(const json_t *run)
 	}
 	printf(":");
 	json_object_foreach(json_object_get(run, "counts"), k, v) {
+		if (!json_integer_value(v))
+			continue; /* "queued 0 leased 0 …" says nothing */
 		printf(" ");
 		put_safe(k, 0);
 		printf(" %lld", (long long)json_integer_value(v));
@@ -278,6 +349,8 @@ static void print_counts(const json_t *run)
 	if (json_object_size(verdicts)) {
 		printf(";");
 		json_object_foreach(verdicts, k, v) {
+			if (!json_integer_value(v))
+				continue;
 			printf(" ");
 			put_safe(k, 0);
 			printf(" %lld", (long long)json_integer_value(v));
@@ -286,20 +359,20 @@ static void print_counts(const json_t *run)
 	printf("\n");
 }
 
-static int run_query(const char *cmd, const char *method, int argc, char **argv, void (*usage)(FILE *),
-		     const char **junit, bool *json, json_t **res)
+static int run_query(struct cli_ctx *ctx, const char *cmd, const char *method, int argc, char **argv,
+		     void (*usage)(FILE *), const char **junit, bool *json, json_t **res)
 {
-	const char *master = NULL, *token_file = NULL;
-	int rc = read_cmd_opts(cmd, argc, argv, &master, &token_file, junit, json, usage);
+	const char *master = NULL, *token_file = NULL, *store_url = NULL;
+	int rc = read_cmd_opts(cmd, argc, argv, &master, &token_file, &store_url, junit, json, usage);
 	if (rc)
 		return rc < 0 ? 0 : rc;
-	struct wrpc_client *cl = connect_master(cmd, master_url(master), token_file, false, &rc);
-	if (!cl)
+	struct target t;
+	if ((rc = target_open(ctx, cmd, master_url(master), store_url, token_file, false, &t)))
 		return rc;
 	struct pyti_err err = {0};
 	_cleanup_json_ json_t *p = json_pack("{s:s}", "run_id", argv[argc - 1]);
-	rc = wrpc_call(cl, method, p, res, &err);
-	wrpc_free(cl);
+	rc = target_call(&t, method, p, res, &err);
+	target_close(&t);
 	if (rc < 0)
 		return cli_fail(&err);
 	return -1; /* go on */
@@ -308,7 +381,7 @@ static int run_query(const char *cmd, const char *method, int argc, char **argv,
 int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
 {
 	_cleanup_json_ json_t *res = NULL;
-	int rc = run_query("status", "status", argc, argv, status_usage, NULL, &ctx->json, &res);
+	int rc = run_query(ctx, "status", "status", argc, argv, status_usage, NULL, &ctx->json, &res);
 	if (rc >= 0)
 		return rc;
 	if (ctx->json) {
@@ -449,7 +522,7 @@ int cmd_results(struct cli_ctx *ctx, int argc, char **argv)
 {
 	_cleanup_json_ json_t *res = NULL;
 	const char *junit = NULL;
-	int rc = run_query("results", "results", argc, argv, results_usage, &junit, &ctx->json, &res);
+	int rc = run_query(ctx, "results", "results", argc, argv, results_usage, &junit, &ctx->json, &res);
 	if (rc >= 0)
 		return rc;
 	struct pyti_err err = {0};
@@ -496,7 +569,7 @@ int cmd_results(struct cli_ctx *ctx, int argc, char **argv)
 
 static void cancel_usage(FILE *f)
 {
-	fputs("usage: pyti cancel [--master URL] [--token-file F] RUN|JOB\n\n"
+	fputs("usage: pyti cancel [--master URL [--token-file F] | --store URL] RUN|JOB\n\n"
 	      "Cancel a run's queued and running jobs, or one job (ids start with r and j). A running job's\n"
 	      "worker learns it at its next heartbeat and kills it.\n",
 	      f);
@@ -504,20 +577,21 @@ static void cancel_usage(FILE *f)
 
 int cmd_cancel(struct cli_ctx *ctx, int argc, char **argv)
 {
-	const char *master = NULL, *token_file = NULL;
-	int rc = read_cmd_opts("cancel", argc, argv, &master, &token_file, NULL, &ctx->json, cancel_usage);
+	const char *master = NULL, *token_file = NULL, *store_url = NULL;
+	int rc = read_cmd_opts("cancel", argc, argv, &master, &token_file, &store_url, NULL, &ctx->json, cancel_usage);
 	if (rc)
 		return rc < 0 ? 0 : rc;
 	const char *id = argv[argc - 1];
 	if (id[0] != 'r' && id[0] != 'j')
 		return cli_usage("cancel: '%s' is neither a run id (r…) nor a job id (j…)", id);
-	struct wrpc_client *cl = connect_master("cancel", master_url(master), token_file, true, &rc);
-	if (!cl)
+	struct target t;
+	/* the local store needs no token: whoever can write it can cancel */
+	if ((rc = target_open(ctx, "cancel", master_url(master), store_url, token_file, true, &t)))
 		return rc;
 	struct pyti_err err = {0};
 	_cleanup_json_ json_t *p = json_pack("{s:s}", id[0] == 'r' ? "run_id" : "job_id", id), *res = NULL;
-	rc = wrpc_call(cl, "cancel", p, &res, &err);
-	wrpc_free(cl);
+	rc = target_call(&t, "cancel", p, &res, &err);
+	target_close(&t);
 	if (rc < 0)
 		return cli_fail(&err);
 	if (ctx->json)

@@ -413,3 +413,27 @@ def test_postgres_restart_mid_run(pyti, cluster, tmp_path, pg_cluster):
     assert len(rows) == 4 and len(set(rows)) == 4, rows
     assert "-32006" in w.log.read_text() or "store" in w.log.read_text()
     assert w.stop() == 0
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_local_store_commands(pyti, cluster, tmp_path):
+    """submit/status/results/cancel without --master work on the store itself: a run queued
+    locally is served by a master on that store, and read back locally."""
+    store = cluster.store
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wlocal", failing=0)
+    r = pyti("submit", "--store", store, "--json", str(pkg), str(pkg), check=True)
+    run = json.loads(r.stdout)
+    out = pyti("cancel", "--store", store, run["jobs"][1], check=True).stdout
+    assert "cancelled 1" in out
+    m = cluster.master()
+    cluster.worker(m, "wl")
+    wait_for(lambda: json.loads(pyti("status", "--store", store, "--json", run["run_id"], check=True).stdout)
+             ["jobs"][0]["state"] == "done", 300, "the local run served")
+    s = json.loads(pyti("status", "--store", store, "--json", run["run_id"], check=True).stdout)
+    assert [j["state"] for j in s["jobs"]] == ["done", "cancelled"]
+    res = pyti("results", "--store", store, run["run_id"])
+    assert res.returncode == 1 and "passed" in res.stdout and "cancelled" in res.stdout, res.stdout
+    # the master's answer and the store's are the same document
+    remote = json.loads(cli(pyti, m, "results", "--json", run["run_id"], check=False).stdout)
+    local = json.loads(pyti("results", "--store", store, "--json", run["run_id"]).stdout)
+    assert remote == local
