@@ -182,6 +182,22 @@ void spool_drop_job(struct spool *s, const char *job_id)
 	}
 }
 
+/* A request over the master's body limit: the tasks' captured output (head and tail; the logs go up
+ * as artefacts anyway) is what can be big; without it the raw data still says everything else. */
+static bool drop_outputs(json_t *entry)
+{
+	json_t *p = json_object_get(entry, "params");
+	json_t *tasks = json_object_get(json_object_get(p, "results"), "tasks");
+	bool dropped = false;
+	size_t i;
+	json_t *t;
+	json_array_foreach(tasks, i, t)
+		dropped |= json_object_del(t, "output") == 0;
+	if (json_object_del(json_object_get(p, "result"), "output") == 0)
+		dropped = true;
+	return dropped;
+}
+
 /* Drop the artefact named sha256 from a finish's params (it could not be uploaded). */
 static void drop_artefact(json_t *entry, const char *sha)
 {
@@ -267,6 +283,11 @@ int spool_flush(struct spool *s, struct wrpc_client *c, spool_done_fn on_done, v
 				json_array_foreach(json_object_get(st->data, "missing"), k, m)
 					if (json_is_string(m))
 						drop_artefact(entry, json_string_value(m));
+				continue;
+			}
+			if (st->kind == WRPC_TOO_LARGE && drop_outputs(entry)) {
+				log_warn("spool: %s of job %s over the master's limit; sending it without the tasks' "
+					 "output (their logs are artefacts)", method, pj_str(entry, "job_id", "?"));
 				continue;
 			}
 			if (st->kind == WRPC_STALE) {

@@ -441,6 +441,36 @@ static void test_spool_flush(void **state)
 	spool_close(s);
 }
 
+static void test_spool_too_large(void **state)
+{
+	(void)state;
+	const struct canned answers[] = {
+		{200, "{\"jsonrpc\":\"2.0\",\"id\":%ID%,\"error\":{\"code\":-32005,\"message\":\"too large\"}}"},
+		{200, "{\"jsonrpc\":\"2.0\",\"id\":%ID%,\"result\":{\"state\":\"done\"}}"},
+	};
+	char d[512];
+	snprintf(d, sizeof d, "%s/spool3", tmpdir);
+	struct pyti_err err = {0};
+	struct spool *s = spool_open(d, &err);
+	assert_non_null(s);
+	json_t *e = entry("finish", "jA", 1);
+	json_object_set_new(json_object_get(e, "params"), "results",
+			    json_pack("{s:[{s:s, s:s}]}", "tasks", "task", "test", "output", "lots of it"));
+	assert_true(spool_push(s, e, &err) > 0);
+	json_decref(e);
+	struct responder r;
+	responder_start(&r, answers, ARRAY_SIZE(answers));
+	struct wrpc_client *c = client_for(&r, "w");
+	assert_int_equal(spool_flush(s, c, NULL, NULL, &err), 0);
+	assert_int_equal(r.n_req, 2);
+	assert_non_null(strstr(r.requests[0], "lots of it"));
+	assert_null(strstr(r.requests[1], "lots of it"));
+	assert_non_null(strstr(r.requests[1], "\"task\":\"test\""));
+	wrpc_free(c);
+	responder_stop(&r);
+	spool_close(s);
+}
+
 static void test_config(void **state)
 {
 	(void)state;
@@ -495,6 +525,7 @@ int main(void)
 		cmocka_unit_test(test_spool_basic),
 		cmocka_unit_test(test_call_kinds),
 		cmocka_unit_test(test_spool_flush),
+		cmocka_unit_test(test_spool_too_large),
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_capabilities),
 	};
