@@ -136,8 +136,9 @@ static int read_reqs(const char *path, json_t *dists, struct pyti_err *err)
 		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r'))
 			p[--n] = '\0';
 		if (n) {
-			if (strchr(p, ' ') || strchr(p, '\t'))
-				return pyti_err_usage(err, "%s:%d: one requirement a line, not '%s'", path, lineno, p);
+			if (p[0] == '-')
+				return pyti_err_usage(err, "%s:%d: '%s': pip options are not requirements (one "
+							   "requirement a line)", path, lineno, p);
 			json_array_append_new(dists, pj_string_lossy(p, n));
 		}
 		if (!nl)

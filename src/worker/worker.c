@@ -219,7 +219,7 @@ static int spawn_job(struct worker *w, struct wjob *j, struct pyti_err *err)
 	j->state = WJ_RUNNING;
 	j->t0 = now_mono();
 	fcntl(j->ev_fd, F_SETFL, O_NONBLOCK);
-	log_info("run %s job %s attempt %lld worker %s: started %s (pid %d)", j->run_id ? j->run_id : "?", j->job_id,
+	log_info("run %s job %s attempt %lld worker %s: started %s (pid %d)", j->run_id ? j->run_id : "-", j->job_id,
 		 j->attempt, w->worker_id, j->dist, (int)pid);
 	return 0;
 }
@@ -319,7 +319,7 @@ static void on_spool_done(void *arg, const json_t *entry, enum wrpc_kind kind, c
 	if (strcmp(method, "finish") == 0) {
 		if (kind == WRPC_OK)
 			log_info("run %s job %s attempt %lld worker %s: finished (%s); the master says %s",
-				 j && j->run_id ? j->run_id : "?", job_id, pj_int(params, "attempt", 0), w->worker_id,
+				 j && j->run_id ? j->run_id : "-", job_id, pj_int(params, "attempt", 0), w->worker_id,
 				 pj_str(params, "status", "?"), pj_str(result, "state", "?"));
 		if (j && j->state == WJ_FINISHING)
 			j->abandon = true; /* done with it, whatever the answer: reaped below */
@@ -390,7 +390,7 @@ static void heartbeat(struct worker *w, struct wjob *j)
 		j->hb_failures = 0;
 	}
 	if (pj_bool(res, "cancel", false) && !j->abandon) {
-		log_info("run %s job %s attempt %lld worker %s: cancelled", j->run_id ? j->run_id : "?", j->job_id,
+		log_info("run %s job %s attempt %lld worker %s: cancelled", j->run_id ? j->run_id : "-", j->job_id,
 			 j->attempt, w->worker_id);
 		j->abandon = true;
 		if (j->pid > 0)
@@ -545,7 +545,7 @@ static void job_ended(struct worker *w, struct wjob *j, int wstatus)
 	spool_req(w, j, "finish", p, ups);
 	j->state = WJ_FINISHING;
 	w->next_flush = 0;
-	log_info("run %s job %s attempt %lld worker %s: %s in %.1f s", j->run_id ? j->run_id : "?", j->job_id,
+	log_info("run %s job %s attempt %lld worker %s: %s in %.1f s", j->run_id ? j->run_id : "-", j->job_id,
 		 j->attempt, w->worker_id, status, now_mono() - j->t0);
 }
 

@@ -437,3 +437,26 @@ def test_local_store_commands(pyti, cluster, tmp_path):
     remote = json.loads(cli(pyti, m, "results", "--json", run["run_id"], check=False).stdout)
     local = json.loads(pyti("results", "--store", store, "--json", run["run_id"]).stdout)
     assert remote == local
+
+
+def test_worker_usage_errors(pyti, tmp_path):
+    bad = tmp_path / "worker.ini"
+    bad.write_text("[worker]\nmaster = http://127.0.0.1:1\nslots = lots\n")
+    r = pyti("worker", "--config", str(bad))
+    assert r.returncode == 2 and f"{bad}:3: slots" in r.stderr, r.stderr
+    r = pyti("worker", "--master", "http://127.0.0.1:1")
+    assert r.returncode == 2 and "--token-file" in r.stderr
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    r = pyti("worker", "--master", "http://127.0.0.1:1", "--token-file", str(empty))
+    assert r.returncode == 2 and "empty" in r.stderr
+    r = pyti("worker", "--master", "ftp://x", "--token-file", str(bad))
+    assert r.returncode == 2
+    r = pyti("submit", "--master", "http://127.0.0.1:1", "six")
+    assert r.returncode == 2 and "token" in r.stderr
+    r = pyti("cancel", "--master", "http://127.0.0.1:1", "xyz")
+    assert r.returncode == 2
+    reqs = tmp_path / "reqs.txt"
+    reqs.write_text("six\nattrs >= 25.1  # a comment\n-e .\n")
+    r = pyti("submit", "-r", str(reqs), "--store", str(tmp_path / "s.db"))
+    assert r.returncode == 2 and f"{reqs}:3:" in r.stderr, r.stderr
