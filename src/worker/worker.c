@@ -196,8 +196,11 @@ static int spawn_job(struct worker *w, struct wjob *j, struct pyti_err *err)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent || dup2(pfd[1], 3) < 0)
 			_exit(127);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the worker, which decides */
+		/* a terminal's ^C or a service manager's SIGTERM to the whole group is for the worker,
+		 * which decides (it lets running jobs end); a job is stopped with SIGKILL. The runner
+		 * resets both for what the job starts. */
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
 		signal(SIGPIPE, SIG_DFL);
 		char *argv[16];
 		int k = 0;

@@ -460,3 +460,19 @@ def test_worker_usage_errors(pyti, tmp_path):
     reqs.write_text("six\nattrs >= 25.1  # a comment\n-e .\n")
     r = pyti("submit", "-r", str(reqs), "--store", str(tmp_path / "s.db"))
     assert r.returncode == 2 and f"{reqs}:3:" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sigterm_to_the_whole_group(pyti, cluster, tmp_path):
+    """A service manager or a shell may signal the worker's whole process group: the job processes
+    leave that decision to the worker, and the running job still ends normally."""
+    m = cluster.master(lease_s=30, heartbeat_s=1)
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wgroup", failing=0)
+    w = cluster.worker(m, "wg")
+    run = submit(pyti, m, tmp_path, [pkg], recipe=SLOW.format(secs=3))
+    wait_for(lambda: status(pyti, m, run["run_id"])["jobs"][0]["state"] == "leased", 120, "the lease")
+    time.sleep(1)
+    os.killpg(w.proc.pid, signal.SIGTERM)
+    assert w.proc.wait(timeout=120) == 0
+    s = status(pyti, m, run["run_id"])
+    assert s["jobs"][0]["state"] == "done" and s["jobs"][0]["verdict"] == "passed", s
