@@ -194,8 +194,13 @@ static int spawn_job(struct worker *w, struct wjob *j, struct pyti_err *err)
 		/* the job dies with the worker, even one killed with -9: its lease expires and another
 		 * worker runs it, rather than this one running on with nobody to report it */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent || dup2(pfd[1], 3) < 0)
+		if (getppid() != parent)
 			_exit(127);
+		if (pfd[1] == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(pfd[1], 3) < 0)
+			_exit(127);
+		/* nothing else of the worker's (the spool's lock, the master's connection, other
+		 * jobs' pipes) goes with it */
+		close_range(4, ~0U, 0);
 		/* a terminal's ^C or a service manager's SIGTERM to the whole group is for the worker,
 		 * which decides (it lets running jobs end); a job is stopped with SIGKILL. The runner
 		 * resets both for what the job starts. */
