@@ -476,3 +476,20 @@ def test_sigterm_to_the_whole_group(pyti, cluster, tmp_path):
     assert w.proc.wait(timeout=120) == 0
     s = status(pyti, m, run["run_id"])
     assert s["jobs"][0]["state"] == "done" and s["jobs"][0]["verdict"] == "passed", s
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_once_and_max_jobs(pyti, cluster, tmp_path):
+    m = cluster.master()
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wonce", failing=0)
+    run = submit(pyti, m, tmp_path, [pkg] * 3, recipe=TRIVIAL)
+    w = cluster.worker(m, "wo", extra=("--once",))  # one slot: one claim of one job, then exit
+    assert w.proc.wait(timeout=120) == 0
+    w2 = cluster.worker(m, "wx", extra=("--max-jobs", "2"))
+    assert w2.proc.wait(timeout=120) == 0
+    s = status(pyti, m, run["run_id"])
+    assert [j["state"] for j in s["jobs"]] == ["done"] * 3, s
+    # nothing queued: --once waits one long poll at most, then exits
+    t0 = time.monotonic()
+    w3 = cluster.worker(m, "wn", extra=("--once",))
+    assert w3.proc.wait(timeout=120) == 0 and time.monotonic() - t0 < 60
