@@ -10,6 +10,7 @@ struct cli_ctx {
 	bool json;             /* --json where a command supports it */
 	bool tty;              /* stderr is a terminal: show progress */
 	int verbose;
+	const char *store_url; /* --store URL (global option), or NULL: $PYTI_STORE, then STATE/pyti.db */
 };
 
 /* Print "pyti: error: …" and return the exit status the error asks for. */
@@ -21,6 +22,25 @@ int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *cli_find_helper(const char *name);
 
 int cmd_run(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_runs(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_show(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_store(struct cli_ctx *ctx, int argc, char **argv);
+
+/* record.c: the local store (docs/contracts.md "Store"). The store's URL: opt, else --store, else
+ * $PYTI_STORE, else STATE/pyti.db (caller frees); "off" turns recording off. */
+struct store;
+struct manager_opts;
+char *cli_store_url(const struct cli_ctx *ctx, const char *opt);
+int cli_store_open(const struct cli_ctx *ctx, const char *opt, struct store **out, struct pyti_err *err);
+/* Record one job of this invocation's run (made on first use) as soon as its results are known:
+ * results as manager_run gave them, or job_err when it failed. A store failure is a warning (once),
+ * never the run's failure. Thread-safe; a forked child opens its own connection. */
+void cli_record_job(struct cli_ctx *ctx, const struct manager_opts *mo, const json_t *results,
+		    const struct pyti_err *job_err);
+/* Make the run now (a batch: before forking workers, so that all jobs land in one run); -1 when
+ * the store is off or failed (already warned). */
+int cli_record_begin(struct cli_ctx *ctx, const char *suite, const char *backend);
+const char *cli_record_run_id(void); /* NULL before the run exists */
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vm(struct cli_ctx *ctx, int argc, char **argv);

@@ -18,7 +18,8 @@ static void master_usage(FILE *f)
 	      "                       [tokens] worker = SHA256, user = SHA256 (repeatable)\n"
 	      "  -l, --listen ADDR:PORT  where to listen (default 127.0.0.1:8765; port 0: any free one)\n"
 	      "  -s, --store URL      the store: a SQLite path, sqlite:PATH, postgresql://… or a libpq\n"
-	      "                       key=value string (default STATE_DIR/pyti.db)\n"
+	      "                       key=value string (default: the file's, else pyti's --store,\n"
+	      "                       $PYTI_STORE, STATE_DIR/pyti.db)\n"
 	      "      --ready-fd N     write \"listening ADDR:PORT\" to fd N once the socket is up\n"
 	      "  -v, --verbose        log heartbeats too\n\n"
 	      "Tokens are configured as SHA-256 hashes, never in clear: `pyti master hash-token < FILE` prints\n"
@@ -107,6 +108,12 @@ int cmd_master(struct cli_ctx *ctx, int argc, char **argv)
 	if (store) {
 		free(cfg.store_url);
 		cfg.store_url = xstrdup(store);
+	}
+	if (!cfg.store_url) /* then pyti's global --store, $PYTI_STORE, STATE/pyti.db */
+		cfg.store_url = cli_store_url(ctx, NULL);
+	if (strcmp(cfg.store_url, "off") == 0) {
+		master_config_free(&cfg);
+		return cli_usage("master: the store cannot be off (PYTI_STORE=off): the master is its store");
 	}
 	cfg.verbose = verbose;
 	if (ready_fd >= 0) {

@@ -139,7 +139,9 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 
 	struct pyti_err err = {0};
 	_cleanup_json_ json_t *res = NULL;
-	if (manager_run(&mo, &res, &err) < 0) {
+	int mrc = manager_run(&mo, &res, &err);
+	cli_record_job(ctx, &mo, res, mrc < 0 ? &err : NULL); /* the local store (record.c) */
+	if (mrc < 0) {
 		if (ctx->json) { /* machine-readable on failure too (docs/contracts.md) */
 			const char *fc = pyti_fclass_name(err.fclass);
 			/* lossy: the message may quote sandbox bytes that are not UTF-8 (json_pack would fail) */

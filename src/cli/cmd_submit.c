@@ -32,9 +32,8 @@ static int target_open(struct cli_ctx *ctx, const char *cmd, const char *url, co
 {
 	struct pyti_err err = {0};
 	*t = (struct target){0};
-	if (!url || !*url) {
-		_cleanup_free_ char *def = store_default_url(ctx->state_dir);
-		if (store_open(store_url ? store_url : def, &t->st, &err) < 0)
+	if (!url || !*url) { /* the command's --store, the global one, $PYTI_STORE, STATE/pyti.db */
+		if (cli_store_open(ctx, store_url, &t->st, &err) < 0)
 			return cli_fail(&err);
 		return 0;
 	}

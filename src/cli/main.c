@@ -30,11 +30,14 @@ static const struct {
 	{"results", cmd_results, "a run's results (--json, --junit FILE)"},
 	{"cancel", cmd_cancel, "cancel a run or a job"},
 	{"master", cmd_master, "serve the JSON-RPC API: workers claim jobs and report, users submit runs"},
+	{"runs", cmd_runs, "list the runs in the store (STATE/pyti.db or --store URL)"},
+	{"show", cmd_show, "read a run or a job back from the store"},
+	{"store", cmd_store, "store copy SRC DST: merge one store's history into another"},
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: pyti [--state-dir DIR] [-v] [--version] COMMAND [ARGS]\n\n"
+	fprintf(f, "usage: pyti [--state-dir DIR] [--store URL] [-v] [--version] COMMAND [ARGS]\n\n"
 		   "Python Testing Infrastructure: run a Python distribution's install, import and test\n"
 		   "tasks in a throwaway sandbox with no network, and record raw data for each task.\n\n"
 		   "commands:\n");
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"state-dir", required_argument, NULL, 's'},
+		{"store", required_argument, NULL, 'S'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
@@ -132,6 +136,9 @@ int main(int argc, char **argv)
 		case 's':
 			free(state);
 			state = xstrdup(optarg);
+			break;
+		case 'S':
+			ctx.store_url = optarg;
 			break;
 		case 'v':
 			ctx.verbose++;

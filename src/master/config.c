@@ -9,7 +9,7 @@
  *   body_limit = 32M
  *   batch_limit = 100
  *   connections = 256
- *   store_handles = 4
+ *   store_handles = 4                (default: 1 on SQLite, 4 on PostgreSQL)
  *   slow_down_ms = 2000
  *   [tokens]
  *   worker = <sha256 of a worker token, 64 hex digits>     (repeatable)
@@ -33,7 +33,6 @@ void master_config_init(struct master_config *c)
 	c->body_limit = 32u << 20;
 	c->batch_limit = 100;
 	c->connections = 256;
-	c->store_handles = 4;
 	c->slow_down_ms = 2000;
 }
 

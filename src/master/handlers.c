@@ -356,6 +356,14 @@ json_t *master_dispatch(void *ctx, const struct rpc_call *call, struct rpc_error
 		return m_cancel(m, call, e);
 	case RPC_M_RUNS:
 		return m_runs(m, call, e);
+	case RPC_M_SHOW: {
+		struct pyti_err err = {0};
+		json_t *out = NULL;
+		WITH_STORE(h);
+		int rc = store_show(h.st, pj_str(call->params, "id", ""), &out, &err);
+		master_handle_put(&h);
+		return rc < 0 ? store_fail(m, call, rc, &err, e) : out;
+	}
 	case RPC_M_DISCOVER:
 		return m_discover(e);
 	case RPC_M_COUNT:

@@ -27,6 +27,9 @@ struct master {
 	pthread_cond_t work;            /* this master queued work (submit, a requeue): wake long polls */
 	unsigned long work_gen;
 	bool stopping;
+	unsigned inflight;              /* HTTP requests between their first byte and their answer's end */
+	uint64_t buffered;              /* bytes of request bodies held */
+	pthread_cond_t idle;            /* inflight dropped to 0 */
 };
 
 /* A borrowed store handle (struct store is serialised inside: one request at a time on it). */

@@ -28,7 +28,7 @@ struct master_config {
 	uint64_t body_limit; /* bytes of one HTTP body (default 64 MiB + base64 slack: 96 MiB) */
 	unsigned batch_limit;/* requests in one batch (default 100) */
 	unsigned connections;/* concurrent HTTP connections (default 256) */
-	unsigned store_handles; /* store handles in the pool (default 4) */
+	unsigned store_handles; /* store handles in the pool (0: 1 on SQLite, 4 on PostgreSQL) */
 	double slow_down_ms; /* how long a request waits for a free handle before -32002 (default 2000) */
 	/* SHA-256 (raw 32 bytes) of the tokens, never the tokens */
 	unsigned char worker_tokens[MASTER_MAX_TOKENS][32];

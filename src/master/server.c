@@ -1,7 +1,7 @@
 /* master: HTTP (libmicrohttpd, a thread per connection, bounded), tokens, the store handle pool and
  * the event log. Only POST /rpc exists: other paths are 404, other methods on /rpc 405. A body over
- * the limit is refused with -32005 before it is read when Content-Length says so, else once it
- * passes the limit (the rest is discarded unread into memory). Every JSON-RPC answer is HTTP 200
+ * the limit is refused with -32005: before it is sent when the client asked "Expect: 100-continue",
+ * else once it is read (what passes the limit is dropped, never kept in memory). Every JSON-RPC answer is HTTP 200
  * (its error objects say what went wrong), a body of notifications only gets 204.
  */
 #include <arpa/inet.h>
@@ -170,10 +170,23 @@ static unsigned token_grants(const struct master_config *c, const char *header)
 
 /* ---- HTTP ---- */
 struct req {
+	struct master *m;
 	struct buf body;
+	uint64_t limit;   /* this request's body limit: body_limit, or less without a token */
+	unsigned grants;  /* what its Authorization header proved */
+	size_t accounted; /* bytes of body counted in m->buffered */
 	bool too_large;
+	bool busy;        /* the master's buffer budget was spent: answered -32002 */
 	bool answered;
 };
+
+/* A body without a token can only be for the reading methods: small. And all bodies held at once
+ * share a budget, so that many large uploads cannot take the machine's memory. */
+#define ANON_BODY_LIMIT (1u << 20)
+static uint64_t buffer_budget(const struct master_config *c)
+{
+	return c->body_limit * 8 > (64ull << 20) ? c->body_limit * 8 : 64ull << 20;
+}
 
 static enum MHD_Result send_body(struct MHD_Connection *conn, unsigned status, char *text, const char *ctype)
 {
@@ -202,12 +215,12 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	return send_body(conn, status, text, "application/json");
 }
 
-static enum MHD_Result too_large(struct master *m, struct MHD_Connection *conn)
+static enum MHD_Result too_large(struct master *m, struct MHD_Connection *conn, uint64_t limit)
 {
-	master_log(m, "refused", "reason=body-too-large limit=%llu", (unsigned long long)m->cfg->body_limit);
+	master_log(m, "refused", "reason=body-too-large limit=%llu", (unsigned long long)limit);
 	return send_json(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 			 rpc_error_response(RPC_TOO_LARGE, "request body too large",
-					    json_pack("{s:I}", "limit", (json_int_t)m->cfg->body_limit)));
+					    json_pack("{s:I}", "limit", (json_int_t)limit)));
 }
 
 static bool json_ctype(const char *ct)
@@ -229,8 +242,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct req *rq = *req_cls;
 	if (!rq) {
 		rq = xcalloc(1, sizeof *rq);
-		buf_init(&rq->body, (size_t)m->cfg->body_limit);
+		rq->m = m;
+		rq->grants = token_grants(
+			m->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+		rq->limit = m->cfg->body_limit;
+		if (!rq->grants && rq->limit > ANON_BODY_LIMIT)
+			rq->limit = ANON_BODY_LIMIT;
+		buf_init(&rq->body, (size_t)rq->limit);
 		*req_cls = rq;
+		pthread_mutex_lock(&m->mu);
+		m->inflight++;
+		pthread_mutex_unlock(&m->mu);
 		/* answered at once, before any body is read (MHD then closes the connection) */
 		if (strcmp(url, "/rpc") != 0) {
 			rq->answered = true;
@@ -247,29 +269,64 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					 "text/plain");
 		}
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && strtoull(cl, NULL, 10) > m->cfg->body_limit) {
-			rq->answered = true;
-			return too_large(m, conn);
+		unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
+		if (len > rq->limit) {
+			/* A client that waits for "100 Continue" (curl does for large bodies) is answered now
+			 * and sends nothing. One that is already sending would see its connection reset before
+			 * it reads the answer if we closed now: its body is read and dropped (never kept),
+			 * unless it is absurdly large. */
+			const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+			if ((expect && strcasecmp(expect, "100-continue") == 0) || len / 16 > rq->limit) {
+				rq->answered = true;
+				return too_large(m, conn, rq->limit);
+			}
+			rq->too_large = true;
 		}
 		return MHD_YES;
 	}
 	if (rq->answered)
 		return MHD_YES; /* discard what still comes */
 	if (*upload_data_size) {
-		if (!rq->too_large && buf_append(&rq->body, upload_data, *upload_data_size) < 0)
-			rq->too_large = true; /* chunked bodies have no Content-Length to refuse early */
+		size_t n = *upload_data_size;
 		*upload_data_size = 0;
+		if (rq->too_large || rq->busy)
+			return MHD_YES;
+		pthread_mutex_lock(&m->mu);
+		if (m->buffered + n > buffer_budget(m->cfg)) {
+			rq->busy = true;
+		} else {
+			m->buffered += n;
+			rq->accounted += n;
+		}
+		pthread_mutex_unlock(&m->mu);
+		if (!rq->busy && buf_append(&rq->body, upload_data, n) < 0)
+			rq->too_large = true; /* chunked bodies have no Content-Length to refuse early */
 		return MHD_YES;
 	}
 	rq->answered = true;
 	if (rq->too_large)
-		return too_large(m, conn);
+		return too_large(m, conn, rq->limit);
+	if (rq->busy) {
+		master_log(m, "refused", "reason=buffers-full budget=%llu", (unsigned long long)buffer_budget(m->cfg));
+		return send_json(conn, MHD_HTTP_OK,
+				 rpc_error_response(RPC_SLOW_DOWN, "slow down: the master holds too many request bodies",
+						    json_pack("{s:i}", "retry_after_s", 1)));
+	}
 
-	unsigned grants =
-		token_grants(m->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 	struct rpc_stats st;
-	json_t *out = rpc_process(rq->body.data ? rq->body.data : "", rq->body.len, grants, m->cfg->batch_limit,
+	json_t *out = rpc_process(rq->body.data ? rq->body.data : "", rq->body.len, rq->grants, m->cfg->batch_limit,
 				  master_dispatch, m, &st);
+	if (st.unauthorized || st.invalid) {
+		char peer[INET6_ADDRSTRLEN + 8] = "-";
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (ci && ci->client_addr)
+			getnameinfo(ci->client_addr,
+				    ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									     : sizeof(struct sockaddr_in),
+				    peer, sizeof peer, NULL, 0, NI_NUMERICHOST);
+		master_log(m, "refused", "peer=%s unauthorized=%zu invalid=%zu requests=%zu bytes=%zu", peer,
+			   st.unauthorized, st.invalid, st.requests, rq->body.len);
+	}
 	if (!out)
 		return send_body(conn, MHD_HTTP_NO_CONTENT, NULL, NULL);
 	return send_json(conn, MHD_HTTP_OK, out);
@@ -282,6 +339,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	(void)toe;
 	struct req *rq = *req_cls;
 	if (rq) {
+		struct master *m = rq->m;
+		pthread_mutex_lock(&m->mu);
+		m->buffered -= rq->accounted;
+		if (--m->inflight == 0)
+			pthread_cond_broadcast(&m->idle);
+		pthread_mutex_unlock(&m->mu);
 		buf_free(&rq->body);
 		free(rq);
 		*req_cls = NULL;
@@ -299,20 +362,39 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	master_log(m, "http-error", "error=\"%s\"", msg);
 }
 
+/* A store URL for the log without its password: postgresql://user:SECRET@host → user:***@host, and a
+ * libpq "password=SECRET" → "password=***". Caller frees. */
+static char *redact_url(const char *url)
+{
+	const char *scheme = strstr(url, "://");
+	if (scheme) {
+		const char *auth = scheme + 3, *at = strchr(auth, '@'), *slash = strchr(auth, '/');
+		if (at && (!slash || at < slash)) {
+			const char *colon = memchr(auth, ':', (size_t)(at - auth));
+			if (colon)
+				return xasprintf("%.*s***%s", (int)(colon + 1 - url), url, at);
+		}
+	}
+	const char *pw = strstr(url, "password=");
+	if (pw) {
+		const char *end = strchr(pw, ' ');
+		return xasprintf("%.*spassword=***%s", (int)(pw - url), url, end ? end : "");
+	}
+	return xstrdup(url);
+}
+
 int master_serve(const struct master_config *c, const char *state_dir, struct pyti_err *err)
 {
 	struct master m = {.cfg = c, .log = c->log ? c->log : stderr};
 	pthread_mutex_init(&m.mu, NULL);
 	pthread_cond_init(&m.handle_free, NULL);
 	pthread_cond_init(&m.work, NULL);
-	m.n_handles = c->store_handles ? c->store_handles : 4;
-	if (m.n_handles > MASTER_MAX_HANDLES)
-		m.n_handles = MASTER_MAX_HANDLES;
 	m.store_url = c->store_url ? xstrdup(c->store_url) : store_default_url(state_dir);
 	if (!m.store_url)
 		m.store_url = xasprintf("%s/pyti.db", state_dir);
 	m.lim = (struct store_limits){.lease_s = c->lease_s, .heartbeat_s = c->heartbeat_s,
 				      .max_attempts = c->max_attempts};
+	char *shown = redact_url(m.store_url); /* for the log */
 
 	int rc = -1;
 	struct MHD_Daemon *d = NULL;
@@ -320,15 +402,23 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	 * A PostgreSQL that is down is not: the master starts and answers -32006 until it is up. */
 	struct store *first = NULL;
 	struct pyti_err oerr = {0};
+	m.n_handles = c->store_handles ? c->store_handles : 4;
+	if (m.n_handles > MASTER_MAX_HANDLES)
+		m.n_handles = MASTER_MAX_HANDLES;
 	int orc = store_open(m.store_url, &first, &oerr);
 	if (orc < 0) {
 		bool pg = strstr(m.store_url, "://") || strchr(m.store_url, '=');
 		if (!pg || orc != STORE_E_UNAVAILABLE) {
-			pyti_err_set(err, oerr.errnum, "%s", oerr.msg);
+			if (err)
+				*err = oerr;
 			goto out;
 		}
-		master_log(&m, "store-unavailable", "store=\"%s\" error=\"%s\"", m.store_url, pyti_err_str(&oerr));
+		master_log(&m, "store-unavailable", "store=\"%s\" error=\"%s\"", shown, pyti_err_str(&oerr));
 	} else {
+		/* SQLite takes one writer at a time: more handles only make them wait in SQLite's busy
+		 * handler (sleeps, measured as a worse p99 in bench/ingest) instead of in order here */
+		if (!c->store_handles && store_engine_of(first) == STORE_SQLITE)
+			m.n_handles = 1;
 		store_limits_set(first, &m.lim);
 		store_limits_get(first, &m.lim);
 		m.handles[0] = first;
@@ -358,17 +448,17 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	signal(SIGPIPE, SIG_IGN);
 
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-			 MHD_USE_POLL;
+			 MHD_USE_POLL | MHD_USE_ITC;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	d = MHD_start_daemon(flags, (uint16_t)c->listen_port, NULL, NULL, on_request, &m,
+			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &m, /* first, or MHD logs to stderr itself */
 			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connections,
 			     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(RPC_MAX_WAIT_S * 2),
 			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20),
 			     MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
 			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &m,
 			     MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!d) {
@@ -378,7 +468,7 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	unsigned bound = info ? info->port : c->listen_port;
 	master_log(&m, "start", "listen=%s:%u store=\"%s\" lease_s=%d heartbeat_s=%d max_attempts=%d handles=%u",
-		   c->listen_addr, bound, m.handles[0] ? store_describe(m.handles[0]) : m.store_url, m.lim.lease_s,
+		   c->listen_addr, bound, m.handles[0] ? store_describe(m.handles[0]) : shown, m.lim.lease_s,
 		   m.lim.heartbeat_s, m.lim.max_attempts, m.n_handles);
 	if (c->ready) {
 		fprintf(c->ready, "listening %s:%u\n", c->listen_addr, bound);
@@ -387,19 +477,32 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	int sig = 0;
 	sigwait(&sigs, &sig);
 	master_log(&m, "stop", "signal=%d", sig);
-	/* wake the long polls so that they answer (empty) before the daemon waits for their threads */
+	/* No new connections; wake the long polls so that they answer (empty), and let every request in
+	 * flight send its answer (MHD_stop_daemon shuts the sockets down, answered or not): a worker's
+	 * report either got its answer or will be sent again, never half-taken. */
+	MHD_socket lsock = MHD_quiesce_daemon(d);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
 	pthread_mutex_lock(&m.mu);
 	m.stopping = true;
 	m.work_gen++;
 	pthread_cond_broadcast(&m.work);
+	while (m.inflight > 0)
+		if (pthread_cond_timedwait(&m.idle, &m.mu, &until) == ETIMEDOUT)
+			break;
 	pthread_mutex_unlock(&m.mu);
 	MHD_stop_daemon(d);
+	if (lsock != MHD_INVALID_SOCKET)
+		close(lsock);
 	rc = 0;
 out:
 	for (unsigned i = 0; i < m.n_handles; i++)
 		store_close(m.handles[i]);
 	free(m.store_url);
+	free(shown);
 	pthread_cond_destroy(&m.work);
+	pthread_cond_destroy(&m.idle);
 	pthread_cond_destroy(&m.handle_free);
 	pthread_mutex_destroy(&m.mu);
 	return rc;

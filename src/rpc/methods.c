@@ -48,6 +48,7 @@ static const struct rpc_param p_run[] = {FMT("run_id", true, RPC_FMT_RUN_ID), EN
 static const struct rpc_param p_cancel[] = {FMT("run_id", false, RPC_FMT_RUN_ID), FMT("job_id", false, RPC_FMT_JOB_ID),
 					    END};
 static const struct rpc_param p_runs[] = {INT("limit", false, 1, 10000), STRN("dist", false, 1, 256), END};
+static const struct rpc_param p_show[] = {STRN("id", true, 5, 17), END};
 static const struct rpc_param p_none[] = {END};
 
 const struct rpc_method rpc_methods[RPC_M_COUNT] = {
@@ -62,6 +63,7 @@ const struct rpc_method rpc_methods[RPC_M_COUNT] = {
 	[RPC_M_RESULTS] = {"results", RPC_M_RESULTS, RPC_AUTH_NONE, p_run},
 	[RPC_M_CANCEL] = {"cancel", RPC_M_CANCEL, RPC_AUTH_USER, p_cancel},
 	[RPC_M_RUNS] = {"runs", RPC_M_RUNS, RPC_AUTH_NONE, p_runs},
+	[RPC_M_SHOW] = {"show", RPC_M_SHOW, RPC_AUTH_NONE, p_show},
 	[RPC_M_DISCOVER] = {"rpc.discover", RPC_M_DISCOVER, RPC_AUTH_NONE, p_none},
 };
 

@@ -245,6 +245,7 @@ static json_t *process_one(json_t *req, unsigned granted, rpc_dispatch_fn fn, vo
 	st->requests++;
 	if (!json_is_object(req)) {
 		st->errors++;
+		st->invalid++;
 		return response(NULL, NULL, error_object(RPC_INVALID_REQUEST, "request must be an object", NULL));
 	}
 	json_t *id = json_object_get(req, "id");
@@ -269,6 +270,7 @@ static json_t *process_one(json_t *req, unsigned granted, rpc_dispatch_fn fn, vo
 	}
 	if (why) {
 		st->errors++;
+		st->invalid++;
 		return response(id, NULL, error_object(RPC_INVALID_REQUEST, why, NULL));
 	}
 
@@ -282,6 +284,7 @@ static json_t *process_one(json_t *req, unsigned granted, rpc_dispatch_fn fn, vo
 		/* the name is not echoed: it may be anything a client sent */
 		rpc_error_set(&e, RPC_METHOD_NOT_FOUND, NULL, NULL);
 	} else if (!auth_ok(m->auth, granted)) {
+		st->unauthorized++;
 		rpc_error_set(&e, RPC_UNAUTHORIZED, NULL, "%s needs a %s token", m->name, rpc_auth_name(m->auth));
 	} else if (rpc_check_params(m, params, &e) == 0) {
 		json_t *empty = params ? NULL : json_object();
@@ -320,6 +323,7 @@ json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_b
 	json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 	if (!doc) {
 		st->errors++;
+		st->invalid++;
 		char msg[200];
 		snprintf(msg, sizeof msg, "Parse error: %.150s (line %d, column %d)", je.text, je.line, je.column);
 		return rpc_error_response(RPC_PARSE_ERROR, msg, NULL);
@@ -329,6 +333,7 @@ json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_b
 		size_t n = json_array_size(doc);
 		if (n == 0) {
 			st->errors++;
+			st->invalid++;
 			out = rpc_error_response(RPC_INVALID_REQUEST, "empty batch", NULL);
 		} else if (n > max_batch) {
 			st->errors++;

@@ -90,6 +90,7 @@ enum rpc_method_id {
 	RPC_M_RESULTS,
 	RPC_M_CANCEL,
 	RPC_M_RUNS,
+	RPC_M_SHOW,
 	RPC_M_DISCOVER,
 	RPC_M_COUNT
 };
@@ -136,6 +137,8 @@ struct rpc_stats {
 	size_t requests;      /* request objects seen (valid or not) */
 	size_t notifications; /* of which notifications */
 	size_t errors;        /* error responses built (notifications' errors included) */
+	size_t unauthorized;  /* calls refused for their token (-32000) */
+	size_t invalid;       /* not JSON, or not a valid request object (-32700, -32600) */
 };
 
 /* Process one HTTP body: a request object or a batch. granted = RPC_GRANT_* mask of the caller's

@@ -36,8 +36,10 @@ int blob_put_locked(struct store *st, const void *data, size_t len, const char *
 			     P_T(packed ? "zstd" : "none"),
 			     packed ? P_B(z, zn) : P_B(data, len),
 			     P_D(now_wall())};
-	return st_exec(st, "INSERT INTO blobs (sha256, size, stored, codec, data, created) VALUES (?, ?, ?, ?, ?, ?)"
-			   " ON CONFLICT DO NOTHING", p, NP(p), err);
+	return st_exec(st,
+		       "INSERT INTO blobs (sha256, size, stored, codec, data, created) VALUES (?, ?, ?, ?, ?, ?)"
+		       " ON CONFLICT DO NOTHING",
+		       p, NP(p), err);
 }
 
 int store_blob_put(struct store *st, const void *data, size_t len, const char *sha256, char out_sha[65],
@@ -174,17 +176,21 @@ static int copy_run(struct store *src, struct store *dst, const char *run, struc
 			    "sha256 IN (SELECT sha256 FROM artefacts WHERE " JOBS_OF ")", run, &blobs, err)) < 0 ||
 	    (rc = copy_rows(src, dst, "workers", "id, name, capabilities, created, last_seen", "TTTDD",
 			    "id IN (SELECT worker_id FROM attempts WHERE " JOBS_OF ")", run, NULL, err)) < 0 ||
-	    (rc = copy_rows(src, dst, "runs", "id, created, origin, recipe, recipe_name, backend, env, posargs, priority",
-			    "TDTTTTTTI", "id = ?", run, &s->runs, err)) < 0 ||
-	    (rc = copy_rows(src, dst, "jobs",
-			    "id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state, attempt,"
-			    " max_attempts, lease, lease_expires, worker_id, progress, status, failure_class, verdict, error,"
-			    " results, finished",
-			    "TTITTTTIDTIITDTTTTTTTD", "run_id = ?", run, &s->jobs, err)) < 0 ||
-	    (rc = copy_rows(src, dst, "attempts", "job_id, attempt, lease, worker_id, started, ended, outcome, failure_class",
-			    "TITTDDTT", JOBS_OF, run, NULL, err)) < 0 ||
-	    (rc = copy_rows(src, dst, "task_results", "job_id, attempt, task, seq, status, failure_class, wall_s, result",
-			    "TITITTDT", JOBS_OF, run, NULL, err)) < 0 ||
+	    (rc = copy_rows(src, dst, "runs",
+			    "id, created, origin, recipe, recipe_name, backend, env, posargs, priority", "TDTTTTTTI",
+			    "id = ?", run, &s->runs, err)) < 0 ||
+	    (rc = copy_rows(
+		     src, dst, "jobs",
+		     "id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state, attempt,"
+		     " max_attempts, lease, lease_expires, worker_id, progress, status, failure_class, verdict, error,"
+		     " results, finished",
+		     "TTITTTTIDTIITDTTTTTTTD", "run_id = ?", run, &s->jobs, err)) < 0 ||
+	    (rc = copy_rows(src, dst, "attempts",
+			    "job_id, attempt, lease, worker_id, started, ended, outcome, failure_class", "TITTDDTT",
+			    JOBS_OF, run, NULL, err)) < 0 ||
+	    (rc = copy_rows(src, dst, "task_results",
+			    "job_id, attempt, task, seq, status, failure_class, wall_s, result", "TITITTDT", JOBS_OF,
+			    run, NULL, err)) < 0 ||
 	    (rc = copy_rows(src, dst, "testcases", "job_id, attempt, task, seq, case_id, outcome, message", "TITITTT",
 			    JOBS_OF, run, NULL, err)) < 0 ||
 	    (rc = copy_rows(src, dst, "artefacts", "job_id, attempt, name, sha256, size", "TITTI", JOBS_OF, run, NULL,

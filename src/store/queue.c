@@ -6,22 +6,20 @@
  * unless attempt and lease are the job's current ones, so a worker presumed dead cannot write into
  * the attempt that replaced it. Idempotency rests on primary keys (job, attempt, task) with
  * INSERT … ON CONFLICT DO NOTHING, which holds across masters, not on anything in memory. */
-#include <dirent.h>
 #include <string.h>
 
 #include "store-int.h"
 
-#define MAX_JSON (8u << 20)  /* one task result or a whole results.json */
 #define MAX_CAPS (64u << 10) /* a worker's capabilities */
-#define MAX_CASES 1000       /* test cases kept per task (results' failures are capped alike) */
-#define MAX_TEXT 4096        /* a dist, suite, task or worker name */
+#define MAX_CASES 1000	     /* test cases kept per task (results' failures are capped alike) */
+#define MAX_TEXT 4096	     /* a dist, suite, task or worker name */
 
-static char *dump(const json_t *j)
+char *q_dump(const json_t *j)
 {
 	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
-static bool ok_name(const char *s)
+bool q_ok_name(const char *s)
 {
 	return s && *s && strlen(s) <= MAX_TEXT;
 }
@@ -34,7 +32,9 @@ static bool ok_str_array(const json_t *a)
 		return false;
 	size_t i;
 	json_t *v;
-	json_array_foreach(a, i, v) if (!json_is_string(v)) return false;
+	json_array_foreach(a, i, v)
+		if (!json_is_string(v))
+			return false;
 	return true;
 }
 
@@ -46,19 +46,29 @@ static bool ok_str_object(const json_t *o)
 		return false;
 	const char *k;
 	json_t *v;
-	json_object_foreach((json_t *)o, k, v) if (!json_is_string(v)) return false;
+	json_object_foreach((json_t *)o, k, v)
+		if (!json_is_string(v))
+			return false;
 	return true;
 }
 
 static int new_run(struct store *st, const struct store_run_spec *spec, const char *id, double now,
 		   struct pyti_err *err)
 {
-	_cleanup_free_ char *env = dump(spec->env), *posargs = dump(spec->posargs);
-	struct sparam p[] = {P_T(id),	P_D(now), P_T(spec->origin ? spec->origin : "submit"), P_T(spec->recipe),
-			     P_T(spec->recipe_name), P_T(spec->backend), P_T(env), P_T(posargs),
+	_cleanup_free_ char *env = q_dump(spec->env), *posargs = q_dump(spec->posargs);
+	struct sparam p[] = {P_T(id),
+			     P_D(now),
+			     P_T(spec->origin ? spec->origin : "submit"),
+			     P_T(spec->recipe),
+			     P_T(spec->recipe_name),
+			     P_T(spec->backend),
+			     P_T(env),
+			     P_T(posargs),
 			     P_I(spec->priority)};
-	return st_exec(st, "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority)"
-			   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", p, NP(p), err);
+	return st_exec(st,
+		       "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority)"
+		       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       p, NP(p), err);
 }
 
 static int check_spec(const struct store_run_spec *spec, bool need_dists, struct pyti_err *err)
@@ -66,12 +76,12 @@ static int check_spec(const struct store_run_spec *spec, bool need_dists, struct
 	if (need_dists && (spec->n_dists == 0 || spec->n_dists > 100000))
 		return st_fail(err, STORE_E_INVALID, "submit: %zu distributions (1 to 100000)", spec->n_dists);
 	for (size_t i = 0; need_dists && i < spec->n_dists; i++)
-		if (!ok_name(spec->dists[i]))
+		if (!q_ok_name(spec->dists[i]))
 			return st_fail(err, STORE_E_INVALID, "submit: distribution %zu is empty or too long", i + 1);
 	if (spec->n_suites > 64)
 		return st_fail(err, STORE_E_INVALID, "submit: more than 64 images");
 	for (size_t i = 0; i < spec->n_suites; i++)
-		if (!ok_name(spec->suites[i]))
+		if (!q_ok_name(spec->suites[i]))
 			return st_fail(err, STORE_E_INVALID, "submit: image %zu is empty or too long", i + 1);
 	if (spec->recipe && strlen(spec->recipe) > (1u << 20))
 		return st_fail(err, STORE_E_INVALID, "submit: the recipe is over 1 MiB");
@@ -104,13 +114,21 @@ int store_submit(struct store *st, const struct store_run_spec *spec, json_t **o
 		for (size_t s = 0; s < n_suites; s++) {
 			char id[STORE_ID_SIZE];
 			store_id_new('j', id);
-			struct sparam p[] = {P_T(id),	     P_T(run_id),	    P_I(++seq),
-					     P_T(spec->dists[d]), P_T(suites[s]),	    P_T(spec->backend),
-					     P_T(spec->recipe_name), P_I(spec->priority), P_D(now),
+			struct sparam p[] = {P_T(id),
+					     P_T(run_id),
+					     P_I(++seq),
+					     P_T(spec->dists[d]),
+					     P_T(suites[s]),
+					     P_T(spec->backend),
+					     P_T(spec->recipe_name),
+					     P_I(spec->priority),
+					     P_D(now),
 					     P_I(st->lim.max_attempts)};
-			rc = st_exec(st, "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
-					 " created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
-				     p, NP(p), err);
+			rc = st_exec(
+				st,
+				"INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
+				" created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+				p, NP(p), err);
 			if (rc < 0)
 				goto out;
 			json_array_append_new(jobs, json_string(id));
@@ -123,8 +141,7 @@ out:
 	return rc;
 }
 
-int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE],
-		  struct pyti_err *err)
+int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE], struct pyti_err *err)
 {
 	int rc = check_spec(spec, false, err);
 	if (rc < 0 || (rc = store_lock(st, err)) < 0)
@@ -140,21 +157,33 @@ int store_run_new(struct store *st, const struct store_run_spec *spec, char run_
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err)
 {
-	_cleanup_free_ char *js = dump(result);
+	_cleanup_free_ char *js = q_dump(result);
 	if (!js || strlen(js) > MAX_JSON)
 		return st_fail(err, STORE_E_TOOBIG, "task '%s': result over %u bytes", task, MAX_JSON);
 	const char *fc = pj_str(result, "failure_class", NULL);
-	struct sparam p[] = {P_T(job_id),
-			     P_I(attempt),
-			     P_T(task),
-			     P_I(seq),
-			     P_T(pj_str(result, "status", NULL)),
-			     P_T(fc),
-			     json_is_number(json_object_get(result, "wall_s")) ? P_D(pj_num(result, "wall_s", 0)) : P_N,
-			     P_T(js)};
+	struct sparam wall = json_is_number(json_object_get(result, "wall_s")) ? P_D(pj_num(result, "wall_s", 0)) : P_N;
 	_cleanup_sres_ struct sres r = {0};
-	int rc = st_query(st, "INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
-			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq", p, NP(p), &r, err);
+	int rc;
+	if (seq >= 0) {
+		struct sparam p[] = {
+			P_T(job_id), P_I(attempt), P_T(task), P_I(seq), P_T(pj_str(result, "status", NULL)),
+			P_T(fc),     wall,	   P_T(js)};
+		rc = st_query(
+			st,
+			"INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
+			" VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+			p, NP(p), &r, err);
+	} else { /* the next seq of the attempt, in the same statement (one round trip less) */
+		struct sparam p[] = {P_T(job_id), P_I(attempt), P_T(task),
+				     P_T(job_id), P_I(attempt), P_T(pj_str(result, "status", NULL)),
+				     P_T(fc),	  wall,		P_T(js)};
+		rc = st_query(
+			st,
+			"INSERT INTO task_results (job_id, attempt, task, seq, status, failure_class, wall_s, result)"
+			" VALUES (?, ?, ?, (SELECT COUNT(*) FROM task_results WHERE job_id = ? AND attempt = ?),"
+			" ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+			p, NP(p), &r, err);
+	}
 	if (rc < 0 || r.nrow == 0) /* r.nrow == 0: a repeat, already stored with its cases */
 		return rc;
 	const json_t *fails = json_object_get(json_object_get(result, "tests"), "failures"), *f;
@@ -165,23 +194,30 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 		const char *id = pj_str(f, "id", NULL), *outcome = pj_str(f, "outcome", "failed");
 		if (!id)
 			continue;
-		struct sparam q[] = {P_T(job_id), P_I(attempt), P_T(task), P_I((long long)i),
-				     P_T(id),	  P_T(outcome), P_T(pj_str(f, "message", NULL))};
-		rc = st_exec(st, "INSERT INTO testcases (job_id, attempt, task, seq, case_id, outcome, message)"
-				 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", q, NP(q), err);
+		struct sparam q[] = {P_T(job_id),
+				     P_I(attempt),
+				     P_T(task),
+				     P_I((long long)i),
+				     P_T(id),
+				     P_T(outcome),
+				     P_T(pj_str(f, "message", NULL))};
+		rc = st_exec(st,
+			     "INSERT INTO testcases (job_id, attempt, task, seq, case_id, outcome, message)"
+			     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+			     q, NP(q), err);
 		if (rc < 0)
 			return rc;
 	}
 	return 0;
 }
 
-static int store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err)
+int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err)
 {
 	const json_t *tasks = json_object_get(results, "tasks"), *t;
 	size_t i;
 	json_array_foreach(tasks, i, t) {
 		const char *name = pj_str(t, "task", NULL);
-		if (!json_is_object(t) || !ok_name(name))
+		if (!json_is_object(t) || !q_ok_name(name))
 			continue;
 		int rc = q_store_task(st, job_id, attempt, (int)i, name, t, err);
 		if (rc < 0)
@@ -190,134 +226,15 @@ static int store_tasks(struct store *st, const char *job_id, int attempt, const 
 	return 0;
 }
 
-/* The host-made runs/<job>/ directory's regular files (logs/ one level down) as artefacts. */
-static int record_artefacts(struct store *st, const char *job_id, const char *dir, struct pyti_err *err)
-{
-	_cleanup_close_ int dfd = safe_opendir_path(dir, err);
-	if (dfd < 0)
-		return STORE_E_INTERNAL;
-	const char *subs[] = {"", "logs"};
-	int count = 0;
-	for (size_t s = 0; s < ARRAY_SIZE(subs); s++) {
-		int fd = *subs[s] ? safe_opendir_beneath(dfd, subs[s], NULL) : dup(dfd);
-		if (fd < 0)
-			continue;
-		DIR *d = fdopendir(fd);
-		if (!d) {
-			close(fd);
-			continue;
-		}
-		struct dirent *e;
-		while ((e = readdir(d)) && count < 1000) {
-			if (e->d_type != DT_REG)
-				continue;
-			_cleanup_free_ char *rel = *subs[s] ? xasprintf("%s/%s", subs[s], e->d_name) : xstrdup(e->d_name);
-			_cleanup_buf_ struct buf b = BUF_INIT(st->lim.blob_max);
-			struct pyti_err e2 = {0};
-			if (safe_read_beneath(dfd, rel, &b, &e2) < 0) {
-				log_warn("store: artefact %s/%s left out: %s", dir, rel, pyti_err_str(&e2));
-				continue;
-			}
-			char sha[65];
-			sha256_hex(b.data ? b.data : "", b.len, sha);
-			int rc = blob_put_locked(st, b.data ? b.data : "", b.len, sha, err);
-			if (rc == 0) {
-				struct sparam p[] = {P_T(job_id), P_T(rel), P_T(sha), P_I((long long)b.len)};
-				rc = st_exec(st, "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, 1, ?, ?, ?)"
-						 " ON CONFLICT DO NOTHING", p, NP(p), err);
-			}
-			if (rc < 0) {
-				closedir(d);
-				return rc;
-			}
-			count++;
-		}
-		closedir(d);
-	}
-	return 0;
-}
-
-int store_record_job(struct store *st, const char *run_id, const struct store_job_record *rec,
-		     char job_id[STORE_ID_SIZE], struct pyti_err *err)
-{
-	if (store_id_kind(run_id) != 'r')
-		return st_fail(err, STORE_E_INVALID, "record: '%s' is not a run id", run_id ? run_id : "");
-	if (!ok_name(rec->dist) || !ok_name(rec->suite))
-		return st_fail(err, STORE_E_INVALID, "record: the job needs a distribution and an image");
-	_cleanup_json_ json_t *errform = NULL;
-	const json_t *res = rec->results;
-	if (!res) {
-		const char *fc = pyti_fclass_name(rec->fclass);
-		errform = json_pack("{s:s, s:o, s:s}", "status", "error", "failure_class", fc ? json_string(fc) : json_null(),
-				    "error", rec->error ? rec->error : "");
-		if (!errform) /* the message was not UTF-8 */
-			errform = json_pack("{s:s, s:o}", "status", "error", "failure_class",
-					    fc ? json_string(fc) : json_null());
-		res = errform;
-	}
-	const char *status = pj_str(res, "status", "error"), *fc = pj_str(res, "failure_class", NULL);
-	const char *error = rec->error ? rec->error : pj_str(res, "error", NULL);
-	const char *recipe = rec->recipe_name ? rec->recipe_name : pj_str(res, "recipe", NULL);
-	const char *verdict = store_verdict_name(store_verdict_of(res));
-	_cleanup_free_ char *js = dump(res);
-	if (!js || strlen(js) > MAX_JSON)
-		return st_fail(err, STORE_E_TOOBIG, "record: results over %u bytes", MAX_JSON);
-	int rc = store_lock(st, err);
-	if (rc < 0)
-		return rc;
-	double now = now_wall(), wall = pj_num(res, "wall_s", 0);
-	store_id_new('j', job_id);
-	char lease[STORE_LEASE_SIZE];
-	char l1[STORE_ID_SIZE], l2[STORE_ID_SIZE];
-	store_id_new('l', l1);
-	store_id_new('l', l2);
-	snprintf(lease, sizeof lease, "%s%s", l1 + 1, l2 + 1);
-	if ((rc = st_begin(st, err)) < 0)
-		goto out;
-	long long seq = 0;
-	{
-		_cleanup_sres_ struct sres r = {0};
-		struct sparam p[] = {P_T(run_id), P_T(run_id)};
-		rc = st_query(st, "SELECT (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE run_id = ?) FROM runs WHERE id = ?",
-			      p, NP(p), &r, err);
-		if (rc < 0)
-			goto out;
-		if (r.nrow == 0) {
-			rc = st_fail(err, STORE_E_NOTFOUND, "record: no run %s", run_id);
-			goto out;
-		}
-		seq = sres_i(&r, 0, 0);
-	}
-	struct sparam pj[] = {P_T(job_id),    P_T(run_id),    P_I(seq),	   P_T(rec->dist), P_T(rec->suite),
-			      P_T(rec->backend), P_T(recipe), P_D(now - wall), P_T(status),	   P_T(fc),
-			      P_T(verdict),   P_T(error),     P_T(js),	   P_D(now)};
-	rc = st_exec(st, "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state,"
-			 " attempt, max_attempts, status, failure_class, verdict, error, results, finished)"
-			 " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 'done', 1, 1, ?, ?, ?, ?, ?, ?)", pj, NP(pj), err);
-	if (rc < 0)
-		goto out;
-	struct sparam pa[] = {P_T(job_id), P_T(lease), P_D(now - wall), P_D(now), P_T(fc)};
-	rc = st_exec(st, "INSERT INTO attempts (job_id, attempt, lease, started, ended, outcome, failure_class)"
-			 " VALUES (?, 1, ?, ?, ?, 'done', ?)", pa, NP(pa), err);
-	if (rc < 0 || (rc = store_tasks(st, job_id, 1, res, err)) < 0)
-		goto out;
-	if (rec->artefact_dir && (rc = record_artefacts(st, job_id, rec->artefact_dir, err)) < 0)
-		goto out;
-	rc = st_commit(st, err);
-out:
-	store_unlock(st);
-	return rc;
-}
-
 /* ---- workers ---- */
-int store_worker_hello(struct store *st, const char *name, const json_t *capabilities,
-		       char worker_id[STORE_ID_SIZE], struct pyti_err *err)
+int store_worker_hello(struct store *st, const char *name, const json_t *capabilities, char worker_id[STORE_ID_SIZE],
+		       struct pyti_err *err)
 {
-	if (!ok_name(name) || strlen(name) > 256)
+	if (!q_ok_name(name) || strlen(name) > 256)
 		return st_fail(err, STORE_E_INVALID, "hello: a worker needs a name of 1 to 256 bytes");
 	if (capabilities && !json_is_object(capabilities))
 		return st_fail(err, STORE_E_INVALID, "hello: capabilities must be an object");
-	_cleanup_free_ char *caps = capabilities ? dump(capabilities) : xstrdup("{}");
+	_cleanup_free_ char *caps = capabilities ? q_dump(capabilities) : xstrdup("{}");
 	if (!caps || strlen(caps) > MAX_CAPS)
 		return st_fail(err, STORE_E_INVALID, "hello: capabilities over %u bytes", MAX_CAPS);
 	int rc = store_lock(st, err);
@@ -339,16 +256,18 @@ int store_workers(struct store *st, json_t **out, struct pyti_err *err)
 	if (rc < 0)
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
-	rc = st_query(st, "SELECT id, name, capabilities, created, last_seen FROM workers ORDER BY created DESC, id LIMIT 1000",
-		      NULL, 0, &r, err);
+	rc = st_query(
+		st,
+		"SELECT id, name, capabilities, created, last_seen FROM workers ORDER BY created DESC, id LIMIT 1000",
+		NULL, 0, &r, err);
 	store_unlock(st);
 	if (rc < 0)
 		return rc;
 	json_t *a = json_array();
 	for (size_t i = 0; i < r.nrow; i++)
-		json_array_append_new(a, json_pack("{s:o, s:o, s:o, s:f, s:f}", "worker_id", sres_jstr(&r, i, 0), "name",
-						   sres_jstr(&r, i, 1), "capabilities", sres_json(&r, i, 2), "created",
-						   sres_d(&r, i, 3), "last_seen", sres_d(&r, i, 4)));
+		json_array_append_new(a, json_pack("{s:o, s:o, s:o, s:f, s:f}", "worker_id", sres_jstr(&r, i, 0),
+						   "name", sres_jstr(&r, i, 1), "capabilities", sres_json(&r, i, 2),
+						   "created", sres_d(&r, i, 3), "last_seen", sres_d(&r, i, 4)));
 	*out = json_pack("{s:o}", "workers", a);
 	return 0;
 }
@@ -362,7 +281,8 @@ static int expire_locked(struct store *st, int *n, struct pyti_err *err)
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
 	_cleanup_free_ char *sql = xasprintf("SELECT id, attempt, max_attempts FROM jobs WHERE state = 'leased'"
-					     " AND lease_expires < ? ORDER BY id LIMIT 1000%s", st->ops->skip_locked);
+					     " AND lease_expires < ? ORDER BY id LIMIT 1000%s",
+					     st->ops->skip_locked);
 	struct sparam p[] = {P_D(now)};
 	if ((rc = st_query(st, sql, p, NP(p), &r, err)) < 0)
 		goto fail;
@@ -370,18 +290,25 @@ static int expire_locked(struct store *st, int *n, struct pyti_err *err)
 		const char *id = sres_s(&r, i, 0);
 		long long attempt = sres_i(&r, i, 1), max = sres_i(&r, i, 2);
 		_cleanup_free_ char *msg = xasprintf("lease lost (attempt %lld of %lld)", attempt, max);
-		struct sparam q[] = {P_T(msg), P_T(id), P_I(attempt)}, qf[] = {P_T(msg), P_D(now), P_T(id), P_I(attempt)};
+		struct sparam q[] = {P_T(msg), P_T(id), P_I(attempt)},
+			      qf[] = {P_T(msg), P_D(now), P_T(id), P_I(attempt)};
 		if (attempt < max)
-			rc = st_exec(st, "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL,"
-					 " worker_id = NULL, failure_class = 'Infra', error = ?, progress = NULL"
-					 " WHERE id = ? AND attempt = ? AND state = 'leased'", q, NP(q), err);
+			rc = st_exec(st,
+				     "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL,"
+				     " worker_id = NULL, failure_class = 'Infra', error = ?, progress = NULL"
+				     " WHERE id = ? AND attempt = ? AND state = 'leased'",
+				     q, NP(q), err);
 		else
-			rc = st_exec(st, "UPDATE jobs SET state = 'failed', failure_class = 'Infra', verdict = 'infra',"
-					 " error = ?, finished = ? WHERE id = ? AND attempt = ? AND state = 'leased'",
+			rc = st_exec(st,
+				     "UPDATE jobs SET state = 'failed', failure_class = 'Infra', verdict = 'infra',"
+				     " error = ?, finished = ? WHERE id = ? AND attempt = ? AND state = 'leased'",
 				     qf, NP(qf), err);
 		struct sparam a[] = {P_D(now), P_T(id), P_I(attempt)};
-		if (rc < 0 || (rc = st_exec(st, "UPDATE attempts SET ended = ?, outcome = 'lease-lost', failure_class = 'Infra'"
-						" WHERE job_id = ? AND attempt = ?", a, NP(a), err)) < 0)
+		if (rc < 0 ||
+		    (rc = st_exec(st,
+				  "UPDATE attempts SET ended = ?, outcome = 'lease-lost', failure_class = 'Infra'"
+				  " WHERE job_id = ? AND attempt = ?",
+				  a, NP(a), err)) < 0)
 			goto fail;
 	}
 	if (n)
@@ -453,7 +380,8 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 	{
 		_cleanup_sres_ struct sres w = {0};
 		struct sparam p[] = {P_D(now), P_T(worker_id)};
-		rc = st_query(st, "UPDATE workers SET last_seen = ? WHERE id = ? RETURNING capabilities", p, NP(p), &w, err);
+		rc = st_query(st, "UPDATE workers SET last_seen = ? WHERE id = ? RETURNING capabilities", p, NP(p), &w,
+			      err);
 		if (rc < 0)
 			goto out;
 		if (w.nrow == 0) {
@@ -463,14 +391,12 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		caps = sres_json(&w, 0, 0);
 	}
 	struct caps c = {0};
-	c.p[c.np++] = P_D(exp);
-	c.p[c.np++] = P_T(worker_id);
 	caps_read(&c, caps);
 	if (c.nsuites == 0) /* a worker without images can run nothing */
 		goto commit;
-	buf_printf(&sql, "UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
-			 " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM jobs"
-			 " WHERE state = 'queued' AND suite IN (", st->ops->random_lease);
+	/* The candidates are picked once, in a materialised CTE: PostgreSQL may otherwise rescan an
+	 * IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) and lease more than n (seen here: 3 of max 2). */
+	buf_puts(&sql, "WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'queued' AND suite IN (");
 	caps_list(&sql, c.nsuites);
 	buf_puts(&sql, ")");
 	if (c.nbackends) {
@@ -478,20 +404,28 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		caps_list(&sql, c.nbackends);
 		buf_puts(&sql, "))");
 	}
-	buf_printf(&sql, " ORDER BY priority, created, seq LIMIT ?%s)"
-			 " RETURNING id, attempt, lease, dist, suite, backend, run_id", st->ops->skip_locked);
+	buf_printf(&sql,
+		   " ORDER BY priority, created, seq LIMIT ?%s)"
+		   " UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease = %s, lease_expires = ?,"
+		   " worker_id = ?, progress = NULL WHERE state = 'queued' AND id IN (SELECT id FROM c)"
+		   " RETURNING id, attempt, lease, dist, suite, backend, run_id",
+		   st->ops->skip_locked, st->ops->random_lease);
 	c.p[c.np++] = P_I(max);
+	c.p[c.np++] = P_D(exp);
+	c.p[c.np++] = P_T(worker_id);
 	if ((rc = st_query(st, sql.data, c.p, c.np, &r, err)) < 0)
 		goto out;
 	for (size_t i = 0; i < r.nrow; i++) {
 		const char *id = sres_s(&r, i, 0), *lease = sres_s(&r, i, 2), *run = sres_s(&r, i, 6);
 		long long attempt = sres_i(&r, i, 1);
 		struct sparam a[] = {P_T(id), P_I(attempt), P_T(lease), P_T(worker_id), P_D(now)};
-		rc = st_exec(st, "INSERT INTO attempts (job_id, attempt, lease, worker_id, started) VALUES (?, ?, ?, ?, ?)", a,
-			     NP(a), err);
+		rc = st_exec(st,
+			     "INSERT INTO attempts (job_id, attempt, lease, worker_id, started) VALUES (?, ?, ?, ?, ?)",
+			     a, NP(a), err);
 		_cleanup_sres_ struct sres rr = {0};
 		struct sparam q[] = {P_T(run)};
-		if (rc < 0 || (rc = st_query(st, "SELECT recipe, env, posargs FROM runs WHERE id = ?", q, NP(q), &rr, err)) < 0)
+		if (rc < 0 ||
+		    (rc = st_query(st, "SELECT recipe, env, posargs FROM runs WHERE id = ?", q, NP(q), &rr, err)) < 0)
 			goto out;
 		json_t *env = sres_json(&rr, 0, 1), *posargs = sres_json(&rr, 0, 2);
 		if (!json_is_object(env))
@@ -501,8 +435,9 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		json_t *config = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "dist", sres_jstr(&r, i, 3), "suite",
 					   sres_jstr(&r, i, 4), "backend", sres_jstr(&r, i, 5), "recipe",
 					   sres_jstr(&rr, 0, 0), "env", env, "posargs", posargs);
-		json_array_append_new(out, json_pack("{s:s, s:I, s:s, s:i, s:o}", "job_id", id, "attempt", attempt, "lease",
-						     lease, "lease_expires_in_s", st->lim.lease_s, "config", config));
+		json_array_append_new(out,
+				      json_pack("{s:s, s:I, s:s, s:i, s:o}", "job_id", id, "attempt", attempt, "lease",
+						lease, "lease_expires_in_s", st->lim.lease_s, "config", config));
 	}
 commit:
 	if ((rc = st_commit(st, err)) == 0)
@@ -520,8 +455,8 @@ static int fence(struct store *st, const struct store_lease *l, struct sres *r, 
 		return st_fail(err, STORE_E_INVALID, "'%s' is not a job id", l->job_id ? l->job_id : "");
 	if (!l->lease || strlen(l->lease) != STORE_LEASE_SIZE - 1 || l->attempt < 1)
 		return st_fail(err, STORE_E_INVALID, "a lease is 32 hex digits and an attempt from 1");
-	_cleanup_free_ char *sql = xasprintf("SELECT state, attempt, lease, worker_id, max_attempts FROM jobs WHERE id = ?%s",
-					     st->ops->for_update);
+	_cleanup_free_ char *sql = xasprintf(
+		"SELECT state, attempt, lease, worker_id, max_attempts FROM jobs WHERE id = ?%s", st->ops->for_update);
 	struct sparam p[] = {P_T(l->job_id)};
 	int rc = st_query(st, sql, p, NP(p), r, err);
 	if (rc < 0)
@@ -531,7 +466,8 @@ static int fence(struct store *st, const struct store_lease *l, struct sres *r, 
 	const char *state = sres_s(r, 0, 0), *lease = sres_s(r, 0, 2);
 	if ((strcmp(state, "leased") && strcmp(state, "cancelled")) || sres_i(r, 0, 1) != l->attempt || !lease ||
 	    strcmp(lease, l->lease))
-		return st_fail(err, STORE_E_STALE, "job %s: attempt %d's lease is not the current one (the job is %s, attempt %lld)",
+		return st_fail(err, STORE_E_STALE,
+			       "job %s: attempt %d's lease is not the current one (the job is %s, attempt %lld)",
 			       l->job_id, l->attempt, state, sres_i(r, 0, 1));
 	return 0;
 }
@@ -541,7 +477,7 @@ int store_heartbeat(struct store *st, const struct store_lease *l, const json_t 
 {
 	*expires_in_s = 0;
 	*cancel = false;
-	_cleanup_free_ char *prog = dump(progress);
+	_cleanup_free_ char *prog = q_dump(progress);
 	if (prog && strlen(prog) > 4096)
 		return st_fail(err, STORE_E_INVALID, "heartbeat: progress over 4096 bytes");
 	int rc = store_lock(st, err);
@@ -554,7 +490,8 @@ int store_heartbeat(struct store *st, const struct store_lease *l, const json_t 
 	*cancel = strcmp(sres_s(&r, 0, 0), "cancelled") == 0;
 	if (!*cancel) {
 		struct sparam p[] = {P_D(now + st->lim.lease_s), P_T(prog), P_T(l->job_id)};
-		if ((rc = st_exec(st, "UPDATE jobs SET lease_expires = ?, progress = COALESCE(?, progress) WHERE id = ?", p,
+		if ((rc = st_exec(st,
+				  "UPDATE jobs SET lease_expires = ?, progress = COALESCE(?, progress) WHERE id = ?", p,
 				  NP(p), err)) < 0)
 			goto out;
 	}
@@ -571,7 +508,7 @@ out:
 int store_report(struct store *st, const struct store_lease *l, const char *task, const json_t *result,
 		 struct pyti_err *err)
 {
-	if (!ok_name(task) || strlen(task) > 256)
+	if (!q_ok_name(task) || strlen(task) > 256)
 		return st_fail(err, STORE_E_INVALID, "report: a task name of 1 to 256 bytes");
 	if (!json_is_object(result))
 		return st_fail(err, STORE_E_INVALID, "report: the result must be an object");
@@ -581,12 +518,9 @@ int store_report(struct store *st, const struct store_lease *l, const char *task
 	int rc = store_lock(st, err);
 	if (rc < 0)
 		return rc;
-	_cleanup_sres_ struct sres r = {0}, n = {0};
-	if ((rc = st_begin(st, err)) < 0 || (rc = fence(st, l, &r, err)) < 0)
-		goto out;
-	struct sparam p[] = {P_T(l->job_id), P_I(l->attempt)};
-	if ((rc = st_query(st, "SELECT COUNT(*) FROM task_results WHERE job_id = ? AND attempt = ?", p, NP(p), &n, err)) < 0 ||
-	    (rc = q_store_task(st, l->job_id, l->attempt, (int)sres_i(&n, 0, 0), task, result, err)) < 0)
+	_cleanup_sres_ struct sres r = {0};
+	if ((rc = st_begin(st, err)) < 0 || (rc = fence(st, l, &r, err)) < 0 ||
+	    (rc = q_store_task(st, l->job_id, l->attempt, -1, task, result, err)) < 0)
 		goto out;
 	rc = st_commit(st, err);
 out:
@@ -604,9 +538,10 @@ static int check_artefacts(const json_t *a, struct pyti_err *err)
 	json_t *v;
 	json_array_foreach(a, i, v) {
 		const char *name = pj_str(v, "name", NULL), *sha = pj_str(v, "sha256", NULL);
-		if (!ok_name(name) || !sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64 ||
+		if (!q_ok_name(name) || !sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64 ||
 		    !json_is_integer(json_object_get(v, "size")) || pj_int(v, "size", -1) < 0)
-			return st_fail(err, STORE_E_INVALID, "finish: artefact %zu needs a name, a sha256 and a size", i + 1);
+			return st_fail(err, STORE_E_INVALID, "finish: artefact %zu needs a name, a sha256 and a size",
+				       i + 1);
 	}
 	return 0;
 }
@@ -632,7 +567,8 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		*missing = NULL;
 	const char *status = f->status ? f->status : "";
 	if (strcmp(status, "passed") && strcmp(status, "failed") && strcmp(status, "error"))
-		return st_fail(err, STORE_E_INVALID, "finish: status must be passed, failed or error, not '%s'", status);
+		return st_fail(err, STORE_E_INVALID, "finish: status must be passed, failed or error, not '%s'",
+			       status);
 	int fc = pyti_fclass_parse(f->failure_class);
 	if (fc < 0)
 		return st_fail(err, STORE_E_INVALID, "finish: unknown failure class '%s'", f->failure_class);
@@ -648,7 +584,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		if (f->error)
 			json_object_set_new(res, "error", pj_string_lossy(f->error, strlen(f->error)));
 	}
-	_cleanup_free_ char *js = dump(res);
+	_cleanup_free_ char *js = q_dump(res);
 	if (!js || strlen(js) > MAX_JSON)
 		return st_fail(err, STORE_E_TOOBIG, "finish: results over %u bytes", MAX_JSON);
 	if ((rc = store_lock(st, err)) < 0)
@@ -661,7 +597,8 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		goto out;
 	/* a repeat of a finish that was accepted answers what it did */
 	struct sparam pa[] = {P_T(l->job_id), P_I(l->attempt)};
-	if ((rc = st_query(st, "SELECT lease, outcome FROM attempts WHERE job_id = ? AND attempt = ?", pa, NP(pa), &a, err)) < 0)
+	if ((rc = st_query(st, "SELECT lease, outcome FROM attempts WHERE job_id = ? AND attempt = ?", pa, NP(pa), &a,
+			   err)) < 0)
 		goto out;
 	if (a.nrow && l->lease && sres_s(&a, 0, 1) && strcmp(sres_s(&a, 0, 0), l->lease) == 0 &&
 	    strcmp(sres_s(&a, 0, 1), "lease-lost")) {
@@ -689,13 +626,15 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 			*missing = steal_pointer(&miss);
 		goto out;
 	}
-	if ((rc = store_tasks(st, l->job_id, l->attempt, res, err)) < 0)
+	if ((rc = q_store_tasks(st, l->job_id, l->attempt, res, err)) < 0)
 		goto out;
 	json_array_foreach(f->artefacts, i, v) {
 		struct sparam p[] = {P_T(l->job_id), P_I(l->attempt), P_T(pj_str(v, "name", "")),
 				     P_T(pj_str(v, "sha256", "")), P_I(pj_int(v, "size", 0))};
-		if ((rc = st_exec(st, "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, ?, ?, ?, ?)"
-				      " ON CONFLICT DO NOTHING", p, NP(p), err)) < 0)
+		if ((rc = st_exec(st,
+				  "INSERT INTO artefacts (job_id, attempt, name, sha256, size) VALUES (?, ?, ?, ?, ?)"
+				  " ON CONFLICT DO NOTHING",
+				  p, NP(p), err)) < 0)
 			goto out;
 	}
 	const char *fcn = fc ? pyti_fclass_name(fc) : NULL, *outcome;
@@ -704,30 +643,44 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 		*state = STORE_CANCELLED;
 		outcome = "cancelled";
 		struct sparam p[] = {P_T(status), P_T(fcn), P_T(js), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET status = ?, failure_class = ?, results = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st, "UPDATE jobs SET status = ?, failure_class = ?, results = ? WHERE id = ?", p, NP(p),
+			     err);
 	} else if (strcmp(status, "passed") && store_fclass_retried(fc) && l->attempt < max) {
 		*state = STORE_QUEUED;
 		outcome = "retry";
 		struct sparam p[] = {P_T(fcn), P_T(error), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL, worker_id = NULL,"
-				 " progress = NULL, failure_class = ?, error = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'queued', lease = NULL, lease_expires = NULL, worker_id = NULL,"
+			     " progress = NULL, failure_class = ?, error = ? WHERE id = ?",
+			     p, NP(p), err);
 	} else if (strcmp(status, "passed") && store_fclass_retried(fc)) {
 		*state = STORE_FAILED;
 		outcome = "failed";
 		struct sparam p[] = {P_T(status), P_T(fcn), P_T(error), P_T(js), P_D(now), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'failed', verdict = 'infra', status = ?, failure_class = ?,"
-				 " error = ?, results = ?, finished = ? WHERE id = ?", p, NP(p), err);
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'failed', verdict = 'infra', status = ?, failure_class = ?,"
+			     " error = ?, results = ?, finished = ? WHERE id = ?",
+			     p, NP(p), err);
 	} else {
 		*state = STORE_DONE;
 		outcome = "done";
-		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))), P_T(status), P_T(fcn), P_T(error),
-				     P_T(js), P_D(now), P_T(l->job_id)};
-		rc = st_exec(st, "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"
-				 " results = ?, finished = ? WHERE id = ?", p, NP(p), err);
+		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))),
+				     P_T(status),
+				     P_T(fcn),
+				     P_T(error),
+				     P_T(js),
+				     P_D(now),
+				     P_T(l->job_id)};
+		rc = st_exec(st,
+			     "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"
+			     " results = ?, finished = ? WHERE id = ?",
+			     p, NP(p), err);
 	}
 	struct sparam pe[] = {P_D(now), P_T(outcome), P_T(fcn), P_T(l->job_id), P_I(l->attempt)};
-	if (rc < 0 || (rc = st_exec(st, "UPDATE attempts SET ended = ?, outcome = ?, failure_class = ?"
-					" WHERE job_id = ? AND attempt = ?", pe, NP(pe), err)) < 0)
+	if (rc < 0 || (rc = st_exec(st,
+				    "UPDATE attempts SET ended = ?, outcome = ?, failure_class = ?"
+				    " WHERE job_id = ? AND attempt = ?",
+				    pe, NP(pe), err)) < 0)
 		goto out;
 	rc = st_commit(st, err);
 out:
@@ -754,10 +707,11 @@ int store_cancel(struct store *st, const char *id, int *n, struct pyti_err *err)
 		rc = st_fail(err, STORE_E_NOTFOUND, "cancel: no %s %s", kind == 'r' ? "run" : "job", id);
 		goto out;
 	}
-	rc = st_query(st, kind == 'r' ? "UPDATE jobs SET state = 'cancelled', finished = ? WHERE run_id = ?"
-					" AND state IN ('queued', 'leased') RETURNING id"
-				      : "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?"
-					" AND state IN ('queued', 'leased') RETURNING id",
+	rc = st_query(st,
+		      kind == 'r' ? "UPDATE jobs SET state = 'cancelled', finished = ? WHERE run_id = ?"
+				    " AND state IN ('queued', 'leased') RETURNING id"
+				  : "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?"
+				    " AND state IN ('queued', 'leased') RETURNING id",
 		      u, NP(u), &r, err);
 	if (rc < 0 || (rc = st_commit(st, err)) < 0)
 		goto out;

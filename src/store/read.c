@@ -10,14 +10,17 @@ int read_run_header(struct store *st, const char *run_id, json_t **out, struct p
 	_cleanup_sres_ struct sres r = {0}, c = {0}, v = {0};
 	struct sparam p[] = {P_T(run_id)};
 	*out = NULL;
-	int rc = st_query(st, "SELECT id, created, origin, recipe_name, priority FROM runs WHERE id = ?", p, NP(p), &r, err);
+	int rc = st_query(st, "SELECT id, created, origin, recipe_name, priority FROM runs WHERE id = ?", p, NP(p), &r,
+			  err);
 	if (rc < 0)
 		return rc;
 	if (!r.nrow)
 		return st_fail(err, STORE_E_NOTFOUND, "no run %s", run_id);
-	if ((rc = st_query(st, "SELECT state, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY state", p, NP(p), &c, err)) < 0 ||
-	    (rc = st_query(st, "SELECT verdict, COUNT(*) FROM jobs WHERE run_id = ? AND verdict IS NOT NULL GROUP BY verdict",
-			   p, NP(p), &v, err)) < 0)
+	if ((rc = st_query(st, "SELECT state, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY state", p, NP(p), &c, err)) <
+		    0 ||
+	    (rc = st_query(
+		     st, "SELECT verdict, COUNT(*) FROM jobs WHERE run_id = ? AND verdict IS NOT NULL GROUP BY verdict",
+		     p, NP(p), &v, err)) < 0)
 		return rc;
 	json_t *counts = json_object(), *verdicts = json_object();
 	long long total = 0;
@@ -53,10 +56,11 @@ static int run_jobs(struct store *st, const char *run_id, bool with_results, jso
 	struct sparam p[] = {P_T(run_id)};
 	rc = read_run_header(st, run_id, &run, err);
 	if (rc == 0)
-		rc = st_query(st, with_results ? "SELECT id, dist, suite, state, attempt, verdict, failure_class, results"
-						 " FROM jobs WHERE run_id = ? ORDER BY seq"
-					       : "SELECT id, dist, suite, state, attempt, verdict, failure_class"
-						 " FROM jobs WHERE run_id = ? ORDER BY seq",
+		rc = st_query(st,
+			      with_results ? "SELECT id, dist, suite, state, attempt, verdict, failure_class, results"
+					     " FROM jobs WHERE run_id = ? ORDER BY seq"
+					   : "SELECT id, dist, suite, state, attempt, verdict, failure_class"
+					     " FROM jobs WHERE run_id = ? ORDER BY seq",
 			      p, NP(p), &r, err);
 	store_unlock(st);
 	if (rc < 0)
@@ -97,8 +101,10 @@ int store_runs(struct store *st, const struct store_runs_query *q, json_t **out,
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
 	struct sparam pd[] = {P_T(dist), P_I(limit)}, pl[] = {P_I(limit)};
-	rc = dist ? st_query(st, "SELECT id FROM runs WHERE id IN (SELECT run_id FROM jobs WHERE dist = ?)"
-				 " ORDER BY created DESC, id DESC LIMIT ?", pd, NP(pd), &r, err)
+	rc = dist ? st_query(st,
+			     "SELECT id FROM runs WHERE id IN (SELECT run_id FROM jobs WHERE dist = ?)"
+			     " ORDER BY created DESC, id DESC LIMIT ?",
+			     pd, NP(pd), &r, err)
 		  : st_query(st, "SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT ?", pl, NP(pl), &r, err);
 	json_t *runs = json_array();
 	for (size_t i = 0; rc == 0 && i < r.nrow; i++) {
@@ -108,7 +114,8 @@ int store_runs(struct store *st, const struct store_runs_query *q, json_t **out,
 		/* the first few dists, so that a listing says what a run was */
 		_cleanup_sres_ struct sres d = {0};
 		struct sparam p[] = {P_T(sres_s(&r, i, 0))};
-		if (st_query(st, "SELECT dist FROM jobs WHERE run_id = ? ORDER BY seq LIMIT 3", p, NP(p), &d, err) == 0) {
+		if (st_query(st, "SELECT dist FROM jobs WHERE run_id = ? ORDER BY seq LIMIT 3", p, NP(p), &d, err) ==
+		    0) {
 			json_t *a = json_array();
 			for (size_t k = 0; k < d.nrow; k++)
 				json_array_append_new(a, sres_jstr(&d, k, 0));
@@ -140,8 +147,9 @@ static int resolve_id(struct store *st, const char *id, char full[STORE_ID_SIZE]
 	_cleanup_free_ char *like = xasprintf("%s%%", id);
 	_cleanup_sres_ struct sres r = {0};
 	struct sparam p[] = {P_T(like)};
-	int rc = st_query(st, id[0] == 'r' ? "SELECT id FROM runs WHERE id LIKE ? LIMIT 2"
-					   : "SELECT id FROM jobs WHERE id LIKE ? LIMIT 2",
+	int rc = st_query(st,
+			  id[0] == 'r' ? "SELECT id FROM runs WHERE id LIKE ? LIMIT 2"
+				       : "SELECT id FROM jobs WHERE id LIKE ? LIMIT 2",
 			  p, NP(p), &r, err);
 	if (rc < 0)
 		return rc;
@@ -166,21 +174,30 @@ static int show_job(struct store *st, const char *id, json_t **out, struct pyti_
 {
 	_cleanup_sres_ struct sres j = {0}, a = {0}, t = {0}, c = {0}, f = {0};
 	struct sparam p[] = {P_T(id)};
-	int rc = st_query(st, "SELECT id, run_id, dist, suite, backend, recipe_name, state, attempt, max_attempts, verdict,"
-			      " failure_class, error, created, finished, worker_id, progress, results, status"
-			      " FROM jobs WHERE id = ?", p, NP(p), &j, err);
+	int rc = st_query(st,
+			  "SELECT id, run_id, dist, suite, backend, recipe_name, state, attempt, max_attempts, verdict,"
+			  " failure_class, error, created, finished, worker_id, progress, results, status"
+			  " FROM jobs WHERE id = ?",
+			  p, NP(p), &j, err);
 	if (rc < 0)
 		return rc;
 	if (!j.nrow)
 		return st_fail(err, STORE_E_NOTFOUND, "no job %s", id);
-	if ((rc = st_query(st, "SELECT attempt, worker_id, started, ended, outcome, failure_class FROM attempts"
-			       " WHERE job_id = ? ORDER BY attempt", p, NP(p), &a, err)) < 0 ||
-	    (rc = st_query(st, "SELECT attempt, task, status, failure_class, wall_s, result FROM task_results"
-			       " WHERE job_id = ? ORDER BY attempt, seq", p, NP(p), &t, err)) < 0 ||
-	    (rc = st_query(st, "SELECT attempt, task, case_id, outcome, message FROM testcases"
-			       " WHERE job_id = ? ORDER BY attempt, task, seq", p, NP(p), &c, err)) < 0 ||
-	    (rc = st_query(st, "SELECT attempt, name, sha256, size FROM artefacts WHERE job_id = ? ORDER BY attempt, name", p,
-			   NP(p), &f, err)) < 0)
+	if ((rc = st_query(st,
+			   "SELECT attempt, worker_id, started, ended, outcome, failure_class FROM attempts"
+			   " WHERE job_id = ? ORDER BY attempt",
+			   p, NP(p), &a, err)) < 0 ||
+	    (rc = st_query(st,
+			   "SELECT attempt, task, status, failure_class, wall_s, result FROM task_results"
+			   " WHERE job_id = ? ORDER BY attempt, seq",
+			   p, NP(p), &t, err)) < 0 ||
+	    (rc = st_query(st,
+			   "SELECT attempt, task, case_id, outcome, message FROM testcases"
+			   " WHERE job_id = ? ORDER BY attempt, task, seq",
+			   p, NP(p), &c, err)) < 0 ||
+	    (rc = st_query(st,
+			   "SELECT attempt, name, sha256, size FROM artefacts WHERE job_id = ? ORDER BY attempt, name",
+			   p, NP(p), &f, err)) < 0)
 		return rc;
 	json_t *attempts = json_array();
 	for (size_t i = 0; i < a.nrow; i++) {
@@ -189,35 +206,37 @@ static int show_job(struct store *st, const char *id, json_t **out, struct pyti_
 		for (size_t k = 0; k < t.nrow; k++)
 			if (sres_i(&t, k, 0) == n)
 				json_array_append_new(
-					tasks, json_pack("{s:o, s:o, s:o, s:o, s:o}", "task", sres_jstr(&t, k, 1), "status",
-							 sres_jstr(&t, k, 2), "failure_class", sres_jstr(&t, k, 3), "wall_s",
-							 sres_s(&t, k, 4) ? json_real(sres_d(&t, k, 4)) : json_null(),
-							 "result", sres_json(&t, k, 5)));
+					tasks,
+					json_pack("{s:o, s:o, s:o, s:o, s:o}", "task", sres_jstr(&t, k, 1), "status",
+						  sres_jstr(&t, k, 2), "failure_class", sres_jstr(&t, k, 3), "wall_s",
+						  sres_s(&t, k, 4) ? json_real(sres_d(&t, k, 4)) : json_null(),
+						  "result", sres_json(&t, k, 5)));
 		for (size_t k = 0; k < c.nrow; k++)
 			if (sres_i(&c, k, 0) == n)
-				json_array_append_new(cases, json_pack("{s:o, s:o, s:o, s:o}", "task", sres_jstr(&c, k, 1),
-								       "id", sres_jstr(&c, k, 2), "outcome",
-								       sres_jstr(&c, k, 3), "message", sres_jstr(&c, k, 4)));
+				json_array_append_new(cases,
+						      json_pack("{s:o, s:o, s:o, s:o}", "task", sres_jstr(&c, k, 1),
+								"id", sres_jstr(&c, k, 2), "outcome",
+								sres_jstr(&c, k, 3), "message", sres_jstr(&c, k, 4)));
 		for (size_t k = 0; k < f.nrow; k++)
 			if (sres_i(&f, k, 0) == n)
 				json_array_append_new(arts, json_pack("{s:o, s:o, s:I}", "name", sres_jstr(&f, k, 1),
 								      "sha256", sres_jstr(&f, k, 2), "size",
 								      sres_i(&f, k, 3)));
-		json_array_append_new(attempts, json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "attempt", n,
-							  "worker_id", sres_jstr(&a, i, 1), "started",
-							  time_or_null(&a, i, 2), "ended", time_or_null(&a, i, 3),
-							  "outcome", sres_jstr(&a, i, 4), "failure_class",
-							  sres_jstr(&a, i, 5), "tasks", tasks, "testcases", cases,
-							  "artefacts", arts));
+		json_array_append_new(attempts,
+				      json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "attempt", n,
+						"worker_id", sres_jstr(&a, i, 1), "started", time_or_null(&a, i, 2),
+						"ended", time_or_null(&a, i, 3), "outcome", sres_jstr(&a, i, 4),
+						"failure_class", sres_jstr(&a, i, 5), "tasks", tasks, "testcases",
+						cases, "artefacts", arts));
 	}
-	json_t *job = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-				"job_id", sres_jstr(&j, 0, 0), "run_id", sres_jstr(&j, 0, 1), "dist", sres_jstr(&j, 0, 2),
-				"suite", sres_jstr(&j, 0, 3), "backend", sres_jstr(&j, 0, 4), "recipe",
-				sres_jstr(&j, 0, 5), "state", sres_jstr(&j, 0, 6), "attempt", sres_i(&j, 0, 7),
-				"max_attempts", sres_i(&j, 0, 8), "verdict", sres_jstr(&j, 0, 9), "failure_class",
-				sres_jstr(&j, 0, 10), "error", sres_jstr(&j, 0, 11), "created", time_or_null(&j, 0, 12),
-				"finished", time_or_null(&j, 0, 13), "worker_id", sres_jstr(&j, 0, 14), "progress",
-				sres_json(&j, 0, 15), "results", sres_json(&j, 0, 16), "attempts", attempts);
+	json_t *job = json_pack(
+		"{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "job_id",
+		sres_jstr(&j, 0, 0), "run_id", sres_jstr(&j, 0, 1), "dist", sres_jstr(&j, 0, 2), "suite",
+		sres_jstr(&j, 0, 3), "backend", sres_jstr(&j, 0, 4), "recipe", sres_jstr(&j, 0, 5), "state",
+		sres_jstr(&j, 0, 6), "attempt", sres_i(&j, 0, 7), "max_attempts", sres_i(&j, 0, 8), "verdict",
+		sres_jstr(&j, 0, 9), "failure_class", sres_jstr(&j, 0, 10), "error", sres_jstr(&j, 0, 11), "created",
+		time_or_null(&j, 0, 12), "finished", time_or_null(&j, 0, 13), "worker_id", sres_jstr(&j, 0, 14),
+		"progress", sres_json(&j, 0, 15), "results", sres_json(&j, 0, 16), "attempts", attempts);
 	json_object_set_new(job, "status", sres_jstr(&j, 0, 17));
 	*out = json_pack("{s:o}", "job", job);
 	return 0;

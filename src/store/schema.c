@@ -85,8 +85,8 @@ int schema_migrate(struct store *st, int target, struct pyti_err *err)
 		goto fail;
 	if (have > STORE_SCHEMA_VERSION) {
 		rc = st_fail(err, STORE_E_INVALID,
-			     "the database's schema is version %d, newer than this pyti knows (%d): upgrade pyti",
-			     have, STORE_SCHEMA_VERSION);
+			     "the database's schema is version %d, newer than this pyti knows (%d): upgrade pyti", have,
+			     STORE_SCHEMA_VERSION);
 		goto fail;
 	}
 	for (int v = have + 1; v <= target; v++) {
@@ -108,8 +108,10 @@ int schema_migrate(struct store *st, int target, struct pyti_err *err)
 		char vs[16];
 		snprintf(vs, sizeof vs, "%d", v);
 		struct sparam p[] = {P_T(vs)};
-		rc = st_exec(st, "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
-				 " ON CONFLICT (key) DO UPDATE SET value = excluded.value", p, NP(p), err);
+		rc = st_exec(st,
+			     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+			     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+			     p, NP(p), err);
 		if (rc < 0)
 			goto fail;
 	}

@@ -3,7 +3,8 @@
  *   store.c        ids, names, verdict rule, opening, limits, the engine-neutral query helpers
  *   schema.c       the schema and its migrations
  *   store_sqlite.c the SQLite engine     store_pg.c  the PostgreSQL engine
- *   queue.c        submit, record, claim, heartbeat, report, finish, expire, cancel, workers
+ *   queue.c        submit, claim, heartbeat, report, finish, expire, cancel, workers
+ *   record.c       jobs recorded by a local `pyti run`
  *   read.c         status, results, runs, show
  *   blob.c         blobs (zstd) and copy
  *
@@ -16,7 +17,13 @@
 
 #include "store.h"
 
-enum sp_type { SP_NULL, SP_TEXT, SP_INT, SP_REAL, SP_BLOB };
+enum sp_type {
+	SP_NULL,
+	SP_TEXT,
+	SP_INT,
+	SP_REAL,
+	SP_BLOB
+};
 struct sparam {
 	enum sp_type t;
 	const char *s; /* TEXT (NUL-terminated) or BLOB (len bytes) */
@@ -27,11 +34,11 @@ struct sparam {
 static inline struct sparam P_T(const char *s) /* NULL is SQL NULL */
 {
 	return (struct sparam){.t = s ? SP_TEXT : SP_NULL, .s = s};
-}
-static inline struct sparam P_I(long long i) { return (struct sparam){.t = SP_INT, .i = i}; }
-static inline struct sparam P_D(double d) { return (struct sparam){.t = SP_REAL, .d = d}; }
-static inline struct sparam P_B(const void *p, size_t n)
-{
+} static inline struct sparam P_I(long long i) {
+	return (struct sparam){.t = SP_INT, .i = i};
+} static inline struct sparam P_D(double d) {
+	return (struct sparam){.t = SP_REAL, .d = d};
+} static inline struct sparam P_B(const void *p, size_t n) {
 	return (struct sparam){.t = SP_BLOB, .s = (const char *)p, .len = n};
 }
 #define P_N ((struct sparam){.t = SP_NULL})
@@ -44,13 +51,16 @@ struct sres {
 	size_t *len;
 };
 void sres_free(struct sres *r);
-static inline void sres_freep(struct sres *r) { sres_free(r); }
+static inline void sres_freep(struct sres *r)
+{
+	sres_free(r);
+}
 #define _cleanup_sres_ _cleanup_(sres_freep)
-const char *sres_s(const struct sres *r, size_t row, size_t col);         /* NULL for NULL */
-long long sres_i(const struct sres *r, size_t row, size_t col);           /* 0 for NULL */
-double sres_d(const struct sres *r, size_t row, size_t col);              /* 0 for NULL */
-json_t *sres_json(const struct sres *r, size_t row, size_t col);          /* parsed TEXT, or json null */
-json_t *sres_jstr(const struct sres *r, size_t row, size_t col);          /* a string, or json null */
+const char *sres_s(const struct sres *r, size_t row, size_t col); /* NULL for NULL */
+long long sres_i(const struct sres *r, size_t row, size_t col);	  /* 0 for NULL */
+double sres_d(const struct sres *r, size_t row, size_t col);	  /* 0 for NULL */
+json_t *sres_json(const struct sres *r, size_t row, size_t col);  /* parsed TEXT, or json null */
+json_t *sres_jstr(const struct sres *r, size_t row, size_t col);  /* a string, or json null */
 
 struct store_engine_ops {
 	/* (re)connect; STORE_E_UNAVAILABLE when the server cannot be reached */
@@ -62,9 +72,9 @@ struct store_engine_ops {
 		    struct pyti_err *err);
 	/* a write transaction (SQLite: BEGIN IMMEDIATE, which takes the write lock now) */
 	int (*begin)(struct store *st, struct pyti_err *err);
-	const char *blob_type; /* "BLOB" | "BYTEA" */
-	const char *for_update; /* "" | " FOR UPDATE" */
-	const char *skip_locked; /* "" | " FOR UPDATE SKIP LOCKED" */
+	const char *blob_type;	  /* "BLOB" | "BYTEA" */
+	const char *for_update;	  /* "" | " FOR UPDATE" */
+	const char *skip_locked;  /* "" | " FOR UPDATE SKIP LOCKED" */
 	const char *random_lease; /* SQL expression: 32 random hex digits */
 };
 extern const struct store_engine_ops store_sqlite_ops, store_pg_ops;
@@ -72,10 +82,10 @@ extern const struct store_engine_ops store_sqlite_ops, store_pg_ops;
 struct store {
 	enum store_engine engine;
 	const struct store_engine_ops *ops;
-	char *url;      /* as given (PostgreSQL: the conninfo, may hold a password: never printed) */
-	char *path;     /* SQLite file */
+	char *url;	/* as given (PostgreSQL: the conninfo, may hold a password: never printed) */
+	char *path;	/* SQLite file */
 	char *describe; /* for messages */
-	void *db;       /* sqlite3 * | PGconn * */
+	void *db;	/* sqlite3 * | PGconn * */
 	bool in_tx;
 	struct store_limits lim;
 	pthread_mutex_t mu;
@@ -99,9 +109,15 @@ int st_fail(struct pyti_err *err, int rc, const char *fmt, ...) __attribute__((f
 int schema_migrate(struct store *st, int target, struct pyti_err *err);
 int schema_version(struct store *st, int *version, struct pyti_err *err);
 
-/* queue.c: store the tasks of a results object (idempotent) and their test cases */
+/* queue.c: store one task's result (idempotent) and its test cases; seq < 0: the attempt's next */
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err);
+#define MAX_JSON (8u << 20) /* one task result or a whole results.json */
+
+/* queue.c: shared by record.c */
+char *q_dump(const json_t *j); /* compact JSON text (caller frees), NULL for NULL */
+bool q_ok_name(const char *s); /* a non-empty name of at most 4096 bytes */
+int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err);
 /* blob.c: put inside the caller's transaction/lock */
 int blob_put_locked(struct store *st, const void *data, size_t len, const char *sha, struct pyti_err *err);
 /* read.c: JSON of a run header (counts, verdicts) */

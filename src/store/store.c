@@ -100,8 +100,8 @@ char store_id_kind(const char *id)
 
 /* ---- states and verdicts ---- */
 static const char *const state_names[STORE_STATE_COUNT] = {"queued", "leased", "done", "failed", "cancelled"};
-static const char *const verdict_names[STORE_VERDICT_COUNT] = {NULL, "passed", "test-failed", "build-failed",
-							       "no-tests", "infra"};
+static const char *const verdict_names[STORE_VERDICT_COUNT] = {NULL,	       "passed",   "test-failed",
+							       "build-failed", "no-tests", "infra"};
 
 const char *store_state_name(enum store_state s)
 {

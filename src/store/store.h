@@ -28,13 +28,13 @@
 /* ---- return codes (negative) and their JSON-RPC codes (docs/rpc.md "Errors") ---- */
 enum store_rc {
 	STORE_OK = 0,
-	STORE_E_INTERNAL = -1,    /* a bug, a corrupt database, a full disk: -32603 */
-	STORE_E_STALE = -2,       /* the lease is not the job's current one (fencing); nothing stored: -32001 */
-	STORE_E_NOTFOUND = -3,    /* no such run, job, worker or blob: -32003 */
+	STORE_E_INTERNAL = -1,	  /* a bug, a corrupt database, a full disk: -32603 */
+	STORE_E_STALE = -2,	  /* the lease is not the job's current one (fencing); nothing stored: -32001 */
+	STORE_E_NOTFOUND = -3,	  /* no such run, job, worker or blob: -32003 */
 	STORE_E_UNAVAILABLE = -4, /* database down or busy past its timeout; retry later: -32006 */
-	STORE_E_MISSING = -5,     /* finish named artefact blobs that are not stored: -32004 */
-	STORE_E_INVALID = -6,     /* bad parameters (malformed id, wrong shape, sha256 mismatch): -32602 */
-	STORE_E_TOOBIG = -7,      /* a blob over the size cap: -32005 */
+	STORE_E_MISSING = -5,	  /* finish named artefact blobs that are not stored: -32004 */
+	STORE_E_INVALID = -6,	  /* bad parameters (malformed id, wrong shape, sha256 mismatch): -32602 */
+	STORE_E_TOOBIG = -7,	  /* a blob over the size cap: -32005 */
 };
 /* The docs/rpc.md code for a return value (0 for STORE_OK). */
 int store_rpc_code(int rc);
@@ -53,13 +53,13 @@ char store_id_kind(const char *id);
 enum store_state {
 	STORE_QUEUED = 0,
 	STORE_LEASED,
-	STORE_DONE,      /* it ran, whatever its verdict */
-	STORE_FAILED,    /* could not be run within max_attempts (infrastructure); keeps its failure class */
+	STORE_DONE,	 /* it ran, whatever its verdict */
+	STORE_FAILED,	 /* could not be run within max_attempts (infrastructure); keeps its failure class */
 	STORE_CANCELLED, /* by a user */
 	STORE_STATE_COUNT
 };
 const char *store_state_name(enum store_state s); /* "queued", "leased", … */
-int store_state_parse(const char *name);          /* -1 if unknown */
+int store_state_parse(const char *name);	  /* -1 if unknown */
 
 enum store_verdict {
 	STORE_V_NONE = 0, /* not done yet */
@@ -71,7 +71,7 @@ enum store_verdict {
 	STORE_VERDICT_COUNT
 };
 const char *store_verdict_name(enum store_verdict v); /* "passed", "test-failed", …; NULL for NONE */
-int store_verdict_parse(const char *name);            /* -1 if unknown */
+int store_verdict_parse(const char *name);	      /* -1 if unknown */
 /* The verdict of a job from its results (what `pyti run --json` prints, also its {"status":"error",
  * "failure_class"} form; NULL = infra). The store's own rule until manager_verdict() replaces it:
  * an error or a task with class Crash/Infra/Network → infra; Fetch, or a failed install/build task →
@@ -81,7 +81,10 @@ enum store_verdict store_verdict_of(const json_t *results);
 bool store_fclass_retried(enum pyti_fclass fc);
 
 /* ---- opening ---- */
-enum store_engine { STORE_SQLITE, STORE_POSTGRES };
+enum store_engine {
+	STORE_SQLITE,
+	STORE_POSTGRES
+};
 #define STORE_SCHEMA_VERSION 2
 
 /* url: a file path (absolute or relative, e.g. STATE/pyti.db), "sqlite:PATH", "postgresql://…",
@@ -94,7 +97,10 @@ int store_open(const char *url, struct store **out, struct pyti_err *err);
 /* Tests only: create or migrate the schema only up to `version` (1..STORE_SCHEMA_VERSION). */
 int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err);
 void store_close(struct store *st); /* NULL is fine */
-static inline void store_closep(struct store **st) { store_close(*st); }
+static inline void store_closep(struct store **st)
+{
+	store_close(*st);
+}
 #define _cleanup_store_ _cleanup_(store_closep)
 /* STATE/pyti.db (caller frees). */
 char *store_default_url(const char *state_dir);
@@ -109,27 +115,27 @@ int store_ping(struct store *st, struct pyti_err *err);
 
 /* ---- limits (per handle; a master sets them from its configuration) ---- */
 struct store_limits {
-	int lease_s;          /* a claim's and a heartbeat's lease (default 60) */
-	int heartbeat_s;      /* what hello tells workers (default 20, a third of the lease) */
-	int max_attempts;     /* attempts before an infrastructure failure is final (default 3) */
-	uint64_t blob_max;    /* bytes of one blob before compression (default 64 MiB) */
+	int lease_s;	   /* a claim's and a heartbeat's lease (default 60) */
+	int heartbeat_s;   /* what hello tells workers (default 20, a third of the lease) */
+	int max_attempts;  /* attempts before an infrastructure failure is final (default 3) */
+	uint64_t blob_max; /* bytes of one blob before compression (default 64 MiB) */
 };
 void store_limits_get(const struct store *st, struct store_limits *out);
 void store_limits_set(struct store *st, const struct store_limits *lim); /* 0 fields keep the default */
 
 /* ---- runs and jobs ---- */
 struct store_run_spec {
-	const char *const *dists;  /* requirements, one job per dist × suite */
+	const char *const *dists; /* requirements, one job per dist × suite */
 	size_t n_dists;
 	const char *const *suites; /* images; NULL/0 = {"bookworm"} */
 	size_t n_suites;
-	const char *recipe;        /* INI text, or NULL for the built-in default */
-	const char *recipe_name;   /* for display; NULL = "default" or the recipe's [recipe] name */
-	const char *backend;       /* "ns", "vm" or NULL (the worker's choice) */
-	const json_t *env;         /* object of strings, or NULL */
-	const json_t *posargs;     /* array of strings, or NULL */
-	int priority;              /* lower runs first (default 0) */
-	const char *origin;        /* "submit" (master) or "local" (pyti run); NULL = "submit" */
+	const char *recipe;	 /* INI text, or NULL for the built-in default */
+	const char *recipe_name; /* for display; NULL = "default" or the recipe's [recipe] name */
+	const char *backend;	 /* "ns", "vm" or NULL (the worker's choice) */
+	const json_t *env;	 /* object of strings, or NULL */
+	const json_t *posargs;	 /* array of strings, or NULL */
+	int priority;		 /* lower runs first (default 0) */
+	const char *origin;	 /* "submit" (master) or "local" (pyti run); NULL = "submit" */
 };
 /* submit: a run with one queued job per dist × suite (in that order). *out = {"run_id", "jobs":
  * [job_id…]}. No dists is STORE_E_INVALID. */
@@ -144,11 +150,11 @@ struct store_job_record {
 	const char *dist;
 	const char *suite;
 	const char *backend;
-	const char *recipe_name;    /* NULL: results' "recipe" */
-	const json_t *results;      /* results.json as `pyti run --json` prints, or its error form, or NULL */
-	const char *error;          /* when the job did not run to its end: the message (or NULL) */
-	enum pyti_fclass fclass;    /* that error's class */
-	const char *artefact_dir;   /* a host-made directory (STATE/runs/<job>) whose regular files, read
+	const char *recipe_name;  /* NULL: results' "recipe" */
+	const json_t *results;	  /* results.json as `pyti run --json` prints, or its error form, or NULL */
+	const char *error;	  /* when the job did not run to its end: the message (or NULL) */
+	enum pyti_fclass fclass;  /* that error's class */
+	const char *artefact_dir; /* a host-made directory (STATE/runs/<job>) whose regular files, read
 				     * beneath it without following links, become artefacts; NULL = none.
 				     * Files over the blob cap are left out with a warning (log). */
 };
@@ -163,8 +169,8 @@ int store_cancel(struct store *st, const char *id, int *n, struct pyti_err *err)
 /* ---- workers ---- */
 /* hello: register a worker (a new id each time) with its capabilities (docs/rpc.md `hello`: images
  * [{suite, python}], backends, slots, disk_free, mem_free, version). */
-int store_worker_hello(struct store *st, const char *name, const json_t *capabilities,
-		       char worker_id[STORE_ID_SIZE], struct pyti_err *err);
+int store_worker_hello(struct store *st, const char *name, const json_t *capabilities, char worker_id[STORE_ID_SIZE],
+		       struct pyti_err *err);
 /* {"workers": [{"worker_id", "name", "capabilities", "created", "last_seen"}]} newest first. */
 int store_workers(struct store *st, json_t **out, struct pyti_err *err);
 
@@ -197,11 +203,11 @@ int store_report(struct store *st, const struct store_lease *l, const char *task
 
 struct store_finish {
 	struct store_lease lease;
-	const char *status;         /* the job's: "passed", "failed" or "error" (did not run to its end) */
-	const char *failure_class;  /* the job's class or NULL; Crash/Infra are retried */
-	const json_t *results;      /* the whole results.json (its tasks not reported yet are stored too) */
-	const json_t *artefacts;    /* [{"name", "sha256", "size"}] of uploaded blobs, or NULL */
-	const char *error;          /* message for status "error", or NULL */
+	const char *status;	   /* the job's: "passed", "failed" or "error" (did not run to its end) */
+	const char *failure_class; /* the job's class or NULL; Crash/Infra are retried */
+	const json_t *results;	   /* the whole results.json (its tasks not reported yet are stored too) */
+	const json_t *artefacts;   /* [{"name", "sha256", "size"}] of uploaded blobs, or NULL */
+	const char *error;	   /* message for status "error", or NULL */
 };
 /* finish: end the attempt. An infrastructure class (store_fclass_retried) sends the job back to the
  * queue while attempts remain (*state = queued), else failed with that class; anything else is done
@@ -222,7 +228,7 @@ int store_status(struct store *st, const char *run_id, json_t **out, struct pyti
 /* results: the same "run", and jobs with their "results" (the stored results.json, or null). */
 int store_results(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
 struct store_runs_query {
-	int limit;        /* 0 = 50 */
+	int limit;	  /* 0 = 50 */
 	const char *dist; /* only runs with a job of this dist (exact), or NULL */
 };
 /* runs: {"runs": [{"run_id", "created", "origin", "jobs", "counts", "verdicts"}]} newest first. */

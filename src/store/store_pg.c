@@ -14,6 +14,18 @@
 #define OID_INT8 20
 #define OID_TEXT 25
 #define OID_FLOAT8 701
+#define CACHE_N 64
+
+/* The connection and its prepared statements (named s0, s1, …; one per SQL text and parameter
+ * types: parsing and planning were most of a small statement's time). They die with the session. */
+struct pg {
+	PGconn *c;
+	struct {
+		char *key; /* types (one letter a parameter), '|', the SQL */
+	} cache[CACHE_N];
+	unsigned n;
+};
+#define CONN(st) (((struct pg *)(st)->db)->c)
 
 static void pg_quiet(void *arg, const char *msg)
 {
@@ -23,14 +35,20 @@ static void pg_quiet(void *arg, const char *msg)
 
 static void pg_disconnect(struct store *st)
 {
-	if (st->db)
-		PQfinish(st->db);
+	struct pg *g = st->db;
+	if (!g)
+		return;
+	if (g->c)
+		PQfinish(g->c);
+	for (unsigned i = 0; i < g->n; i++)
+		free(g->cache[i].key);
+	free(g);
 	st->db = NULL;
 }
 
 static bool pg_connected(struct store *st)
 {
-	return st->db && PQstatus(st->db) == CONNECTION_OK;
+	return st->db && CONN(st) && PQstatus(CONN(st)) == CONNECTION_OK;
 }
 
 /* "postgresql (host=…, port=…, dbname=…, user=…)": what a message may say about the server */
@@ -61,20 +79,22 @@ static void pg_describe(struct store *st)
 
 static int pg_connect(struct store *st, struct pyti_err *err)
 {
-	if (!st->db)
+	if (strcmp(st->describe, "postgresql") == 0)
 		pg_describe(st);
 	pg_disconnect(st);
-	st->db = PQconnectdb(st->url);
-	if (!st->db || PQstatus(st->db) != CONNECTION_OK) {
+	struct pg *g = xcalloc(1, sizeof *g);
+	st->db = g;
+	g->c = PQconnectdb(st->url);
+	if (!g->c || PQstatus(g->c) != CONNECTION_OK) {
 		int rc = st_fail(err, STORE_E_UNAVAILABLE, "%s: cannot connect: %s", st->describe,
-				 st->db ? PQerrorMessage(st->db) : "out of memory");
+				 g->c ? PQerrorMessage(g->c) : "out of memory");
 		size_t n = err ? strlen(err->msg) : 0;
 		while (n && (err->msg[n - 1] == '\n' || err->msg[n - 1] == ' '))
 			err->msg[--n] = '\0';
 		pg_disconnect(st);
 		return rc;
 	}
-	PQsetNoticeProcessor(st->db, pg_quiet, NULL);
+	PQsetNoticeProcessor(g->c, pg_quiet, NULL);
 	return 0;
 }
 
@@ -97,7 +117,7 @@ static char *pg_sql(const char *sql)
 
 static bool pg_transient(struct store *st, const char *state)
 {
-	if (PQstatus(st->db) != CONNECTION_OK)
+	if (PQstatus(CONN(st)) != CONNECTION_OK)
 		return true;
 	if (!state)
 		return false;
@@ -105,10 +125,41 @@ static bool pg_transient(struct store *st, const char *state)
 	       strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 || strcmp(state, "53300") == 0;
 }
 
+/* Run a statement, prepared once per session; transaction control and a full cache run unprepared. */
+static PGresult *pg_run(struct store *st, const char *sql, int np, const Oid *types, const char *const *vals,
+			const int *lens, const int *fmts)
+{
+	struct pg *g = st->db;
+	if (np == 0 && strncmp(sql, "SELECT", 6) != 0)
+		return PQexecParams(g->c, sql, 0, NULL, NULL, NULL, NULL, 0); /* BEGIN, COMMIT, DDL */
+	_cleanup_buf_ struct buf key = BUF_INIT(0);
+	for (int i = 0; i < np; i++)
+		buf_printf(&key, "%u,", types[i]);
+	buf_puts(&key, "|");
+	buf_puts(&key, sql);
+	unsigned i;
+	for (i = 0; i < g->n; i++)
+		if (strcmp(g->cache[i].key, key.data) == 0)
+			break;
+	char name[16];
+	if (i == g->n) {
+		if (g->n == CACHE_N)
+			return PQexecParams(g->c, sql, np, types, vals, lens, fmts, 0);
+		snprintf(name, sizeof name, "s%u", i);
+		PGresult *p = PQprepare(g->c, name, sql, np, types);
+		if (!p || PQresultStatus(p) != PGRES_COMMAND_OK)
+			return p; /* the error, reported like an execution's */
+		PQclear(p);
+		g->cache[g->n++].key = buf_steal(&key);
+	}
+	snprintf(name, sizeof name, "s%u", i);
+	return PQexecPrepared(g->c, name, np, vals, lens, fmts, 0);
+}
+
 static int pg_exec(struct store *st, const char *sql, const struct sparam *p, size_t np, struct sres *out,
 		   struct pyti_err *err)
 {
-	if (!st->db)
+	if (!st->db || !CONN(st))
 		return st_fail(err, STORE_E_UNAVAILABLE, "%s: not connected", st->describe);
 	_cleanup_free_ char *q = pg_sql(sql);
 	size_t na = np ? np : 1;
@@ -148,12 +199,12 @@ static int pg_exec(struct store *st, const char *sql, const struct sparam *p, si
 			break;
 		}
 	}
-	PGresult *res = PQexecParams(st->db, q, (int)np, types, vals, lens, fmts, 0);
+	PGresult *res = pg_run(st, q, (int)np, types, vals, lens, fmts);
 	ExecStatusType es = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK) {
 		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		int rc = pg_transient(st, state) ? STORE_E_UNAVAILABLE : STORE_E_INTERNAL;
-		const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(st->db);
+		const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(CONN(st));
 		st_fail(err, rc, "%s: %.*s", st->describe, (int)strcspn(m, "\n"), m);
 		PQclear(res);
 		return rc;

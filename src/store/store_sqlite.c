@@ -27,9 +27,10 @@ static int sq_err(struct store *st, struct pyti_err *err, int code, const char *
 {
 	struct sq *q = st->db;
 	int rc = (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? STORE_E_UNAVAILABLE
-		 : (code == SQLITE_TOOBIG)			  ? STORE_E_TOOBIG
-								  : STORE_E_INTERNAL;
-	return st_fail(err, rc, "%s: %s: %s", st->describe, what, q && q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(code));
+		 : (code == SQLITE_TOOBIG)			? STORE_E_TOOBIG
+								: STORE_E_INTERNAL;
+	return st_fail(err, rc, "%s: %s: %s", st->describe, what,
+		       q && q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(code));
 }
 
 static void sq_disconnect(struct store *st)
@@ -62,7 +63,8 @@ static int sq_connect(struct store *st, struct pyti_err *err)
 	}
 	struct sq *q = xcalloc(1, sizeof *q);
 	st->db = q;
-	int rc = sqlite3_open_v2(st->path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	int rc = sqlite3_open_v2(st->path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
 	if (rc != SQLITE_OK) {
 		rc = sq_err(st, err, rc, "open");
 		sq_disconnect(st);

@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -142,56 +141,39 @@ class Master:
 
 
 class Postgres:
-    """A throwaway PostgreSQL 15 cluster listening on a unix socket only (no TCP). As root it runs
-    as the postgres user (initdb refuses root)."""
+    """A throwaway PostgreSQL cluster on a unix socket only (no TCP), made and started by
+    scripts/pg-start, stopped by scripts/pg-stop (as root it belongs to the postgres user)."""
 
     def __init__(self):
-        # its own directory under /tmp: the postgres user must reach it (pytest's tmp_path is 0700 root)
+        # its own directory under /tmp: short (a socket path), and reachable by the cluster's user
         self.dir = Path(tempfile.mkdtemp(prefix="pyti-pg-"))
         self.data = self.dir / "data"
-        self.sock = self.dir / "sock"
-        self.user = None
-        if os.geteuid() == 0:
-            self.user = "postgres"
+        self.conninfo = None
 
     @staticmethod
     def available():
-        return (PG_BIN / "initdb").exists() and (os.geteuid() != 0 or _has_user("postgres"))
-
-    def _run(self, *cmd, check=True):
-        if self.user:
-            cmd = ("runuser", "-u", self.user, "--", *cmd)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check and r.returncode != 0:
-            raise AssertionError(f"{cmd} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-        return r
+        return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and (os.geteuid() != 0 or _has_user("postgres")
+                                                                            or _has_user("nobody"))
 
     def init(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.sock.mkdir(exist_ok=True)
-        if self.user:
-            pw = pwd.getpwnam(self.user)
-            for p in (self.dir, self.sock):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "pyti", "--no-sync")
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"listen_addresses = ''\nunix_socket_directories = '{self.sock}'\nfsync = off\n"
-                    "max_connections = 100\nshared_buffers = 32MB\n")
         return self
 
     def start(self):
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "pg.log"), "-w", "-t", "60", "start")
+        r = subprocess.run([str(REPO / "scripts" / "pg-start"), str(self.dir)], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode != 0:
+            raise AssertionError(f"scripts/pg-start {self.dir} -> {r.returncode}\n{r.stderr}")
+        self.conninfo = r.stdout.strip().splitlines()[-1]
         return self
 
     def stop(self, mode="fast"):
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+        subprocess.run([str(REPO / "scripts" / "pg-stop"), str(self.dir)], capture_output=True, timeout=120)
 
     def url(self):
-        return f"host={self.sock} dbname=postgres user=pyti"
+        return self.conninfo
 
     def destroy(self):
-        self.stop("immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        subprocess.run([str(REPO / "scripts" / "pg-stop"), str(self.dir), "--rm"], capture_output=True, timeout=120)
 
 
 def _has_user(name):

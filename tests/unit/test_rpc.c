@@ -284,6 +284,11 @@ static void test_handler_errors(void **state)
 	assert_int_equal(st.requests, 3);
 	assert_int_equal(st.notifications, 1);
 	assert_int_equal(st.errors, 2);
+	assert_int_equal(st.invalid, 1);
+	assert_int_equal(st.unauthorized, 0);
+	json_decref(r);
+	r = rpc_process("[{\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{},\"id\":1}]", 56, 0, 0, echo, NULL, &st);
+	assert_int_equal(st.unauthorized, 1);
 	json_decref(r);
 	assert_string_equal(rpc_code_message(RPC_SLOW_DOWN), "slow down");
 	assert_string_equal(rpc_code_message(RPC_PARSE_ERROR), "Parse error");
