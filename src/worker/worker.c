@@ -20,17 +20,28 @@
 
 #define EVENT_LINE_MAX (1u << 20)
 #define CLAIM_WAIT_S 30
-#define CLAIM_BUSY_S 2.0 /* between claims while some slots run jobs (wait_s 0) */
+#define CLAIM_BUSY_S 1.0 /* between claims while some slots run jobs (wait_s 0); a freed slot asks at once */
 #define ARTEFACT_MAX (64ull << 20)
 
 static volatile sig_atomic_t g_stop;
 static volatile int g_abort; /* aborts a claim's long poll */
+
+static int g_chld_pipe[2] = {-1, -1}; /* SIGCHLD wakes the loop's poll (a job that ended) */
 
 static void on_signal(int sig)
 {
 	(void)sig;
 	g_stop++;
 	g_abort = 1;
+}
+
+static void on_sigchld(int sig)
+{
+	(void)sig;
+	int e = errno;
+	if (g_chld_pipe[1] >= 0 && write(g_chld_pipe[1], "c", 1) < 0)
+		(void)0; /* full: the loop is woken already */
+	errno = e;
 }
 
 /* PENDING: leased but not started (a master that handed out more than max; heartbeated, started
@@ -576,10 +587,12 @@ static void reap(struct worker *w)
 	size_t k = 0;
 	for (size_t i = 0; i < w->n_jobs; i++) {
 		struct wjob *j = w->jobs[i];
-		if (j->pid < 0 && j->abandon)
+		if (j->pid < 0 && j->abandon) {
 			wjob_free(j);
-		else
+			w->next_claim = 0; /* a slot is free: ask for work now, not at the next poll */
+		} else {
 			w->jobs[k++] = j;
+		}
 	}
 	w->n_jobs = k;
 }
@@ -627,6 +640,13 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (g_chld_pipe[0] < 0 && pipe2(g_chld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		pyti_err_set(err, errno, "pipe");
+		goto out;
+	}
+	struct sigaction sc = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+	sigemptyset(&sc.sa_mask);
+	sigaction(SIGCHLD, &sc, NULL);
 
 	if (spool_count(w.spool))
 		log_info("worker: %zu unsent requests in the spool from an earlier run; sending them first",
@@ -700,6 +720,8 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 		struct pollfd pfds[1024];
 		struct wjob *owners[1024];
 		nfds_t n = 0;
+		pfds[n] = (struct pollfd){.fd = g_chld_pipe[0], .events = POLLIN};
+		owners[n++] = NULL;
 		for (size_t i = 0; i < w.n_jobs && n < ARRAY_SIZE(pfds); i++)
 			if (w.jobs[i]->ev_fd >= 0) {
 				pfds[n] = (struct pollfd){.fd = w.jobs[i]->ev_fd, .events = POLLIN};
@@ -710,10 +732,15 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 			ms = 0;
 		if (ms > 1000)
 			ms = 1000; /* reaping children needs a look now and then */
-		if (poll(pfds, n, ms) > 0)
-			for (nfds_t i = 0; i < n; i++)
+		if (poll(pfds, n, ms) > 0) {
+			char drain[64];
+			if (pfds[0].revents)
+				while (read(g_chld_pipe[0], drain, sizeof drain) > 0)
+					;
+			for (nfds_t i = 1; i < n; i++)
 				if (pfds[i].revents)
 					read_events(&w, owners[i]);
+		}
 	}
 	rc = 0;
 	pyti_err_clear(err);

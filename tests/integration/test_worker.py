@@ -82,7 +82,10 @@ def store_url(request, tmp_path):
     pg = request.getfixturevalue("pg_cluster")
     name = "w" + secrets.token_hex(6)
     subprocess.run(["psql", pg.url(), "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return pg.url().replace("dbname=postgres", f"dbname={name}")
+    import re
+    url, n = re.subn(r"dbname=\S+", f"dbname={name}", pg.url())
+    assert n == 1, pg.url()
+    return url
 
 
 def sql(store, query, args=()):
