@@ -13,7 +13,10 @@
 #define REQ_FILE_MAX (16u << 20)
 #define RECIPE_MAX (1u << 20)
 
-static const char *master_url(const char *opt) { return opt ? opt : getenv("PYTI_MASTER"); }
+static const char *master_url(const char *opt)
+{
+	return opt ? opt : getenv("PYTI_MASTER");
+}
 
 /* Where the command goes: a master over JSON-RPC, or the store itself. */
 struct target {
@@ -136,8 +139,10 @@ static int read_reqs(const char *path, json_t *dists, struct pyti_err *err)
 			p[--n] = '\0';
 		if (n) {
 			if (p[0] == '-')
-				return pyti_err_usage(err, "%s:%d: '%s': pip options are not requirements (one "
-							   "requirement a line)", path, lineno, p);
+				return pyti_err_usage(err,
+						      "%s:%d: '%s': pip options are not requirements (one "
+						      "requirement a line)",
+						      path, lineno, p);
 			json_array_append_new(dists, pj_string_lossy(p, n));
 		}
 		if (!nl)
@@ -167,13 +172,21 @@ static void submit_usage(FILE *f)
 
 int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_RECIPE = 256, OPT_JSON, OPT_STORE };
+	enum {
+		OPT_RECIPE = 256,
+		OPT_JSON,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
-		{"master", required_argument, NULL, 'm'}, {"token-file", required_argument, NULL, 't'},
+		{"master", required_argument, NULL, 'm'},
+		{"token-file", required_argument, NULL, 't'},
 		{"store", required_argument, NULL, OPT_STORE},
-		{"requirements", required_argument, NULL, 'r'}, {"image", required_argument, NULL, 'i'},
-		{"recipe", required_argument, NULL, OPT_RECIPE}, {"priority", required_argument, NULL, 'p'},
-		{"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'},
+		{"requirements", required_argument, NULL, 'r'},
+		{"image", required_argument, NULL, 'i'},
+		{"recipe", required_argument, NULL, OPT_RECIPE},
+		{"priority", required_argument, NULL, 'p'},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	const char *master = NULL, *token_file = NULL, *recipe = NULL, *store_url = NULL;
@@ -207,7 +220,8 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 			errno = 0;
 			priority = strtoll(optarg, &end, 10);
 			if (errno || *end || end == optarg || priority < -1000000 || priority > 1000000)
-				return cli_usage("submit: --priority must be a number -1000000…1000000, not '%s'", optarg);
+				return cli_usage("submit: --priority must be a number -1000000…1000000, not '%s'",
+						 optarg);
 			break;
 		}
 		case OPT_JSON:
@@ -266,12 +280,19 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 static int read_cmd_opts(const char *cmd, int argc, char **argv, const char **master, const char **token_file,
 			 const char **store_url, const char **junit, bool *json, void (*usage)(FILE *))
 {
-	enum { OPT_JSON = 256, OPT_JUNIT, OPT_STORE };
+	enum {
+		OPT_JSON = 256,
+		OPT_JUNIT,
+		OPT_STORE
+	};
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, OPT_STORE},
-		{"master", required_argument, NULL, 'm'}, {"token-file", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, OPT_JSON},    {"junit", required_argument, NULL, OPT_JUNIT},
-		{"help", no_argument, NULL, 'h'},         {0},
+		{"master", required_argument, NULL, 'm'},
+		{"token-file", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"junit", required_argument, NULL, OPT_JUNIT},
+		{"help", no_argument, NULL, 'h'},
+		{0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {

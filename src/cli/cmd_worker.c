@@ -47,13 +47,22 @@ static int parse_count(const char *what, const char *s, long lo, long hi, long *
 
 int cmd_worker(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { OPT_ONCE = 256, OPT_MAX_JOBS, OPT_RUN_JOB };
+	enum {
+		OPT_ONCE = 256,
+		OPT_MAX_JOBS,
+		OPT_RUN_JOB
+	};
 	static const struct option opts[] = {
-		{"master", required_argument, NULL, 'm'}, {"token-file", required_argument, NULL, 't'},
-		{"backend", required_argument, NULL, 'b'}, {"slots", required_argument, NULL, 'j'},
-		{"name", required_argument, NULL, 'n'},   {"config", required_argument, NULL, 'c'},
-		{"once", no_argument, NULL, OPT_ONCE},    {"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
-		{"run-job", required_argument, NULL, OPT_RUN_JOB}, {"help", no_argument, NULL, 'h'},
+		{"master", required_argument, NULL, 'm'},
+		{"token-file", required_argument, NULL, 't'},
+		{"backend", required_argument, NULL, 'b'},
+		{"slots", required_argument, NULL, 'j'},
+		{"name", required_argument, NULL, 'n'},
+		{"config", required_argument, NULL, 'c'},
+		{"once", no_argument, NULL, OPT_ONCE},
+		{"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
+		{"run-job", required_argument, NULL, OPT_RUN_JOB},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	struct worker_config wc = {0};

@@ -104,7 +104,8 @@ static int cfg_handler(void *arg, const char *section, const char *name, const c
 	if (strcmp(name, "slots") == 0) {
 		long v = strtol(value, &end, 10);
 		if (errno || *end || end == value || v < 1 || v > 1024) {
-			pyti_err_usage(x->err, "%s:%d: slots must be a number 1…1024, not '%s'", x->path, lineno, value);
+			pyti_err_usage(x->err, "%s:%d: slots must be a number 1…1024, not '%s'", x->path, lineno,
+				       value);
 			x->failed = true;
 			return 0;
 		}

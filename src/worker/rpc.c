@@ -80,14 +80,20 @@ void wrpc_free(struct wrpc_client *c)
 	free(c);
 }
 
-void wrpc_set_abort_flag(struct wrpc_client *c, volatile int *flag) { c->abort_flag = flag; }
+void wrpc_set_abort_flag(struct wrpc_client *c, volatile int *flag)
+{
+	c->abort_flag = flag;
+}
 
-const struct wrpc_status *wrpc_last(const struct wrpc_client *c) { return &c->last; }
+const struct wrpc_status *wrpc_last(const struct wrpc_client *c)
+{
+	return &c->last;
+}
 
 const char *wrpc_kind_name(enum wrpc_kind k)
 {
-	static const char *const names[] = {"ok", "retry", "unauthorized", "stale lease", "not found",
-					    "missing artefacts", "too large", "fatal"};
+	static const char *const names[] = {
+		"ok", "retry", "unauthorized", "stale lease", "not found", "missing artefacts", "too large", "fatal"};
 	return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "?";
 }
 
@@ -218,7 +224,8 @@ int wrpc_call_wait(struct wrpc_client *c, const char *method, json_t *params, do
 		cc = CURLE_FILESIZE_EXCEEDED;
 	if (cc != CURLE_OK)
 		return fail(c, wrpc_classify(cc, 0, 0, false), err, "%s: %s: %s", method, c->url,
-			    cc == CURLE_ABORTED_BY_CALLBACK ? "interrupted" : (curl_msg[0] ? curl_msg : curl_easy_strerror(cc)));
+			    cc == CURLE_ABORTED_BY_CALLBACK ? "interrupted"
+							    : (curl_msg[0] ? curl_msg : curl_easy_strerror(cc)));
 
 	json_error_t je;
 	_cleanup_json_ json_t *ans = resp.len ? json_loadb(resp.data, resp.len, 0, &je) : NULL;
@@ -317,7 +324,10 @@ void backoff_init(struct backoff *b, double base_s, double cap_s, unsigned seed)
 	b->seed = seed ? seed : 1;
 }
 
-void backoff_reset(struct backoff *b) { b->cur_s = b->base_s; }
+void backoff_reset(struct backoff *b)
+{
+	b->cur_s = b->base_s;
+}
 
 double backoff_next(struct backoff *b, double min_s)
 {

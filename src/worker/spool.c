@@ -80,8 +80,10 @@ struct spool *spool_open(const char *dir, struct pyti_err *err)
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK)
-			pyti_err_usage(err, "spool %s is in use by another worker (give each worker on one state "
-					    "directory its own --name)", dir);
+			pyti_err_usage(err,
+				       "spool %s is in use by another worker (give each worker on one state "
+				       "directory its own --name)",
+				       dir);
 		else
 			pyti_err_set(err, e, "lock %s", lock);
 		return NULL;
@@ -117,7 +119,10 @@ void spool_close(struct spool *s)
 	free(s);
 }
 
-static char *seq_path(struct spool *s, long long seq) { return xasprintf("%s/%012lld.json", s->dir, seq); }
+static char *seq_path(struct spool *s, long long seq)
+{
+	return xasprintf("%s/%012lld.json", s->dir, seq);
+}
 
 static int write_entry(struct spool *s, long long seq, const json_t *entry, struct pyti_err *err)
 {
@@ -287,11 +292,13 @@ int spool_flush(struct spool *s, struct wrpc_client *c, spool_done_fn on_done, v
 			}
 			if (st->kind == WRPC_TOO_LARGE && drop_outputs(entry)) {
 				log_warn("spool: %s of job %s over the master's limit; sending it without the tasks' "
-					 "output (their logs are artefacts)", method, pj_str(entry, "job_id", "?"));
+					 "output (their logs are artefacts)",
+					 method, pj_str(entry, "job_id", "?"));
 				continue;
 			}
 			if (st->kind == WRPC_STALE) {
-				log_info("job %s: lease lost; dropping its unsent requests", pj_str(entry, "job_id", "?"));
+				log_info("job %s: lease lost; dropping its unsent requests",
+					 pj_str(entry, "job_id", "?"));
 				if (on_done)
 					on_done(arg, entry, st->kind, NULL);
 				spool_drop_job(s, pj_str(entry, "job_id", NULL));

@@ -46,7 +46,11 @@ static void on_sigchld(int sig)
 
 /* PENDING: leased but not started (a master that handed out more than max; heartbeated, started
  * when a slot frees); RUNNING: its job process runs; FINISHING: ended, its finish in the spool. */
-enum wjob_state { WJ_RUNNING, WJ_FINISHING, WJ_PENDING };
+enum wjob_state {
+	WJ_RUNNING,
+	WJ_FINISHING,
+	WJ_PENDING
+};
 
 struct wjob {
 	char *job_id, *lease, *dir, *run_id, *dist;
@@ -259,7 +263,8 @@ static void start_pending(struct worker *w)
 		if (j->state != WJ_PENDING || j->abandon)
 			continue;
 		if (g_stop) {
-			log_info("job %s attempt %lld: not started (stopping); its lease will expire", j->job_id, j->attempt);
+			log_info("job %s attempt %lld: not started (stopping); its lease will expire", j->job_id,
+				 j->attempt);
 			j->abandon = true;
 			continue;
 		}
@@ -384,8 +389,9 @@ static void heartbeat(struct worker *w, struct wjob *j)
 {
 	j->next_hb = now_mono() + w->heartbeat_s;
 	json_t *p = lease_params(j);
-	json_object_set_new(p, "progress", j->progress ? json_incref(j->progress) :
-					   json_pack("{s:n, s:i, s:i}", "task", "i", 0, "n", 0));
+	json_object_set_new(p, "progress",
+			    j->progress ? json_incref(j->progress)
+					: json_pack("{s:n, s:i, s:i}", "task", "i", 0, "n", 0));
 	_cleanup_json_ json_t *pp = p, *res = NULL;
 	struct pyti_err err = {0};
 	if (wrpc_call(w->c, "heartbeat", pp, &res, &err) < 0) {
@@ -501,8 +507,8 @@ static void collect_artefacts(const char *root, const char *rel, int depth, json
 		if (rfd < 0 || sha256_fd(rfd, r, sha, NULL) < 0)
 			continue;
 		_cleanup_free_ char *full = xasprintf("%s/%s", root, r);
-		json_array_append_new(arts, json_pack("{s:s, s:s, s:I}", "name", r, "sha256", sha, "size",
-						      (json_int_t)st.st_size));
+		json_array_append_new(
+			arts, json_pack("{s:s, s:s, s:I}", "name", r, "sha256", sha, "size", (json_int_t)st.st_size));
 		json_array_append_new(ups, json_pack("{s:s, s:s, s:s, s:I}", "root", root, "rel", r, "sha256", sha,
 						     "size", (json_int_t)st.st_size));
 	}
@@ -530,8 +536,8 @@ static void job_ended(struct worker *w, struct wjob *j, int wstatus)
 			else
 				snprintf(why, sizeof why, "the job process exited %d without an outcome",
 					 WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1);
-			fallback = json_pack("{s:s, s:s, s:s, s:i}", "status", "error", "failure_class", "Crash", "error",
-					     why, "exit_status", PYTI_EXIT_INFRA);
+			fallback = json_pack("{s:s, s:s, s:s, s:i}", "status", "error", "failure_class", "Crash",
+					     "error", why, "exit_status", PYTI_EXIT_INFRA);
 			results = fallback;
 		}
 	}
@@ -555,8 +561,9 @@ static void job_ended(struct worker *w, struct wjob *j, int wstatus)
 	}
 	json_t *p = lease_params(j);
 	json_object_set_new(p, "status", json_string(status));
-	json_object_set(p, "failure_class", json_object_get(results, "failure_class") ?
-						    json_object_get(results, "failure_class") : json_null());
+	json_object_set(p, "failure_class",
+			json_object_get(results, "failure_class") ? json_object_get(results, "failure_class")
+								  : json_null());
 	json_object_set(p, "results", results);
 	if (json_is_string(json_object_get(results, "error")))
 		json_object_set(p, "error", json_object_get(results, "error"));
@@ -684,8 +691,8 @@ int worker_run(const struct worker_opts *o, struct pyti_err *err)
 		reap(&w);
 		start_pending(&w);
 		bool spool_empty = spool_count(w.spool) == 0;
-		if (w.n_jobs == 0 && spool_empty && (g_stop || (o->max_jobs > 0 && w.done >= o->max_jobs) ||
-						      (o->once && w.claimed_once)))
+		if (w.n_jobs == 0 && spool_empty &&
+		    (g_stop || (o->max_jobs > 0 && w.done >= o->max_jobs) || (o->once && w.claimed_once)))
 			break;
 		/* stopping, nothing runs, and the master does not take what is left: it waits in the
 		 * spool for the next start */

@@ -16,13 +16,13 @@
 /* How a failed call failed; what the caller does next depends only on this. */
 enum wrpc_kind {
 	WRPC_OK = 0,
-	WRPC_RETRY,       /* connection refused/reset, timeout, HTTP 5xx, -32002 slow down, -32006 store down */
-	WRPC_UNAUTHORIZED,/* -32000: fatal for the worker (wrong token) */
-	WRPC_STALE,       /* -32001: the lease is another attempt's: abandon that job, quietly */
-	WRPC_NOT_FOUND,   /* -32003 */
-	WRPC_MISSING,     /* -32004: finish named blobs not uploaded (data.missing) */
-	WRPC_TOO_LARGE,   /* -32005 (or HTTP 413) */
-	WRPC_FATAL,       /* anything else: a bad request, a protocol error, -326xx */
+	WRPC_RETRY,	   /* connection refused/reset, timeout, HTTP 5xx, -32002 slow down, -32006 store down */
+	WRPC_UNAUTHORIZED, /* -32000: fatal for the worker (wrong token) */
+	WRPC_STALE,	   /* -32001: the lease is another attempt's: abandon that job, quietly */
+	WRPC_NOT_FOUND,	   /* -32003 */
+	WRPC_MISSING,	   /* -32004: finish named blobs not uploaded (data.missing) */
+	WRPC_TOO_LARGE,	   /* -32005 (or HTTP 413) */
+	WRPC_FATAL,	   /* anything else: a bad request, a protocol error, -326xx */
 };
 
 /* Application error codes of docs/rpc.md */
@@ -53,10 +53,10 @@ int wrpc_call_wait(struct wrpc_client *c, const char *method, json_t *params, do
 
 struct wrpc_status {
 	enum wrpc_kind kind;
-	int rpc_code;         /* the JSON-RPC error code, 0 when the failure was HTTP or transport */
-	long http;            /* HTTP status, 0 when none came */
+	int rpc_code;	      /* the JSON-RPC error code, 0 when the failure was HTTP or transport */
+	long http;	      /* HTTP status, 0 when none came */
 	double retry_after_s; /* data.retry_after_s of -32002/-32006, else 0 */
-	json_t *data;         /* the error object's data (borrowed, valid until the next call) or NULL */
+	json_t *data;	      /* the error object's data (borrowed, valid until the next call) or NULL */
 };
 const struct wrpc_status *wrpc_last(const struct wrpc_client *c);
 
@@ -77,7 +77,7 @@ char *wrpc_base64(const void *data, size_t n);
 /* ---- backoff ---- */
 struct backoff {
 	double base_s, cap_s; /* first delay, largest delay */
-	double cur_s;         /* the current ceiling */
+	double cur_s;	      /* the current ceiling */
 	unsigned seed;
 };
 void backoff_init(struct backoff *b, double base_s, double cap_s, unsigned seed);
@@ -116,17 +116,17 @@ int spool_flush(struct spool *s, struct wrpc_client *c, spool_done_fn on_done, v
 /* ---- the worker ---- */
 struct worker_opts {
 	const char *state_dir;
-	const char *master;     /* URL */
-	const char *token;      /* worker token (clear text, read from the token file) */
-	const char *backend;    /* "ns" or "vm" */
-	const char *name;       /* worker name (default: host name) */
-	const char *self_exe;   /* the pyti binary, re-executed for each job */
+	const char *master;	/* URL */
+	const char *token;	/* worker token (clear text, read from the token file) */
+	const char *backend;	/* "ns" or "vm" */
+	const char *name;	/* worker name (default: host name) */
+	const char *self_exe;	/* the pyti binary, re-executed for each job */
 	const char *agent_path; /* pyti-agent */
-	int slots;              /* concurrent jobs */
-	long max_jobs;          /* exit after this many jobs (0 = no limit); --once = 1 */
-	bool once;              /* one claim: run what it returned, then exit */
-	int verbose;            /* passed on to the job processes */
-	double heartbeat_s;     /* 0 = the master's */
+	int slots;		/* concurrent jobs */
+	long max_jobs;		/* exit after this many jobs (0 = no limit); --once = 1 */
+	bool once;		/* one claim: run what it returned, then exit */
+	int verbose;		/* passed on to the job processes */
+	double heartbeat_s;	/* 0 = the master's */
 };
 /* Run until SIGTERM/SIGINT (then: stop claiming, let the running jobs end, flush, return 0), or
  * until max_jobs are done. -1 on a fatal error (unauthorized, a bad configuration). */

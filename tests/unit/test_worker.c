@@ -231,7 +231,11 @@ static void test_token_file(void **state)
 	assert_int_equal(wrpc_read_token(p, &t, &err), -1);
 	assert_int_equal(err.status, PYTI_EXIT_USAGE);
 	assert_non_null(strstr(err.msg, "empty"));
-	assert_int_equal(write_file_atomic(p, "a\x01" "b\n", 4, 0600, &err), 0);
+	assert_int_equal(write_file_atomic(p,
+					   "a\x01"
+					   "b\n",
+					   4, 0600, &err),
+			 0);
 	assert_int_equal(wrpc_read_token(p, &t, &err), -1);
 	snprintf(p, sizeof p, "%s/nope", tmpdir);
 	assert_int_equal(wrpc_read_token(p, &t, &err), -1);
@@ -242,8 +246,8 @@ static void test_token_file(void **state)
 
 static json_t *entry(const char *method, const char *job, int n)
 {
-	return json_pack("{s:s, s:s, s:{s:s, s:i, s:s, s:i}, s:[]}", "method", method, "job_id", job, "params", "job_id",
-			 job, "attempt", 1, "lease", "L", "n", n, "uploads");
+	return json_pack("{s:s, s:s, s:{s:s, s:i, s:s, s:i}, s:[]}", "method", method, "job_id", job, "params",
+			 "job_id", job, "attempt", 1, "lease", "L", "n", n, "uploads");
 }
 
 static void test_spool_basic(void **state)
@@ -342,7 +346,7 @@ static void test_call_kinds(void **state)
 	assert_int_equal(wrpc_last(c)->kind, WRPC_UNAUTHORIZED);
 	assert_int_equal(err.status, PYTI_EXIT_USAGE);
 	assert_int_equal(wrpc_call(c, "report", p, &res, &err), -1);
-	assert_int_equal(wrpc_last(c)->kind, WRPC_RETRY); /* not an answer: a proxy's page, a restart */
+	assert_int_equal(wrpc_last(c)->kind, WRPC_RETRY);	     /* not an answer: a proxy's page, a restart */
 	assert_int_equal(wrpc_call(c, "report", p, &res, &err), -1); /* an answer to another request */
 	assert_int_equal(wrpc_last(c)->kind, WRPC_RETRY);
 	wrpc_free(c);
@@ -402,8 +406,9 @@ static void test_spool_flush(void **state)
 	       *e4 = entry("finish", "jA", 4);
 	json_object_set_new(json_object_get(e4, "params"), "artefacts",
 			    json_pack("[{s:s, s:s, s:i}]", "name", "results.json", "sha256", sha, "size", 3));
-	json_object_set_new(e4, "uploads",
-			    json_pack("[{s:s, s:s, s:s, s:i}]", "root", tmpdir, "rel", "results.json", "sha256", sha, "size", 3));
+	json_object_set_new(
+		e4, "uploads",
+		json_pack("[{s:s, s:s, s:s, s:i}]", "root", tmpdir, "rel", "results.json", "sha256", sha, "size", 3));
 	json_t *all[] = {e1, e2, e3, e4};
 	for (size_t i = 0; i < 4; i++) {
 		assert_true(spool_push(s, all[i], &err) > 0);
@@ -488,8 +493,8 @@ static void test_config(void **state)
 	assert_int_equal(c.slots, 7);
 	assert_true(c.heartbeat_s == 2.5);
 	worker_config_free(&c);
-	const char *bad[] = {"[worker]\nmaster = x\nslots = many\n", "[worker]\n\nbogus = 1\n",
-			     "[other]\nmaster = x\n", "[worker]\nbackend = docker\n"};
+	const char *bad[] = {"[worker]\nmaster = x\nslots = many\n", "[worker]\n\nbogus = 1\n", "[other]\nmaster = x\n",
+			     "[worker]\nbackend = docker\n"};
 	const char *want[] = {":3: slots", ":3: unknown key 'bogus'", ":2: unknown section", ":2: backend"};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		assert_int_equal(write_file_atomic(p, bad[i], strlen(bad[i]), 0644, &err), 0);
@@ -518,16 +523,11 @@ static void test_capabilities(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_classify),
-		cmocka_unit_test(test_backoff),
-		cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_token_file),
-		cmocka_unit_test(test_spool_basic),
-		cmocka_unit_test(test_call_kinds),
-		cmocka_unit_test(test_spool_flush),
-		cmocka_unit_test(test_spool_too_large),
-		cmocka_unit_test(test_config),
-		cmocka_unit_test(test_capabilities),
+		cmocka_unit_test(test_classify),    cmocka_unit_test(test_backoff),
+		cmocka_unit_test(test_base64),	    cmocka_unit_test(test_token_file),
+		cmocka_unit_test(test_spool_basic), cmocka_unit_test(test_call_kinds),
+		cmocka_unit_test(test_spool_flush), cmocka_unit_test(test_spool_too_large),
+		cmocka_unit_test(test_config),	    cmocka_unit_test(test_capabilities),
 	};
 	return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
