@@ -28,6 +28,9 @@ static void worker_usage(FILE *f)
 	      "                         heartbeat_s (the command line wins)\n"
 	      "      --once             claim once, run what came, exit\n"
 	      "      --max-jobs N       exit after N jobs\n"
+	      "      --allow-local-dists  also run jobs whose distribution is a path on this machine\n"
+	      "                         (a source tree, an sdist; off: any submitter could have this\n"
+	      "                         machine's files copied into a sandbox and out in the logs)\n"
 	      "  -h, --help             this help\n\n"
 	      "exit status: 0 stopped, 2 usage or configuration error (also: the master refused the\n"
 	      "token), 3 infrastructure error.\n",
@@ -50,7 +53,8 @@ int cmd_worker(struct cli_ctx *ctx, int argc, char **argv)
 	enum {
 		OPT_ONCE = 256,
 		OPT_MAX_JOBS,
-		OPT_RUN_JOB
+		OPT_RUN_JOB,
+		OPT_ALLOW_LOCAL
 	};
 	static const struct option opts[] = {
 		{"master", required_argument, NULL, 'm'},
@@ -62,6 +66,7 @@ int cmd_worker(struct cli_ctx *ctx, int argc, char **argv)
 		{"once", no_argument, NULL, OPT_ONCE},
 		{"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
 		{"run-job", required_argument, NULL, OPT_RUN_JOB},
+		{"allow-local-dists", no_argument, NULL, OPT_ALLOW_LOCAL},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -114,6 +119,9 @@ int cmd_worker(struct cli_ctx *ctx, int argc, char **argv)
 			break;
 		case OPT_RUN_JOB:
 			run_job = optarg;
+			break;
+		case OPT_ALLOW_LOCAL:
+			wc.allow_local_dists = true;
 			break;
 		case 'h':
 			worker_usage(stdout);
@@ -170,6 +178,7 @@ int cmd_worker(struct cli_ctx *ctx, int argc, char **argv)
 	wo.name = wc.name ? wc.name : host;
 	wo.slots = wc.slots ? wc.slots : (cores > 0 ? (int)cores : 1);
 	wo.heartbeat_s = wc.heartbeat_s;
+	wo.allow_local = wc.allow_local_dists;
 	wo.self_exe = self;
 	wo.agent_path = agent;
 	if (wo.once)

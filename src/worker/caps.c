@@ -125,7 +125,19 @@ static int cfg_handler(void *arg, const char *section, const char *name, const c
 			c->heartbeat_s = v;
 		return 1;
 	}
-	pyti_err_usage(x->err, "%s:%d: unknown key '%s' (master, token_file, slots, backend, name, heartbeat_s)",
+	if (strcmp(name, "allow_local_dists") == 0) {
+		if (strcmp(value, "true") && strcmp(value, "false")) {
+			pyti_err_usage(x->err, "%s:%d: allow_local_dists must be true or false, not '%s'", x->path,
+				       lineno, value);
+			x->failed = true;
+			return 0;
+		}
+		c->allow_local_dists |= strcmp(value, "true") == 0;
+		return 1;
+	}
+	pyti_err_usage(x->err,
+		       "%s:%d: unknown key '%s' (master, token_file, slots, backend, name, heartbeat_s, "
+		       "allow_local_dists)",
 		       x->path, lineno, name);
 	x->failed = true;
 	return 0;

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 
+#include <sys/stat.h>
+
+#include "fetch.h"
 #include "manager.h"
 #include "worker.h"
 
@@ -78,6 +81,18 @@ int worker_job_main(const char *state_dir, const char *dir, const char *agent_pa
 	const char *dist = pj_str(cfg, "dist", NULL);
 	if (!dist || !*dist) {
 		pyti_err_usage(&err, "the claimed job has no distribution");
+		return outcome_error(dir, &err);
+	}
+	/* A path names a file of this machine: any submitter could have its files copied into the
+	 * sandbox and out again in the job's logs. Only a worker told so takes them (its operator's
+	 * own trees, the tests'); "backend" and "allow_local" are the worker's words, not the claim's. */
+	struct stat st;
+	if (!pj_bool(claim, "allow_local", false) &&
+	    (fetch_dist_is_local(dist, &st) || dist[0] == '/' || dist[0] == '.' || dist[0] == '~')) {
+		pyti_err_usage(&err,
+			       "the job's distribution '%s' is a path on the worker; this worker takes "
+			       "requirements only (pyti worker --allow-local-dists)",
+			       dist);
 		return outcome_error(dir, &err);
 	}
 	/* what the manager cannot do yet must not be dropped silently: the job would pass as

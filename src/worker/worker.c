@@ -178,6 +178,7 @@ static int start_job(struct worker *w, const json_t *cj, struct pyti_err *err)
 	rm_rf(j->dir, NULL);
 	_cleanup_json_ json_t *claim = json_deep_copy(cj);
 	json_object_set_new(claim, "backend", json_string(w->o->backend));
+	json_object_set_new(claim, "allow_local", json_boolean(w->o->allow_local));
 	_cleanup_free_ char *cp = xasprintf("%s/claim.json", j->dir);
 	if (mkdir_p(j->dir, 0700, err) < 0 || pj_dump_file(claim, cp, err) < 0) {
 		wjob_free(j);

@@ -127,6 +127,7 @@ struct worker_opts {
 	bool once;		/* one claim: run what it returned, then exit */
 	int verbose;		/* passed on to the job processes */
 	double heartbeat_s;	/* 0 = the master's */
+	bool allow_local;	/* take distributions that are paths on this machine */
 };
 /* Run until SIGTERM/SIGINT (then: stop claiming, let the running jobs end, flush, return 0), or
  * until max_jobs are done. -1 on a fatal error (unauthorized, a bad configuration). */
@@ -141,13 +142,15 @@ int worker_job_main(const char *state_dir, const char *dir, const char *agent_pa
 /* Capabilities for hello: images (suite, python) of state_dir, backends, slots, disk and memory. */
 json_t *worker_capabilities(const char *state_dir, const char *backend, int slots);
 
-/* Worker configuration file (INI): [worker] master, token_file, slots, backend, name, heartbeat_s.
+/* Worker configuration file (INI): [worker] master, token_file, slots, backend, name, heartbeat_s,
+ * allow_local_dists (true/false).
  * Values already set in *c (the command line) win. Errors name FILE:LINE. Strings are allocated
  * into the struct; free with worker_config_free. */
 struct worker_config {
 	char *master, *token_file, *backend, *name;
 	int slots;
 	double heartbeat_s;
+	bool allow_local_dists;
 };
 int worker_config_load(const char *path, struct worker_config *c, struct pyti_err *err);
 void worker_config_free(struct worker_config *c);

@@ -145,7 +145,7 @@ class Master:
 
 
 class Worker:
-    def __init__(self, pyti_bin, state, tmp, master, name, slots=1, extra=()):
+    def __init__(self, pyti_bin, state, tmp, master, name, slots=1, extra=(), local=True):
         self.tmp = Path(tmp)
         # unique: the spool (STATE/worker/spool/NAME) lives in the shared state directory
         self.name = name = f"{name}-{secrets.token_hex(3)}"
@@ -154,7 +154,7 @@ class Worker:
         tok = self.tmp / "worker.token"
         tok.write_text(WORKER_TOKEN + "\n")
         self.cmd = [pyti_bin, "--state-dir", state, "worker", "--master", master.url, "--token-file", str(tok),
-                    "--name", name, "--slots", str(slots), *extra]
+                    "--name", name, "--slots", str(slots), *(["--allow-local-dists"] if local else []), *extra]
         self.proc = None
 
     def start(self):
@@ -494,3 +494,18 @@ def test_once_and_max_jobs(pyti, cluster, tmp_path):
     t0 = time.monotonic()
     w3 = cluster.worker(m, "wn", extra=("--once",))
     assert w3.proc.wait(timeout=120) == 0 and time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_local_paths_refused_by_default(pyti, cluster, tmp_path):
+    """A submitter must not get a worker's own files into a sandbox (and out in the logs): a path
+    is run only by a worker started with --allow-local-dists."""
+    m = cluster.master()
+    w = cluster.worker(m, "wr", local=False)
+    run = submit(pyti, m, tmp_path, ["/etc"])
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 120, "the refusal")
+    res = json.loads(cli(pyti, m, "results", "--json", run["run_id"], check=False).stdout)
+    j = res["jobs"][0]
+    assert j["verdict"] != "passed" and "path on the worker" in json.dumps(j), (s, j)
+    assert not task_rows(m.store)  # nothing ran
+    assert w.stop() == 0
