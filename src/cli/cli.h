@@ -33,14 +33,17 @@ struct manager_opts;
 char *cli_store_url(const struct cli_ctx *ctx, const char *opt);
 int cli_store_open(const struct cli_ctx *ctx, const char *opt, struct store **out, struct pyti_err *err);
 /* Record one job of this invocation's run (made on first use) as soon as its results are known:
- * results as manager_run gave them, or job_err when it failed. A store failure is a warning (once),
+ * results as manager_run gave them, or job_err when it failed — or, with job_err NULL, results may
+ * be the error object (`pyti run --json`'s {"status": "error", …}); a "verdict" in results is kept.
+ * A usage error is not a job and is not recorded. A store failure is a warning (once),
  * never the run's failure. Thread-safe; a forked child opens its own connection. */
 void cli_record_job(struct cli_ctx *ctx, const struct manager_opts *mo, const json_t *results,
 		    const struct pyti_err *job_err);
 /* Make the run now (a batch: before forking workers, so that all jobs land in one run); -1 when
  * the store is off or failed (already warned). */
-int cli_record_begin(struct cli_ctx *ctx, const char *suite, const char *backend);
+int cli_record_begin(struct cli_ctx *ctx, const struct manager_opts *mo);
 const char *cli_record_run_id(void); /* NULL before the run exists */
+
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vm(struct cli_ctx *ctx, int argc, char **argv);

@@ -24,8 +24,8 @@ static void master_usage(FILE *f)
 	      "  -v, --verbose        log heartbeats too\n\n"
 	      "Tokens are configured as SHA-256 hashes, never in clear: `pyti master hash-token < FILE` prints\n"
 	      "the hash of the token in FILE (its first line; the same as `printf %s TOKEN | sha256sum`).\n"
-	      "Worker tokens may call hello, claim, heartbeat, report, upload and finish; user tokens submit\n"
-	      "and cancel; status, results, runs and rpc.discover need no token.\n\n"
+	      "Worker tokens may call hello, claim, heartbeat, report, upload and finish; user tokens submit,\n"
+	      "cancel and rerun; status, results, runs, show and rpc.discover need no token.\n\n"
 	      "exit status: 0 stopped by a signal, 2 usage or configuration error (file:line), 3 the store\n"
 	      "or the socket could not be opened.\n",
 	      f);
@@ -56,9 +56,12 @@ int cmd_master(struct cli_ctx *ctx, int argc, char **argv)
 		return hash_token();
 	}
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
-		{"store", required_argument, NULL, 's'},  {"ready-fd", required_argument, NULL, 'R'},
-		{"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+		{"config", required_argument, NULL, 'c'},
+		{"listen", required_argument, NULL, 'l'},
+		{"store", required_argument, NULL, 's'},
+		{"ready-fd", required_argument, NULL, 'R'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	const char *config = NULL, *listen = NULL, *store = NULL;

@@ -349,7 +349,7 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	struct pyti_err err = {0};
 	_cleanup_store_ struct store *src = NULL, *dst = NULL;
-	if (store_open(argv[optind + 1], &src, &err) < 0 || store_open(argv[optind + 2], &dst, &err) < 0)
+	if (store_open_existing(argv[optind + 1], &src, &err) < 0 || store_open(argv[optind + 2], &dst, &err) < 0)
 		return store_fail(&err);
 	struct store_copy_stats s;
 	int rc = store_copy(src, dst, &s, &err);

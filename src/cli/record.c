@@ -46,7 +46,7 @@ static void rec_warn(const struct pyti_err *err)
 }
 
 /* The store handle and this invocation's run, opened and made on first use; rec.mu held. */
-static bool rec_ready(const struct cli_ctx *ctx, const char *suite, const char *backend)
+static bool rec_ready(const struct cli_ctx *ctx, const char *suite, const char *backend, const char *recipe_path)
 {
 	if (rec.broken)
 		return false;
@@ -67,7 +67,17 @@ static bool rec_ready(const struct cli_ctx *ctx, const char *suite, const char *
 	}
 	if (!rec.run[0]) {
 		const char *suites[] = {suite ? suite : "bookworm"};
-		struct store_run_spec spec = {.suites = suites, .n_suites = 1, .backend = backend, .origin = "local"};
+		/* the recipe's text, so that a rerun runs what this run ran (a file the run already read) */
+		_cleanup_buf_ struct buf recipe = BUF_INIT(1u << 20);
+		struct pyti_err rerr = {0};
+		if (recipe_path && read_file(recipe_path, &recipe, &rerr) < 0)
+			buf_reset(&recipe);
+		struct store_run_spec spec = {.suites = suites,
+					      .n_suites = 1,
+					      .backend = backend,
+					      .origin = "local",
+					      .recipe = recipe.len && !memchr(recipe.data, 0, recipe.len) ? recipe.data
+													  : NULL};
 		if (store_run_new(rec.st, &spec, rec.run, &err) < 0) {
 			rec.run[0] = '\0';
 			rec_warn(&err);
@@ -77,10 +87,10 @@ static bool rec_ready(const struct cli_ctx *ctx, const char *suite, const char *
 	return true;
 }
 
-int cli_record_begin(struct cli_ctx *ctx, const char *suite, const char *backend)
+int cli_record_begin(struct cli_ctx *ctx, const struct manager_opts *mo)
 {
 	pthread_mutex_lock(&rec.mu);
-	bool ok = rec_ready(ctx, suite, backend);
+	bool ok = rec_ready(ctx, mo->suite, mo->backend, mo->recipe_path);
 	pthread_mutex_unlock(&rec.mu);
 	return ok ? 0 : -1;
 }
@@ -93,10 +103,12 @@ const char *cli_record_run_id(void)
 void cli_record_job(struct cli_ctx *ctx, const struct manager_opts *mo, const json_t *results,
 		    const struct pyti_err *job_err)
 {
-	if (job_err && job_err->status == PYTI_EXIT_USAGE)
+	if ((job_err && job_err->status == PYTI_EXIT_USAGE) ||
+	    (!job_err && strcmp(pj_str(results, "status", ""), "error") == 0 &&
+	     pj_int(results, "exit_status", 0) == PYTI_EXIT_USAGE))
 		return; /* a mistyped option or path never became a job */
 	pthread_mutex_lock(&rec.mu);
-	if (!rec_ready(ctx, mo->suite, mo->backend))
+	if (!rec_ready(ctx, mo->suite, mo->backend, mo->recipe_path))
 		goto out;
 	struct store_job_record r = {
 		.dist = mo->dist,

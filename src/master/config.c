@@ -136,11 +136,11 @@ static int parse_bytes(const char *v, uint64_t *out)
 	return 0;
 }
 
-#define FAIL(...)                                                                                                  \
-	do {                                                                                                       \
-		snprintf(l->msg, sizeof l->msg, __VA_ARGS__);                                                      \
-		l->failed = true;                                                                                  \
-		return 0;                                                                                          \
+#define FAIL(...)                                                                                                      \
+	do {                                                                                                           \
+		snprintf(l->msg, sizeof l->msg, __VA_ARGS__);                                                          \
+		l->failed = true;                                                                                      \
+		return 0;                                                                                              \
 	} while (0)
 
 static const struct {
@@ -178,7 +178,8 @@ static int handler(void *user, const char *section, const char *name, const char
 			return 1;
 		}
 		if (strcmp(name, "body_limit") == 0) {
-			if (parse_bytes(value, &c->body_limit) < 0 || c->body_limit < 4096 || c->body_limit > (1ull << 32))
+			if (parse_bytes(value, &c->body_limit) < 0 || c->body_limit < 4096 ||
+			    c->body_limit > (1ull << 32))
 				FAIL("bad value for 'body_limit': '%s' (bytes from 4K to 4G, e.g. 32M)", value);
 			return 1;
 		}
@@ -194,8 +195,8 @@ static int handler(void *user, const char *section, const char *name, const char
 				continue;
 			long long x;
 			if (parse_uint(value, int_keys[i].lo, int_keys[i].hi, &x) < 0)
-				FAIL("bad value for '%s': '%s' (an integer from %lld to %lld)", name, value, int_keys[i].lo,
-				     int_keys[i].hi);
+				FAIL("bad value for '%s': '%s' (an integer from %lld to %lld)", name, value,
+				     int_keys[i].lo, int_keys[i].hi);
 			char *p = (char *)c + int_keys[i].off;
 			if (int_keys[i].is_unsigned)
 				*(unsigned *)p = (unsigned)x;

@@ -20,11 +20,12 @@ static json_t *store_fail(struct master *m, const struct rpc_call *call, int rc,
 	case STORE_E_STALE:
 		master_log(m, "stale-lease", "method=%s job=%s attempt=%lld", meth, pj_str(p, "job_id", "-"),
 			   pj_int(p, "attempt", 0));
-		return rpc_error_set(e, RPC_STALE_LEASE,
-				     json_pack("{s:s, s:I}", "job_id", pj_str(p, "job_id", ""), "attempt",
-					       (json_int_t)pj_int(p, "attempt", 0)),
-				     "stale lease: attempt %lld of this job is no longer the current one; nothing stored",
-				     pj_int(p, "attempt", 0));
+		return rpc_error_set(
+			e, RPC_STALE_LEASE,
+			json_pack("{s:s, s:I}", "job_id", pj_str(p, "job_id", ""), "attempt",
+				  (json_int_t)pj_int(p, "attempt", 0)),
+			"stale lease: attempt %lld of this job is no longer the current one; nothing stored",
+			pj_int(p, "attempt", 0));
 	case STORE_E_UNAVAILABLE:
 		master_log(m, "store-unavailable", "method=%s error=\"%s\"", meth, pyti_err_str(err));
 		return rpc_error_set(e, RPC_STORE_UNAVAILABLE, json_pack("{s:i}", "retry_after_s", 2),
@@ -45,9 +46,9 @@ static json_t *store_fail(struct master *m, const struct rpc_call *call, int rc,
 	}
 }
 
-#define WITH_STORE(h)                                                                                              \
-	struct master_handle h = {0};                                                                              \
-	if (master_handle_get(m, &h, e) < 0)                                                                       \
+#define WITH_STORE(h)                                                                                                  \
+	struct master_handle h = {0};                                                                                  \
+	if (master_handle_get(m, &h, e) < 0)                                                                           \
 		return NULL;
 
 static struct store_lease lease_of(const json_t *p)
@@ -242,9 +243,10 @@ static json_t *m_submit(struct master *m, const struct rpc_call *call, struct rp
 				     "submit: 'backend' must be \"ns\", \"vm\" or null");
 	const char *k;
 	json_t *v;
-	json_object_foreach(json_object_get(p, "env"), k, v) if (!json_is_string(v))
-		return rpc_error_set(e, RPC_INVALID_PARAMS, json_pack("{s:s}", "param", "env"),
-				     "submit: every value of 'env' must be a string");
+	json_object_foreach(json_object_get(p, "env"), k, v)
+		if (!json_is_string(v))
+			return rpc_error_set(e, RPC_INVALID_PARAMS, json_pack("{s:s}", "param", "env"),
+					     "submit: every value of 'env' must be a string");
 	struct store_run_spec spec = {
 		.dists = dv,
 		.n_dists = nd,
@@ -301,6 +303,25 @@ static json_t *m_cancel(struct master *m, const struct rpc_call *call, struct rp
 	return json_pack("{s:i}", "cancelled", n);
 }
 
+/* rerun: a new run of a run's jobs or of one job, same configuration, its parent named */
+static json_t *m_rerun(struct master *m, const struct rpc_call *call, struct rpc_error *e)
+{
+	const char *run = pj_str(call->params, "run_id", NULL), *job = pj_str(call->params, "job_id", NULL);
+	if (!run == !job)
+		return rpc_error_set(e, RPC_INVALID_PARAMS, NULL, "rerun: exactly one of 'run_id' and 'job_id'");
+	struct pyti_err err = {0};
+	json_t *out = NULL;
+	WITH_STORE(h);
+	int rc = store_rerun(h.st, run ? run : job, &out, &err);
+	master_handle_put(&h);
+	if (rc < 0)
+		return store_fail(m, call, rc, &err, e);
+	master_log(m, "rerun", "run=%s of=%s jobs=%zu", pj_str(out, "run_id", "-"), run ? run : job,
+		   json_array_size(json_object_get(out, "jobs")));
+	master_work_signal(m);
+	return out;
+}
+
 static json_t *m_runs(struct master *m, const struct rpc_call *call, struct rpc_error *e)
 {
 	struct store_runs_query q = {.limit = (int)pj_int(call->params, "limit", 0),
@@ -354,6 +375,8 @@ json_t *master_dispatch(void *ctx, const struct rpc_call *call, struct rpc_error
 		return m_read(m, call, store_results, e);
 	case RPC_M_CANCEL:
 		return m_cancel(m, call, e);
+	case RPC_M_RERUN:
+		return m_rerun(m, call, e);
 	case RPC_M_RUNS:
 		return m_runs(m, call, e);
 	case RPC_M_SHOW: {

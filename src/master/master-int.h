@@ -19,17 +19,17 @@ struct master {
 	FILE *log;
 
 	pthread_mutex_t mu;
-	pthread_cond_t handle_free;     /* a handle was given back */
+	pthread_cond_t handle_free; /* a handle was given back */
 	struct store *handles[MASTER_MAX_HANDLES];
 	bool busy[MASTER_MAX_HANDLES];
 	unsigned n_handles;
 
-	pthread_cond_t work;            /* this master queued work (submit, a requeue): wake long polls */
+	pthread_cond_t work; /* this master queued work (submit, a requeue): wake long polls */
 	unsigned long work_gen;
 	bool stopping;
-	unsigned inflight;              /* HTTP requests between their first byte and their answer's end */
-	uint64_t buffered;              /* bytes of request bodies held */
-	pthread_cond_t idle;            /* inflight dropped to 0 */
+	unsigned inflight;   /* HTTP requests between their first byte and their answer's end */
+	uint64_t buffered;   /* bytes of request bodies held */
+	pthread_cond_t idle; /* inflight dropped to 0 */
 };
 
 /* A borrowed store handle (struct store is serialised inside: one request at a time on it). */

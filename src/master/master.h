@@ -18,25 +18,25 @@
 #define MASTER_MAX_TOKENS 64
 
 struct master_config {
-	char *source;        /* the config file, for messages (NULL: none) */
-	char *listen_addr;   /* IPv4 or IPv6 literal, or "localhost"; default 127.0.0.1 */
-	unsigned listen_port;/* default MASTER_DEFAULT_PORT; 0 = any free port (printed on start) */
-	char *store_url;     /* store_open()'s url; NULL = the state directory's pyti.db */
-	int lease_s;         /* 0 = the store's default */
+	char *source;	      /* the config file, for messages (NULL: none) */
+	char *listen_addr;    /* IPv4 or IPv6 literal, or "localhost"; default 127.0.0.1 */
+	unsigned listen_port; /* default MASTER_DEFAULT_PORT; 0 = any free port (printed on start) */
+	char *store_url;      /* store_open()'s url; NULL = the state directory's pyti.db */
+	int lease_s;	      /* 0 = the store's default */
 	int heartbeat_s;
 	int max_attempts;
-	uint64_t body_limit; /* bytes of one HTTP body (default 64 MiB + base64 slack: 96 MiB) */
-	unsigned batch_limit;/* requests in one batch (default 100) */
-	unsigned connections;/* concurrent HTTP connections (default 256) */
+	uint64_t body_limit;	/* bytes of one HTTP body (default 64 MiB + base64 slack: 96 MiB) */
+	unsigned batch_limit;	/* requests in one batch (default 100) */
+	unsigned connections;	/* concurrent HTTP connections (default 256) */
 	unsigned store_handles; /* store handles in the pool (0: 1 on SQLite, 4 on PostgreSQL) */
-	double slow_down_ms; /* how long a request waits for a free handle before -32002 (default 2000) */
+	double slow_down_ms;	/* how long a request waits for a free handle before -32002 (default 2000) */
 	/* SHA-256 (raw 32 bytes) of the tokens, never the tokens */
 	unsigned char worker_tokens[MASTER_MAX_TOKENS][32];
 	unsigned char user_tokens[MASTER_MAX_TOKENS][32];
 	unsigned n_worker_tokens, n_user_tokens;
-	int verbose;         /* 1: log heartbeats and reads too */
-	FILE *log;           /* event log (one line an event); NULL = stderr */
-	FILE *ready;         /* when set: "listening ADDR:PORT\n" is written here once the socket is up */
+	int verbose; /* 1: log heartbeats and reads too */
+	FILE *log;   /* event log (one line an event); NULL = stderr */
+	FILE *ready; /* when set: "listening ADDR:PORT\n" is written here once the socket is up */
 };
 
 void master_config_init(struct master_config *c);

@@ -172,11 +172,11 @@ static unsigned token_grants(const struct master_config *c, const char *header)
 struct req {
 	struct master *m;
 	struct buf body;
-	uint64_t limit;   /* this request's body limit: body_limit, or less without a token */
+	uint64_t limit;	  /* this request's body limit: body_limit, or less without a token */
 	unsigned grants;  /* what its Authorization header proved */
 	size_t accounted; /* bytes of body counted in m->buffered */
 	bool too_large;
-	bool busy;        /* the master's buffer budget was spent: answered -32002 */
+	bool busy; /* the master's buffer budget was spent: answered -32002 */
 	bool answered;
 };
 
@@ -309,7 +309,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (rq->busy) {
 		master_log(m, "refused", "reason=buffers-full budget=%llu", (unsigned long long)buffer_budget(m->cfg));
 		return send_json(conn, MHD_HTTP_OK,
-				 rpc_error_response(RPC_SLOW_DOWN, "slow down: the master holds too many request bodies",
+				 rpc_error_response(RPC_SLOW_DOWN,
+						    "slow down: the master holds too many request bodies",
 						    json_pack("{s:i}", "retry_after_s", 1)));
 	}
 
@@ -322,7 +323,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (ci && ci->client_addr)
 			getnameinfo(ci->client_addr,
 				    ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-									     : sizeof(struct sockaddr_in),
+									   : sizeof(struct sockaddr_in),
 				    peer, sizeof peer, NULL, 0, NI_NUMERICHOST);
 		master_log(m, "refused", "peer=%s unauthorized=%zu invalid=%zu requests=%zu bytes=%zu", peer,
 			   st.unauthorized, st.invalid, st.requests, rq->body.len);
@@ -392,8 +393,8 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 	m.store_url = c->store_url ? xstrdup(c->store_url) : store_default_url(state_dir);
 	if (!m.store_url)
 		m.store_url = xasprintf("%s/pyti.db", state_dir);
-	m.lim = (struct store_limits){.lease_s = c->lease_s, .heartbeat_s = c->heartbeat_s,
-				      .max_attempts = c->max_attempts};
+	m.lim = (struct store_limits){
+		.lease_s = c->lease_s, .heartbeat_s = c->heartbeat_s, .max_attempts = c->max_attempts};
 	char *shown = redact_url(m.store_url); /* for the log */
 
 	int rc = -1;
@@ -451,15 +452,12 @@ int master_serve(const struct master_config *c, const char *state_dir, struct py
 			 MHD_USE_POLL | MHD_USE_ITC;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	d = MHD_start_daemon(flags, (uint16_t)c->listen_port, NULL, NULL, on_request, &m,
-			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &m, /* first, or MHD logs to stderr itself */
-			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connections,
+	d = MHD_start_daemon(flags, (uint16_t)c->listen_port, NULL, NULL, on_request, &m, MHD_OPTION_EXTERNAL_LOGGER,
+			     mhd_log, &m, /* first, or MHD logs to stderr itself */
+			     MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->connections,
 			     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(RPC_MAX_WAIT_S * 2),
-			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20),
-			     MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
-			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			     MHD_OPTION_END);
+			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20), MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
+			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!d) {
 		pyti_err_set(err, errno, "cannot listen on %s:%u", c->listen_addr, c->listen_port);

@@ -6,6 +6,8 @@
 #include "rpc.h"
 #include "openrpc_json.h"
 
+/* One initialiser a line reads as a table. */
+/* clang-format off */
 #define STR(n, req) {n, RPC_T_STRING, req, RPC_FMT_NONE, 0, 0, 0}
 #define STRN(n, req, lo, hi) {n, RPC_T_STRING, req, RPC_FMT_NONE, lo, hi, 0}
 #define FMT(n, req, f) {n, RPC_T_STRING, req, f, 0, 0, 0}
@@ -14,9 +16,10 @@
 #define OBJ(n, req) {n, RPC_T_OBJECT, req, RPC_FMT_NONE, 0, 0, 0}
 #define ARR(n, req, lo, hi, it) {n, RPC_T_ARRAY, req, RPC_FMT_NONE, lo, hi, it}
 #define END {NULL, 0, false, RPC_FMT_NONE, 0, 0, 0}
+/* clang-format on */
 
 /* A lease's three names, which every call about a leased job carries (fencing). */
-#define LEASE_PARAMS                                                                                               \
+#define LEASE_PARAMS                                                                                                   \
 	FMT("job_id", true, RPC_FMT_JOB_ID), INT("attempt", true, 1, 1000000), FMT("lease", true, RPC_FMT_LEASE)
 
 static const struct rpc_param p_hello[] = {STRN("name", true, 1, 256), OBJ("capabilities", true), END};
@@ -27,23 +30,21 @@ static const struct rpc_param p_heartbeat[] = {LEASE_PARAMS, OBJ("progress", fal
 static const struct rpc_param p_report[] = {LEASE_PARAMS, STRN("task", true, 1, 256), OBJ("result", true), END};
 static const struct rpc_param p_upload[] = {FMT("sha256", true, RPC_FMT_SHA256), INT("size", true, 0, 1LL << 40),
 					    STR("data", true), END};
-static const struct rpc_param p_finish[] = {
-	LEASE_PARAMS,
-	STRN("status", true, 1, 64),
-	{"failure_class", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
-	OBJ("results", false),
-	ARR("artefacts", false, 0, 10000, RPC_T_OBJECT),
-	{"error", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
-	END};
-static const struct rpc_param p_submit[] = {
-	ARR("dists", true, 1, 100000, RPC_T_STRING),
-	ARR("images", false, 1, 64, RPC_T_STRING),
-	{"recipe", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
-	INT("priority", false, -1000000, 1000000),
-	{"backend", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
-	OBJ("env", false),
-	ARR("posargs", false, 0, 1000, RPC_T_STRING),
-	END};
+static const struct rpc_param p_finish[] = {LEASE_PARAMS,
+					    STRN("status", true, 1, 64),
+					    {"failure_class", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
+					    OBJ("results", false),
+					    ARR("artefacts", false, 0, 10000, RPC_T_OBJECT),
+					    {"error", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
+					    END};
+static const struct rpc_param p_submit[] = {ARR("dists", true, 1, 100000, RPC_T_STRING),
+					    ARR("images", false, 1, 64, RPC_T_STRING),
+					    {"recipe", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
+					    INT("priority", false, -1000000, 1000000),
+					    {"backend", RPC_T_STRING | RPC_T_NULL, false, RPC_FMT_NONE, 0, 0, 0},
+					    OBJ("env", false),
+					    ARR("posargs", false, 0, 1000, RPC_T_STRING),
+					    END};
 static const struct rpc_param p_run[] = {FMT("run_id", true, RPC_FMT_RUN_ID), END};
 static const struct rpc_param p_cancel[] = {FMT("run_id", false, RPC_FMT_RUN_ID), FMT("job_id", false, RPC_FMT_JOB_ID),
 					    END};
@@ -62,6 +63,7 @@ const struct rpc_method rpc_methods[RPC_M_COUNT] = {
 	[RPC_M_STATUS] = {"status", RPC_M_STATUS, RPC_AUTH_NONE, p_run},
 	[RPC_M_RESULTS] = {"results", RPC_M_RESULTS, RPC_AUTH_NONE, p_run},
 	[RPC_M_CANCEL] = {"cancel", RPC_M_CANCEL, RPC_AUTH_USER, p_cancel},
+	[RPC_M_RERUN] = {"rerun", RPC_M_RERUN, RPC_AUTH_USER, p_cancel},
 	[RPC_M_RUNS] = {"runs", RPC_M_RUNS, RPC_AUTH_NONE, p_runs},
 	[RPC_M_SHOW] = {"show", RPC_M_SHOW, RPC_AUTH_NONE, p_show},
 	[RPC_M_DISCOVER] = {"rpc.discover", RPC_M_DISCOVER, RPC_AUTH_NONE, p_none},

@@ -184,9 +184,10 @@ static int check_one(const struct rpc_method *m, const struct rpc_param *p, cons
 		size_t i;
 		const json_t *x;
 		if (p->items)
-			json_array_foreach(v, i, x) if (!type_ok(p->items, x))
-				return bad_param(e, m, p->name, "every element of '%s' must be %s", p->name,
-						 type_name(p->items));
+			json_array_foreach(v, i, x)
+				if (!type_ok(p->items, x))
+					return bad_param(e, m, p->name, "every element of '%s' must be %s", p->name,
+							 type_name(p->items));
 	}
 	return 0;
 }
@@ -265,8 +266,9 @@ static json_t *process_one(json_t *req, unsigned granted, rpc_dispatch_fn fn, vo
 	} else {
 		const char *k;
 		json_t *v;
-		json_object_foreach(req, k, v) if (strcmp(k, "jsonrpc") && strcmp(k, "method") && strcmp(k, "params") &&
-						   strcmp(k, "id")) why = "unknown member in the request object";
+		json_object_foreach(req, k, v)
+			if (strcmp(k, "jsonrpc") && strcmp(k, "method") && strcmp(k, "params") && strcmp(k, "id"))
+				why = "unknown member in the request object";
 	}
 	if (why) {
 		st->errors++;
@@ -308,8 +310,8 @@ static json_t *process_one(json_t *req, unsigned granted, rpc_dispatch_fn fn, vo
 	return response(id, NULL, err);
 }
 
-json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_batch, rpc_dispatch_fn fn,
-		    void *ctx, struct rpc_stats *stats)
+json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_batch, rpc_dispatch_fn fn, void *ctx,
+		    struct rpc_stats *stats)
 {
 	struct rpc_stats local = {0};
 	struct rpc_stats *st = stats ? stats : &local;

@@ -36,9 +36,9 @@ const char *rpc_code_message(int code);
 
 /* ---- the API's definition ---- */
 enum rpc_auth {
-	RPC_AUTH_NONE,   /* reading methods: no token needed */
+	RPC_AUTH_NONE,	 /* reading methods: no token needed */
 	RPC_AUTH_WORKER, /* a worker token */
-	RPC_AUTH_USER,   /* a user token */
+	RPC_AUTH_USER,	 /* a user token */
 };
 /* What the request's Authorization header proved: a bit set per kind. */
 #define RPC_GRANT_WORKER 0x1u
@@ -57,11 +57,11 @@ const char *rpc_auth_name(enum rpc_auth a); /* "none", "worker", "user" (OpenRPC
 /* Formats of string parameters (ids of docs/rpc.md "Ids"). */
 enum rpc_format {
 	RPC_FMT_NONE,
-	RPC_FMT_RUN_ID,    /* r + 16 lowercase hex digits */
-	RPC_FMT_JOB_ID,    /* j + 16 */
+	RPC_FMT_RUN_ID,	   /* r + 16 lowercase hex digits */
+	RPC_FMT_JOB_ID,	   /* j + 16 */
 	RPC_FMT_WORKER_ID, /* w + 16 */
-	RPC_FMT_LEASE,     /* 32 lowercase hex digits */
-	RPC_FMT_SHA256,    /* 64 lowercase hex digits */
+	RPC_FMT_LEASE,	   /* 32 lowercase hex digits */
+	RPC_FMT_SHA256,	   /* 64 lowercase hex digits */
 };
 /* The format's regular expression as the OpenRPC document writes it, or NULL for RPC_FMT_NONE. */
 const char *rpc_format_pattern(enum rpc_format f);
@@ -69,13 +69,13 @@ bool rpc_format_ok(enum rpc_format f, const char *s);
 
 struct rpc_param {
 	const char *name;
-	unsigned types;         /* RPC_T_* mask */
+	unsigned types; /* RPC_T_* mask */
 	bool required;
 	enum rpc_format format; /* strings only */
 	/* Bounds, inclusive, when max > min: an integer's or number's value, a string's length in bytes,
 	 * an array's length. */
 	long long min, max;
-	unsigned items;         /* arrays: the elements' RPC_T_* mask (0 = anything) */
+	unsigned items; /* arrays: the elements' RPC_T_* mask (0 = anything) */
 };
 
 enum rpc_method_id {
@@ -89,6 +89,7 @@ enum rpc_method_id {
 	RPC_M_STATUS,
 	RPC_M_RESULTS,
 	RPC_M_CANCEL,
+	RPC_M_RERUN,
 	RPC_M_RUNS,
 	RPC_M_SHOW,
 	RPC_M_DISCOVER,
@@ -127,7 +128,7 @@ void rpc_error_clear(struct rpc_error *e);
 
 struct rpc_call {
 	const struct rpc_method *method;
-	json_t *params;   /* an object, checked against the table (an empty one when absent) */
+	json_t *params;	  /* an object, checked against the table (an empty one when absent) */
 	const json_t *id; /* the request's id, or NULL for a notification */
 };
 /* Run one validated call: a result (new reference), or NULL with e filled. */
@@ -136,17 +137,17 @@ typedef json_t *(*rpc_dispatch_fn)(void *ctx, const struct rpc_call *call, struc
 struct rpc_stats {
 	size_t requests;      /* request objects seen (valid or not) */
 	size_t notifications; /* of which notifications */
-	size_t errors;        /* error responses built (notifications' errors included) */
+	size_t errors;	      /* error responses built (notifications' errors included) */
 	size_t unauthorized;  /* calls refused for their token (-32000) */
-	size_t invalid;       /* not JSON, or not a valid request object (-32700, -32600) */
+	size_t invalid;	      /* not JSON, or not a valid request object (-32700, -32600) */
 };
 
 /* Process one HTTP body: a request object or a batch. granted = RPC_GRANT_* mask of the caller's
  * token; max_batch caps a batch's length (0: RPC_MAX_BATCH). Returns the response to send (an object,
  * or an array for a batch), or NULL when there is nothing to answer (only notifications). stats may be
  * NULL. Never fails: every problem becomes an error object. */
-json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_batch, rpc_dispatch_fn fn,
-		    void *ctx, struct rpc_stats *stats);
+json_t *rpc_process(const char *body, size_t len, unsigned granted, size_t max_batch, rpc_dispatch_fn fn, void *ctx,
+		    struct rpc_stats *stats);
 
 /* A whole-body error response ({"jsonrpc","error","id":null}), e.g. for a body over the limit.
  * data is stolen. */

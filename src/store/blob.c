@@ -177,8 +177,8 @@ static int copy_run(struct store *src, struct store *dst, const char *run, struc
 	    (rc = copy_rows(src, dst, "workers", "id, name, capabilities, created, last_seen", "TTTDD",
 			    "id IN (SELECT worker_id FROM attempts WHERE " JOBS_OF ")", run, NULL, err)) < 0 ||
 	    (rc = copy_rows(src, dst, "runs",
-			    "id, created, origin, recipe, recipe_name, backend, env, posargs, priority", "TDTTTTTTI",
-			    "id = ?", run, &s->runs, err)) < 0 ||
+			    "id, created, origin, recipe, recipe_name, backend, env, posargs, priority, parent",
+			    "TDTTTTTTIT", "id = ?", run, &s->runs, err)) < 0 ||
 	    (rc = copy_rows(
 		     src, dst, "jobs",
 		     "id, run_id, seq, dist, suite, backend, recipe_name, priority, created, state, attempt,"

@@ -19,6 +19,12 @@ char *q_dump(const json_t *j)
 	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
+const char *q_verdict(const json_t *res)
+{
+	const char *v = pj_str(res, "verdict", NULL);
+	return store_verdict_parse(v) > 0 ? v : store_verdict_name(store_verdict_of(res));
+}
+
 bool q_ok_name(const char *s)
 {
 	return s && *s && strlen(s) <= MAX_TEXT;
@@ -64,10 +70,17 @@ static int new_run(struct store *st, const struct store_run_spec *spec, const ch
 			     P_T(spec->backend),
 			     P_T(env),
 			     P_T(posargs),
-			     P_I(spec->priority)};
+			     P_I(spec->priority),
+			     P_T(spec->parent)};
+	/* the parent column only when there is one: a handle opened at an older schema (tests) has none */
+	if (!spec->parent)
+		return st_exec(st,
+			       "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs,"
+			       " priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			       p, NP(p) - 1, err);
 	return st_exec(st,
-		       "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority)"
-		       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       "INSERT INTO runs (id, created, origin, recipe, recipe_name, backend, env, posargs, priority,"
+		       " parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		       p, NP(p), err);
 }
 
@@ -78,6 +91,8 @@ static int check_spec(const struct store_run_spec *spec, bool need_dists, struct
 	for (size_t i = 0; need_dists && i < spec->n_dists; i++)
 		if (!q_ok_name(spec->dists[i]))
 			return st_fail(err, STORE_E_INVALID, "submit: distribution %zu is empty or too long", i + 1);
+	if (spec->parent && store_id_kind(spec->parent) != 'r')
+		return st_fail(err, STORE_E_INVALID, "submit: parent '%s' is not a run id", spec->parent);
 	if (spec->n_suites > 64)
 		return st_fail(err, STORE_E_INVALID, "submit: more than 64 images");
 	for (size_t i = 0; i < spec->n_suites; i++)
@@ -92,6 +107,31 @@ static int check_spec(const struct store_run_spec *spec, bool need_dists, struct
 	if (spec->backend && strcmp(spec->backend, "ns") && strcmp(spec->backend, "vm"))
 		return st_fail(err, STORE_E_INVALID, "submit: backend must be ns, vm or null");
 	return 0;
+}
+
+/* One queued job; its id is appended to ids. */
+static int insert_job(struct store *st, const char *run_id, long long seq, const char *dist, const char *suite,
+		      const struct store_run_spec *spec, double now, json_t *ids, struct pyti_err *err)
+{
+	char id[STORE_ID_SIZE];
+	store_id_new('j', id);
+	struct sparam p[] = {P_T(id),
+			     P_T(run_id),
+			     P_I(seq),
+			     P_T(dist),
+			     P_T(suite),
+			     P_T(spec->backend),
+			     P_T(spec->recipe_name),
+			     P_I(spec->priority),
+			     P_D(now),
+			     P_I(st->lim.max_attempts)};
+	int rc = st_exec(st,
+			 "INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
+			 " created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
+			 p, NP(p), err);
+	if (rc == 0)
+		json_array_append_new(ids, json_string(id));
+	return rc;
 }
 
 int store_submit(struct store *st, const struct store_run_spec *spec, json_t **out, struct pyti_err *err)
@@ -112,30 +152,65 @@ int store_submit(struct store *st, const struct store_run_spec *spec, json_t **o
 	long long seq = 0;
 	for (size_t d = 0; d < spec->n_dists; d++) {
 		for (size_t s = 0; s < n_suites; s++) {
-			char id[STORE_ID_SIZE];
-			store_id_new('j', id);
-			struct sparam p[] = {P_T(id),
-					     P_T(run_id),
-					     P_I(++seq),
-					     P_T(spec->dists[d]),
-					     P_T(suites[s]),
-					     P_T(spec->backend),
-					     P_T(spec->recipe_name),
-					     P_I(spec->priority),
-					     P_D(now),
-					     P_I(st->lim.max_attempts)};
-			rc = st_exec(
-				st,
-				"INSERT INTO jobs (id, run_id, seq, dist, suite, backend, recipe_name, priority,"
-				" created, state, attempt, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)",
-				p, NP(p), err);
-			if (rc < 0)
+			if ((rc = insert_job(st, run_id, ++seq, spec->dists[d], suites[s], spec, now, jobs, err)) < 0)
 				goto out;
-			json_array_append_new(jobs, json_string(id));
 		}
 	}
 	if ((rc = st_commit(st, err)) == 0)
 		*out = json_pack("{s:s, s:O}", "run_id", run_id, "jobs", jobs);
+out:
+	store_unlock(st);
+	return rc;
+}
+
+int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err)
+{
+	*out = NULL;
+	char kind = store_id_kind(id);
+	if (kind != 'r' && kind != 'j')
+		return st_fail(err, STORE_E_INVALID, "rerun: '%s' is not a run or job id", id ? id : "");
+	int rc = store_lock(st, err);
+	if (rc < 0)
+		return rc;
+	_cleanup_sres_ struct sres jobs = {0}, run = {0};
+	_cleanup_json_ json_t *ids = json_array(), *env = NULL, *posargs = NULL;
+	struct sparam p[] = {P_T(id)};
+	if ((rc = st_begin(st, err)) < 0 ||
+	    (rc = st_query(st,
+			   kind == 'r' ? "SELECT run_id, dist, suite FROM jobs WHERE run_id = ? ORDER BY seq"
+				       : "SELECT run_id, dist, suite FROM jobs WHERE id = ?",
+			   p, NP(p), &jobs, err)) < 0)
+		goto out;
+	if (jobs.nrow == 0) {
+		rc = st_fail(err, STORE_E_NOTFOUND, "rerun: no %s %s (or it has no jobs)", kind == 'r' ? "run" : "job",
+			     id);
+		goto out;
+	}
+	struct sparam pr[] = {P_T(sres_s(&jobs, 0, 0))};
+	if ((rc = st_query(st, "SELECT recipe, recipe_name, backend, env, posargs, priority FROM runs WHERE id = ?", pr,
+			   NP(pr), &run, err)) < 0)
+		goto out;
+	env = sres_json(&run, 0, 3);
+	posargs = sres_json(&run, 0, 4);
+	struct store_run_spec spec = {.recipe = sres_s(&run, 0, 0),
+				      .recipe_name = sres_s(&run, 0, 1),
+				      .backend = sres_s(&run, 0, 2),
+				      .env = json_is_object(env) ? env : NULL,
+				      .posargs = json_is_array(posargs) ? posargs : NULL,
+				      .priority = (int)sres_i(&run, 0, 5),
+				      .origin = "submit",
+				      .parent = sres_s(&jobs, 0, 0)};
+	char run_id[STORE_ID_SIZE];
+	store_id_new('r', run_id);
+	double now = now_wall();
+	if ((rc = new_run(st, &spec, run_id, now, err)) < 0)
+		goto out;
+	for (size_t i = 0; i < jobs.nrow; i++)
+		if ((rc = insert_job(st, run_id, (long long)i + 1, sres_s(&jobs, i, 1), sres_s(&jobs, i, 2), &spec, now,
+				     ids, err)) < 0)
+			goto out;
+	if ((rc = st_commit(st, err)) == 0)
+		*out = json_pack("{s:s, s:O}", "run_id", run_id, "jobs", ids);
 out:
 	store_unlock(st);
 	return rc;
@@ -664,12 +739,7 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 	} else {
 		*state = STORE_DONE;
 		outcome = "done";
-		struct sparam p[] = {P_T(store_verdict_name(store_verdict_of(res))),
-				     P_T(status),
-				     P_T(fcn),
-				     P_T(error),
-				     P_T(js),
-				     P_D(now),
+		struct sparam p[] = {P_T(q_verdict(res)), P_T(status), P_T(fcn), P_T(error), P_T(js), P_D(now),
 				     P_T(l->job_id)};
 		rc = st_exec(st,
 			     "UPDATE jobs SET state = 'done', verdict = ?, status = ?, failure_class = ?, error = ?,"

@@ -10,8 +10,8 @@ int read_run_header(struct store *st, const char *run_id, json_t **out, struct p
 	_cleanup_sres_ struct sres r = {0}, c = {0}, v = {0};
 	struct sparam p[] = {P_T(run_id)};
 	*out = NULL;
-	int rc = st_query(st, "SELECT id, created, origin, recipe_name, priority FROM runs WHERE id = ?", p, NP(p), &r,
-			  err);
+	int rc = st_query(st, "SELECT id, created, origin, recipe_name, priority, parent FROM runs WHERE id = ?", p,
+			  NP(p), &r, err);
 	if (rc < 0)
 		return rc;
 	if (!r.nrow)
@@ -36,9 +36,10 @@ int read_run_header(struct store *st, const char *run_id, json_t **out, struct p
 		json_object_set_new(verdicts, sres_s(&v, i, 0), json_integer(sres_i(&v, i, 1)));
 	char when[32];
 	iso8601_utc(when, sres_d(&r, 0, 1));
-	*out = json_pack("{s:o, s:s, s:o, s:o, s:I, s:I, s:o, s:o}", "run_id", sres_jstr(&r, 0, 0), "created", when,
-			 "origin", sres_jstr(&r, 0, 2), "recipe", sres_jstr(&r, 0, 3), "priority", sres_i(&r, 0, 4),
-			 "jobs", total, "counts", counts, "verdicts", verdicts);
+	*out = json_pack("{s:o, s:s, s:o, s:o, s:o, s:I, s:I, s:o, s:o}", "run_id", sres_jstr(&r, 0, 0), "created",
+			 when, "origin", sres_jstr(&r, 0, 2), "parent", sres_jstr(&r, 0, 5), "recipe",
+			 sres_jstr(&r, 0, 3), "priority", sres_i(&r, 0, 4), "jobs", total, "counts", counts, "verdicts",
+			 verdicts);
 	return 0;
 }
 
@@ -95,17 +96,19 @@ int store_runs(struct store *st, const struct store_runs_query *q, json_t **out,
 	int limit = q && q->limit > 0 ? q->limit : 50;
 	if (limit > 10000)
 		return st_fail(err, STORE_E_INVALID, "runs: limit is at most 10000");
-	const char *dist = q ? q->dist : NULL;
+	const char *dist = q ? q->dist : NULL, *parent = q ? q->parent : NULL;
 	int rc = store_lock(st, err);
 	if (rc < 0)
 		return rc;
 	_cleanup_sres_ struct sres r = {0};
-	struct sparam pd[] = {P_T(dist), P_I(limit)}, pl[] = {P_I(limit)};
-	rc = dist ? st_query(st,
-			     "SELECT id FROM runs WHERE id IN (SELECT run_id FROM jobs WHERE dist = ?)"
-			     " ORDER BY created DESC, id DESC LIMIT ?",
-			     pd, NP(pd), &r, err)
-		  : st_query(st, "SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT ?", pl, NP(pl), &r, err);
+	struct sparam pd[] = {P_T(dist), P_I(limit)}, pl[] = {P_I(limit)}, pp[] = {P_T(parent), P_I(limit)};
+	rc = parent ? st_query(st, "SELECT id FROM runs WHERE parent = ? ORDER BY created DESC, id DESC LIMIT ?", pp,
+			       NP(pp), &r, err)
+	     : dist ? st_query(st,
+			       "SELECT id FROM runs WHERE id IN (SELECT run_id FROM jobs WHERE dist = ?)"
+			       " ORDER BY created DESC, id DESC LIMIT ?",
+			       pd, NP(pd), &r, err)
+		    : st_query(st, "SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT ?", pl, NP(pl), &r, err);
 	json_t *runs = json_array();
 	for (size_t i = 0; rc == 0 && i < r.nrow; i++) {
 		json_t *h = NULL;

@@ -77,7 +77,7 @@ int store_record_job(struct store *st, const char *run_id, const struct store_jo
 	const char *status = pj_str(res, "status", "error"), *fc = pj_str(res, "failure_class", NULL);
 	const char *error = rec->error ? rec->error : pj_str(res, "error", NULL);
 	const char *recipe = rec->recipe_name ? rec->recipe_name : pj_str(res, "recipe", NULL);
-	const char *verdict = store_verdict_name(store_verdict_of(res));
+	const char *verdict = q_verdict(res);
 	_cleanup_free_ char *js = q_dump(res);
 	if (!js || strlen(js) > MAX_JSON)
 		return st_fail(err, STORE_E_TOOBIG, "record: results over %u bytes", MAX_JSON);

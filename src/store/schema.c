@@ -54,7 +54,15 @@ static const char *const v2[] = {
 	NULL,
 };
 
-static const char *const *const steps[STORE_SCHEMA_VERSION + 1] = {NULL, v1, v2};
+/* v3: a run made again from another (`pyti rerun`, `pyti compare --confirm`) names it; plain text, not a
+ * foreign key, so that a store copy may bring a child without its parent */
+static const char *const v3[] = {
+	"ALTER TABLE runs ADD COLUMN parent TEXT",
+	"CREATE INDEX runs_parent ON runs (parent)",
+	NULL,
+};
+
+static const char *const *const steps[STORE_SCHEMA_VERSION + 1] = {NULL, v1, v2, v3};
 
 static int read_version(struct store *st, int *version, struct pyti_err *err)
 {

@@ -87,6 +87,7 @@ struct store {
 	char *describe; /* for messages */
 	void *db;	/* sqlite3 * | PGconn * */
 	bool in_tx;
+	bool no_create; /* SQLite: open an existing file only */
 	struct store_limits lim;
 	pthread_mutex_t mu;
 };
@@ -116,7 +117,10 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 
 /* queue.c: shared by record.c */
 char *q_dump(const json_t *j); /* compact JSON text (caller frees), NULL for NULL */
-bool q_ok_name(const char *s); /* a non-empty name of at most 4096 bytes */
+bool q_ok_name(const char *s);
+/* The job's verdict: the results' own "verdict" when it is one (manager_verdict's, as pyti run and
+ * the worker add it), else store_verdict_of's. */
+const char *q_verdict(const json_t *res); /* a non-empty name of at most 4096 bytes */
 int q_store_tasks(struct store *st, const char *job_id, int attempt, const json_t *results, struct pyti_err *err);
 /* blob.c: put inside the caller's transaction/lock */
 int blob_put_locked(struct store *st, const void *data, size_t len, const char *sha, struct pyti_err *err);

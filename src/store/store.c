@@ -307,7 +307,7 @@ char *store_default_url(const char *state_dir)
 	return xasprintf("%s/pyti.db", state_dir);
 }
 
-int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err)
+static int open_store(const char *url, int version, bool no_create, struct store **out, struct pyti_err *err)
 {
 	*out = NULL;
 	if (!url || !*url)
@@ -319,6 +319,7 @@ int store_open_version(const char *url, int version, struct store **out, struct 
 	st->lim = (struct store_limits){0};
 	store_limits_set(st, &st->lim);
 	st->url = xstrdup(url);
+	st->no_create = no_create;
 	if (is_pg_url(url)) {
 		st->engine = STORE_POSTGRES;
 		st->ops = &store_pg_ops;
@@ -355,9 +356,19 @@ int store_open_version(const char *url, int version, struct store **out, struct 
 	return 0;
 }
 
+int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err)
+{
+	return open_store(url, version, false, out, err);
+}
+
 int store_open(const char *url, struct store **out, struct pyti_err *err)
 {
-	return store_open_version(url, STORE_SCHEMA_VERSION, out, err);
+	return open_store(url, STORE_SCHEMA_VERSION, false, out, err);
+}
+
+int store_open_existing(const char *url, struct store **out, struct pyti_err *err)
+{
+	return open_store(url, STORE_SCHEMA_VERSION, true, out, err);
 }
 
 void store_close(struct store *st)

@@ -77,6 +77,8 @@ int store_verdict_parse(const char *name);	      /* -1 if unknown */
  * an error or a task with class Crash/Infra/Network → infra; Fetch, or a failed install/build task →
  * build-failed; another failed task → test-failed; all passed but no test ran → no-tests; else passed. */
 enum store_verdict store_verdict_of(const json_t *results);
+/* (Results that carry a "verdict" of their own — manager_verdict()'s, as `pyti run` and the worker
+ * add it — are stored with that one; store_verdict_of decides only for results without.) */
 /* true for the failure classes a job is retried for (Crash, Infra; a lost lease counts as Infra). */
 bool store_fclass_retried(enum pyti_fclass fc);
 
@@ -85,7 +87,7 @@ enum store_engine {
 	STORE_SQLITE,
 	STORE_POSTGRES
 };
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* url: a file path (absolute or relative, e.g. STATE/pyti.db), "sqlite:PATH", "postgresql://…",
  * "postgres://…", or a libpq key=value string ("host=/run/dir dbname=pyti"; anything with '=' and
@@ -94,6 +96,9 @@ enum store_engine {
  * its parent directory is created. A PostgreSQL that cannot be reached is STORE_E_UNAVAILABLE. */
 struct store;
 int store_open(const char *url, struct store **out, struct pyti_err *err);
+/* store_open that never creates a database: a SQLite file that is not there is STORE_E_NOTFOUND (a
+ * source to copy from, say). An existing older schema is still migrated. */
+int store_open_existing(const char *url, struct store **out, struct pyti_err *err);
 /* Tests only: create or migrate the schema only up to `version` (1..STORE_SCHEMA_VERSION). */
 int store_open_version(const char *url, int version, struct store **out, struct pyti_err *err);
 void store_close(struct store *st); /* NULL is fine */
@@ -136,10 +141,15 @@ struct store_run_spec {
 	const json_t *posargs;	 /* array of strings, or NULL */
 	int priority;		 /* lower runs first (default 0) */
 	const char *origin;	 /* "submit" (master) or "local" (pyti run); NULL = "submit" */
+	const char *parent;	 /* the run this one runs again (`pyti rerun`), or NULL (schema 3) */
 };
 /* submit: a run with one queued job per dist × suite (in that order). *out = {"run_id", "jobs":
  * [job_id…]}. No dists is STORE_E_INVALID. */
 int store_submit(struct store *st, const struct store_run_spec *spec, json_t **out, struct pyti_err *err);
+/* rerun: a new run (queued, origin "submit", parent the run it repeats) of a run's jobs (r…) or of
+ * one job (j…), with the same dists, suites, recipe, backend, env, posargs and priority. *out as
+ * store_submit's. */
+int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err);
 /* A run without jobs (spec->dists is ignored), for jobs recorded as they end (store_record_job). */
 int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE],
 		  struct pyti_err *err);
@@ -191,7 +201,8 @@ struct store_lease {
 	int attempt;
 	const char *lease;
 };
-/* heartbeat: renew the lease for lease_s; *expires_in_s = lease_s, *cancel = the job was cancelled.
+/* heartbeat: renew the lease for lease_s; *expires_in_s = lease_s, or *cancel = true and 0 when the
+ * job was cancelled (the worker stops it and finishes; nothing is renewed).
  * progress ({"task", "i", "n"} or NULL) is kept for status. Updates the worker's last_seen. */
 int store_heartbeat(struct store *st, const struct store_lease *l, const json_t *progress, int *expires_in_s,
 		    bool *cancel, struct pyti_err *err);
@@ -222,16 +233,17 @@ int store_finish(struct store *st, const struct store_finish *f, enum store_stat
 int store_expire(struct store *st, int *n, struct pyti_err *err);
 
 /* ---- reading (docs/rpc.md shapes) ---- */
-/* status: {"run": {"run_id", "created", "origin", "counts": {state: n}, "verdicts": {verdict: n}},
+/* status: {"run": {"run_id", "created", "origin", "parent", "counts": {state: n}, "verdicts": {verdict: n}},
  * "jobs": [{"job_id", "dist", "suite", "state", "attempt", "verdict", "failure_class"}]} */
 int store_status(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
 /* results: the same "run", and jobs with their "results" (the stored results.json, or null). */
 int store_results(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
 struct store_runs_query {
-	int limit;	  /* 0 = 50 */
-	const char *dist; /* only runs with a job of this dist (exact), or NULL */
+	int limit;	    /* 0 = 50 */
+	const char *dist;   /* only runs with a job of this dist (exact), or NULL */
+	const char *parent; /* only the runs made again from this run (full id), or NULL */
 };
-/* runs: {"runs": [{"run_id", "created", "origin", "jobs", "counts", "verdicts"}]} newest first. */
+/* runs: {"runs": [{"run_id", "created", "origin", "parent", "jobs", "counts", "verdicts"}]} newest first. */
 int store_runs(struct store *st, const struct store_runs_query *q, json_t **out, struct pyti_err *err);
 /* show: a run id → store_results()'s shape; a job id → {"job": {"job_id", "run_id", "dist", "suite",
  * "backend", "recipe", "state", "attempt", "max_attempts", "verdict", "failure_class", "error",

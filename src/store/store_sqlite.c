@@ -6,6 +6,7 @@
  * few statements thousands of times a second. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -54,16 +55,19 @@ static bool sq_connected(struct store *st)
 
 static int sq_connect(struct store *st, struct pyti_err *err)
 {
+	if (st->no_create && access(st->path, F_OK) < 0)
+		return st_fail(err, STORE_E_NOTFOUND, "%s: no such store (%s)", st->describe, strerror(errno));
 	_cleanup_free_ char *dir = xstrdup(st->path);
 	char *slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
+	if (slash && slash != dir && !st->no_create) {
 		*slash = '\0';
 		if (mkdir_p(dir, 0755, err) < 0)
 			return STORE_E_INTERNAL;
 	}
 	struct sq *q = xcalloc(1, sizeof *q);
 	st->db = q;
-	int rc = sqlite3_open_v2(st->path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	int rc = sqlite3_open_v2(st->path, &q->db,
+				 SQLITE_OPEN_READWRITE | (st->no_create ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX,
 				 NULL);
 	if (rc != SQLITE_OK) {
 		rc = sq_err(st, err, rc, "open");

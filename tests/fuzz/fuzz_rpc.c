@@ -22,7 +22,8 @@ static json_t *dispatch(void *ctx, const struct rpc_call *call, struct rpc_error
 		json_t *v = json_object_get(call->params, p->name);
 		if (p->required && !v)
 			__builtin_trap();
-		if (v && json_is_string(v) && p->format != RPC_FMT_NONE && !rpc_format_ok(p->format, json_string_value(v)))
+		if (v && json_is_string(v) && p->format != RPC_FMT_NONE &&
+		    !rpc_format_ok(p->format, json_string_value(v)))
 			__builtin_trap();
 	}
 	if (json_object_size(call->params) % 3 == 2)

@@ -171,6 +171,13 @@ def test_bad_requests_store_nothing(master):
     assert err_of(post(u, b"\xff\xfe")[2]) == (-32700, None)
     assert err_of(post(u, b"")[2]) == (-32700, None)
     assert err_of(post(u, b"[]")[2]) == (-32600, None)
+    assert err_of(post(u, b"[" * 200000)[2]) == (-32700, None)  # deeper than the parser goes
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","params":{"limit":1e999},"id":1}')[2]) == (-32700, None)
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","params":{"limit":99999999999999999999},"id":1}')[2])[0] \
+        == -32700
+    assert err_of(post(u, b'{"jsonrpc":"2.0","method":"runs","id":1}\x00garbage')[2]) == (-32700, None)
+    assert err_of(post(u, rb'{"jsonrpc":"2.0","method":"runs","params":{"dist":"\u00e9\ud800"},"id":1}')[2]) \
+        == (-32700, None)  # a lone surrogate is not Unicode
     assert err_of(post(u, b'{"jsonrpc": "1.0", "method": "runs", "id": 4}')[2]) == (-32600, 4)
     assert err_of(post(u, b'{"jsonrpc": "2.0", "method": "nope", "id": "x"}')[2]) == (-32601, "x")
     assert err_of(post(u, b'{"jsonrpc": "2.0", "method": "runs", "params": [1], "id": 1}')[2]) == (-32602, 1)
@@ -530,3 +537,26 @@ def test_listen_ipv6(pyti_bin, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_rerun(master):
+    m = master()
+    user = m.user()
+    run = user.call("submit", {"dists": ["six", "attrs"], "priority": 3, "env": {"A": "1"}})
+    with pytest.raises(RpcError) as e:
+        m.worker().call("rerun", {"run_id": run["run_id"]})
+    assert e.value.code == -32000
+    with pytest.raises(RpcError) as e:
+        user.call("rerun", {"run_id": run["run_id"], "job_id": run["jobs"][0]})
+    assert e.value.code == -32602
+    again = user.call("rerun", {"run_id": run["run_id"]})
+    assert again["run_id"] != run["run_id"] and len(again["jobs"]) == 2
+    one = user.call("rerun", {"job_id": run["jobs"][1]})
+    assert len(one["jobs"]) == 1
+    st = m.anon().call("status", {"run_id": one["run_id"]})
+    assert [j["dist"] for j in st["jobs"]] == ["attrs"]
+    with pytest.raises(RpcError) as e:
+        user.call("rerun", {"run_id": "r0000000000000000"})
+    assert e.value.code == -32003
+    assert f"rerun run={again['run_id']} of={run['run_id']} jobs=2" in m.log.read_text()

@@ -146,8 +146,7 @@ static void test_base64(void **state)
 	b64_ok("Zm9vYmE=", "fooba", 5);
 	b64_ok("Zm9vYmFy", "foobar", 6);
 	b64_ok("AP8=", "\x00\xff", 2);
-	const char *bad[] = {"Zg", "Zg=", "Z===", "Zm9v\n", "Zm=v", "Zg==Zg==", "Zm9*", "====", "Zm9vY===",
-			     "-_8="};
+	const char *bad[] = {"Zg", "Zg=", "Z===", "Zm9v\n", "Zm=v", "Zg==Zg==", "Zm9*", "====", "Zm9vY===", "-_8="};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		unsigned char *out = NULL;
 		size_t n = 0;

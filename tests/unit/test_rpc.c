@@ -58,7 +58,8 @@ static void test_parse_error(void **state)
 	json_decref(r);
 	/* the spec's batch with a parse error */
 	r = run("[{\"jsonrpc\": \"2.0\", \"method\": \"sum\", \"params\": [1,2,4], \"id\": \"1\"},{\"jsonrpc\": \"2.0\", "
-		"\"method\"]", 0);
+		"\"method\"]",
+		0);
 	expect_error(r, RPC_PARSE_ERROR, "null");
 	json_decref(r);
 	r = run("", 0);
@@ -140,14 +141,15 @@ static void test_batch(void **state)
 {
 	(void)state;
 	/* the specification's rpc call batch, with our method names */
-	json_t *r = run("[{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"params\": {\"limit\": 1}, \"id\": \"1\"},"
-			"{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"params\": {\"limit\": 2}},"
-			"{\"jsonrpc\": \"2.0\", \"method\": \"status\", \"params\": {\"run_id\": \"r0123456789abcdef\"}, "
-			"\"id\": \"2\"},"
-			"{\"foo\": \"boo\"},"
-			"{\"jsonrpc\": \"2.0\", \"method\": \"foo.get\", \"params\": {\"name\": \"myself\"}, \"id\": \"5\"},"
-			"{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"id\": \"9\"}]",
-			0);
+	json_t *r = run(
+		"[{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"params\": {\"limit\": 1}, \"id\": \"1\"},"
+		"{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"params\": {\"limit\": 2}},"
+		"{\"jsonrpc\": \"2.0\", \"method\": \"status\", \"params\": {\"run_id\": \"r0123456789abcdef\"}, "
+		"\"id\": \"2\"},"
+		"{\"foo\": \"boo\"},"
+		"{\"jsonrpc\": \"2.0\", \"method\": \"foo.get\", \"params\": {\"name\": \"myself\"}, \"id\": \"5\"},"
+		"{\"jsonrpc\": \"2.0\", \"method\": \"runs\", \"id\": \"9\"}]",
+		0);
 	assert_true(json_is_array(r));
 	assert_int_equal(json_array_size(r), 5);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(r, 0), "id")), "1");
@@ -171,18 +173,20 @@ static void test_batch(void **state)
 	json_decref(r);
 
 	/* all notifications: nothing to answer */
-	assert_null(run("[{\"jsonrpc\": \"2.0\", \"method\": \"runs\"},{\"jsonrpc\": \"2.0\", \"method\": \"runs\"}]", 0));
+	assert_null(
+		run("[{\"jsonrpc\": \"2.0\", \"method\": \"runs\"},{\"jsonrpc\": \"2.0\", \"method\": \"runs\"}]", 0));
 	assert_int_equal(calls, 2);
 
 	/* a batch over the limit (10 here): one error, nothing runs */
 	char big[2048] = "[";
 	for (int i = 0; i < 11; i++)
-		strcat(big, i ? ",{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"id\":1}" : "{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"id\":1}");
+		strcat(big, i ? ",{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"id\":1}"
+			      : "{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"id\":1}");
 	strcat(big, "]");
 	r = run(big, 0);
 	expect_error(r, RPC_TOO_LARGE, "null");
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(r, "error"), "data"), "limit")),
-			 10);
+	assert_int_equal(
+		json_integer_value(json_object_get(json_object_get(json_object_get(r, "error"), "data"), "limit")), 10);
 	assert_int_equal(calls, 0);
 	json_decref(r);
 }
@@ -190,7 +194,8 @@ static void test_batch(void **state)
 static void test_auth(void **state)
 {
 	(void)state;
-	const char *hb = "{\"jsonrpc\":\"2.0\",\"method\":\"hello\",\"params\":{\"name\":\"w\",\"capabilities\":{}},\"id\":1}";
+	const char *hb =
+		"{\"jsonrpc\":\"2.0\",\"method\":\"hello\",\"params\":{\"name\":\"w\",\"capabilities\":{}},\"id\":1}";
 	const char *sub = "{\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{\"dists\":[\"six\"]},\"id\":1}";
 	json_t *r = run(hb, 0);
 	expect_error(r, RPC_UNAUTHORIZED, "1");
@@ -257,11 +262,13 @@ static void test_params(void **state)
 
 	/* the good ones pass */
 	json_t *r = run("{\"jsonrpc\":\"2.0\",\"method\":\"claim\",\"params\":{\"worker_id\":\"w0123456789abcdef\","
-			"\"max\":2,\"wait_s\":0.5},\"id\":1}", W);
+			"\"max\":2,\"wait_s\":0.5},\"id\":1}",
+			W);
 	assert_non_null(json_object_get(r, "result"));
 	json_decref(r);
 	r = run("{\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{\"dists\":[\"six\"],\"recipe\":null,"
-		"\"backend\":null,\"priority\":-3,\"env\":{},\"posargs\":[]},\"id\":1}", U);
+		"\"backend\":null,\"priority\":-3,\"env\":{},\"posargs\":[]},\"id\":1}",
+		U);
 	assert_non_null(json_object_get(r, "result"));
 	json_decref(r);
 }
@@ -271,9 +278,9 @@ static void test_handler_errors(void **state)
 	(void)state;
 	json_t *r = run("{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"params\":{\"dist\":\"boom\"},\"id\":3}", 0);
 	expect_error(r, RPC_STORE_UNAVAILABLE, "3");
-	assert_int_equal(
-		json_integer_value(json_object_get(json_object_get(json_object_get(r, "error"), "data"), "retry_after_s")),
-		2);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(json_object_get(r, "error"), "data"),
+							    "retry_after_s")),
+			 2);
 	json_decref(r);
 	r = run("{\"jsonrpc\":\"2.0\",\"method\":\"runs\",\"params\":{\"dist\":\"silent\"},\"id\":3}", 0);
 	expect_error(r, RPC_INTERNAL_ERROR, "3");
@@ -287,7 +294,8 @@ static void test_handler_errors(void **state)
 	assert_int_equal(st.invalid, 1);
 	assert_int_equal(st.unauthorized, 0);
 	json_decref(r);
-	r = rpc_process("[{\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{},\"id\":1}]", 56, 0, 0, echo, NULL, &st);
+	r = rpc_process("[{\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{},\"id\":1}]", 56, 0, 0, echo, NULL,
+			&st);
 	assert_int_equal(st.unauthorized, 1);
 	json_decref(r);
 	assert_string_equal(rpc_code_message(RPC_SLOW_DOWN), "slow down");
@@ -305,13 +313,13 @@ static unsigned schema_types(const json_t *schema)
 	json_array_foreach(arr, i, one) {
 		const char *s = json_string_value(one);
 		assert_non_null(s);
-		mask |= !strcmp(s, "string")    ? RPC_T_STRING
+		mask |= !strcmp(s, "string")	? RPC_T_STRING
 			: !strcmp(s, "integer") ? RPC_T_INT
-			: !strcmp(s, "number")  ? RPC_T_NUMBER
+			: !strcmp(s, "number")	? RPC_T_NUMBER
 			: !strcmp(s, "boolean") ? RPC_T_BOOL
-			: !strcmp(s, "object")  ? RPC_T_OBJECT
-			: !strcmp(s, "array")   ? RPC_T_ARRAY
-			: !strcmp(s, "null")    ? RPC_T_NULL
+			: !strcmp(s, "object")	? RPC_T_OBJECT
+			: !strcmp(s, "array")	? RPC_T_ARRAY
+			: !strcmp(s, "null")	? RPC_T_NULL
 						: 0x8000u;
 	}
 	json_decref(arr);
@@ -327,7 +335,8 @@ static void check_bounds(const char *where, const struct rpc_param *p, const jso
 		lo = "minItems", hi = "maxItems";
 	const json_t *jlo = json_object_get(schema, lo), *jhi = json_object_get(schema, hi);
 	if (p->max > p->min) {
-		if (!jlo || !jhi || json_number_value(jlo) != (double)p->min || json_number_value(jhi) != (double)p->max)
+		if (!jlo || !jhi || json_number_value(jlo) != (double)p->min ||
+		    json_number_value(jhi) != (double)p->max)
 			fail_msg("%s: the document's %s/%s are not %lld/%lld", where, lo, hi, p->min, p->max);
 	} else if (jlo || jhi) {
 		fail_msg("%s: the document has %s/%s, the table no bounds", where, lo, hi);
@@ -387,18 +396,19 @@ static void test_openrpc_agrees(void **state)
 		}
 	}
 	/* every application error code is documented */
-	int codes[] = {RPC_UNAUTHORIZED, RPC_STALE_LEASE, RPC_SLOW_DOWN, RPC_NOT_FOUND, RPC_MISSING_ARTEFACTS,
-		       RPC_TOO_LARGE, RPC_STORE_UNAVAILABLE};
+	int codes[] = {RPC_UNAUTHORIZED,      RPC_STALE_LEASE, RPC_SLOW_DOWN,	     RPC_NOT_FOUND,
+		       RPC_MISSING_ARTEFACTS, RPC_TOO_LARGE,   RPC_STORE_UNAVAILABLE};
 	json_t *errs = json_object_get(json_object_get(doc, "components"), "errors");
 	for (size_t c = 0; c < sizeof codes / sizeof codes[0]; c++) {
 		bool found = false;
 		const char *key;
 		json_t *ev;
-		json_object_foreach(errs, key, ev) if (json_integer_value(json_object_get(ev, "code")) == codes[c])
-		{
-			found = true;
-			assert_string_equal(json_string_value(json_object_get(ev, "message")), rpc_code_message(codes[c]));
-		}
+		json_object_foreach(errs, key, ev)
+			if (json_integer_value(json_object_get(ev, "code")) == codes[c]) {
+				found = true;
+				assert_string_equal(json_string_value(json_object_get(ev, "message")),
+						    rpc_code_message(codes[c]));
+			}
 		if (!found)
 			fail_msg("error %d is not in the document's components.errors", codes[c]);
 	}
@@ -424,10 +434,14 @@ static void test_formats(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_error),     cmocka_unit_test(test_invalid_request),
-		cmocka_unit_test(test_single_and_notification), cmocka_unit_test(test_batch),
-		cmocka_unit_test(test_auth),            cmocka_unit_test(test_params),
-		cmocka_unit_test(test_handler_errors),  cmocka_unit_test(test_openrpc_agrees),
+		cmocka_unit_test(test_parse_error),
+		cmocka_unit_test(test_invalid_request),
+		cmocka_unit_test(test_single_and_notification),
+		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_auth),
+		cmocka_unit_test(test_params),
+		cmocka_unit_test(test_handler_errors),
+		cmocka_unit_test(test_openrpc_agrees),
 		cmocka_unit_test(test_formats),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

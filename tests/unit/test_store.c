@@ -309,6 +309,24 @@ static void test_state_machine(void **state)
 	assert_int_equal(json_array_size(json_object_get(runs, "runs")), 1);
 	json_decref(none);
 	assert_int_equal(store_claim(e->st, "wffffffffffffffff", 1, &none, &err), STORE_E_NOTFOUND);
+
+	/* rerun: the run's jobs (or one job) again, queued in a new run */
+	_cleanup_json_ json_t *rr = NULL, *rjob = NULL, *rst = NULL;
+	assert_int_equal(store_rerun(e->st, run, &rr, &err), 0);
+	assert_string_not_equal(pj_str(rr, "run_id", ""), run);
+	assert_int_equal(json_array_size(json_object_get(rr, "jobs")), 3);
+	assert_int_equal(store_status(e->st, pj_str(rr, "run_id", ""), &rst, &err), 0);
+	assert_int_equal(count(rst, "counts", "queued"), 3);
+	assert_string_equal(pj_str(json_object_get(rst, "run"), "parent", ""), run);
+	_cleanup_json_ json_t *children = NULL;
+	struct store_runs_query qp = {.parent = run};
+	assert_int_equal(store_runs(e->st, &qp, &children, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(children, "runs")), 1);
+	assert_string_equal(pj_str(json_array_get(json_object_get(rst, "jobs"), 0), "dist", ""), "pkg000==1.0");
+	assert_int_equal(store_rerun(e->st, pj_str(j1, "job_id", ""), &rjob, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(rjob, "jobs")), 1);
+	json_decref(rr);
+	assert_int_equal(store_rerun(e->st, "rffffffffffffffff", &rr, &err), STORE_E_NOTFOUND);
 }
 
 /* Two processes claim from one queue at once: every job is handed out exactly once. */
@@ -397,7 +415,7 @@ static void test_lease_expiry_and_fencing(void **state)
 	struct pyti_err err = {0};
 	struct store_limits lim;
 	store_limits_get(e->st, &lim);
-	lim.lease_s = 1;
+	lim.lease_s = 2; /* long enough for a loaded machine to report within it */
 	store_limits_set(e->st, &lim);
 	_cleanup_json_ json_t *sub = submit(e->st, 1, "bookworm");
 	char w1[STORE_ID_SIZE], w2[STORE_ID_SIZE];
@@ -408,7 +426,7 @@ static void test_lease_expiry_and_fencing(void **state)
 	struct store_lease l1 = lease_of(j1);
 	_cleanup_json_ json_t *t = task_result("install", "passed", 0), *ok = results("passed", 0);
 	assert_int_equal(store_report(e->st, &l1, "install", t, &err), 0);
-	usleep(1300 * 1000);
+	usleep(2300 * 1000);
 	int n = 0;
 	assert_int_equal(store_expire(e->st, &n, &err), 0);
 	assert_int_equal(n, 1);
@@ -700,6 +718,16 @@ static void test_record_and_copy(void **state)
 	assert_string_equal(b.data, "hello log\n");
 	assert_int_equal(store_show(e->st, job2, &show2, &err), 0);
 	assert_string_equal(pj_str(json_object_get(show2, "job"), "verdict", ""), "build-failed");
+	/* a verdict the results carry (manager_verdict's) is the one stored */
+	_cleanup_json_ json_t *own = json_pack("{s:s, s:s, s:s, s:s}", "status", "error", "failure_class", "Fetch",
+					       "error", "x", "verdict", "infra"),
+			      *show3 = NULL;
+	char job3[STORE_ID_SIZE];
+	struct store_job_record rec3 = {.dist = "own", .suite = "bookworm", .results = own};
+	assert_int_equal(store_record_job(e->st, run, &rec3, job3, &err), 0);
+	assert_int_equal(store_show(e->st, job3, &show3, &err), 0);
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "verdict", ""), "infra");
+	assert_string_equal(pj_str(json_object_get(show3, "job"), "error", ""), "x");
 	assert_int_equal(store_status(e->st, run, &st, &err), 0);
 	assert_string_equal(pj_str(json_object_get(st, "run"), "origin", ""), "local");
 }
@@ -779,6 +807,9 @@ static void test_names_and_verdicts(void **state)
 	struct pyti_err err = {0};
 	assert_int_equal(store_open("", &st, &err), STORE_E_INVALID);
 	assert_int_equal(store_open("sqlite:", &st, &err), STORE_E_INVALID);
+	/* a source that is not there is not created */
+	assert_int_equal(store_open_existing("sqlite:/tmp/pyti-no-such-store-dir/x.db", &st, &err), STORE_E_NOTFOUND);
+	assert_false(path_exists("/tmp/pyti-no-such-store-dir"));
 	/* a server that is not there is "unavailable", the retryable error */
 	assert_int_equal(store_open("host=/nonexistent-pyti dbname=x connect_timeout=2", &st, &err),
 			 STORE_E_UNAVAILABLE);
