@@ -19,12 +19,16 @@
 #include "worker.h"
 
 #define EVENT_LINE_MAX (1u << 20)
-#define CLAIM_WAIT_S 30
+/* A claim's long poll while idle. A stopping worker lets one it has in flight answer (the master
+ * may be leasing jobs to it at that moment: an aborted claim's jobs would wait out their lease),
+ * so this is also how long a SIGTERM to an idle worker may take. */
+#define CLAIM_WAIT_S 10
 #define CLAIM_BUSY_S 1.0 /* between claims while some slots run jobs (wait_s 0); a freed slot asks at once */
 #define ARTEFACT_MAX (64ull << 20)
 
 static volatile sig_atomic_t g_stop;
-static volatile int g_abort; /* aborts a claim's long poll */
+static volatile int g_abort;	  /* any stop signal: aborts a hello being retried */
+static volatile int g_abort_hard; /* a second one: aborts a claim's long poll too */
 
 static int g_chld_pipe[2] = {-1, -1}; /* SIGCHLD wakes the loop's poll (a job that ended) */
 
@@ -33,6 +37,8 @@ static void on_signal(int sig)
 	(void)sig;
 	g_stop++;
 	g_abort = 1;
+	if (g_stop >= 2)
+		g_abort_hard = 1;
 }
 
 static void on_sigchld(int sig)
@@ -256,19 +262,15 @@ static size_t started_jobs(const struct worker *w)
 	return n;
 }
 
-/* Pending jobs get the free slots; when stopping, they are let go (their leases expire). */
+/* Pending jobs get the free slots. */
 static void start_pending(struct worker *w)
 {
 	for (size_t i = 0; i < w->n_jobs; i++) {
 		struct wjob *j = w->jobs[i];
 		if (j->state != WJ_PENDING || j->abandon)
 			continue;
-		if (g_stop) {
-			log_info("job %s attempt %lld: not started (stopping); its lease will expire", j->job_id,
-				 j->attempt);
-			j->abandon = true;
-			continue;
-		}
+		/* stopping or not: a job leased to us is ours to run (a claim in flight when the
+		 * signal came may have brought it) */
 		if (started_jobs(w) >= (size_t)w->o->slots)
 			return;
 		struct pyti_err err = {0};
@@ -298,8 +300,7 @@ static int claim(struct worker *w, struct pyti_err *err)
 	_cleanup_json_ json_t *p = json_pack("{s:s, s:I, s:i}", "worker_id", w->worker_id, "max",
 					     (json_int_t)free_slots, "wait_s", wait_s);
 	_cleanup_json_ json_t *res = NULL;
-	g_abort = g_stop ? 1 : 0;
-	wrpc_set_abort_flag(w->c, &g_abort);
+	wrpc_set_abort_flag(w->c, &g_abort_hard);
 	int rc = wrpc_call_wait(w->c, "claim", p, wait_s + 5, &res, err);
 	wrpc_set_abort_flag(w->c, NULL);
 	if (rc < 0) {
