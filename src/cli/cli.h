@@ -66,6 +66,11 @@ int cmd_cache(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_image(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_disk(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vm(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_worker(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_submit(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_status(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_results(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_cancel(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_master(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif
