@@ -508,7 +508,6 @@ static void collect_artefacts(const char *root, const char *rel, int depth, json
 		char sha[65];
 		if (rfd < 0 || sha256_fd(rfd, r, sha, NULL) < 0)
 			continue;
-		_cleanup_free_ char *full = xasprintf("%s/%s", root, r);
 		json_array_append_new(
 			arts, json_pack("{s:s, s:s, s:I}", "name", r, "sha256", sha, "size", (json_int_t)st.st_size));
 		json_array_append_new(ups, json_pack("{s:s, s:s, s:s, s:I}", "root", root, "rel", r, "sha256", sha,
