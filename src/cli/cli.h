@@ -25,6 +25,10 @@ void cli_print_error(const struct pyti_err *err);
 int cli_fail(const struct pyti_err *err);
 /* Print a usage error ("pyti: MESSAGE") and return PYTI_EXIT_USAGE. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A JSON document on stdout as every --json prints it (indented, keys in order, a newline). */
+void cli_print_json(const json_t *j);
+/* s (NULL: "-") escaped for the terminal, padded to width: text from a sandbox, the store or a master. */
+void cli_put_safe(const char *s, int width);
 /* The error object of --json: {"status":"error","failure_class","error","exit_status"}. */
 json_t *cli_error_json(const struct pyti_err *err);
 /* The candidate nearest to word (edit distance at most 2, and less than its length), or NULL. */

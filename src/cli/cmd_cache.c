@@ -106,8 +106,7 @@ int cmd_cache(struct cli_ctx *ctx, int argc, char **argv)
 	_cleanup_free_ char *dir = xasprintf("%s/cache", ctx->state_dir);
 	if (ctx->json) {
 		_cleanup_json_ json_t *o = stats_json(dir, &st, clean);
-		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		fputc('\n', stdout);
+		cli_print_json(o);
 		return 0;
 	}
 	char sz[32], usz[32], rsz[32];

@@ -12,12 +12,6 @@
 
 #define CMP_JUNIT_MAX (64u << 20)
 
-static void print_json(const json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
-
 /* A run by id or unique prefix: store_show's run shape. Unknown or not a run: usage (exit 2). */
 static int load_run(struct store *st, const char *id, json_t **out, struct pyti_err *err)
 {
@@ -290,7 +284,7 @@ static int control_only(struct cli_ctx *ctx, const char *url, const char *contro
 	_cleanup_json_ json_t *out = compare_control(run);
 	json_object_set_new(out, "run", json_string(pj_str(json_object_get(run, "run"), "run_id", "")));
 	if (ctx->json) {
-		print_json(out);
+		cli_print_json(out);
 		return 0;
 	}
 	size_t i;
@@ -481,7 +475,7 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	if (control_out)
 		json_object_set(cmp, "control", control_out);
 	if (ctx->json) {
-		print_json(cmp);
+		cli_print_json(cmp);
 	} else if (markdown) {
 		compare_markdown(stdout, cmp);
 	} else {
@@ -733,7 +727,7 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 		json_decref(done_suites);
 	}
 	if (ctx->json) {
-		print_json(out);
+		cli_print_json(out);
 	} else {
 		json_t *r;
 		json_array_foreach(json_object_get(out, "runs"), i, r) {

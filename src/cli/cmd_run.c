@@ -94,12 +94,6 @@ void run_job_done(struct run *r, struct job *j)
 
 /* ---- the batch ---- */
 
-static void print_json(const json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
-
 static const char *const verdicts[] = {"passed", "test-failed", "build-failed", "no-tests", "infra"};
 
 static int batch_report(struct run *r)
@@ -127,7 +121,7 @@ static int batch_report(struct run *r)
 						     now_mono() - r->t0);
 		if (r->sig)
 			json_object_set_new(o, "interrupted", json_string(r->sig == SIGINT ? "SIGINT" : "SIGTERM"));
-		print_json(o);
+		cli_print_json(o);
 	} else {
 		printf("%-32s %-13s %-44s %8s  %s\n", "DIST", "VERDICT", "TESTS", "TIME", "LOGS");
 		for (size_t i = 0; i < r->n; i++) {
@@ -522,7 +516,7 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 			rc = cli_fail(&err);
 		} else if (ctx->json) {
 			if (res)
-				print_json(res);
+				cli_print_json(res);
 		} else if (!is_err) {
 			json_object_set_new(res, "command_s", json_real(now_mono() - r.t0));
 			report_table(stdout, res, true);

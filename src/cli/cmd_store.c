@@ -14,18 +14,6 @@ static int store_fail(const struct pyti_err *err)
 	return cli_fail(err);
 }
 
-static void print_json(const json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
-
-static void put_safe(const char *s, int width)
-{
-	_cleanup_free_ char *t = term_safe_dup(s ? s : "-", 0);
-	printf("%-*s", width, t);
-}
-
 /* "done 2, queued 1": the non-zero members of an object of counts */
 static void put_counts(const json_t *o, int width)
 {
@@ -101,7 +89,7 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 	if (cli_store_open(ctx, url, &st, &err) < 0 || store_runs(st, &q, &out, &err) < 0)
 		return store_fail(&err);
 	if (ctx->json) {
-		print_json(out);
+		cli_print_json(out);
 		return 0;
 	}
 	json_t *runs = json_object_get(out, "runs"), *r;
@@ -114,7 +102,7 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 	size_t i;
 	json_array_foreach(runs, i, r) {
 		printf("%-18s %-21s ", pj_str(r, "run_id", "?"), pj_str(r, "created", "?"));
-		put_safe(pj_str(r, "origin", "-"), 7);
+		cli_put_safe(pj_str(r, "origin", "-"), 7);
 		printf(" %5lld  ", pj_int(r, "jobs", 0));
 		put_counts(json_object_get(r, "counts"), 22);
 		putchar(' ');
@@ -125,7 +113,7 @@ int cmd_runs(struct cli_ctx *ctx, int argc, char **argv)
 		json_array_foreach(json_object_get(r, "dists"), k, d) {
 			if (k)
 				fputs(", ", stdout);
-			put_safe(json_string_value(d), 0);
+			cli_put_safe(json_string_value(d), 0);
 		}
 		if (pj_int(r, "jobs", 0) > (long long)json_array_size(json_object_get(r, "dists")))
 			fputs(", …", stdout);
@@ -162,11 +150,11 @@ static void show_run(const json_t *out)
 	json_array_foreach(json_object_get(out, "jobs"), i, j) {
 		printf("%-18s %-10s %-8lld ", pj_str(j, "job_id", "?"), pj_str(j, "state", "?"),
 		       pj_int(j, "attempt", 0));
-		put_safe(pj_str(j, "suite", "-"), 9);
+		cli_put_safe(pj_str(j, "suite", "-"), 9);
 		printf(" %-13s ", pj_str(j, "verdict", "-"));
-		put_safe(pj_str(j, "failure_class", "-"), 9);
+		cli_put_safe(pj_str(j, "failure_class", "-"), 9);
 		putchar(' ');
-		put_safe(pj_str(j, "dist", "?"), 0);
+		cli_put_safe(pj_str(j, "dist", "?"), 0);
 		putchar('\n');
 	}
 }
@@ -175,19 +163,19 @@ static void show_job(const json_t *out)
 {
 	const json_t *job = json_object_get(out, "job");
 	printf("job %s of run %s: ", pj_str(job, "job_id", "?"), pj_str(job, "run_id", "?"));
-	put_safe(pj_str(job, "dist", "?"), 0);
+	cli_put_safe(pj_str(job, "dist", "?"), 0);
 	fputs(" on ", stdout);
-	put_safe(pj_str(job, "suite", "?"), 0);
+	cli_put_safe(pj_str(job, "suite", "?"), 0);
 	printf("\n  state %s, verdict %s, attempt %lld of %lld", pj_str(job, "state", "?"), pj_str(job, "verdict", "-"),
 	       pj_int(job, "attempt", 0), pj_int(job, "max_attempts", 0));
 	if (pj_str(job, "failure_class", NULL)) {
 		fputs(", class ", stdout);
-		put_safe(pj_str(job, "failure_class", NULL), 0);
+		cli_put_safe(pj_str(job, "failure_class", NULL), 0);
 	}
 	printf("\n  created %s, finished %s\n", pj_str(job, "created", "-"), pj_str(job, "finished", "-"));
 	if (pj_str(job, "error", NULL)) {
 		fputs("  error: ", stdout);
-		put_safe(pj_str(job, "error", NULL), 0);
+		cli_put_safe(pj_str(job, "error", NULL), 0);
 		putchar('\n');
 	}
 	size_t i, k;
@@ -199,18 +187,18 @@ static void show_job(const json_t *out)
 		printf(" (%s → %s)\n", pj_str(a, "started", "-"), pj_str(a, "ended", "-"));
 		json_array_foreach(json_object_get(a, "testcases"), k, x) {
 			fputs("  ", stdout);
-			put_safe(pj_str(x, "outcome", "?"), 7);
+			cli_put_safe(pj_str(x, "outcome", "?"), 7);
 			putchar(' ');
-			put_safe(pj_str(x, "id", "?"), 0);
+			cli_put_safe(pj_str(x, "id", "?"), 0);
 			if (pj_str(x, "message", NULL)) {
 				fputs(": ", stdout);
-				put_safe(pj_str(x, "message", NULL), 0);
+				cli_put_safe(pj_str(x, "message", NULL), 0);
 			}
 			putchar('\n');
 		}
 		json_array_foreach(json_object_get(a, "artefacts"), k, x) {
 			printf("  artefact %.12s %10lld  ", pj_str(x, "sha256", "?"), pj_int(x, "size", 0));
-			put_safe(pj_str(x, "name", "?"), 0);
+			cli_put_safe(pj_str(x, "name", "?"), 0);
 			putchar('\n');
 		}
 	}
@@ -295,7 +283,7 @@ int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 	if (artefact)
 		return show_artefact(st, out, artefact);
 	if (ctx->json)
-		print_json(out);
+		cli_print_json(out);
 	else if (json_object_get(out, "job"))
 		show_job(out);
 	else
@@ -353,7 +341,7 @@ int cmd_store(struct cli_ctx *ctx, int argc, char **argv)
 						     "runs_skipped", (json_int_t)s.runs_skipped, "jobs",
 						     (json_int_t)s.jobs, "blobs", (json_int_t)s.blobs, "complete",
 						     rc == 0);
-		print_json(j);
+		cli_print_json(j);
 	} else {
 		printf("copied %ld runs (%ld jobs, %ld blobs) from %s to %s; %ld runs were there already\n", s.runs,
 		       s.jobs, s.blobs, store_describe(src), store_describe(dst), s.runs_skipped);

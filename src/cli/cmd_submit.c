@@ -100,19 +100,6 @@ static int target_call(struct target *t, const char *method, json_t *p, json_t *
 	return rc < 0 ? -1 : 0;
 }
 
-static void print_json(const json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-}
-
-/* Text the master sent (package names, verdicts): escaped for the terminal. */
-static void put_safe(const char *s, int width)
-{
-	_cleanup_free_ char *t = term_safe_dup(s ? s : "-", 0);
-	printf("%-*s", width, t);
-}
-
 /* ---- submit ---- */
 
 static int read_reqs(const char *path, json_t *dists, struct pyti_err *err)
@@ -266,7 +253,7 @@ int cmd_submit(struct cli_ctx *ctx, int argc, char **argv)
 	if (rc < 0)
 		return cli_fail(&err);
 	if (ctx->json)
-		print_json(res);
+		cli_print_json(res);
 	else
 		printf("%s\n", pj_str(res, "run_id", "?"));
 	return 0;
@@ -351,7 +338,7 @@ static void print_counts(const json_t *run)
 	const char *created = pj_str(run, "created", NULL);
 	if (created) {
 		printf(" (");
-		put_safe(created, 0);
+		cli_put_safe(created, 0);
 		printf(")");
 	}
 	printf(":");
@@ -359,7 +346,7 @@ static void print_counts(const json_t *run)
 		if (!json_integer_value(v))
 			continue; /* "queued 0 leased 0 …" says nothing */
 		printf(" ");
-		put_safe(k, 0);
+		cli_put_safe(k, 0);
 		printf(" %lld", (long long)json_integer_value(v));
 	}
 	json_t *verdicts = json_object_get(run, "verdicts");
@@ -369,7 +356,7 @@ static void print_counts(const json_t *run)
 			if (!json_integer_value(v))
 				continue;
 			printf(" ");
-			put_safe(k, 0);
+			cli_put_safe(k, 0);
 			printf(" %lld", (long long)json_integer_value(v));
 		}
 	}
@@ -402,7 +389,7 @@ int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	if (ctx->json) {
-		print_json(res);
+		cli_print_json(res);
 		return 0;
 	}
 	print_counts(json_object_get(res, "run"));
@@ -410,15 +397,15 @@ int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *j;
 	json_array_foreach(json_object_get(res, "jobs"), i, j) {
 		printf("  ");
-		put_safe(pj_str(j, "job_id", NULL), 18);
+		cli_put_safe(pj_str(j, "job_id", NULL), 18);
 		printf(" ");
-		put_safe(pj_str(j, "dist", NULL), 30);
+		cli_put_safe(pj_str(j, "dist", NULL), 30);
 		printf(" ");
-		put_safe(pj_str(j, "suite", NULL), 10);
+		cli_put_safe(pj_str(j, "suite", NULL), 10);
 		printf(" ");
-		put_safe(pj_str(j, "state", NULL), 10);
+		cli_put_safe(pj_str(j, "state", NULL), 10);
 		printf(" %-3lld ", pj_int(j, "attempt", 0));
-		put_safe(pj_str(j, "verdict", NULL), 0);
+		cli_put_safe(pj_str(j, "verdict", NULL), 0);
 		printf("\n");
 	}
 	return 0;
@@ -552,7 +539,7 @@ int cmd_results(struct cli_ctx *ctx, int argc, char **argv)
 		if (strcmp(pj_str(j, "verdict", ""), "passed") != 0)
 			all_passed = false;
 	if (ctx->json) {
-		print_json(res);
+		cli_print_json(res);
 		return all_passed ? 0 : PYTI_EXIT_FAILED;
 	}
 	if (junit)
@@ -570,13 +557,13 @@ int cmd_results(struct cli_ctx *ctx, int argc, char **argv)
 			total += pj_int(ts, "total", 0);
 		}
 		printf("  ");
-		put_safe(pj_str(j, "dist", NULL), 30);
+		cli_put_safe(pj_str(j, "dist", NULL), 30);
 		printf(" ");
-		put_safe(pj_str(j, "suite", NULL), 10);
+		cli_put_safe(pj_str(j, "suite", NULL), 10);
 		printf(" ");
-		put_safe(pj_str(j, "state", NULL), 10);
+		cli_put_safe(pj_str(j, "state", NULL), 10);
 		printf(" ");
-		put_safe(pj_str(j, "verdict", NULL), 13);
+		cli_put_safe(pj_str(j, "verdict", NULL), 13);
 		printf(" tests %lld passed, %lld failed of %lld\n", passed, failed, total);
 	}
 	return all_passed ? 0 : PYTI_EXIT_FAILED;
@@ -612,7 +599,7 @@ int cmd_cancel(struct cli_ctx *ctx, int argc, char **argv)
 	if (rc < 0)
 		return cli_fail(&err);
 	if (ctx->json)
-		print_json(res);
+		cli_print_json(res);
 	else
 		printf("cancelled %lld jobs\n", pj_int(res, "cancelled", 0));
 	return 0;

@@ -73,11 +73,22 @@ json_t *cli_error_json(const struct pyti_err *err)
 			 err->status ? (int)err->status : PYTI_EXIT_INFRA);
 }
 
+void cli_print_json(const json_t *j)
+{
+	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	fputc('\n', stdout);
+}
+
+void cli_put_safe(const char *s, int width)
+{
+	_cleanup_free_ char *t = term_safe_dup(s ? s : "-", 0);
+	printf("%-*s", width, t);
+}
+
 static void print_error_json(const struct pyti_err *err)
 {
 	_cleanup_json_ json_t *e = cli_error_json(err);
-	json_dumpf(e, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
+	cli_print_json(e);
 	fflush(stdout);
 }
 
