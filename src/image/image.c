@@ -20,8 +20,13 @@
 
 #define DEFAULT_SUITE "bookworm"
 /* Everything the sandboxes need from the guest. busybox-static is there for the vm module's tiny
- * initrd (docs/design.md §3), so that the initrd matches the guest rather than the host. */
-#define INCLUDE_PKGS "python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static"
+ * initrd (docs/design.md §3), so that the initrd matches the guest rather than the host. The build
+ * tools are what sdist builds (C extensions: gcc, the Python headers, pkg-config, libffi) and
+ * common test suites (git, a pager, gettext's msgfmt, locales) need, so that a C extension really
+ * builds instead of falling back to pure Python without a word (issue 10, point 5). */
+#define INCLUDE_PKGS                                                                                            \
+	"python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static,"               \
+	"build-essential,python3-dev,git,less,gettext,locales,pkg-config,libffi-dev"
 #define BOOTSTRAP_TIMEOUT_S 3600.0
 #define MMDEBSTRAP_MERGED_USR_HOOK "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
 
@@ -90,7 +95,24 @@ static int info_load(const char *state_dir, const char *suite, struct image_info
 	return 0;
 }
 
-bool image_up_to_date(const char *state_dir, const char *suite)
+const char *image_include_packages(void) { return INCLUDE_PKGS; }
+
+/* An image whose manifest records another package list (or none: images from before the list was
+ * recorded) lacks what this pyti's recipes expect, e.g. the build tools. */
+static bool include_matches(const char *manifest)
+{
+	_cleanup_json_ json_t *m = pj_load_file(manifest, NULL);
+	return m && strcmp(pj_str(m, "include", ""), INCLUDE_PKGS) == 0;
+}
+
+bool image_outdated(const char *state_dir, const char *suite)
+{
+	_cleanup_free_ char *m = xasprintf("%s/images/%s/manifest.json", state_dir, suite);
+	return path_exists(m) && !include_matches(m);
+}
+
+/* Complete: a manifest and a root file system. */
+static bool image_complete(const char *state_dir, const char *suite)
 {
 	struct image_info info;
 	struct pyti_err e = {0};
@@ -99,6 +121,11 @@ bool image_up_to_date(const char *state_dir, const char *suite)
 	bool ok = path_is_dir(info.rootfs);
 	image_info_free(&info);
 	return ok;
+}
+
+bool image_up_to_date(const char *state_dir, const char *suite)
+{
+	return image_complete(state_dir, suite) && !image_outdated(state_dir, suite);
 }
 
 static bool safe_suite_name(const char *s)
@@ -119,10 +146,16 @@ int image_find(const char *state_dir, const char *suite, struct image_info *out,
 	if (!safe_suite_name(suite))
 		return pyti_err_usage(err, "invalid image suite '%s'", suite);
 	/* Missing or half-built: a configuration problem the user fixes with one command (exit 2). */
-	if (!image_up_to_date(state_dir, suite))
+	if (!image_complete(state_dir, suite))
 		return pyti_err_usage(err,
 				      "no %s image in %s/images: build it with `pyti image build --suite %s`",
 				      suite, state_dir, suite);
+	/* Usable, but without what this pyti installs into images (the build tools): say so once per
+	 * use rather than refuse, so that a dev machine keeps working until it rebuilds. */
+	if (image_outdated(state_dir, suite))
+		log_warn("the %s image in %s/images was built with an older package list (no build tools: "
+			 "C extensions may not build); `pyti image build --suite %s` rebuilds it",
+			 suite, state_dir, suite);
 	return info_load(state_dir, suite, out, err);
 }
 
@@ -586,6 +619,7 @@ static int write_manifest(const char *dir, const char *rootfs, const char *suite
 	json_object_set_new(m, "suite", json_string(suite));
 	json_object_set_new(m, "python", json_string(pk.python));
 	json_object_set_new(m, "packages", pkgs);
+	json_object_set_new(m, "include", json_string(INCLUDE_PKGS));
 	json_object_set_new(m, "hash", json_string(hash));
 	json_object_set_new(m, "kernel", json_string("vmlinuz"));
 	json_object_set_new(m, "kernel_version", json_string(kver));
