@@ -144,7 +144,8 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 			const char *fc = pyti_fclass_name(err.fclass);
 			/* lossy: the message may quote sandbox bytes that are not UTF-8 (json_pack would fail) */
 			const char *msg = pyti_err_str(&err);
-			_cleanup_json_ json_t *e = json_pack("{s:s, s:o, s:o, s:i}", "status", "error", "failure_class",
+			_cleanup_json_ json_t *e = json_pack("{s:s, s:o, s:o, s:i}", "status",
+							     err.status == PYTI_EXIT_FAILED ? "failed" : "error", "failure_class",
 							     fc ? json_string(fc) : json_null(), "error",
 							     pj_string_lossy(msg, strlen(msg)),
 							     "exit_status", err.status ? (int)err.status : PYTI_EXIT_INFRA);

@@ -291,6 +291,8 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	}
 	report_add_test_counts(res, job, iofd);
 	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
+	if (fr.test_requirements) /* declared, fetched, dropped (why): fresh and cached runs alike */
+		json_object_set(res, "test_requirements", fr.test_requirements);
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
