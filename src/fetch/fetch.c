@@ -126,7 +126,10 @@ static int classify(const char *dist, const char *what, const char *output, cons
 		/* The package's result, not the infrastructure's: its build failed (exit 1, BuildFail),
 		 * with the compiler's first error and the end of the build's output. */
 		static const char *const cc_err[] = {": error:", "fatal error:", "error: command", "Error:", NULL};
-		_cleanup_free_ char *first = line_with(output, cc_err);
+		/* pip run with --log sends the build's own output (the compiler's) to its log only */
+		_cleanup_free_ char *first = log ? line_with(log, cc_err) : NULL;
+		if (!first)
+			first = line_with(output, cc_err);
 		_cleanup_free_ char *btail = tail_lines(output, 25, 1400);
 		pyti_err_class(err, PYTI_FC_BUILDFAIL, "%s failed to build (BuildFail) while trying to %s%s%s\nbuild "
 						       "output (end):\n%s",

@@ -242,6 +242,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.n_modules = wm.n_modules,
 		.test_requirements = test_reqs,
 	};
+	/* the default test runner and its plan (tox.ini's command, read here without running it) */
+	if (recipe_stage_guest_files(io, recipe, &vars, NULL, err) < 0)
+		return -1;
 	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
 	if (!tasks)
 		return -1;

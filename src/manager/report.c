@@ -290,13 +290,17 @@ static json_t *runtime_read(int io_fd, const char *path)
 		return NULL;
 	}
 	json_t *out = json_object();
-	static const char *const keys[] = {"python", "runner", "runner_version", "runner_file"};
+	/* tests_from, cwd, declared_by: where runtests.py ran the tests and what declared its runner */
+	static const char *const keys[] = {"python", "runner", "runner_version", "runner_file",
+					   "tests_from", "cwd", "declared_by"};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		json_t *s = runtime_str(json_object_get(in, keys[i]));
 		if (s)
 			json_object_set_new(out, keys[i], s);
 	}
-	json_t *sp = json_object_get(in, "sys_path");
+	static const char *const lists[] = {"sys_path", "args"};
+	for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+	json_t *sp = json_object_get(in, lists[l]);
 	if (json_is_array(sp)) {
 		json_t *a = json_array(), *v;
 		size_t i;
@@ -305,7 +309,8 @@ static json_t *runtime_read(int io_fd, const char *path)
 			if (s)
 				json_array_append_new(a, s);
 		}
-		json_object_set_new(out, "sys_path", a);
+		json_object_set_new(out, lists[l], a);
+	}
 	}
 	json_t *mods = json_object_get(in, "modules");
 	if (json_is_object(mods)) {
