@@ -29,11 +29,11 @@ static json_t *split_words(const char *s, size_t n)
 		int brace = 0; /* tox's {posargs:-k x} is one word */
 		while (i < n && (q || brace || !isspace((unsigned char)s[i]))) {
 			char ch = s[i++];
-			if (!q && ch == '{')
-				brace++;
-			else if (!q && ch == '}' && brace)
-				brace--;
-			if (q) {
+			if (!q && (ch == '{' || brace)) {
+				/* inside {...} everything is literal: {posargs:DEFAULT} is split again later */
+				brace += ch == '{' ? 1 : ch == '}' ? -1 : 0;
+				buf_append(&w, &ch, 1);
+			} else if (q) {
 				if (ch == q)
 					q = 0;
 				else if (ch == '\\' && q == '"' && i < n)
@@ -134,8 +134,6 @@ static int sub_arg(const char *a, json_t *args, json_t **posargs_default, const 
 		if (strncmp(p, "{toxinidir}", 11) == 0) {
 			buf_puts(&b, ".");
 			p += 11;
-			if (*p == '/')
-				p++;
 			continue;
 		}
 		if (*p == '{') {
