@@ -547,3 +547,39 @@ def test_tox_ini_pytest_args(pyti, tmp_path):
     t = task(res, "test")
     assert t["tests"]["passed"] == 1 and t["tests"]["failed"] == 0, t["tests"]
     assert t["runtime"]["declared_by"] == "tox.ini:2" and t["runtime"]["args"] == ["-k", "keep", "tests"]
+
+
+def test_network_needing_tests_are_network(pyti, tmp_path):
+    """Point 7: tests that connect to an outside address or look a name up fail in the sandbox
+    (no network): they are counted under `network` in the per-test totals and marked in the
+    failures list, apart from a real failure; the runtime record lists what was tried, with counts."""
+    d = make_project(tmp_path, "fid_net_pkg", {"test_net.py": """\
+        import socket
+
+
+        def test_connects_out():
+            for _ in range(2):
+                try:
+                    socket.create_connection(("192.0.2.7", 80), timeout=3).close()
+                except OSError as e:
+                    err = e
+            raise err
+
+
+        def test_resolves_a_name():
+            socket.getaddrinfo("pyti-fidelity.example.org", 443)
+
+
+        def test_real_failure():
+            assert 1 == 2
+        """})
+    r, res = run_json(pyti, d)
+    assert r.returncode == 1, r.stderr[-3000:]
+    t = task(res, "test")
+    tests = t["tests"]
+    assert tests["failed"] == 3 and tests["network"] == 2, (tests, t["output"][-3000:])
+    by_id = {f["id"].split("::")[-1]: f["network"] for f in tests["failures"]}
+    assert by_id == {"test_connects_out": True, "test_resolves_a_name": True, "test_real_failure": False}
+    net = {(n["kind"], n["destination"]): n["count"] for n in t["runtime"]["network"]}
+    assert net[("connect", "192.0.2.7:80")] == 2, net
+    assert net[("getaddrinfo", "pyti-fidelity.example.org:443")] == 1, net
