@@ -583,3 +583,25 @@ def test_network_needing_tests_are_network(pyti, tmp_path):
     net = {(n["kind"], n["destination"]): n["count"] for n in t["runtime"]["network"]}
     assert net[("connect", "192.0.2.7:80")] == 2, net
     assert net[("getaddrinfo", "pyti-fidelity.example.org:443")] == 1, net
+
+
+def test_tests_inside_the_package_see_the_extension(pyti, tmp_path):
+    """Point 2: when the tests live inside the package (pkg/tests/), the source copy's package is
+    overlaid with the installed files, so the compiled extension is there for them too."""
+    d = make_cext(tmp_path)
+    (d / "tests" / "test_speed.py").unlink()
+    (d / "tests").rmdir()
+    (d / "fid_cext_pkg" / "tests").mkdir()
+    (d / "fid_cext_pkg" / "tests" / "__init__.py").write_text("")
+    (d / "fid_cext_pkg" / "tests" / "test_inside.py").write_text(textwrap.dedent("""\
+        import fid_cext_pkg
+
+
+        def test_extension_there():
+            assert fid_cext_pkg.HAVE_SPEEDUPS and fid_cext_pkg.twice(2) == 4
+        """))
+    r, res = run_json(pyti, d)
+    assert r.returncode == 0, r.stderr[-3000:] + task(res, "test")["output"][-3000:]
+    t = task(res, "test")
+    assert t["tests"]["passed"] == 1
+    assert t["runtime"]["tests_from"] == "installed"
