@@ -20,6 +20,8 @@ struct image_build_opts {
 	const char *suite;  /* NULL = "bookworm"; "bookworm" or "trixie" */
 	const char *mirror; /* NULL = the host's apt configuration (image_apt_mirror("/etc/apt", …)) */
 	bool force;         /* rebuild even when a complete image exists */
+	const char *profile; /* NULL or "full": with the build tools; "minimal": without them, named
+			      * <suite>-minimal (`pyti run --suite bookworm-minimal`) */
 	image_progress_fn progress; /* may be NULL */
 	void *arg;
 };

@@ -294,6 +294,21 @@ static void test_up_to_date(void **state)
 	assert_non_null(strstr(image_include_packages(), "python3-dev"));
 	fake_image(s, "bookworm", "3.11.2");
 	assert_true(image_up_to_date(s, "bookworm"));
+	/* --profile minimal: an image named bookworm-minimal, whose list is the one without the build
+	 * tools; the full list there is another profile's (outdated). An unknown profile is usage. */
+	fake_image(s, "bookworm-minimal", "3.11.2");
+	assert_true(image_outdated(s, "bookworm-minimal"));
+	{
+		struct image_build_opts po = {.suite = "bookworm", .profile = "huge"};
+		assert_int_equal(image_build(s, &po, &err), -1);
+		assert_int_equal(err.status, PYTI_EXIT_USAGE);
+		assert_non_null(strstr(err.msg, "profile"));
+		pyti_err_clear(&err);
+		struct image_info info;
+		assert_int_equal(image_find(s, "trixie-minimal", &info, &err), -1);
+		assert_non_null(strstr(err.msg, "--profile minimal"));
+		pyti_err_clear(&err);
+	}
 
 	/* A manifest that names another suite is not this image. */
 	write_text(m, "{\"suite\":\"trixie\"}");
