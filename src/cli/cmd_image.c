@@ -216,11 +216,11 @@ static int image_cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 	} else if (n == 0) {
 		fprintf(stderr, "pyti: no images in %s/images (build one with `pyti image build`)\n", ctx->state_dir);
 	} else {
-		printf("%-10s %-8s %9s  %s\n", "SUITE", "PYTHON", "SIZE", "CREATED");
+		printf("%-16s %-8s %9s  %s\n", "SUITE", "PYTHON", "SIZE", "CREATED");
 		for (size_t i = 0; i < n; i++) {
 			char size[32];
 			human_size(list[i].size_bytes, size);
-			printf("%-10s %-8s %9s  %s\n", list[i].suite, list[i].python, size, list[i].created);
+			printf("%-16s %-8s %9s  %s\n", list[i].suite, list[i].python, size, list[i].created);
 		}
 	}
 	image_list_free(list, n);
