@@ -165,10 +165,14 @@ int image_find(const char *state_dir, const char *suite, struct image_info *out,
 	}
 	/* Usable, but without what this pyti installs into images (the build tools): say so once per
 	 * use rather than refuse, so that a dev machine keeps working until it rebuilds. */
-	if (image_outdated(state_dir, suite))
-		log_warn("the %s image in %s/images was built with an older package list (no build tools: "
-			 "C extensions may not build); `pyti image build --suite %s` rebuilds it",
-			 suite, state_dir, suite);
+	if (image_outdated(state_dir, suite)) {
+		bool min = is_minimal_name(suite);
+		log_warn("the %s image in %s/images was built with another package list than this pyti's%s; "
+			 "`pyti image build --suite %.*s%s` rebuilds it",
+			 suite, state_dir, min ? "" : " (without the build tools, C extensions may not build)",
+			 (int)(strlen(suite) - (min ? strlen(MINIMAL_SUFFIX) : 0)), suite,
+			 min ? " --profile minimal" : "");
+	}
 	return info_load(state_dir, suite, out, err);
 }
 
