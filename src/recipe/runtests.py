@@ -77,19 +77,22 @@ def prepare(plan, record):
         inst = installed_path(mod)
         if not inst or not inst.startswith(sys.prefix + "/"):
             continue
-        d, f = os.path.join(WORK, mod), os.path.join(WORK, mod + ".py")
-        if os.path.isdir(d) and not os.path.islink(d):
-            if has_tests(d) and os.path.isdir(inst):
-                # the tests are inside the package: the installed files (compiled extensions,
-                # generated modules) over the source's, the tests beside them
-                shutil.copytree(inst, d, symlinks=True, dirs_exist_ok=True)
-                overlaid.append(mod)
-            else:
-                shutil.rmtree(d)
-                hidden.append(mod)
-        elif os.path.isfile(f):
-            os.unlink(f)
-            hidden.append(mod)
+        # flat layout, and src/ layouts whose pytest configuration puts src on sys.path
+        for top in ("", "src"):
+            d, f = os.path.join(WORK, top, mod), os.path.join(WORK, top, mod + ".py")
+            name = os.path.join(top, mod)
+            if os.path.isdir(d) and not os.path.islink(d):
+                if has_tests(d) and os.path.isdir(inst):
+                    # the tests are inside the package: the installed files (compiled extensions,
+                    # generated modules) over the source's, the tests beside them
+                    shutil.copytree(inst, d, symlinks=True, dirs_exist_ok=True)
+                    overlaid.append(name)
+                else:
+                    shutil.rmtree(d)
+                    hidden.append(name)
+            elif os.path.isfile(f) and not os.path.islink(f):
+                os.unlink(f)
+                hidden.append(name)
     record["hidden_from_source"] = hidden
     record["overlaid_with_installed"] = overlaid
     return WORK

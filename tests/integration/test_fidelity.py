@@ -605,3 +605,45 @@ def test_tests_inside_the_package_see_the_extension(pyti, tmp_path):
     t = task(res, "test")
     assert t["tests"]["passed"] == 1
     assert t["runtime"]["tests_from"] == "installed"
+
+
+def test_pytest_configuration_and_src_layout(pyti, tmp_path):
+    """Point 3: without tox.ini, pytest runs with the project's own configuration
+    ([tool.pytest.ini_options]: testpaths, addopts); point 2: a src layout whose configuration puts
+    src/ on sys.path still imports the installed copy."""
+    d = tmp_path / "fid_srclay_pkg-0.1.0"
+    (d / "src" / "fid_srclay_pkg").mkdir(parents=True)
+    (d / "src" / "fid_srclay_pkg" / "__init__.py").write_text("X = 1\n")
+    (d / "checks").mkdir()
+    (d / "checks" / "test_cfg.py").write_text(textwrap.dedent("""\
+        import fid_srclay_pkg
+
+
+        def test_selected_installed():
+            assert "/site-packages/" in fid_srclay_pkg.__file__, fid_srclay_pkg.__file__
+
+
+        def test_dropped_by_addopts():
+            raise AssertionError("addopts -k deselects this")
+        """))
+    (d / "pyproject.toml").write_text(textwrap.dedent("""\
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "fid-srclay-pkg"
+        version = "0.1.0"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+
+        [tool.pytest.ini_options]
+        testpaths = ["checks"]
+        addopts = "-k installed"
+        pythonpath = ["src"]
+        """))
+    r, res = run_json(pyti, d)
+    t = task(res, "test")
+    assert r.returncode == 0, r.stderr[-3000:] + t["output"][-3000:]
+    assert t["tests"]["passed"] == 1 and t["tests"]["total"] == 1, t["tests"]
