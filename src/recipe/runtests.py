@@ -24,15 +24,17 @@ import traceback
 import unittest
 import xml.etree.ElementTree as ET
 
-SRC = "/io/src"
-WORK = "/tmp/pyti-src"
-OUT = "/io/out"
+# Overridable only so that bench/ can run the very same runner on the host, on a kept job directory.
+IO = os.environ.get("PYTI_RUNTESTS_IO", "/io")
+SRC = f"{IO}/src"
+WORK = os.environ.get("PYTI_RUNTESTS_WORK", "/tmp/pyti-src")
+OUT = os.environ.get("PYTI_RUNTESTS_OUT", f"{IO}/out")
 JUNIT = f"{OUT}/junit-test.xml"
 
 
 def load_plan():
     try:
-        with open("/io/pyti/plan.json") as f:
+        with open(f"{IO}/pyti/plan.json") as f:
             p = json.load(f)
         return p if isinstance(p, dict) else {}
     except (OSError, ValueError):
@@ -125,8 +127,8 @@ def fill_posargs(args, posargs, default):
 
 # ---- what the tests tried to reach (the sandbox has no network) ----
 
-NET_DIR = "/tmp/pyti-net"
-HOOK_DIR = "/tmp/pyti-hook"
+NET_DIR = WORK + "-net"
+HOOK_DIR = WORK + "-hook"
 HOOK = r"""
 import atexit, json, os, sys
 _seen = {}
