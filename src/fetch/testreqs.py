@@ -1,6 +1,7 @@
 # pyti fetch sandbox: find the test requirements a source distribution declares and fetch them.
 #
 #   testreqs.py SRC OWN_WHEEL EXTRAS [REQUIRES...]
+#   testreqs.py --list SRC [PROJECT]      only print what would be fetched (tests)
 #
 # Runs inside the fetch sandbox with the guest's own Python and pip (never on the host): SRC is an
 # sdist (.tar.*, .zip) or a source directory, OWN_WHEEL the distribution's own wheel, EXTRAS its
@@ -266,9 +267,7 @@ def pip_wheel(args):
     return p.returncode == 0, " ".join(errors[-3:])[:600] or f"pip exited with status {p.returncode}"
 
 
-def main(srcpath, own, extras, requires):
-    base = os.path.basename(own).split("-")
-    project, version = base[0], base[1] if len(base) > 1 else None
+def collect(srcpath, project):
     out = Collector(project)
     src = Source(srcpath)
     if from_tox(src, out):
@@ -278,6 +277,24 @@ def main(srcpath, own, extras, requires):
             if from_file(src, rel, out):
                 print(f"pyti: test requirements from {rel}", file=sys.stderr)
                 break
+    return out
+
+
+def list_only(srcpath, project):
+    """--list: what would be fetched by name, one a line; the rest on stderr. Nothing is fetched."""
+    out = collect(srcpath, project)
+    for r, _ in out.reqs:
+        print(r)
+    if out.self_extras:
+        print(f"pyti: the project itself with extras: {','.join(out.self_extras)}", file=sys.stderr)
+    for d in out.dropped:
+        print(f"pyti: dropped {d['requirement']!r} ({d['from']}): {d['reason']}", file=sys.stderr)
+
+
+def main(srcpath, own, extras, requires):
+    base = os.path.basename(own).split("-")
+    project, version = base[0], base[1] if len(base) > 1 else None
+    out = collect(srcpath, project)
     fetched = []
     if out.reqs or out.self_extras:
         all_extras = [e for e in extras.split(",") if e] + [e for e in out.self_extras if e not in extras.split(",")]
@@ -322,4 +339,7 @@ def main(srcpath, own, extras, requires):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
+    if sys.argv[1] == "--list":  # testreqs.py --list SRC [PROJECT]
+        list_only(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
