@@ -334,6 +334,7 @@ def main(argv):
         with open(f"{OUT}/runtime-test.json", "w") as f:
             json.dump(record, f, default=str)
 
+    save()  # now, so that a run the task's timeout ends still says what ran; again at the end
     if runner == "pytest":
         rc = run_pytest(args, cwd)
         if rc == 5 and record["declared_by"] == "default":
