@@ -386,11 +386,17 @@ def make_cext(tmp_path, src=C_EXT_SRC):
 def test_c_extension_builds_and_loads(pyti, tmp_path):
     """Point 5: a flat-layout sdist with a C extension is built with the image's gcc and Python
     headers in the fetch sandbox; its test imports the installed copy, extension loaded."""
+    import tarfile
     d = make_cext(tmp_path)
-    r, res = run_json(pyti, d)
-    assert r.returncode == 0, r.stderr[-4000:] + json.dumps(res)[:4000]
-    t = task(res, "test")
-    assert t["tests"]["passed"] == 1 and t["tests"]["failed"] == 0, t["output"][-3000:]
+    sdist = tmp_path / "fid_cext_pkg-0.1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        tf.add(d, arcname=d.name)
+    for dist in (d, sdist):  # the source tree, and the sdist made of it
+        r, res = run_json(pyti, dist)
+        assert r.returncode == 0, r.stderr[-4000:] + json.dumps(res)[:4000]
+        t = task(res, "test")
+        assert t["tests"]["passed"] == 1 and t["tests"]["failed"] == 0, t["output"][-3000:]
+        assert "/site-packages/fid_cext_pkg/" in t["runtime"]["modules"]["fid_cext_pkg"], t["runtime"]
 
 
 def test_failing_build_is_buildfail(pyti, tmp_path):
