@@ -1,6 +1,8 @@
-"""Fidelity (issue 10, points 1 and 6): the default recipe tests in a clean venv with the runner the
-resolver chose, the raw data says which runner and which module copy were used, and every failed or
-erroring test is in --json and --junit.
+"""Fidelity (issue 10): the default recipe tests in a clean venv with the runner the resolver chose
+(point 1), against the installed distribution (2), the way the project declares (3: tox.ini, pytest's
+configuration, unittest), with its test requirements kept one by one (4), built with the image's build
+tools or failed as BuildFail (5), every failed or erroring test in --json and --junit (6), tests that
+needed the network counted as such (7); the raw data says which runner and which module copy were used.
 
 Every test makes its package, task or JUnit file itself (no network: local projects, the wheelhouse
 from the configured index), checks that what it tries fails (Debian's packages stay invisible, a
