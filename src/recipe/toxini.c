@@ -10,6 +10,7 @@
 #define TOX_MAX_SIZE (1u << 20)
 #define TOX_MAX_ARGS 256
 #define TOX_MAX_ARG 4096
+#define TOX_MAX_LINE 65536 /* one command, continuation lines joined */
 
 /* Shell-like words of one command line (tox splits with shlex): quotes and backslashes; NULL when
  * over the bounds or a quote is not closed. */
@@ -116,19 +117,9 @@ static const char *classify(const json_t *w, size_t *args_at)
 	return NULL;
 }
 
-/* One argument with tox's substitutions: {posargs} and {posargs:DEFAULT} become the marker (and the
- * default words), {toxinidir} the project root ("."); any other substitution makes the command
- * unusable (NULL, *why set). */
-static int sub_arg(const char *a, json_t *args, json_t **posargs_default, const char **why)
+/* A word with {toxinidir} made the project root ("."); NULL (and *why) for any other substitution. */
+static json_t *subst_word(const char *a, const char **why)
 {
-	if (strncmp(a, "{posargs", 8) == 0 && (a[8] == '}' || a[8] == ':') && a[strlen(a) - 1] == '}') {
-		json_array_append_new(args, json_string("{posargs}"));
-		if (a[8] == ':' && !*posargs_default) {
-			_cleanup_free_ char *d = xasprintf("%.*s", (int)(strlen(a) - 10), a + 9);
-			*posargs_default = split_words(d, strlen(d));
-		}
-		return 0;
-	}
 	_cleanup_buf_ struct buf b = BUF_INIT(TOX_MAX_ARG);
 	for (const char *p = a; *p;) {
 		if (strncmp(p, "{toxinidir}", 11) == 0) {
@@ -138,16 +129,48 @@ static int sub_arg(const char *a, json_t *args, json_t **posargs_default, const 
 		}
 		if (*p == '{') {
 			*why = "uses a tox substitution pyti does not make";
-			return -1;
+			return NULL;
 		}
 		buf_append(&b, p++, 1);
 	}
 	buf_append(&b, "", 0);
 	json_t *js = b.truncated ? NULL : json_string(*b.data ? b.data : ".");
-	if (!js) {
+	if (!js)
 		*why = "an argument too long or not UTF-8";
-		return -1;
+	return js;
+}
+
+/* One argument with tox's substitutions: {posargs} and {posargs:DEFAULT} become the marker (and the
+ * default words, substituted too), {toxinidir} the project root ("."); any other substitution
+ * makes the command unusable (-1, *why set). */
+static int sub_arg(const char *a, json_t *args, json_t **posargs_default, const char **why)
+{
+	if (strncmp(a, "{posargs", 8) == 0 && (a[8] == '}' || a[8] == ':') && a[strlen(a) - 1] == '}') {
+		json_array_append_new(args, json_string("{posargs}"));
+		if (a[8] == ':' && !*posargs_default) {
+			_cleanup_free_ char *d = xasprintf("%.*s", (int)(strlen(a) - 10), a + 9);
+			_cleanup_json_ json_t *words = split_words(d, strlen(d));
+			if (!words) {
+				*why = "has a {posargs:...} default that cannot be split into words";
+				return -1;
+			}
+			json_t *def = json_array(), *w;
+			size_t i;
+			json_array_foreach(words, i, w) {
+				json_t *x = subst_word(json_string_value(w), why);
+				if (!x) {
+					json_decref(def);
+					return -1;
+				}
+				json_array_append_new(def, x);
+			}
+			*posargs_default = def;
+		}
+		return 0;
 	}
+	json_t *js = subst_word(a, why);
+	if (!js)
+		return -1;
 	json_array_append_new(args, js);
 	return 0;
 }
@@ -189,7 +212,8 @@ json_t *recipe_tox_plan(const char *data, size_t len, json_t **notes)
 		return NULL;
 	}
 	bool in_testenv = false, in_commands = false;
-	int lineno = 0;
+	int lineno = 0, first_line = 0;
+	_cleanup_buf_ struct buf pending = BUF_INIT(TOX_MAX_LINE); /* a command continued with '\\' */
 	const char *p = data, *end = data + len;
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -211,6 +235,7 @@ json_t *recipe_tox_plan(const char *data, size_t len, json_t **notes)
 			size_t sl = close ? (size_t)(close - line - 1) : 0;
 			in_testenv = close && sl == 7 && strncmp(line + 1, "testenv", 7) == 0;
 			in_commands = false;
+			pending.len = 0;
 			continue;
 		}
 		if (!in_testenv)
@@ -224,6 +249,7 @@ json_t *recipe_tox_plan(const char *data, size_t len, json_t **notes)
 			while (kl && isspace((unsigned char)line[kl - 1]))
 				kl--;
 			in_commands = eq && kl == 8 && strncmp(line, "commands", 8) == 0;
+			pending.len = 0;
 			if (!in_commands)
 				continue;
 			cmdtext = eq + 1;
@@ -245,15 +271,32 @@ json_t *recipe_tox_plan(const char *data, size_t len, json_t **notes)
 			json_array_append_new(*notes, json_sprintf("tox.ini:%d: conditional on a tox factor: passed over", lineno));
 			continue;
 		}
-		if (k == cmdlen)
+		if (k == cmdlen && !pending.len)
 			continue;
+		/* "cmd \" continues on the next line: one command */
+		size_t e = cmdlen;
+		while (e > k && isspace((unsigned char)cmdtext[e - 1]))
+			e--;
+		if (!pending.len)
+			first_line = lineno;
+		if (e > k && cmdtext[e - 1] == '\\') {
+			buf_append(&pending, cmdtext + k, e - k - 1);
+			buf_append(&pending, " ", 1);
+			if (pending.truncated)
+				break;
+			continue;
+		}
+		buf_append(&pending, cmdtext + k, cmdlen - k);
+		if (pending.truncated)
+			break;
 		const char *why = NULL;
-		json_t *plan = plan_of(cmdtext + k, cmdlen - k, lineno, &why);
+		json_t *plan = plan_of(pending.data, pending.len, first_line, &why);
+		pending.len = 0;
 		if (plan)
 			return plan;
 		if (why)
 			json_array_append_new(*notes, json_sprintf("tox.ini:%d: a test command that %s: passed over",
-								   lineno, why));
+								   first_line, why));
 		if (json_array_size(*notes) > 32)
 			break;
 	}

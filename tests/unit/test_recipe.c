@@ -559,6 +559,21 @@ static void test_tox_plan(void **state)
 	json_decref(p);
 	json_decref(notes);
 
+	/* termcolor's "cmd \\" continuation; python-dateutil's {toxinidir} inside a {posargs:} default */
+	static const char cont[] = "[testenv]\ncommands =\n    {envpython} -m pytest \\\n      --cov termcolor \\\n"
+				   "      {posargs: \"{toxinidir}/tests\" -q}\n";
+	p = recipe_tox_plan(cont, strlen(cont), &notes);
+	assert_non_null(p);
+	assert_int_equal(json_integer_value(json_object_get(p, "line")), 3);
+	args = json_object_get(p, "args");
+	assert_int_equal(json_array_size(args), 3);
+	assert_string_equal(json_string_value(json_array_get(args, 1)), "termcolor");
+	def = json_object_get(p, "posargs_default");
+	assert_int_equal(json_array_size(def), 2);
+	assert_string_equal(json_string_value(json_array_get(def, 0)), "./tests");
+	json_decref(p);
+	json_decref(notes);
+
 	/* no test command, an unknown substitution, an unclosed quote, no [testenv]: no plan */
 	static const char *const none[] = {"[testenv]\ncommands = flake8 src\n",
 					   "[testenv]\ncommands = pytest {envsitepackagesdir}/x\n",
