@@ -9,9 +9,10 @@
 #      [tool.pytest.ini_options], pytest.ini, setup.cfg, tox.ini [pytest]);
 #   3. when pytest collects nothing, unittest discovery (., then tests/, test/).
 # Tests run against the installed distribution: by default in a copy of the source tree (/io/src)
-# whose top-level modules the distribution installs are taken out (or, when the tests live inside
-# the package, overlaid with the installed files), so `import pkg` finds the venv's copy with its
-# compiled extensions while conftest.py and data files stay where the tests look for them. plan.json
+# whose top-level modules the distribution installs are replaced by links to the installed ones
+# (or, when the tests live inside the package, overlaid with the installed files), so `import pkg`
+# gets the venv's copy with its compiled extensions while conftest.py and data files stay where the
+# tests look for them. The runtime record gives each module's real path. plan.json
 # "test_from": "source" runs in /io/src itself, as a checkout would.
 # Writes out/junit-test.xml (unittest too, in pytest's shape) and out/runtime-test.json.
 import json
@@ -90,21 +91,28 @@ def prepare(plan, record):
                     shutil.copytree(inst, d, symlinks=True, dirs_exist_ok=True)
                     overlaid.append(name)
                 else:
+                    # a link to the installed copy: `import pkg` from here is the install, and
+                    # tests that open or run the package's files by path (tabulate runs
+                    # tabulate/__init__.py) still find them
                     shutil.rmtree(d)
+                    os.symlink(inst, d)
                     hidden.append(name)
             elif os.path.isfile(f) and not os.path.islink(f):
                 os.unlink(f)
+                if os.path.isfile(inst):
+                    os.symlink(inst, f)
                 hidden.append(name)
-    record["hidden_from_source"] = hidden
+    record["replaced_by_installed"] = hidden
     record["overlaid_with_installed"] = overlaid
     return WORK
 
 
 def module_files(plan, cwd):
     """What `import MOD` gives where the tests run (the raw data's proof of the copy tested)."""
-    code = ("import importlib, json, sys\nsys.path.insert(0, '.')\nout = {}\n"
+    code = ("import importlib, json, os, sys\nsys.path.insert(0, '.')\nout = {}\n"
             "for m in sys.argv[1:]:\n"
-            "    try:\n        out[m] = str(getattr(importlib.import_module(m), '__file__', None))\n"
+            "    try:\n        f = getattr(importlib.import_module(m), '__file__', None)\n"
+            "        out[m] = os.path.realpath(f) if isinstance(f, str) else str(f)\n"
             "    except Exception as e:\n        out[m] = 'import failed: %r' % (e,)\n"
             "print(json.dumps(out))")
     mods = [m for m in plan.get("modules", []) if isinstance(m, str)][:64]

@@ -374,13 +374,15 @@ def make_cext(tmp_path, src=C_EXT_SRC):
         "except ImportError:\n    HAVE_SPEEDUPS = False\n")
     (d / "fid_cext_pkg" / "_speed.c").write_text(textwrap.dedent(src))
     (d / "tests" / "test_speed.py").write_text(textwrap.dedent("""\
+        import os
+
         import fid_cext_pkg
 
 
         def test_extension_loaded_from_the_install():
             assert fid_cext_pkg.HAVE_SPEEDUPS, fid_cext_pkg.__file__
             assert fid_cext_pkg.twice(21) == 42
-            assert "/site-packages/" in fid_cext_pkg.__file__, fid_cext_pkg.__file__
+            assert "/site-packages/" in os.path.realpath(fid_cext_pkg.__file__), fid_cext_pkg.__file__
         """))
     return d
 
@@ -430,13 +432,14 @@ def test_flat_layout_tests_the_installed_copy(pyti, tmp_path):
                 return 42
             """,
         "test_flat.py": """\
+            import os
             import pathlib
 
             import fid_flat_pkg
 
 
             def test_installed_copy(answer):
-                assert "/site-packages/fid_flat_pkg/" in fid_flat_pkg.__file__, fid_flat_pkg.__file__
+                assert "/site-packages/fid_flat_pkg/" in os.path.realpath(fid_flat_pkg.__file__), fid_flat_pkg.__file__
                 assert fid_flat_pkg.ANSWER == answer
                 assert (pathlib.Path(__file__).parent / "data.txt").read_text() == "data\\n"
             """})
@@ -624,11 +627,13 @@ def test_pytest_configuration_and_src_layout(pyti, tmp_path):
     (d / "src" / "fid_srclay_pkg" / "__init__.py").write_text("X = 1\n")
     (d / "checks").mkdir()
     (d / "checks" / "test_cfg.py").write_text(textwrap.dedent("""\
+        import os
+
         import fid_srclay_pkg
 
 
         def test_selected_installed():
-            assert "/site-packages/" in fid_srclay_pkg.__file__, fid_srclay_pkg.__file__
+            assert "/site-packages/" in os.path.realpath(fid_srclay_pkg.__file__), fid_srclay_pkg.__file__
 
 
         def test_dropped_by_addopts():
