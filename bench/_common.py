@@ -51,14 +51,17 @@ def host_tasks(io_dir):
     job = json.loads(Path(io_dir, "job.json").read_text())
     work = Path(tempfile.mkdtemp(prefix="pyti-bench-"))
     venv = work / "venv"
+    # the default recipe's test runner (src/recipe/runtests.py) reads and writes under these
     env = dict(os.environ, PATH=f"{venv}/bin:/usr/bin:/bin", VIRTUAL_ENV=str(venv), HOME=str(work),
-               PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+               PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTI_RUNTESTS_IO=str(io_dir),
+               PYTI_RUNTESTS_OUT=str(work), PYTI_RUNTESTS_WORK=str(work / "src"))
     times = {}
     t_all = time.monotonic()
     for t in job["tasks"]:
         cmd = (t["run"].replace("/tmp/pyti-venv", str(venv)).replace("/io/wheels", f"{io_dir}/wheels")
                .replace("/io/out", str(work)).replace("/io/src", f"{io_dir}/src")
-               .replace("/io/test-requirements.txt", f"{io_dir}/test-requirements.txt"))
+               .replace("/io/test-requirements.txt", f"{io_dir}/test-requirements.txt")
+               .replace("/io/pyti/", f"{io_dir}/pyti/"))
         cwd = t.get("cwd", "/io").replace("/io", str(io_dir), 1)
         t0 = time.monotonic()
         try:  # the task's own timeout, as the sandbox applies it (setsid: kill the whole group)

@@ -8,15 +8,18 @@
 
 static void image_usage(FILE *f)
 {
-	fputs("usage: pyti image build [--suite SUITE] [--mirror URL] [--force]\n"
+	fputs("usage: pyti image build [--suite SUITE] [--profile full|minimal] [--mirror URL] [--force]\n"
 	      "       pyti image list [--json]\n"
 	      "       pyti image rm SUITE\n\n"
 	      "Guest images live in STATE_DIR/images/SUITE/ (rootfs/, vmlinuz, manifest.json). An image is\n"
-	      "Debian minbase with python3, pip, venv, pytest and the cloud kernel; each suite is one\n"
+	      "Debian minbase with python3, pip, venv, pytest, the cloud kernel and build tools (gcc,\n"
+	      "python3-dev, git, less, gettext, locales, pkg-config, libffi-dev); each suite is one\n"
 	      "Python version (bookworm: 3.11, trixie: 3.13).\n\n"
 	      "build   debootstrap (as root) or mmdebstrap --mode=unshare (as a user) the image; a no-op\n"
 	      "        when it is already built, unless --force. Takes a few minutes and needs the network.\n"
 	      "  -s, --suite SUITE   bookworm (default) or trixie\n"
+	      "  -p, --profile P     full (default) or minimal: without the build tools (less than half\n"
+	      "                      the size), named SUITE-minimal (`pyti run --suite bookworm-minimal`)\n"
 	      "  -m, --mirror URL    Debian mirror (default: the one the host's apt uses for the suite,\n"
 	      "                      from /etc/apt/sources.list and /etc/apt/sources.list.d/)\n"
 	      "  -f, --force         rebuild even when the image exists\n"
@@ -107,16 +110,20 @@ static int image_cmd_build(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"suite", required_argument, NULL, 's'}, {"mirror", required_argument, NULL, 'm'},
+		{"profile", required_argument, NULL, 'p'},
 		{"force", no_argument, NULL, 'f'},       {"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},        {0},
 	};
 	struct build_progress p = {.tty = ctx->tty, .t0 = now_mono()};
 	struct image_build_opts o = {.suite = "bookworm", .progress = on_build_progress, .arg = &p};
 	int c;
-	while ((c = cli_getopt("image build", argc, argv, "s:m:fqh", opts)) != -1) {
+	while ((c = cli_getopt("image build", argc, argv, "s:m:p:fqh", opts)) != -1) {
 		switch (c) {
 		case 's':
 			o.suite = optarg;
+			break;
+		case 'p':
+			o.profile = optarg;
 			break;
 		case 'm':
 			o.mirror = optarg;
@@ -143,7 +150,9 @@ static int image_cmd_build(struct cli_ctx *ctx, int argc, char **argv)
 	if (r < 0)
 		return cli_fail(&err);
 	struct image_info info;
-	if (image_find(ctx->state_dir, o.suite, &info, &err) < 0)
+	_cleanup_free_ char *name = o.profile && strcmp(o.profile, "minimal") == 0 ? xasprintf("%s-minimal", o.suite)
+										  : xstrdup(o.suite);
+	if (image_find(ctx->state_dir, name, &info, &err) < 0)
 		return cli_fail(&err);
 	char size[32];
 	human_size(info.size_bytes, size);
@@ -205,11 +214,11 @@ static int image_cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 	} else if (n == 0) {
 		fprintf(stderr, "pyti: no images in %s/images (build one with `pyti image build`)\n", ctx->state_dir);
 	} else {
-		printf("%-10s %-8s %9s  %s\n", "SUITE", "PYTHON", "SIZE", "CREATED");
+		printf("%-16s %-8s %9s  %s\n", "SUITE", "PYTHON", "SIZE", "CREATED");
 		for (size_t i = 0; i < n; i++) {
 			char size[32];
 			human_size(list[i].size_bytes, size);
-			printf("%-10s %-8s %9s  %s\n", list[i].suite, list[i].python, size, list[i].created);
+			printf("%-16s %-8s %9s  %s\n", list[i].suite, list[i].python, size, list[i].created);
 		}
 	}
 	image_list_free(list, n);

@@ -68,7 +68,9 @@ json_t *cli_error_json(const struct pyti_err *err)
 	const char *fc = pyti_fclass_name(err->fclass);
 	/* lossy: the message may quote sandbox bytes that are not UTF-8 (json_pack would fail) */
 	const char *msg = pyti_err_str(err);
-	return json_pack("{s:s, s:o, s:o, s:i}", "status", "error", "failure_class", fc ? json_string(fc) : json_null(),
+	/* a distribution that failed to build is the package's result (exit 1), not an error of pyti's */
+	return json_pack("{s:s, s:o, s:o, s:i}", "status", err->status == PYTI_EXIT_FAILED ? "failed" : "error",
+			 "failure_class", fc ? json_string(fc) : json_null(),
 			 "error", pj_string_lossy(msg, strlen(msg)), "exit_status",
 			 err->status ? (int)err->status : PYTI_EXIT_INFRA);
 }

@@ -34,6 +34,7 @@ enum pyti_fclass {
 	PYTI_FC_FETCH,     /* distribution could not be resolved or downloaded */
 	PYTI_FC_INFRA,     /* pyti's own machinery failed */
 	PYTI_FC_TAMPERED,  /* the job's results are not what its agent reported (a task forged them) */
+	PYTI_FC_BUILDFAIL, /* the distribution (or a dependency) failed to build: the package's result */
 	PYTI_FC_COUNT
 };
 const char *pyti_fclass_name(enum pyti_fclass fc); /* "OOM", "Timeout", …; NULL for NONE */

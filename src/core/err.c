@@ -11,6 +11,7 @@ static const char *const fclass_names[PYTI_FC_COUNT] = {
 	[PYTI_FC_DEPENDSON] = "DependsOn", [PYTI_FC_PIDS] = "Pids",
 	[PYTI_FC_CRASH] = "Crash",     [PYTI_FC_FETCH] = "Fetch",
 	[PYTI_FC_INFRA] = "Infra",     [PYTI_FC_TAMPERED] = "Tampered",
+	[PYTI_FC_BUILDFAIL] = "BuildFail",
 };
 
 const char *pyti_fclass_name(enum pyti_fclass fc)

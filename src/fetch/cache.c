@@ -48,7 +48,7 @@ void fetch_cache_key(const char *dist_id, const char *const *extras, const char 
 		     const char *image_hash, const char *pip_key_part, char out[65])
 {
 	json_t *k = json_object();
-	json_object_set_new(k, "v", json_integer(3)); /* 3: entries list test_requires */
+	json_object_set_new(k, "v", json_integer(4)); /* 4: entries keep the test requirements' record */
 	json_object_set_new(k, "dist", json_string(dist_id ? dist_id : ""));
 	json_t *e = json_array(), *r = json_array();
 	for (size_t i = 0; extras && extras[i]; i++)
@@ -213,6 +213,8 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
 		if (s && fetch_requirement_ok(s, strlen(s)))
 			out->test_requires[k++] = xstrdup(s);
 	}
+	json_t *rec = json_object_get(j, "test_requirements");
+	out->test_requirements = rec ? fetch_testreqs_record(rec) : NULL;
 	out->wheelhouse = steal_pointer(&wh);
 	out->dist_wheel = xstrdup(own);
 	return 1;
@@ -262,7 +264,7 @@ static int open_sandbox_file(const char *path, struct pyti_err *err)
 
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
 		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, char *const *test_requires,
-		    struct pyti_err *err)
+		    const json_t *test_record, struct pyti_err *err)
 {
 	_cleanup_free_ char *blobs = xasprintf("%s/cache/blobs", state_dir);
 	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", state_dir);
@@ -278,6 +280,8 @@ int fetch_cache_put(const char *state_dir, const char *key, const char *dist, co
 	for (size_t i = 0; test_requires && test_requires[i]; i++)
 		json_array_append_new(tr, json_string(test_requires[i]));
 	json_object_set_new(j, "test_requires", tr);
+	if (test_record)
+		json_object_set_new(j, "test_requirements", fetch_testreqs_record(test_record));
 	/* the wheelhouse is the fetch sandbox's: not followed if it is a link, and its links,
 	 * FIFOs and devices are not wheels */
 	int wfd = safe_opendir_path(wheel_dir, err);

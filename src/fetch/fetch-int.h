@@ -17,7 +17,7 @@ int fetch_cache_get(const char *state_dir, const char *key, double max_age_s, co
  * test_requires (may be NULL): the test requirements the source declares, kept in the entry. */
 int fetch_cache_put(const char *state_dir, const char *key, const char *dist, const char *wheel_dir,
 		    const char *sdist, bool sdist_is_ours, const char *dist_wheel, char *const *test_requires,
-		    struct pyti_err *err);
+		    const json_t *test_record, struct pyti_err *err);
 /* A plain file name (no '/', no leading '.', not empty). */
 bool fetch_name_ok(const char *name);
 
@@ -36,5 +36,12 @@ char **fetch_read_requirements(const char *path, struct pyti_err *err);
  * option or a comment. */
 bool fetch_requirement_ok(const char *s, size_t len);
 void fetch_strv_free(char **v);
+/* The record testreqs.py wrote (out/testreqs.json: untrusted), rebuilt from its known fields:
+ * {"declared": [{"requirement","from"}], "fetched": ["req"…], "dropped": [{"requirement","from",
+ * "reason"}]}, texts valid UTF-8 and capped, at most FETCH_MAX_REQS entries each. in may be
+ * anything (NULL too). A new reference, never NULL. */
+json_t *fetch_testreqs_record(const json_t *in);
+/* One warning per dropped test requirement (at most 20), for the fresh and the cached run alike. */
+void fetch_testreqs_warn(const char *dist, const json_t *record);
 
 #endif

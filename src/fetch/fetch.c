@@ -122,8 +122,23 @@ static int classify(const char *dist, const char *what, const char *output, cons
 	 * refused" to pass its failure off as the index's: the class is Fetch, whatever it printed. */
 	bool own_build_failed = strstr(output, "subprocess-exited-with-error") &&
 				!strstr(output, "pip subprocess to install");
-	_cleanup_free_ char *netline = own_build_failed ? NULL : line_with(output, net);
-	if (!netline && log && !own_build_failed)
+	if (own_build_failed) {
+		/* The package's result, not the infrastructure's: its build failed (exit 1, BuildFail),
+		 * with the compiler's first error and the end of the build's output. */
+		static const char *const cc_err[] = {": error:", "fatal error:", "error: command", "Error:", NULL};
+		/* pip run with --log sends the build's own output (the compiler's) to its log only */
+		_cleanup_free_ char *first = log ? line_with(log, cc_err) : NULL;
+		if (!first)
+			first = line_with(output, cc_err);
+		_cleanup_free_ char *btail = tail_lines(output, 25, 1400);
+		pyti_err_class(err, PYTI_FC_BUILDFAIL, "%s failed to build (BuildFail) while trying to %s%s%s\nbuild "
+						       "output (end):\n%s",
+			       dist, what, first ? ": " : "", first ? first : "", btail);
+		err->status = PYTI_EXIT_FAILED;
+		return -1;
+	}
+	_cleanup_free_ char *netline = line_with(output, net);
+	if (!netline && log)
 		netline = line_with(log, net);
 	if (netline)
 		return pyti_err_class(err, PYTI_FC_NETWORK,
@@ -391,11 +406,13 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			buf_puts(&g, "set -- /io/sdist/* && [ -f \"$1\" ] || exit 0; src=$1");
 		else
 			buf_printf(&g, "src=%s", qdist);
-		buf_printf(&g, " && python3 /io/testreqs.py \"$src\" >/io/out/testreqs.txt && "
-			       "{ [ -s /io/out/testreqs.txt ] || exit 0; } && echo 'test requirements:' && "
-			       "cat /io/out/testreqs.txt && ");
-		pip_wheel_all(&g, c, "--log /io/out/pip-testreqs.log --find-links /io/wheels");
-		buf_puts(&g, " -r /io/out/testreqs.txt || { rm -f /io/out/testreqs.txt; exit 1; }");
+		/* testreqs.py fetches them too: all together, else one by one, dropping only what pip
+		 * cannot get (and saying why in out/testreqs.json) */
+		buf_printf(&g, " && set -- /io/own/*.whl && python3 /io/testreqs.py \"$src\" \"$1\" '%s'", c->extras);
+		for (size_t i = 0; c->req->requires && c->req->requires[i]; i++) {
+			_cleanup_free_ char *q = sh_quote(c->req->requires[i]);
+			buf_printf(&g, " %s", q);
+		}
 		_cleanup_free_ char *testreqs_run = buf_steal(&g);
 		json_array_append_new(tasks, task_new("testreqs", testreqs_run, "deps"));
 	}
@@ -443,9 +460,9 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		if (!strcmp(status, "passed"))
 			continue;
 		if (!strcmp(name, "testreqs")) {
-			_cleanup_free_ char *last = tail_lines(output, 1, 200);
-			log_warn("fetch %s: the test requirements it declares could not be fetched; testing without them (%s)",
-				 r->dist, last);
+			/* testreqs.py drops what pip cannot get and goes on: its own failure is rare */
+			_cleanup_free_ char *last = tail_lines(output, 3, 600);
+			log_warn("fetch %s: reading its test requirements failed; testing without them: %s", r->dist, last);
 		}
 		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
 			_cleanup_free_ char *log = read_log(io, name);
@@ -573,6 +590,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			if (hit < 0)
 				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
 			if (hit) {
+				if (out->test_requirements)
+					fetch_testreqs_warn(req->dist, out->test_requirements);
 				out->from_cache = true;
 				out->wall_s = now_mono() - t0;
 				log_debug("fetch %s: cache hit %s", req->dist, key);
@@ -603,6 +622,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	}
 	int rc = -1;
 	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
+	_cleanup_json_ json_t *trec = NULL; /* testreqs.py's record, rebuilt */
 	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
 	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
 	if (c.kind != FK_REQ) {
@@ -654,7 +674,16 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			treqs = xcalloc(1, sizeof(char *));
 		}
 	}
-	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, treqs, err);
+	/* and its record of what was declared, fetched and dropped (why) */
+	{
+		_cleanup_close_ int iofd = safe_opendir_path(io, NULL);
+		struct pyti_err e2 = {0};
+		_cleanup_json_ json_t *raw = iofd < 0 ? NULL : pj_load_beneath(iofd, "out/testreqs.json", FETCH_MAX_REQ_FILE, &e2);
+		if (raw)
+			trec = fetch_testreqs_record(raw);
+	}
+	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, treqs,
+				  trec, err);
 	fetch_strv_free(treqs);
 	if (put < 0)
 		goto done;
@@ -664,6 +693,8 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
 		goto done;
 	}
+	if (out->test_requirements)
+		fetch_testreqs_warn(req->dist, out->test_requirements);
 	out->wall_s = now_mono() - t0;
 	rc = 0;
 done:
@@ -688,5 +719,6 @@ void fetch_result_free(struct fetch_result *r)
 	free(r->sdist);
 	free(r->dist_wheel);
 	fetch_strv_free(r->test_requires);
+	json_decref(r->test_requirements);
 	memset(r, 0, sizeof *r);
 }

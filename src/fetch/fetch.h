@@ -40,6 +40,9 @@ struct fetch_result {
 	char **test_requires; /* NULL-terminated test requirements its source declares (PEP 735 groups
 			       * test/tests/testing, else a test or dev requirements file), fetched
 			       * into wheelhouse too; never NULL */
+	json_t *test_requirements; /* what became of the declared test requirements: {"declared",
+			       * "fetched", "dropped" (with "reason")}, as docs/contracts.md says; NULL
+			       * when the source declares none it could read (a wheel, no sdist) */
 	bool from_cache;  /* nothing was fetched: the cache had it all */
 	double wall_s;
 };

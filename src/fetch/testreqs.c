@@ -54,3 +54,77 @@ void fetch_strv_free(char **v)
 		free(v[i]);
 	free(v);
 }
+
+/* One text of the record, as JSON: valid UTF-8, at most max bytes (cut at a character). */
+static json_t *capped_text(const json_t *v, size_t max)
+{
+	const char *s = json_string_value(v);
+	if (!s)
+		return NULL;
+	size_t n = strlen(s);
+	if (n > max) {
+		n = max;
+		while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	return pj_string_lossy(s, n);
+}
+
+static json_t *entries(const json_t *arr, bool with_reason)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *e;
+	json_array_foreach(arr, i, e) {
+		if (json_array_size(out) >= FETCH_MAX_REQS)
+			break;
+		json_t *req = capped_text(json_object_get(e, "requirement"), 1024);
+		json_t *from = capped_text(json_object_get(e, "from"), 256);
+		json_t *why = with_reason ? capped_text(json_object_get(e, "reason"), 1024) : NULL;
+		if (!req || !from || (with_reason && !why)) {
+			json_decref(req);
+			json_decref(from);
+			json_decref(why);
+			continue;
+		}
+		json_t *o = json_object();
+		json_object_set_new(o, "requirement", req);
+		json_object_set_new(o, "from", from);
+		if (why)
+			json_object_set_new(o, "reason", why);
+		json_array_append_new(out, o);
+	}
+	return out;
+}
+
+json_t *fetch_testreqs_record(const json_t *in)
+{
+	json_t *r = json_object();
+	json_object_set_new(r, "declared", entries(json_object_get(in, "declared"), false));
+	json_t *fetched = json_array();
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(in, "fetched"), i, e) {
+		const char *s = json_string_value(e);
+		if (s && json_array_size(fetched) < FETCH_MAX_REQS && fetch_requirement_ok(s, strlen(s)))
+			json_array_append_new(fetched, json_string(s));
+	}
+	json_object_set_new(r, "fetched", fetched);
+	json_object_set_new(r, "dropped", entries(json_object_get(in, "dropped"), true));
+	return r;
+}
+
+void fetch_testreqs_warn(const char *dist, const json_t *record)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(record, "dropped"), i, e) {
+		if (i >= 20) {
+			log_warn("fetch %s: %zu more test requirements dropped (see test_requirements in --json)", dist,
+				 json_array_size(json_object_get(record, "dropped")) - i);
+			break;
+		}
+		log_warn("fetch %s: test requirement '%s' (%s) dropped: %s", dist, pj_str(e, "requirement", ""),
+			 pj_str(e, "from", ""), pj_str(e, "reason", ""));
+	}
+}

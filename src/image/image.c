@@ -20,8 +20,15 @@
 
 #define DEFAULT_SUITE "bookworm"
 /* Everything the sandboxes need from the guest. busybox-static is there for the vm module's tiny
- * initrd (docs/design.md §3), so that the initrd matches the guest rather than the host. */
-#define INCLUDE_PKGS "python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static"
+ * initrd (docs/design.md §3), so that the initrd matches the guest rather than the host. The build
+ * tools are what sdist builds (C extensions: gcc, the Python headers, pkg-config, libffi) and
+ * common test suites (git, a pager, gettext's msgfmt, locales) need, so that a C extension really
+ * builds instead of falling back to pure Python without a word (issue 10, point 5). */
+#define INCLUDE_MINIMAL "python3,python3-pip,python3-venv,python3-pytest,linux-image-cloud-amd64,busybox-static"
+#define INCLUDE_PKGS INCLUDE_MINIMAL ",build-essential,python3-dev,git,less,gettext,locales,pkg-config,libffi-dev"
+/* `--profile minimal` images (without the build tools: 321 against 733 MiB here) are named
+ * <suite>-minimal, so that `pyti run --suite bookworm-minimal` picks one. */
+#define MINIMAL_SUFFIX "-minimal"
 #define BOOTSTRAP_TIMEOUT_S 3600.0
 #define MMDEBSTRAP_MERGED_USR_HOOK "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
 
@@ -90,7 +97,29 @@ static int info_load(const char *state_dir, const char *suite, struct image_info
 	return 0;
 }
 
-bool image_up_to_date(const char *state_dir, const char *suite)
+const char *image_include_packages(void) { return INCLUDE_PKGS; }
+
+static bool is_minimal_name(const char *name)
+{
+	return str_has_suffix(name, MINIMAL_SUFFIX) && strlen(name) > strlen(MINIMAL_SUFFIX);
+}
+
+/* An image whose manifest records another package list than its profile's (or none: images from
+ * before the list was recorded) lacks what this pyti's recipes expect, e.g. the build tools. */
+static bool include_matches(const char *manifest, bool minimal)
+{
+	_cleanup_json_ json_t *m = pj_load_file(manifest, NULL);
+	return m && strcmp(pj_str(m, "include", ""), minimal ? INCLUDE_MINIMAL : INCLUDE_PKGS) == 0;
+}
+
+bool image_outdated(const char *state_dir, const char *suite)
+{
+	_cleanup_free_ char *m = xasprintf("%s/images/%s/manifest.json", state_dir, suite);
+	return path_exists(m) && !include_matches(m, is_minimal_name(suite));
+}
+
+/* Complete: a manifest and a root file system. */
+static bool image_complete(const char *state_dir, const char *suite)
 {
 	struct image_info info;
 	struct pyti_err e = {0};
@@ -99,6 +128,11 @@ bool image_up_to_date(const char *state_dir, const char *suite)
 	bool ok = path_is_dir(info.rootfs);
 	image_info_free(&info);
 	return ok;
+}
+
+bool image_up_to_date(const char *state_dir, const char *suite)
+{
+	return image_complete(state_dir, suite) && !image_outdated(state_dir, suite);
 }
 
 static bool safe_suite_name(const char *s)
@@ -119,10 +153,26 @@ int image_find(const char *state_dir, const char *suite, struct image_info *out,
 	if (!safe_suite_name(suite))
 		return pyti_err_usage(err, "invalid image suite '%s'", suite);
 	/* Missing or half-built: a configuration problem the user fixes with one command (exit 2). */
-	if (!image_up_to_date(state_dir, suite))
+	if (!image_complete(state_dir, suite)) {
+		if (is_minimal_name(suite))
+			return pyti_err_usage(err,
+					      "no %s image in %s/images: build it with `pyti image build --suite %.*s "
+					      "--profile minimal`",
+					      suite, state_dir, (int)(strlen(suite) - strlen(MINIMAL_SUFFIX)), suite);
 		return pyti_err_usage(err,
 				      "no %s image in %s/images: build it with `pyti image build --suite %s`",
 				      suite, state_dir, suite);
+	}
+	/* Usable, but without what this pyti installs into images (the build tools): say so once per
+	 * use rather than refuse, so that a dev machine keeps working until it rebuilds. */
+	if (image_outdated(state_dir, suite)) {
+		bool min = is_minimal_name(suite);
+		log_warn("the %s image in %s/images was built with another package list than this pyti's%s; "
+			 "`pyti image build --suite %.*s%s` rebuilds it",
+			 suite, state_dir, min ? "" : " (without the build tools, C extensions may not build)",
+			 (int)(strlen(suite) - (min ? strlen(MINIMAL_SUFFIX) : 0)), suite,
+			 min ? " --profile minimal" : "");
+	}
 	return info_load(state_dir, suite, out, err);
 }
 
@@ -309,7 +359,7 @@ static int check_tools(struct pyti_err *err)
 	return 0;
 }
 
-static int run_bootstrap(struct build *b, const char *suite, const char *mirror, const char *rootfs,
+static int run_bootstrap(struct build *b, const char *suite, bool minimal, const char *mirror, const char *rootfs,
 			 const char *tarball, const char *log, struct pyti_err *err)
 {
 	char *argv[16];
@@ -318,12 +368,12 @@ static int run_bootstrap(struct build *b, const char *suite, const char *mirror,
 	if (root) {
 		argv[k++] = "debootstrap";
 		argv[k++] = "--variant=minbase";
-		argv[k++] = "--include=" INCLUDE_PKGS;
+		argv[k++] = minimal ? "--include=" INCLUDE_MINIMAL : "--include=" INCLUDE_PKGS;
 	} else {
 		argv[k++] = "mmdebstrap";
 		argv[k++] = "--mode=unshare";
 		argv[k++] = "--variant=minbase";
-		argv[k++] = "--include=" INCLUDE_PKGS;
+		argv[k++] = minimal ? "--include=" INCLUDE_MINIMAL : "--include=" INCLUDE_PKGS;
 		/* Merged /usr the way debootstrap does it: without this hook apt pulls in usrmerge and
 		 * perl (≈ 50 MB) to convert a tree that is already merged. */
 		if (path_is_dir(MMDEBSTRAP_MERGED_USR_HOOK))
@@ -555,7 +605,7 @@ static char *python_from_binary(const char *rootfs)
 	return best;
 }
 
-static int write_manifest(const char *dir, const char *rootfs, const char *suite, const char *mirror,
+static int write_manifest(const char *dir, const char *rootfs, const char *suite, bool minimal, const char *mirror,
 			  const char *kernel_file, double t0, struct pyti_err *err)
 {
 	_cleanup_free_ char *status = xasprintf("%s/var/lib/dpkg/status", rootfs);
@@ -586,6 +636,8 @@ static int write_manifest(const char *dir, const char *rootfs, const char *suite
 	json_object_set_new(m, "suite", json_string(suite));
 	json_object_set_new(m, "python", json_string(pk.python));
 	json_object_set_new(m, "packages", pkgs);
+	json_object_set_new(m, "include", json_string(minimal ? INCLUDE_MINIMAL : INCLUDE_PKGS));
+	json_object_set_new(m, "profile", json_string(minimal ? "minimal" : "full"));
 	json_object_set_new(m, "hash", json_string(hash));
 	json_object_set_new(m, "kernel", json_string("vmlinuz"));
 	json_object_set_new(m, "kernel_version", json_string(kver));
@@ -598,7 +650,8 @@ static int write_manifest(const char *dir, const char *rootfs, const char *suite
 	return pj_dump_file(m, mpath, err);
 }
 
-static int build_in(struct build *b, const char *tmp, const char *suite, const char *mirror,
+static int build_in(struct build *b, const char *tmp, const char *suite, const char *release, bool minimal,
+		    const char *mirror,
 		    struct pyti_err *err)
 {
 	_cleanup_free_ char *rootfs = xasprintf("%s/rootfs", tmp);
@@ -609,7 +662,7 @@ static int build_in(struct build *b, const char *tmp, const char *suite, const c
 
 	progress(b, "bootstrap", NULL);
 	_cleanup_free_ char *tarball = xasprintf("%s/rootfs.tar", tmp);
-	if (run_bootstrap(b, suite, mirror, rootfs, tarball, log, err) < 0)
+	if (run_bootstrap(b, release, minimal, mirror, rootfs, tarball, log, err) < 0)
 		return -1;
 	if (path_exists(tarball)) {
 		progress(b, "unpack", NULL);
@@ -643,14 +696,20 @@ static int build_in(struct build *b, const char *tmp, const char *suite, const c
 	progress(b, "kernel", kfile);
 
 	progress(b, "manifest", NULL);
-	return write_manifest(tmp, rootfs, suite, mirror, kfile, b->t0, err);
+	return write_manifest(tmp, rootfs, suite, minimal, mirror, kfile, b->t0, err);
 }
 
 int image_build(const char *state_dir, const struct image_build_opts *o, struct pyti_err *err)
 {
-	const char *suite = o->suite ? o->suite : DEFAULT_SUITE;
-	if (!image_suite_valid(suite))
-		return pyti_err_usage(err, "unknown suite '%s' (pyti builds bookworm or trixie)", suite);
+	const char *release = o->suite ? o->suite : DEFAULT_SUITE;
+	if (!image_suite_valid(release))
+		return pyti_err_usage(err, "unknown suite '%s' (pyti builds bookworm or trixie)", release);
+	if (o->profile && strcmp(o->profile, "full") != 0 && strcmp(o->profile, "minimal") != 0)
+		return pyti_err_usage(err, "unknown profile '%s' (full or minimal)", o->profile);
+	bool minimal = o->profile && strcmp(o->profile, "minimal") == 0;
+	/* the image's name: its directory, lock and manifest "suite" */
+	_cleanup_free_ char *name = minimal ? xasprintf("%s" MINIMAL_SUFFIX, release) : xstrdup(release);
+	const char *suite = name;
 	if (!o->force && image_up_to_date(state_dir, suite))
 		return 1;
 
@@ -659,7 +718,7 @@ int image_build(const char *state_dir, const struct image_build_opts *o, struct 
 		if (!strstr(o->mirror, "://"))
 			return pyti_err_usage(err, "--mirror '%s' is not a URL", o->mirror);
 		mirror = xstrdup(o->mirror);
-	} else if (image_apt_mirror("/etc/apt", suite, &mirror, err) < 0) {
+	} else if (image_apt_mirror("/etc/apt", release, &mirror, err) < 0) {
 		return -1;
 	}
 
@@ -678,7 +737,7 @@ int image_build(const char *state_dir, const struct image_build_opts *o, struct 
 	struct build b = {.o = o, .t0 = now_mono()};
 	_cleanup_free_ char *tmp = xasprintf("%s/images/%s.tmp.%ld", state_dir, suite, (long)getpid());
 	_cleanup_free_ char *dst = xasprintf("%s/images/%s", state_dir, suite);
-	if (build_in(&b, tmp, suite, mirror, err) < 0) {
+	if (build_in(&b, tmp, suite, release, minimal, mirror, err) < 0) {
 		struct pyti_err e2 = {0};
 		rm_rf(tmp, &e2);
 		return pyti_err_prefix(err, "build %s image", suite);

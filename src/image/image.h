@@ -20,6 +20,8 @@ struct image_build_opts {
 	const char *suite;  /* NULL = "bookworm"; "bookworm" or "trixie" */
 	const char *mirror; /* NULL = the host's apt configuration (image_apt_mirror("/etc/apt", …)) */
 	bool force;         /* rebuild even when a complete image exists */
+	const char *profile; /* NULL or "full": with the build tools; "minimal": without them, named
+			      * <suite>-minimal (`pyti run --suite bookworm-minimal`) */
 	image_progress_fn progress; /* may be NULL */
 	void *arg;
 };
@@ -102,6 +104,12 @@ int image_unpack_rootfs(const char *tarball, const char *dest, size_t *skipped, 
 /* true when images/<suite> holds a complete image (a readable manifest.json naming suite, and a
  * rootfs directory) — then a build without force is a no-op. */
 bool image_up_to_date(const char *state_dir, const char *suite);
+/* The image exists but its manifest records another package list than this pyti installs (an image
+ * from an older pyti): image_find() warns, image_build() rebuilds it without --force. */
+bool image_outdated(const char *state_dir, const char *suite);
+/* The Debian packages every image gets on top of minbase, comma separated (recorded in the
+ * manifest as "include"). */
+const char *image_include_packages(void);
 
 /* Remove images/<suite>.tmp.<pid> directories whose builder process is gone. Returns how many. */
 int image_clean_stale(const char *state_dir, const char *suite, struct pyti_err *err);

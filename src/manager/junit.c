@@ -137,10 +137,30 @@ static json_t *case_id(xmlNode *tc)
 struct tally {
 	long suite[4]; /* the <testsuite> attributes: tests failures errors skipped */
 	bool suite_counts; /* some outermost suite has a tests="" attribute */
-	long cases, passed, failed, errors, skipped, xfailed;
+	long cases, passed, failed, errors, skipped, xfailed, network;
 	json_t *failures;
 	bool truncated;
 };
+
+/* A failure whose text shows the network refused (the sandbox has none): a connection refused or
+ * unreachable, a name that did not resolve. Counted as "network" so that a regression tool can
+ * tell such a test from a real failure (issue 10, point 7). */
+static bool shows_network(xmlNode *c)
+{
+	static const char *const needles[] = {
+		"ConnectionRefusedError", "Connection refused", "Network is unreachable", "[Errno 101]",
+		"[Errno 111]", "Temporary failure in name resolution", "Name or service not known",
+		"gaierror", "NewConnectionError", "No route to host", "[Errno -2]", "[Errno -3]",
+		"Failed to establish a new connection", "nodename nor servname", NULL};
+	xmlChar *text = xmlNodeGetContent(c);
+	xmlChar *msg = xmlGetProp(c, (const xmlChar *)"message");
+	bool hit = false;
+	for (size_t i = 0; needles[i] && !hit; i++)
+		hit = (text && strstr((const char *)text, needles[i])) || (msg && strstr((const char *)msg, needles[i]));
+	xmlFree(text);
+	xmlFree(msg);
+	return hit;
+}
 
 static void tally_case(xmlNode *tc, struct tally *t)
 {
@@ -164,14 +184,17 @@ static void tally_case(xmlNode *tc, struct tally *t)
 			t->failed = sat_add(t->failed, 1);
 		else
 			t->errors = sat_add(t->errors, 1);
+		bool net = shows_network(c);
+		if (net)
+			t->network = sat_add(t->network, 1);
 		if (json_array_size(t->failures) >= JUNIT_FAILURES_MAX) {
 			t->truncated = true;
 			continue;
 		}
-		json_array_append_new(t->failures, json_pack("{sosssoso}", "id", case_id(tc), "outcome",
+		json_array_append_new(t->failures, json_pack("{sosssososb}", "id", case_id(tc), "outcome",
 							     f ? "failed" : "error", "message",
 							     attr_json(c, "message", JUNIT_TEXT_MAX), "traceback",
-							     first_line_json(c)));
+							     first_line_json(c), "network", net));
 	}
 	if (bad)
 		return;
@@ -233,10 +256,13 @@ json_t *report_junit_counts_mem(const char *data, size_t len, const char *path, 
 	/* xpassed: pytest's JUnit writes a non-strict XPASS as a plain pass and a strict one as a
 	 * failure, so it cannot be told apart here (docs/contracts.md); the key is kept for runners
 	 * that can. */
-	return json_pack("{sIsIsIsIsIsIsIsbsosb}", "passed", (json_int_t)t.passed, "failed", (json_int_t)t.failed,
+	/* network: of the failed and erroring tests, those whose failure shows a refused connection or
+	 * a failed name lookup (also in failed/errors) */
+	return json_pack("{sIsIsIsIsIsIsIsIsbsosb}", "passed", (json_int_t)t.passed, "failed", (json_int_t)t.failed,
 			 "skipped", (json_int_t)t.skipped, "errors", (json_int_t)t.errors, "xfailed",
-			 (json_int_t)t.xfailed, "xpassed", (json_int_t)0, "total", (json_int_t)total, "no_tests",
-			 total == 0, "failures", t.failures, "failures_truncated", t.truncated);
+			 (json_int_t)t.xfailed, "xpassed", (json_int_t)0, "network", (json_int_t)t.network, "total",
+			 (json_int_t)total, "no_tests", total == 0, "failures", t.failures, "failures_truncated",
+			 t.truncated);
 }
 
 /* Test cases listed per JUnit file by report_junit_cases_mem, and the failures whose text tail is kept. */

@@ -240,6 +240,9 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.posargs = o->posargs,
 		.n_posargs = o->n_posargs,
 	};
+	/* the default test runner and its plan (tox.ini's command, read here without running it) */
+	if (recipe_stage_guest_files(io, recipe, &vars, NULL, err) < 0)
+		return -1;
 	json_t *env = task_env(o->env, err);
 	if (!env)
 		return -1;
@@ -298,6 +301,8 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 	json_t *vmt = sandbox_vm_times_json(&sr); /* how the vm job got its guest (docs/contracts.md) */
 	if (vmt)
 		json_object_set_new(res, "vm", vmt);
+	if (fr.test_requirements) /* declared, fetched, dropped (why): fresh and cached runs alike */
+		json_object_set(res, "test_requirements", fr.test_requirements);
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
@@ -359,6 +364,9 @@ static bool is_test_task(const json_t *t)
 const char *manager_verdict(const json_t *r)
 {
 	const char *status = pj_str(r, "status", "");
+	/* the distribution failed to build: the package's result (status "failed", no tasks) */
+	if (strcmp(pj_str(r, "failure_class", ""), "BuildFail") == 0)
+		return "build-failed";
 	if (strcmp(status, "error") == 0) {
 		const char *fc = pj_str(r, "failure_class", "");
 		static const char *const pkg[] = {"Timeout", "OOM", "NoSpace", "Pids", "NoOutput", "Tampered"};

@@ -44,22 +44,46 @@ static json_t *runtime_read(int io_fd, const char *path)
 		return NULL;
 	}
 	json_t *out = json_object();
-	static const char *const keys[] = {"python", "runner", "runner_version", "runner_file"};
+	/* tests_from, cwd, declared_by: where runtests.py ran the tests and what declared its runner */
+	static const char *const keys[] = {"python", "runner", "runner_version", "runner_file",
+					   "tests_from", "cwd", "declared_by"};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		json_t *s = runtime_str(json_object_get(in, keys[i]));
 		if (s)
 			json_object_set_new(out, keys[i], s);
 	}
-	json_t *sp = json_object_get(in, "sys_path");
-	if (json_is_array(sp)) {
+	static const char *const lists[] = {"sys_path", "args"};
+	for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+		json_t *sp = json_object_get(in, lists[l]);
+		if (json_is_array(sp)) {
+			json_t *a = json_array(), *v;
+			size_t i;
+			json_array_foreach(sp, i, v) {
+				json_t *s = i < RUNTIME_LIST_MAX ? runtime_str(v) : NULL;
+				if (s)
+					json_array_append_new(a, s);
+			}
+			json_object_set_new(out, lists[l], a);
+		}
+	}
+	/* network: what the tests tried to reach, [{"kind", "destination", "count"}] */
+	json_t *net = json_object_get(in, "network");
+	if (json_is_array(net)) {
 		json_t *a = json_array(), *v;
 		size_t i;
-		json_array_foreach(sp, i, v) {
-			json_t *s = i < RUNTIME_LIST_MAX ? runtime_str(v) : NULL;
-			if (s)
-				json_array_append_new(a, s);
+		json_array_foreach(net, i, v) {
+			if (i >= RUNTIME_LIST_MAX)
+				break;
+			json_t *kind = runtime_str(json_object_get(v, "kind"));
+			json_t *dest = runtime_str(json_object_get(v, "destination"));
+			json_t *cnt = json_object_get(v, "count");
+			if (kind && dest && json_is_integer(cnt) && json_integer_value(cnt) >= 0)
+				json_array_append_new(a, json_pack("{sosos:I}", "kind", kind, "destination", dest,
+								   "count", json_integer_value(cnt)));
+			else
+				json_decref(kind), json_decref(dest);
 		}
-		json_object_set_new(out, "sys_path", a);
+		json_object_set_new(out, "network", a);
 	}
 	json_t *mods = json_object_get(in, "modules");
 	if (json_is_object(mods)) {
@@ -111,8 +135,8 @@ void report_add_test_counts(json_t *results, const json_t *job, int io_fd)
 			/* a test task that passed without writing its JUnit file ran no test we know of */
 			if (strcmp(pj_str(rt, "status", ""), "passed") != 0)
 				continue;
-			counts = json_pack("{sisisisisisisisbs[]sb}", "passed", 0, "failed", 0, "skipped", 0, "errors", 0,
-					   "xfailed", 0, "xpassed", 0, "total", 0, "no_tests", 1, "failures",
+			counts = json_pack("{sisisisisisisisisbs[]sb}", "passed", 0, "failed", 0, "skipped", 0, "errors", 0,
+					   "xfailed", 0, "xpassed", 0, "network", 0, "total", 0, "no_tests", 1, "failures",
 					   "failures_truncated", 0);
 		} else if (rr < 0) {
 			/* A link (to a host file, to /proc/self/fd/0), a FIFO or a huge file where the

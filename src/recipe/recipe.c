@@ -27,7 +27,7 @@ enum {
 	K_NAME = 1u << 0, K_DESCRIPTION = 1u << 1, K_REQUIRES = 1u << 2, K_RUN = 1u << 3,
 	K_NEEDS = 1u << 4, K_CWD = 1u << 5, K_TIMEOUT = 1u << 6, K_NOOUT = 1u << 7,
 	K_MEMORY = 1u << 8, K_PIDS = 1u << 9, K_OUTLIMIT = 1u << 10, K_ENV = 1u << 11,
-	K_JUNIT = 1u << 12, K_TMPFS = 1u << 13, K_IOLIMIT = 1u << 14,
+	K_JUNIT = 1u << 12, K_TMPFS = 1u << 13, K_IOLIMIT = 1u << 14, K_TESTFROM = 1u << 15,
 };
 
 struct parse_ctx {
@@ -502,6 +502,7 @@ static const struct {
 	{"pids", K_PIDS, true, false},           {"output_limit", K_OUTLIMIT, true, false},
 	{"env", K_ENV, true, true},              {"junit", K_JUNIT, true, false},
 	{"tmpfs", K_TMPFS, false, false},        {"io_limit", K_IOLIMIT, false, false},
+	{"test_from", K_TESTFROM, false, false},
 };
 
 static int ini_handler_cb(void *user, const char *section, const char *name, const char *value)
@@ -555,6 +556,14 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
 		if (recipe_parse_bytes(value, &c->r->io_limit) < 0 || c->r->io_limit < RECIPE_MIN_TMPFS)
 			perr(c, c->lineno, "bad value for 'io_limit' in [recipe]: '%s' (expected bytes of at least "
 					   "16M, e.g. 512M or 8G)", value);
+	} else if (bit == K_TESTFROM) {
+		/* where runtests.py runs the tests: against the install (a copy of the source without the
+		 * installed modules) or in the unpacked source itself, as a checkout would */
+		if (strcmp(value, "installed") == 0 || strcmp(value, "source") == 0)
+			c->r->test_from_source = strcmp(value, "source") == 0;
+		else
+			perr(c, c->lineno, "bad value for 'test_from' in [recipe]: '%s' (expected installed or source)",
+			     value);
 	} else if (bit == K_TMPFS) {
 		/* a floor so that the sandbox's own /run and a venv's first files still fit */
 		if (recipe_parse_bytes(value, &c->r->tmpfs) < 0 || c->r->tmpfs < RECIPE_MIN_TMPFS)
@@ -788,79 +797,4 @@ int recipe_load_file(const char *path, struct recipe **out, struct pyti_err *err
 	if (read_recipe_file(path, &b, err) < 0)
 		return -1;
 	return recipe_load_buffer(path, b.data, b.len, out, err);
-}
-
-/* ---- built-in recipes ---- */
-
-static const char builtin_default[] =
-	"[recipe]\n"
-	"name = default\n"
-	"description = install the distribution, import its modules, run its tests with pytest\n"
-	/* pytest-cov: many projects put --cov in their pytest addopts or use its markers */
-	"requires = pytest, pytest-cov\n"
-	"\n"
-	"[task:install]\n"
-	"description = create a clean venv (no Debian site-packages) and install from the job's wheelhouse\n"
-	/* Without --system-site-packages the image's Debian packages (pytest 7.2, attrs, packaging…)
-	 * cannot shadow what the resolver chose; pip itself stays the image's, pointed at the venv
-	 * with --python (pip >= 22.3), so the venv needs no pip of its own. */
-	"run = /usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
-	/* continuation lines join with "\n": each line is one shell command line */
-	"  /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
-	"timeout = 10m\n"
-	"\n"
-	"[task:import]\n"
-	"description = import every top-level module of the distribution\n"
-	"needs = install\n"
-	/* out/runtime-<task>.json is the raw data's proof of what was imported (docs/contracts.md) */
-	"run = /tmp/pyti-venv/bin/python -c 'import {module}; import json, sys; json.dump({\"python\": sys.version.split()[0], \"sys_path\": sys.path, \"modules\": {m: getattr(sys.modules.get(m), \"__file__\", None) for m in \"{module}\".split(\", \")} }, open(\"/io/out/runtime-import.json\", \"w\"), default=str)'\n"
-	"cwd = /tmp\n"
-	"timeout = 5m\n"
-	"\n"
-	"[task:test]\n"
-	"description = run the distribution's own tests (from the unpacked sdist)\n"
-	"needs = install\n"
-	/* pytest's exit status 5 is "no tests collected" (a wheel-only project has no sdist to take
-	 * tests from): that is 0 tests, not a failure. */
-	"run = /tmp/pyti-venv/bin/python -c 'import json, sys, pytest; json.dump({\"runner\": \"pytest\", \"runner_version\": pytest.__version__, \"runner_file\": pytest.__file__, \"python\": sys.version.split()[0], \"sys_path\": sys.path}, open(\"/io/out/runtime-test.json\", \"w\"), default=str)'\n"
-	"  /tmp/pyti-venv/bin/python -m pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml {posargs} ||\n"
-	"  [ $? -eq 5 ]\n"
-	"cwd = /io/src\n"
-	"junit = out/junit-test.xml\n"
-	"timeout = 900\n"
-	"no_output_timeout = 300\n"
-	"memory = 2G\n";
-
-static const struct {
-	const char *name, *text;
-} builtins[] = {{"default", builtin_default}};
-
-static const char *const builtin_names[] = {"default", NULL};
-
-const char *const *recipe_builtin_names(void) { return builtin_names; }
-
-const char *recipe_builtin_text(const char *name)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(builtins); i++)
-		if (strcmp(builtins[i].name, name) == 0)
-			return builtins[i].text;
-	return NULL;
-}
-
-int recipe_builtin(const char *name, struct recipe **out, struct pyti_err *err)
-{
-	const char *text = recipe_builtin_text(name);
-	if (!text)
-		return pyti_err_usage(err, "unknown recipe '%s' (built-in: default; or a path to an .ini file)",
-				      name);
-	_cleanup_free_ char *src = xasprintf("<builtin:%s>", name);
-	return recipe_load_buffer(src, text, strlen(text), out, err);
-}
-
-int recipe_load(const char *name_or_path, struct recipe **out, struct pyti_err *err)
-{
-	size_t n = strlen(name_or_path);
-	if (strchr(name_or_path, '/') || (n > 4 && strcmp(name_or_path + n - 4, ".ini") == 0))
-		return recipe_load_file(name_or_path, out, err);
-	return recipe_builtin(name_or_path, out, err);
 }

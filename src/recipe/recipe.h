@@ -10,6 +10,10 @@
  *                                  ; /run); default 1 GiB, at least 16M
  *   io_limit = 4G                  ; ns: bytes each task may add under /io (a file, or all told);
  *                                  ; default 4 GiB, at least 16M
+ *   test_from = installed          ; where the default test runner (runtests.py) runs the tests:
+ *                                  ; "installed" (default) a copy of the source without the modules
+ *                                  ; the distribution installs, so they import from the venv;
+ *                                  ; "source" the unpacked source itself, as in a checkout
  *
  *   [task:NAME]                    ; NAME: letters, digits, '.', '_', '-' (it names out/logs/NAME.log)
  *   run = shell command            ; required; continuation lines (indented) join with "\n"
@@ -84,6 +88,7 @@ struct recipe {
 	size_t n_requires;
 	uint64_t tmpfs; /* bytes each sandbox tmpfs holds; RECIPE_DEFAULT_TMPFS when not given */
 	uint64_t io_limit; /* ns: bytes a task may add under /io; RECIPE_DEFAULT_IO_LIMIT when not given */
+	bool test_from_source; /* test_from = source: runtests.py runs in /io/src itself */
 	/* Tasks in a validated topological order: every task comes after all tasks it needs; among
 	 * tasks free to go, file order is kept. */
 	struct recipe_task *tasks;
@@ -136,6 +141,18 @@ int recipe_expand(const char *tmpl, const struct recipe_vars *vars, char **out, 
  * [{"name","run","needs":[],"cwd","env":{},"timeout","no_output_timeout","memory","pids",
  *   "output_limit","junit"}]. Returns a new reference, or NULL with err set. */
 json_t *recipe_to_job_tasks(const struct recipe *r, const struct recipe_vars *vars, struct pyti_err *err);
+
+/* The test command tox.ini's [testenv] `commands` declares (data: the file's bytes, untrusted; no
+ * substitution but {posargs} and {toxinidir} is made, nothing is run): the first pytest or unittest
+ * command, as {"runner": "pytest"|"unittest", "args": [...] ("{posargs}" a marker),
+ * "posargs_default": [...]|null, "command", "line"}, or NULL. *notes (a new array, never NULL):
+ * the commands passed over and why ("tox.ini:12: ..."). */
+json_t *recipe_tox_plan(const char *data, size_t len, json_t **notes);
+/* Write io_dir/pyti/runtests.py and io_dir/pyti/plan.json ({"test_from", "modules", "tox",
+ * "tox_notes"}) for the default recipe's test task, reading io_dir/src/tox.ini beneath src (no
+ * link followed). *plan_out (may be NULL) gets a reference to the plan. */
+int recipe_stage_guest_files(const char *io_dir, const struct recipe *r, const struct recipe_vars *v,
+			     json_t **plan_out, struct pyti_err *err);
 
 /* "300", "300s", "5m", "1h", "1d" -> seconds. */
 int recipe_parse_duration(const char *s, uint64_t *out);

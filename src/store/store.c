@@ -146,6 +146,8 @@ enum store_verdict store_verdict_of(const json_t *res)
 	if (!json_is_object(res))
 		return STORE_V_INFRA;
 	const char *status = pj_str(res, "status", "");
+	if (pyti_fclass_parse(pj_str(res, "failure_class", NULL)) == PYTI_FC_BUILDFAIL)
+		return STORE_V_BUILD_FAILED; /* {"status": "failed", "failure_class": "BuildFail", …} */
 	if (strcmp(status, "error") == 0) {
 		int fc = pyti_fclass_parse(pj_str(res, "failure_class", NULL));
 		switch (fc) {

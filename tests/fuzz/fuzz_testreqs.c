@@ -19,5 +19,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (n > FETCH_MAX_REQS)
 		__builtin_trap();
 	fetch_strv_free(v);
+
+	/* the same bytes as testreqs.py's record (out/testreqs.json): whatever it holds, the record
+	 * kept has only the known fields, capped, and dumps as valid JSON */
+	json_t *in = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+	json_t *rec = fetch_testreqs_record(in);
+	if (json_object_size(rec) != 3 || json_array_size(json_object_get(rec, "dropped")) > FETCH_MAX_REQS)
+		__builtin_trap();
+	char *dump = json_dumps(rec, JSON_COMPACT);
+	if (!dump)
+		__builtin_trap();
+	free(dump);
+	json_decref(rec);
+	json_decref(in);
 	return 0;
 }

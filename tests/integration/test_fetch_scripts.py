@@ -34,8 +34,8 @@ def script(guest_pip, name, *args, env=None):
                           text=True, env=e, timeout=60)
 
 
-def run(guest_pip, src):
-    r = script(guest_pip, "testreqs.py", src)
+def run(guest_pip, src, project="proj"):
+    r = script(guest_pip, "testreqs.py", "--list", src, project)
     assert r.returncode == 0, r.stderr
     return r.stdout.splitlines(), r.stderr
 
@@ -117,6 +117,48 @@ def test_bad_toml_is_not_fatal(guest_pip, tmp_path):
                                                     "test-requirements.txt": "pytest\n"})
     out, err = run(guest_pip, src)
     assert out == ["pytest"] and "pyproject.toml" in err
+
+
+def test_self_references_and_unfetchable_lines(guest_pip, tmp_path):
+    """Issue 10, point 4: `-e .[socks]`, `.[x]` and the project's own name are the project itself
+    with those extras (never a requirement pip would resolve from the index); a URL, another path,
+    an option are dropped, each with its reason."""
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "requirements-dev.txt").write_text(
+        "-e .[socks]\n.[fast, extra2]\nProj[third]>=0\npytest\n-e ../other\nfoo @ https://example.invalid/f.whl\n"
+        "--pre\n-e git+https://example.invalid/x.git#egg=x\n")
+    out, err = run(guest_pip, d)
+    assert out == ["pytest"], (out, err)
+    assert "the project itself with extras: socks,fast,extra2,third" in err, err
+    assert "dropped '-e ../other'" in err and "not fetchable by name" in err
+    assert "dropped 'foo @ https://example.invalid/f.whl'" in err and "direct URL" in err
+    assert "dropped '--pre'" in err and "a pip option" in err
+    assert "dropped '-e git+https" in err
+
+
+def test_tox_deps_and_extras(guest_pip, tmp_path):
+    """tox.ini [testenv] deps come first (what tox installs), -r followed inside the source, factor
+    conditions and substitutions dropped; `extras` are the project's own."""
+    src = tar_sdist(tmp_path / "proj-1.0.tar.gz", {
+        "tox.ini": """            [tox]
+            envlist = py311
+            [testenv]
+            extras = testing
+            deps =
+                -r requirements/ci.txt
+                mock>=4
+                py38: importlib-metadata
+                {env:EXTRA_DEP:}
+            commands = pytest
+            """,
+        "requirements/ci.txt": "hypothesis\n",
+        "requirements-test.txt": "never-read\n",
+    })
+    out, err = run(guest_pip, src)
+    assert out == ["hypothesis", "mock>=4"], (out, err)
+    assert "the project itself with extras: testing" in err
+    assert "conditional on a tox factor" in err and "tox substitution" in err
 
 
 @pytest.fixture

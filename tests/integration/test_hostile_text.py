@@ -51,7 +51,7 @@ def demo(tmp_path_factory):
 
 def test_failing_fetch_output_escaped(pyti_bin, state_dir, tmp_path):
     """A setup.py that prints terminal controls and a network error's words, then fails: nothing
-    raw reaches the terminal, and the failure stays the package's (Fetch, exit 3; it used to
+    raw reaches the terminal, and the failure stays the package's (BuildFail, exit 1; it used to
     become "Network" with the build's line quoted raw from pip's log), in --json too."""
     d = tmp_path / "pyti_evil_build-1.0"
     d.mkdir()
@@ -63,18 +63,18 @@ def test_failing_fetch_output_escaped(pyti_bin, state_dir, tmp_path):
         sys.exit(1)
         """))
     r = run_bytes(pyti_bin, state_dir, "run", d)
-    assert r.returncode == 3, (r.returncode, r.stderr[-3000:])
-    assert b"pyti: error (Fetch): " in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert b"pyti: error (BuildFail): " in r.stderr, r.stderr[-3000:]
     assert_clean(r.stderr, "stderr")
     assert_clean(r.stdout, "stdout")
     # (Debian's pip, run with --log, sends the build's own output to its log only; what it says
     # on the console, quoted here, is its own. Nothing raw either way.)
 
     rj = run_bytes(pyti_bin, state_dir, "run", "-q", "--json", d)
-    assert rj.returncode == 3
+    assert rj.returncode == 1
     res = json.loads(rj.stdout)
-    assert (res["status"], res["failure_class"], res["exit_status"]) == ("error", "Fetch", 3)
-    assert "pip could not build" in res["error"]
+    assert (res["status"], res["failure_class"], res["exit_status"]) == ("failed", "BuildFail", 1)
+    assert "failed to build" in res["error"]
     assert_clean(rj.stderr, "stderr (--json)")
 
 

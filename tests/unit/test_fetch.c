@@ -279,7 +279,7 @@ static void test_cache_roundtrip(void **state)
 	assert_int_equal(fetch_cache_get(st, key, 0, io, &r, NULL), 0); /* empty cache: miss */
 	char *groups[] = {"pytest>=8", "cloudpickle; platform_python_implementation == \"CPython\"",
 			  "-r evil.txt", NULL};
-	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, false, "a-1.0-py3-none-any.whl", groups, NULL), 0);
+	assert_int_equal(fetch_cache_put(st, key, "a", wh, sd, false, "a-1.0-py3-none-any.whl", groups, NULL, NULL), 0);
 	struct stat us;
 	assert_int_equal(stat(sd, &us), 0); /* the caller's own sdist: copied, untouched */
 	assert_int_equal(us.st_nlink, 1);

@@ -247,8 +247,8 @@ static void fake_image(const char *state, const char *suite, const char *python)
 	_cleanup_free_ char *m = xasprintf("%s/images/%s/manifest.json", state, suite);
 	_cleanup_free_ char *j = xasprintf("{\"suite\":\"%s\",\"python\":\"%s\",\"packages\":[\"a=1\",\"b=2\"],"
 					   "\"hash\":\"abc\",\"kernel\":\"vmlinuz\",\"created\":"
-					   "\"2026-11-23T10:00:00Z\",\"size_bytes\":1234}",
-					   suite, python);
+					   "\"2026-11-23T10:00:00Z\",\"size_bytes\":1234,\"include\":\"%s\"}",
+					   suite, python, image_include_packages());
 	write_text(m, j);
 }
 
@@ -274,8 +274,43 @@ static void test_up_to_date(void **state)
 	o.suite = NULL; /* default suite is bookworm */
 	assert_int_equal(image_build(s, &o, &err), 1);
 
-	/* A manifest that names another suite is not this image. */
+	/* An image built with an older package list (no "include", or another one) is outdated: not
+	 * up to date, so a build without --force rebuilds it, but image_find still hands it out. */
 	_cleanup_free_ char *m = xasprintf("%s/images/bookworm/manifest.json", s);
+	assert_false(image_outdated(s, "bookworm"));
+	assert_false(image_outdated(s, "trixie")); /* none at all is missing, not outdated */
+	write_text(m, "{\"suite\":\"bookworm\",\"python\":\"3.11.2\",\"include\":\"python3,python3-pip\"}");
+	assert_true(image_outdated(s, "bookworm"));
+	assert_false(image_up_to_date(s, "bookworm"));
+	write_text(m, "{\"suite\":\"bookworm\",\"python\":\"3.11.2\"}");
+	assert_true(image_outdated(s, "bookworm"));
+	assert_false(image_up_to_date(s, "bookworm"));
+	{
+		struct image_info info;
+		assert_int_equal(image_find(s, "bookworm", &info, &err), 0);
+		image_info_free(&info);
+	}
+	assert_non_null(strstr(image_include_packages(), "build-essential"));
+	assert_non_null(strstr(image_include_packages(), "python3-dev"));
+	fake_image(s, "bookworm", "3.11.2");
+	assert_true(image_up_to_date(s, "bookworm"));
+	/* --profile minimal: an image named bookworm-minimal, whose list is the one without the build
+	 * tools; the full list there is another profile's (outdated). An unknown profile is usage. */
+	fake_image(s, "bookworm-minimal", "3.11.2");
+	assert_true(image_outdated(s, "bookworm-minimal"));
+	{
+		struct image_build_opts po = {.suite = "bookworm", .profile = "huge"};
+		assert_int_equal(image_build(s, &po, &err), -1);
+		assert_int_equal(err.status, PYTI_EXIT_USAGE);
+		assert_non_null(strstr(err.msg, "profile"));
+		pyti_err_clear(&err);
+		struct image_info info;
+		assert_int_equal(image_find(s, "trixie-minimal", &info, &err), -1);
+		assert_non_null(strstr(err.msg, "--profile minimal"));
+		pyti_err_clear(&err);
+	}
+
+	/* A manifest that names another suite is not this image. */
 	write_text(m, "{\"suite\":\"trixie\"}");
 	assert_false(image_up_to_date(s, "bookworm"));
 	/* Neither is a broken manifest or a missing rootfs. */

@@ -303,14 +303,16 @@ static void test_builtin_default(void **state)
 	assert_string_equal(r->tasks[1].name, "import");
 	assert_string_equal(r->tasks[2].name, "test");
 	const struct recipe_task *t = &r->tasks[2];
-	assert_string_equal(t->cwd, "/io/src");
+	/* runtests.py runs the tests where they see the installed distribution (issue 10, point 2) */
+	assert_string_equal(t->cwd, "/tmp");
+	assert_false(r->test_from_source);
 	assert_string_equal(t->junit, "out/junit-test.xml");
 	assert_int_equal(t->timeout, 900);
 	assert_int_equal(t->no_output_timeout, 300);
 	assert_int_equal(t->memory, 2ULL << 30);
 	assert_int_equal(t->n_needs, 1);
 	assert_string_equal(t->needs[0], "install");
-	assert_non_null(strstr(t->run, "pytest -q -p no:cacheprovider --junitxml=/io/out/junit-test.xml"));
+	assert_string_equal(t->run, "/tmp/pyti-venv/bin/python /io/pyti/runtests.py -- {posargs}");
 	/* a clean venv: Debian's site-packages must not shadow the wheelhouse (issue 10, point 1) */
 	assert_null(strstr(r->tasks[0].run, "--system-site-packages"));
 	assert_non_null(strstr(r->tasks[0].run, "/usr/bin/python3 -m venv --without-pip /tmp/pyti-venv"));
@@ -525,6 +527,65 @@ static void test_job_tasks(void **state)
 	recipe_free(r);
 }
 
+/* tox.ini's [testenv] commands (recipe_tox_plan): the first pytest or unittest command with its
+ * arguments, {posargs} a marker with its default, factor-conditional and other commands passed
+ * over with a note, substitutions other than {posargs}/{toxinidir} never guessed at. */
+static void test_tox_plan(void **state)
+{
+	(void)state;
+	static const char ini[] = "[tox]\nenvlist = py311\n\n[testenv:lint]\ncommands = pytest --lint\n\n"
+				  "[testenv]\ndeps = pytest\ncommands =\n    py311: echo only\n"
+				  "    pip install -e .\n    - python -m pytest {posargs:-k 'a b'} {toxinidir}/tests\n";
+	json_t *notes = NULL;
+	json_t *p = recipe_tox_plan(ini, strlen(ini), &notes);
+	assert_non_null(p);
+	assert_string_equal(json_string_value(json_object_get(p, "runner")), "pytest");
+	assert_int_equal(json_integer_value(json_object_get(p, "line")), 12);
+	json_t *args = json_object_get(p, "args");
+	assert_int_equal(json_array_size(args), 2);
+	assert_string_equal(json_string_value(json_array_get(args, 0)), "{posargs}");
+	assert_string_equal(json_string_value(json_array_get(args, 1)), "./tests");
+	json_t *def = json_object_get(p, "posargs_default");
+	assert_int_equal(json_array_size(def), 2);
+	assert_string_equal(json_string_value(json_array_get(def, 1)), "a b");
+	assert_int_equal(json_array_size(notes), 1); /* the py311: line */
+	json_decref(p);
+	json_decref(notes);
+
+	static const char ut[] = "[testenv]\ncommands = coverage run --branch -m unittest discover -s tests\n";
+	p = recipe_tox_plan(ut, strlen(ut), &notes);
+	assert_string_equal(json_string_value(json_object_get(p, "runner")), "unittest");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(p, "args"), 0)), "discover");
+	json_decref(p);
+	json_decref(notes);
+
+	/* termcolor's "cmd \\" continuation; python-dateutil's {toxinidir} inside a {posargs:} default */
+	static const char cont[] = "[testenv]\ncommands =\n    {envpython} -m pytest \\\n      --cov termcolor \\\n"
+				   "      {posargs: \"{toxinidir}/tests\" -q}\n";
+	p = recipe_tox_plan(cont, strlen(cont), &notes);
+	assert_non_null(p);
+	assert_int_equal(json_integer_value(json_object_get(p, "line")), 3);
+	args = json_object_get(p, "args");
+	assert_int_equal(json_array_size(args), 3);
+	assert_string_equal(json_string_value(json_array_get(args, 1)), "termcolor");
+	def = json_object_get(p, "posargs_default");
+	assert_int_equal(json_array_size(def), 2);
+	assert_string_equal(json_string_value(json_array_get(def, 0)), "./tests");
+	json_decref(p);
+	json_decref(notes);
+
+	/* no test command, an unknown substitution, an unclosed quote, no [testenv]: no plan */
+	static const char *const none[] = {"[testenv]\ncommands = flake8 src\n",
+					   "[testenv]\ncommands = pytest {envsitepackagesdir}/x\n",
+					   "[testenv]\ncommands = pytest 'unclosed\n", "[pytest]\naddopts = -q\n", ""};
+	for (size_t i = 0; i < sizeof none / sizeof *none; i++) {
+		p = recipe_tox_plan(none[i], strlen(none[i]), &notes);
+		assert_null(p);
+		assert_true(json_is_array(notes));
+		json_decref(notes);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -535,6 +596,7 @@ int main(void)
 		cmocka_unit_test(test_load_file),     cmocka_unit_test(test_expand),
 		cmocka_unit_test(test_job_tasks),     cmocka_unit_test(test_invalid_utf8),
 		cmocka_unit_test(test_load_not_regular), cmocka_unit_test(test_limit_keys),
+		cmocka_unit_test(test_tox_plan),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

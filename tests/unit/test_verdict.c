@@ -56,6 +56,8 @@ static void test_verdicts(void **state)
 	assert_string_equal(verdict_of("{\"status\":\"passed\",\"tasks\":[{\"task\":\"x\",\"status\":\"passed\"}]}"),
 			    "passed");
 	/* error objects */
+	assert_string_equal(verdict_of("{\"status\":\"failed\",\"failure_class\":\"BuildFail\",\"exit_status\":1}"),
+			    "build-failed");
 	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Fetch\",\"exit_status\":2}"),
 			    "build-failed");
 	assert_string_equal(verdict_of("{\"status\":\"error\",\"failure_class\":\"Network\",\"exit_status\":3}"),
