@@ -44,12 +44,13 @@ def test_batch_verdicts_json(pyti, projects):
     assert len(out["jobs"]) == 4
     for k, job in zip(order, out["jobs"]):
         assert job["verdict"] == EXPECTED[k], (k, json.dumps(job)[:2000])
-    assert out["jobs"][3]["status"] == "error" and out["jobs"][3]["failure_class"] == "Fetch"
+    # a setup.py that fails is the package's result (BuildFail, exit 1), not pyti's error
+    assert out["jobs"][3]["status"] == "failed" and out["jobs"][3]["failure_class"] == "BuildFail"
     assert out["jobs"][3]["dist"] == projects["broken"]
     assert out["jobs"][0]["tasks"] and out["jobs"][0]["dist"].startswith("six==")  # each job's raw data
     done = [l for l in r.stderr.splitlines() if ": done (" in l]
     assert len(done) == 4 and all(l.startswith("pyti: [") for l in done), r.stderr[-3000:]
-    assert any("build-failed Fetch" in l for l in done), done
+    assert any("build-failed BuildFail" in l for l in done), done
 
 
 def test_requirements_file(pyti, projects, tmp_path):

@@ -251,7 +251,7 @@ def test_broken_dependency(pyti, runs, pyti_bin, state_dir):
     env = {"PIP_FIND_LINKS": str(d / "links")}
     db = runs["dir"] / "dep.db"
     ra = run_dist(pyti_bin, state_dir, db, ok, env=env, rc=0)
-    rb = run_dist(pyti_bin, state_dir, db, bad, env=env, rc=3)  # the fetch failed: infrastructure exit
+    rb = run_dist(pyti_bin, state_dir, db, bad, env=env, rc=1)  # a dependency failed to build: the package's result (BuildFail)
     cmp = js(pyti("--store", db, "compare", "--json", ra, rb), rc=1)
     (pair,) = cmp["pairs"]
     assert pair["verdict"] == "broken-dependency", pair
