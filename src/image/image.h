@@ -111,6 +111,15 @@ bool image_outdated(const char *state_dir, const char *suite);
  * manifest as "include"). */
 const char *image_include_packages(void);
 
+/* uv (src/image/uv.c): image_add_uv downloads uv's wheel with the host's pip (the user's pip
+ * configuration; binary only, no dependencies: nothing of it runs on the host), writes its executable
+ * to ROOTFS/usr/local/bin/uv and sets *version ("0.13.9"); on failure the image is built without it.
+ * image_uv_extract writes the member uv-VERSION.data/scripts/uv of WHEEL into BINDIR/uv (never
+ * through a link, size capped); image_uv_wheel_version parses "uv-VERSION-….whl" (NULL: not one). */
+int image_add_uv(const char *rootfs, const char *tmp, char **version, struct pyti_err *err);
+int image_uv_extract(const char *wheel, const char *version, const char *bindir, struct pyti_err *err);
+char *image_uv_wheel_version(const char *name);
+
 /* Remove images/<suite>.tmp.<pid> directories whose builder process is gone. Returns how many. */
 int image_clean_stale(const char *state_dir, const char *suite, struct pyti_err *err);
 

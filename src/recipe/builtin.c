@@ -14,10 +14,13 @@ static const char builtin_default[] =
 	"description = create a clean venv (no Debian site-packages) and install from the job's wheelhouse\n"
 	/* Without --system-site-packages the image's Debian packages (pytest 7.2, attrs, packaging…)
 	 * cannot shadow what the resolver chose; pip itself stays the image's, pointed at the venv
-	 * with --python (pip >= 22.3), so the venv needs no pip of its own. */
+	 * with --python (pip >= 22.3), so the venv needs no pip of its own. uv, when the image has it
+	 * (src/image/uv.c), installs the same set from the same wheelhouse about ten times faster
+	 * (bench/install); its own configuration files are not read. */
 	"run = /usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
 	/* continuation lines join with "\n": each line is one shell command line */
-	"  /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
+	"  if [ -x /usr/local/bin/uv ]; then /usr/local/bin/uv pip install --no-config --no-cache --offline --python /tmp/pyti-venv/bin/python --no-index --find-links /io/wheels '{requirement}' {test_requirements};\n"
+	"  else /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}; fi\n"
 	"timeout = 10m\n"
 	"\n"
 	"[task:import]\n"

@@ -247,7 +247,7 @@ static void fake_image(const char *state, const char *suite, const char *python)
 	_cleanup_free_ char *m = xasprintf("%s/images/%s/manifest.json", state, suite);
 	_cleanup_free_ char *j = xasprintf("{\"suite\":\"%s\",\"python\":\"%s\",\"packages\":[\"a=1\",\"b=2\"],"
 					   "\"hash\":\"abc\",\"kernel\":\"vmlinuz\",\"created\":"
-					   "\"2026-11-23T10:00:00Z\",\"size_bytes\":1234,\"include\":\"%s\"}",
+					   "\"2026-11-23T10:00:00Z\",\"size_bytes\":1234,\"include\":\"%s\",\"uv\":null}",
 					   suite, python, image_include_packages());
 	write_text(m, j);
 }
@@ -527,6 +527,72 @@ static void test_unpack_rootfs(void **state)
 	rmtree(d);
 }
 
+/* A zip as pip downloads uv's wheel: the executable under uv-VERSION.data/scripts/, plus members
+ * that must not be written (another path, a "../" escape). */
+static char *make_uv_wheel(const char *dir, const char *version)
+{
+	char *path = xasprintf("%s/uv-%s-py3-none-manylinux_2_17_x86_64.whl", dir, version);
+	struct archive *a = archive_write_new();
+	assert_int_equal(archive_write_set_format_zip(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+	_cleanup_free_ char *exe = xasprintf("uv-%s.data/scripts/uv", version);
+	const char *names[] = {"uv/__init__.py", "../uv", exe};
+	const char *bodies[] = {"x = 1\n", "escape\n", "#!/bin/sh\necho uv\n"};
+	for (size_t i = 0; i < 3; i++) {
+		struct archive_entry *e = archive_entry_new();
+		archive_entry_set_pathname(e, names[i]);
+		archive_entry_set_filetype(e, AE_IFREG);
+		archive_entry_set_perm(e, 0644);
+		archive_entry_set_size(e, (la_int64_t)strlen(bodies[i]));
+		assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+		assert_int_equal(archive_write_data(a, bodies[i], strlen(bodies[i])), (la_ssize_t)strlen(bodies[i]));
+		archive_entry_free(e);
+	}
+	archive_write_close(a);
+	archive_write_free(a);
+	return path;
+}
+
+static void test_uv(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *v = image_uv_wheel_version("uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl");
+	assert_string_equal(v, "0.13.9");
+	assert_null(image_uv_wheel_version("uvicorn-0.30.0-py3-none-any.whl"));
+	assert_null(image_uv_wheel_version("uv-0.13.9.tar.gz"));
+	assert_null(image_uv_wheel_version("uv-0.1/x-py3-none-any.whl"));
+	assert_null(image_uv_wheel_version("uv--py3-none-any.whl"));
+
+	_cleanup_free_ char *d = mktemp_dir();
+	_cleanup_free_ char *whl = make_uv_wheel(d, "1.2.3");
+	_cleanup_free_ char *bin = xasprintf("%s/bin", d);
+	mkdirs(bin);
+	struct pyti_err err = {0};
+	assert_int_equal(image_uv_extract(whl, "1.2.3", bin, &err), 0);
+	_cleanup_free_ char *uv = xasprintf("%s/uv", bin);
+	struct stat st;
+	assert_int_equal(lstat(uv, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0755);
+	assert_int_equal(st.st_size, (off_t)strlen("#!/bin/sh\necho uv\n"));
+	_cleanup_free_ char *escape = xasprintf("%s/uv", d);
+	assert_false(path_exists(escape)); /* "../uv" was not written */
+
+	/* an existing uv (or a link planted there) is not written through */
+	assert_int_equal(image_uv_extract(whl, "1.2.3", bin, &err), -1);
+	unlink(uv);
+	assert_int_equal(symlink("/tmp/pyti-test-uv-target", uv), 0);
+	pyti_err_clear(&err);
+	assert_int_equal(image_uv_extract(whl, "1.2.3", bin, &err), -1);
+	assert_false(path_exists("/tmp/pyti-test-uv-target"));
+	/* the wrong version: no such member */
+	unlink(uv);
+	pyti_err_clear(&err);
+	assert_int_equal(image_uv_extract(whl, "9.9.9", bin, &err), -1);
+	assert_false(path_exists(uv));
+	rmtree(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -534,6 +600,7 @@ int main(void)
 		cmocka_unit_test(test_apt_mirror_pick), cmocka_unit_test(test_dpkg_status),
 		cmocka_unit_test(test_up_to_date),     cmocka_unit_test(test_clean_stale),
 		cmocka_unit_test(test_find_list_rm),   cmocka_unit_test(test_unpack_rootfs),
+		cmocka_unit_test(test_uv),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
