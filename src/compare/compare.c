@@ -1,10 +1,8 @@
 /* compare: pairs of jobs of two runs, one verdict each, per-test changes, failure signatures,
  * slower tasks (docs/contracts.md "Compare"). Pure: JSON in, JSON out. */
-#include <ctype.h>
 #include <string.h>
 
 #include "compare-int.h"
-#include "store.h"
 
 #define CMP_GROUP_TESTS_MAX 100 /* test ids listed per group (its count is complete) */
 
@@ -24,181 +22,6 @@ int compare_verdict_parse(const char *name)
 		if (strcmp(name, verdict_names[i]) == 0)
 			return i;
 	return -1;
-}
-
-/* ---- one job ---- */
-
-/* Classes that say "the machine or its limits", not "the package": the pair is spurious. */
-static bool resource_class(const char *fc)
-{
-	static const char *const cls[] = {"OOM", "Timeout", "NoOutput", "NoSpace", "Crash", "Infra", "Network"};
-	for (size_t i = 0; fc && i < ARRAY_SIZE(cls); i++)
-		if (strcmp(fc, cls[i]) == 0)
-			return true;
-	return false;
-}
-
-/* The job's resource class: the job's, its error form's, or the first task's that has one. */
-const char *compare_job_resource_class(const json_t *job)
-{
-	const json_t *res = json_object_get(job, "results");
-	const char *fc = pj_str(job, "failure_class", NULL);
-	if (resource_class(fc))
-		return fc;
-	fc = pj_str(res, "failure_class", NULL);
-	if (resource_class(fc))
-		return fc;
-	size_t i;
-	json_t *t;
-	json_array_foreach(json_object_get(res, "tasks"), i, t) {
-		fc = pj_str(t, "failure_class", NULL);
-		if (resource_class(fc))
-			return fc;
-	}
-	return NULL;
-}
-
-enum outcome {
-	O_PASS,
-	O_FAIL,
-	O_SPURIOUS,
-	O_PENDING
-};
-
-static const char *job_verdict(const json_t *job)
-{
-	const char *v = pj_str(job, "verdict", NULL);
-	if (v)
-		return v;
-	const char *state = pj_str(job, "state", "done");
-	if (strcmp(state, "failed") == 0)
-		return "infra";
-	if (strcmp(state, "done") != 0)
-		return NULL;
-	return store_verdict_name(store_verdict_of(json_object_get(job, "results")));
-}
-
-static enum outcome job_outcome(const json_t *job)
-{
-	const char *state = pj_str(job, "state", "done");
-	if (strcmp(state, "done") != 0 && strcmp(state, "failed") != 0)
-		return O_PENDING;
-	if (compare_job_resource_class(job))
-		return O_SPURIOUS;
-	const char *v = job_verdict(job);
-	if (!v)
-		return O_PENDING;
-	if (strcmp(v, "passed") == 0 || strcmp(v, "no-tests") == 0)
-		return O_PASS;
-	if (strcmp(v, "infra") == 0)
-		return O_SPURIOUS;
-	return O_FAIL;
-}
-
-/* What a job says about its tests. */
-struct jtests {
-	json_t *fail; /* id → failure {"id","outcome","message","traceback"} (+ "text" from cases) */
-	json_t *all;  /* id → outcome, from "cases"; NULL when the job has none */
-	bool ran;     /* some task counted tests (or listed failures) */
-};
-
-static void jtests_free(struct jtests *t)
-{
-	json_decref(t->fail);
-	json_decref(t->all);
-}
-
-static void jtests_of(const json_t *job, struct jtests *t)
-{
-	t->fail = json_object();
-	t->all = NULL;
-	t->ran = false;
-	size_t i, k;
-	json_t *task, *f;
-	json_array_foreach(json_object_get(json_object_get(job, "results"), "tasks"), i, task) {
-		const json_t *tests = json_object_get(task, "tests");
-		if (!json_is_object(tests))
-			continue;
-		if (pj_int(tests, "total", 0) > 0 || json_array_size(json_object_get(tests, "failures")))
-			t->ran = true;
-		json_array_foreach(json_object_get(tests, "failures"), k, f) {
-			const char *id = pj_str(f, "id", NULL);
-			if (id && !json_object_get(t->fail, id))
-				json_object_set_new(t->fail, id, json_deep_copy(f));
-		}
-	}
-	const json_t *cases = json_object_get(job, "cases");
-	if (!json_is_array(cases))
-		return;
-	t->all = json_object();
-	json_t *c;
-	json_array_foreach(cases, i, c) {
-		const char *id = pj_str(c, "id", NULL), *oc = pj_str(c, "outcome", "passed");
-		if (!id)
-			continue;
-		t->ran = true;
-		const char *prev = pj_str(t->all, id, NULL);
-		/* a test id seen twice (parametrised ids cut short): failing wins */
-		if (!prev || strcmp(oc, "failed") == 0 || strcmp(oc, "error") == 0)
-			json_object_set_new(t->all, id, json_string(oc));
-		if (strcmp(oc, "failed") != 0 && strcmp(oc, "error") != 0)
-			continue;
-		json_t *have = json_object_get(t->fail, id);
-		if (!have) {
-			have = json_pack("{s:s, s:s, s:o, s:o}", "id", id, "outcome", oc, "message",
-					 json_incref(json_object_get(c, "message") ? json_object_get(c, "message")
-										   : json_null()),
-					 "traceback", json_null());
-			json_object_set_new(t->fail, id, have);
-		}
-		if (json_is_string(json_object_get(c, "text")))
-			json_object_set(have, "text", json_object_get(c, "text"));
-	}
-}
-
-static bool jt_failing(const struct jtests *t, const char *id)
-{
-	return json_object_get(t->fail, id) != NULL;
-}
-
-/* The test ran in this job and did not fail (when every case is known: present and not failing;
- * otherwise: the job's tests ran and the id is not among its failures). */
-static bool jt_not_failing(const struct jtests *t, const char *id)
-{
-	if (!t->ran || jt_failing(t, id))
-		return false;
-	return t->all ? json_object_get(t->all, id) != NULL : true;
-}
-
-static bool jt_passed(const struct jtests *t, const char *id)
-{
-	if (!t->ran || jt_failing(t, id))
-		return false;
-	if (!t->all)
-		return true;
-	const char *oc = pj_str(t->all, id, NULL);
-	return oc && (strcmp(oc, "passed") == 0 || strcmp(oc, "xfailed") == 0);
-}
-
-char *compare_broken_dependency(const json_t *job)
-{
-	const char *v = job_verdict(job);
-	if (!v || strcmp(v, "build-failed") != 0)
-		return NULL;
-	_cleanup_free_ char *own = compare_project_name(pj_str(job, "dist", ""));
-	const json_t *res = json_object_get(job, "results");
-	char *d = cmp_dep_from_text(pj_str(res, "error", NULL), own);
-	if (!d)
-		d = cmp_dep_from_text(pj_str(job, "error", NULL), own);
-	size_t i;
-	json_t *t;
-	json_array_foreach(json_object_get(res, "tasks"), i, t) {
-		if (d)
-			break;
-		if (strcmp(pj_str(t, "status", ""), "failed") == 0)
-			d = cmp_dep_from_text(pj_str(t, "output", NULL), own);
-	}
-	return d;
 }
 
 /* ---- pairs ---- */
@@ -279,9 +102,9 @@ static bool runs_disagree(const json_t *const *runs, size_t n)
 {
 	bool pass = false, fail = false;
 	for (size_t i = 0; i < n; i++) {
-		enum outcome o = job_outcome(runs[i]);
-		pass |= o == O_PASS;
-		fail |= o == O_FAIL;
+		enum cmp_outcome o = cmp_job_outcome(runs[i]);
+		pass |= o == CMP_O_PASS;
+		fail |= o == CMP_O_FAIL;
 	}
 	return pass && fail;
 }
@@ -291,7 +114,7 @@ static json_t *runs_verdicts(const json_t *const *runs, size_t n)
 	json_t *a = json_array();
 	for (size_t i = 0; i < n; i++) {
 		const char *rc = compare_job_resource_class(runs[i]);
-		const char *v = job_verdict(runs[i]);
+		const char *v = cmp_job_verdict(runs[i]);
 		json_array_append_new(a, json_string(rc ? rc : v ? v : "pending"));
 	}
 	return a;
@@ -304,17 +127,17 @@ static void flaky_tests(const json_t *const *runs, size_t n, const char *side, j
 	const json_t *kept[RUNS_MAX];
 	size_t nk = 0;
 	for (size_t i = 0; i < n && nk < RUNS_MAX; i++) {
-		enum outcome o = job_outcome(runs[i]);
-		if (o == O_PASS || o == O_FAIL)
+		enum cmp_outcome o = cmp_job_outcome(runs[i]);
+		if (o == CMP_O_PASS || o == CMP_O_FAIL)
 			kept[nk++] = runs[i];
 	}
 	runs = kept;
 	n = nk;
 	if (n < 2)
 		return;
-	struct jtests t[RUNS_MAX];
+	struct cmp_jtests t[RUNS_MAX];
 	for (size_t i = 0; i < n; i++)
-		jtests_of(runs[i], &t[i]);
+		cmp_jtests_of(runs[i], &t[i]);
 	json_t *ids = json_object();
 	for (size_t i = 0; i < n; i++) {
 		const char *id;
@@ -327,9 +150,9 @@ static void flaky_tests(const json_t *const *runs, size_t n, const char *side, j
 	json_object_foreach(ids, id, v) {
 		long failed = 0, present = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (jt_failing(&t[i], id))
+			if (cmp_jt_failing(&t[i], id))
 				failed++, present++;
-			else if (jt_not_failing(&t[i], id))
+			else if (cmp_jt_not_failing(&t[i], id))
 				present++;
 		}
 		if (failed > 0 && failed < present) {
@@ -342,7 +165,7 @@ static void flaky_tests(const json_t *const *runs, size_t n, const char *side, j
 	}
 	json_decref(ids);
 	for (size_t i = 0; i < n; i++)
-		jtests_free(&t[i]);
+		cmp_jtests_free(&t[i]);
 }
 
 static json_t *sorted_keys(json_t *set)
@@ -374,17 +197,17 @@ static json_t *pair_tests(const json_t *ja, const json_t *jb, const json_t *cons
 	flaky_tests(ra, na, "a", flaky, flaky_ids);
 	flaky_tests(rb, nb, "b", flaky, flaky_ids);
 	if (ja && jb) {
-		struct jtests a, b;
-		jtests_of(ja, &a);
-		jtests_of(jb, &b);
+		struct cmp_jtests a, b;
+		cmp_jtests_of(ja, &a);
+		cmp_jtests_of(jb, &b);
 		const char *id;
 		json_t *v;
 		json_object_foreach(b.fail, id, v) {
-			if (!json_object_get(flaky_ids, id) && jt_not_failing(&a, id))
+			if (!json_object_get(flaky_ids, id) && cmp_jt_not_failing(&a, id))
 				json_object_set_new(nf, id, json_true());
 		}
 		json_object_foreach(a.fail, id, v) {
-			if (!json_object_get(flaky_ids, id) && jt_passed(&b, id))
+			if (!json_object_get(flaky_ids, id) && cmp_jt_passed(&b, id))
 				json_object_set_new(np, id, json_true());
 		}
 		if (a.all && b.all && a.ran && b.ran) {
@@ -397,8 +220,8 @@ static json_t *pair_tests(const json_t *ja, const json_t *jb, const json_t *cons
 					json_object_set_new(rem, id, json_true());
 			}
 		}
-		jtests_free(&a);
-		jtests_free(&b);
+		cmp_jtests_free(&a);
+		cmp_jtests_free(&b);
 	}
 	json_t *out = json_pack("{s:o, s:o, s:o, s:o, s:o}", "newly_failing", sorted_keys(nf), "newly_passing",
 				sorted_keys(np), "added", sorted_keys(add), "removed", sorted_keys(rem), "flaky",
@@ -419,23 +242,23 @@ static enum compare_verdict pair_verdict(const json_t *const *ra, size_t na, con
 		return CMP_NEW;
 	if (!nb)
 		return CMP_GONE;
-	enum outcome a = job_outcome(ra[0]), b = job_outcome(rb[0]);
-	if (a == O_PENDING || b == O_PENDING)
+	enum cmp_outcome a = cmp_job_outcome(ra[0]), b = cmp_job_outcome(rb[0]);
+	if (a == CMP_O_PENDING || b == CMP_O_PENDING)
 		return CMP_PENDING;
-	if (a == O_SPURIOUS || b == O_SPURIOUS)
+	if (a == CMP_O_SPURIOUS || b == CMP_O_SPURIOUS)
 		return CMP_SPURIOUS;
 	if (runs_disagree(ra, na) || runs_disagree(rb, nb))
 		return CMP_FLAKY;
-	if (b == O_FAIL) {
+	if (b == CMP_O_FAIL) {
 		*dep = compare_broken_dependency(rb[0]);
-		_cleanup_free_ char *adep = a == O_FAIL ? compare_broken_dependency(ra[0]) : NULL;
+		_cleanup_free_ char *adep = a == CMP_O_FAIL ? compare_broken_dependency(ra[0]) : NULL;
 		if (*dep && !(adep && strcmp(adep, *dep) == 0))
 			return CMP_BROKEN_DEP;
 		free(*dep);
 		*dep = NULL;
-		return a == O_PASS ? CMP_REGRESSED : CMP_STILL_FAILING;
+		return a == CMP_O_PASS ? CMP_REGRESSED : CMP_STILL_FAILING;
 	}
-	return a == O_PASS ? CMP_STILL_PASSING : CMP_FIXED;
+	return a == CMP_O_PASS ? CMP_STILL_PASSING : CMP_FIXED;
 }
 
 /* ---- groups ---- */
@@ -512,8 +335,8 @@ static void pair_groups(json_t *groups, json_t *index, const json_t *pair, const
 		group_add(groups, index, sig, "job", dist, NULL);
 		return;
 	}
-	struct jtests b;
-	jtests_of(jb, &b);
+	struct cmp_jtests b;
+	cmp_jtests_of(jb, &b);
 	size_t i;
 	json_t *id;
 	json_array_foreach(nf, i, id) {
@@ -522,7 +345,7 @@ static void pair_groups(json_t *groups, json_t *index, const json_t *pair, const
 							     pj_str(f, "text", NULL));
 		group_add(groups, index, sig, "test", dist, json_string_value(id));
 	}
-	jtests_free(&b);
+	cmp_jtests_free(&b);
 }
 
 /* ---- slower ---- */
@@ -647,7 +470,7 @@ static json_t *make_pair(const json_t *ja, const json_t *jb, json_t *groups, jso
 	if (v == CMP_SPURIOUS)
 		cls = (ja && compare_job_resource_class(ja)) ? compare_job_resource_class(ja)
 							     : compare_job_resource_class(jb);
-	const char *va = ja ? job_verdict(ja) : NULL, *vb = jb ? job_verdict(jb) : NULL;
+	const char *va = ja ? cmp_job_verdict(ja) : NULL, *vb = jb ? cmp_job_verdict(jb) : NULL;
 	json_t *pair = json_pack(
 		"{s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?, s:s?, s:s?, s:{s:o, s:o}, s:o}", "dist",
 		pj_str(any, "dist", NULL), "a", ja ? pj_str(ja, "job_id", NULL) : NULL, "b",
@@ -661,9 +484,9 @@ static json_t *make_pair(const json_t *ja, const json_t *jb, json_t *groups, jso
 		 * machine, spurious or pending, confirms nothing, and does not make the pair flaky either) */
 		bool same = true;
 		for (size_t k = 1; k < na; k++)
-			same &= job_outcome(ra[k]) == job_outcome(ra[0]);
+			same &= cmp_job_outcome(ra[k]) == cmp_job_outcome(ra[0]);
 		for (size_t k = 1; k < nb; k++)
-			same &= job_outcome(rb[k]) == job_outcome(rb[0]);
+			same &= cmp_job_outcome(rb[k]) == cmp_job_outcome(rb[0]);
 		json_object_set_new(pair, "confirmed", json_boolean(same && v != CMP_FLAKY));
 	}
 	if (dist_differs_p(ja, jb))
@@ -796,9 +619,9 @@ json_t *compare_control(const json_t *run)
 			}
 		long pass = 0, fail = 0;
 		for (size_t k = 0; k < nr; k++) {
-			enum outcome o = job_outcome(runs[k]);
-			pass += o == O_PASS;
-			fail += o == O_FAIL;
+			enum cmp_outcome o = cmp_job_outcome(runs[k]);
+			pass += o == CMP_O_PASS;
+			fail += o == CMP_O_FAIL;
 		}
 		long counted = pass + fail;
 		json_array_append_new(packages,
