@@ -15,7 +15,9 @@ char *cmp_last_exception_line(const char *s);
 /* The normalised dependency a build failure's text names, if not own (caller frees), or NULL. */
 char *cmp_dep_from_text(const char *s, const char *own);
 
-/* The wheel set of pip's last "Successfully installed a-1 b-2" line in output: {name: version}, or NULL. */
+/* The wheel set an install's output reports: pip's "Successfully installed a-1 b-2" line, or uv's
+ * "Installed N packages in …" and its " + a==1" / " - a==0.9" lines, whichever comes last:
+ * {name: version} (names normalised), or NULL when the output has neither. */
 json_t *cmp_installed(const char *output);
 
 /* ---- one job (job.c) ---- */

@@ -269,18 +269,14 @@ char *cmp_dep_from_text(const char *s, const char *own)
 
 /* ---- the wheel set an install resolved ---- */
 
-json_t *cmp_installed(const char *output)
+#define CMP_WHEELS_MAX 10000   /* names in one set */
+#define CMP_WHEEL_LINE_MAX 512 /* bytes of one "name-version" word or uv change line */
+
+/* pip: the words of its last "Successfully installed a-1 b-c-2.0" line (line[0..len)) */
+static json_t *pip_set(const char *line, size_t len)
 {
-	static const char pfx[] = "Successfully installed ";
-	const char *line = NULL;
-	for (const char *p = output ? strstr(output, pfx) : NULL; p; p = strstr(p + 1, pfx))
-		if (p == output || p[-1] == '\n')
-			line = p + strlen(pfx);
-	if (!line)
-		return NULL;
 	json_t *set = json_object();
-	size_t len = strcspn(line, "\n");
-	for (size_t i = 0; i < len && json_object_size(set) < 10000;) {
+	for (size_t i = 0; i < len && json_object_size(set) < CMP_WHEELS_MAX;) {
 		size_t k = strcspn(line + i, " \r\n");
 		if (k > len - i)
 			k = len - i;
@@ -289,12 +285,87 @@ json_t *cmp_installed(const char *output)
 		for (size_t j = 0; j < k; j++)
 			if (w[j] == '-')
 				dash = w + j;
-		if (dash && dash > w && (size_t)(dash - w) + 1 < k && k < 512) {
+		if (dash && dash > w && (size_t)(dash - w) + 1 < k && k < CMP_WHEEL_LINE_MAX) {
 			char *name = cmp_normalise_name(w, (size_t)(dash - w));
-			json_object_set_new(set, name, pj_string_lossy(dash + 1, k - (size_t)(dash - w) - 1));
+			if (*name)
+				json_object_set_new(set, name, pj_string_lossy(dash + 1, k - (size_t)(dash - w) - 1));
 			free(name);
 		}
 		i += k + 1;
 	}
 	return set;
+}
+
+/* uv: "Installed N package(s) in …" at the start of a line; returns the text after that line */
+static const char *uv_after_summary(const char *p)
+{
+	static const char pfx[] = "Installed ";
+	if (strncmp(p, pfx, sizeof pfx - 1) != 0)
+		return NULL;
+	p += sizeof pfx - 1;
+	size_t d = strspn(p, "0123456789");
+	if (d == 0 || d > 9 || strncmp(p + d, " package", 8) != 0)
+		return NULL;
+	const char *nl = strchr(p, '\n');
+	return nl ? nl + 1 : p + strlen(p);
+}
+
+/* uv: the change lines after its summary, " + name==version", " - name==version" (removed),
+ * " ~ name==version" (reinstalled), each perhaps followed by " (from …)"; the first other line ends
+ * them. A removal takes out only the version it names, so "- six==1.16.0" and "+ six==1.17.0"
+ * leave six 1.17.0 in either order. */
+static json_t *uv_set(const char *p)
+{
+	json_t *set = json_object();
+	while (*p == ' ' && (p[1] == '+' || p[1] == '-' || p[1] == '~') && p[2] == ' ') {
+		char op = p[1];
+		const char *name = p + 3;
+		size_t len = strcspn(name, "\n");
+		const char *next = name[len] ? name + len + 1 : name + len;
+		size_t nl = strcspn(name, "= \t\r\n");
+		const char *v = name + nl;
+		if (len < CMP_WHEEL_LINE_MAX && nl > 0 && nl < len && strncmp(v, "==", 2) == 0) {
+			v += 2;
+			size_t vl = strcspn(v, " \t\r\n");
+			char *n = cmp_normalise_name(name, nl);
+			if (vl == 0 || !*n) {
+				/* not a change line: skip it */
+			} else if (op == '-') {
+				const char *have = pj_str(set, n, NULL);
+				if (have && strlen(have) == vl && strncmp(have, v, vl) == 0)
+					json_object_del(set, n);
+			} else if (json_object_size(set) < CMP_WHEELS_MAX) {
+				json_object_set_new(set, n, pj_string_lossy(v, vl));
+			}
+			free(n);
+		}
+		p = next;
+	}
+	return set;
+}
+
+json_t *cmp_installed(const char *output)
+{
+	static const char pfx[] = "Successfully installed ";
+	if (!output)
+		return NULL;
+	/* the last of pip's line and uv's summary decides: the install task runs one of them */
+	const char *pip = NULL, *uv = NULL;
+	for (const char *p = output; *p;) {
+		const char *after;
+		if (strncmp(p, pfx, sizeof pfx - 1) == 0) {
+			pip = p + sizeof pfx - 1;
+			uv = NULL;
+		} else if ((after = uv_after_summary(p))) {
+			uv = after;
+			pip = NULL;
+		}
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	if (pip)
+		return pip_set(pip, strcspn(pip, "\n"));
+	return uv ? uv_set(uv) : NULL;
 }

@@ -1,6 +1,7 @@
 /* libFuzzer: compare's text side (src/compare/signature.c) on what a tested package writes — a
  * failure's traceback line, message and text (NUL-separated in the input), a distribution name,
- * pip's output: the signature is a bounded, NUL-terminated string, names are normalised. */
+ * pip's or uv's install output: the signature is a bounded, NUL-terminated string, names (of the
+ * distribution, a broken dependency, an installed wheel) are normalised, wheel versions non-empty. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(dep);
 	free(n);
 	free(cmp_last_exception_line(parts[2] ? parts[2] : s));
-	json_decref(cmp_installed(s));
+	json_t *set = cmp_installed(s);
+	const char *k;
+	json_t *v;
+	json_object_foreach(set, k, v) {
+		const char *ver = json_string_value(v);
+		if (!*k || !ver || !*ver || json_object_size(set) > 10000)
+			__builtin_trap();
+		for (const char *p = k; *p; p++)
+			if (*p == '_' || *p == '.' || (*p >= 'A' && *p <= 'Z'))
+				__builtin_trap();
+	}
+	json_decref(set);
 	free(s);
 	return 0;
 }

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "compare.h"
+#include "compare-int.h"
 #include "store.h"
 
 /* A results.json with one test task: passed/failed, its failing test ids (NULL-terminated). */
@@ -129,6 +129,85 @@ static void test_verdicts(void **state)
 	assert_string_equal(pj_str(g, "signature", ""), "AssertionError: assert N == N");
 	assert_int_equal(json_array_size(json_object_get(cmp, "groups")), 1);
 	assert_null(compare_runs(a, json_object_get(b, "run"), NULL));
+}
+
+/* The wheel set an install task's output reports: pip's last "Successfully installed" line, uv's
+ * "Installed N packages" and its change lines (a removal takes out only the version it names),
+ * whichever comes last; lines that only look like them count for nothing. */
+static void test_installed(void **state)
+{
+	(void)state;
+	assert_null(cmp_installed(NULL));
+	assert_null(cmp_installed(""));
+	assert_null(cmp_installed("Resolved 3 packages in 5ms\n + a==1\n"));		   /* no summary: not uv's */
+	assert_null(cmp_installed("x Successfully installed a-1\nInstalled  packages\n")); /* not at a line start */
+
+	_cleanup_json_ json_t *pip = cmp_installed("Successfully installed old-0\nSuccessfully installed "
+						   "My_Pkg-1.0 b-c-2.0 -x y-\n");
+	assert_int_equal(json_object_size(pip), 2);
+	assert_string_equal(pj_str(pip, "my-pkg", ""), "1.0");
+	assert_string_equal(pj_str(pip, "b-c", ""), "2.0");
+
+	_cleanup_json_ json_t *uv = cmp_installed(
+		"Using Python 3.11.2 environment at: /tmp/pyti-venv\nResolved 5 packages in 4ms\n"
+		"Uninstalled 1 package in 1ms\nInstalled 5 packages in 9ms\n"
+		" + Pluggy==1.6.0\n + pkg==0.1 (from file:///io/wheels/pkg-0.1-py3-none-any.whl)\n"
+		" - six==1.16.0\n + six==1.17.0\n + zipp==3.20\n - zipp==3.19\n ~ iniconfig==2.1.0\n"
+		" - gone==1\n +  ==1\n + novers==\n + bad\nwarning: after the list\n + later==9\n");
+	assert_int_equal(json_object_size(uv), 5);
+	assert_string_equal(pj_str(uv, "pluggy", ""), "1.6.0");
+	assert_string_equal(pj_str(uv, "pkg", ""), "0.1");
+	assert_string_equal(pj_str(uv, "six", ""), "1.17.0");
+	assert_string_equal(pj_str(uv, "zipp", ""), "3.20");
+	assert_string_equal(pj_str(uv, "iniconfig", ""), "2.1.0");
+	assert_null(json_object_get(uv, "later"));
+
+	/* the later of the two decides */
+	_cleanup_json_ json_t *last_uv = cmp_installed(
+		"Successfully installed a-1\nInstalled 1 package in 1ms\n + b==2");
+	assert_int_equal(json_object_size(last_uv), 1);
+	assert_string_equal(pj_str(last_uv, "b", ""), "2");
+	_cleanup_json_ json_t *last_pip = cmp_installed(
+		"Installed 1 package in 1ms\n + b==2\nSuccessfully installed a-1");
+	assert_int_equal(json_object_size(last_pip), 1);
+	assert_string_equal(pj_str(last_pip, "a", ""), "1");
+
+	/* an over-long change line is skipped, the next one still read */
+	struct buf b = BUF_INIT(4096);
+	buf_puts(&b, "Installed 2 packages in 1ms\n + ");
+	for (int i = 0; i < 600; i++)
+		buf_puts(&b, "x");
+	buf_puts(&b, "==1\n + ok==1\n");
+	_cleanup_json_ json_t *longl = cmp_installed(b.data);
+	buf_free(&b);
+	assert_int_equal(json_object_size(longl), 1);
+	assert_string_equal(pj_str(longl, "ok", ""), "1");
+
+	/* a pair whose sides used pip (a) and uv (b): the wheel diff reads both */
+	_cleanup_json_ json_t *a = run(
+		"ra", json_pack("[o]", job("ja1", "reg==1", "bookworm", "passed", results("passed", NULL))));
+	_cleanup_json_ json_t *bb = run(
+		"rb", json_pack("[o]", job("jb1", "reg==1", "bookworm", "test-failed", results("failed", T1))));
+	json_object_set_new(
+		json_array_get(
+			json_object_get(json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "results"),
+					"tasks"),
+			0),
+		"output", json_string("Successfully installed reg-1 six-1.16.0\n"));
+	json_object_set_new(
+		json_array_get(
+			json_object_get(json_object_get(json_array_get(json_object_get(bb, "jobs"), 0), "results"),
+					"tasks"),
+			0),
+		"output",
+		json_string("Resolved 2 packages in 1ms\nInstalled 2 packages in 2ms\n + reg==1\n + six==1.17.0\n"));
+	_cleanup_json_ json_t *cmp = compare_runs(a, bb, NULL);
+	assert_non_null(cmp);
+	const json_t *w = json_object_get(pair_of(cmp, "reg==1"), "wheels");
+	assert_int_equal(json_array_size(w), 1);
+	assert_string_equal(pj_str(json_array_get(w, 0), "name", ""), "six");
+	assert_string_equal(pj_str(json_array_get(w, 0), "a", ""), "1.16.0");
+	assert_string_equal(pj_str(json_array_get(w, 0), "b", ""), "1.17.0");
 }
 
 static void test_spurious_and_pending(void **state)
@@ -496,6 +575,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_verdicts),
+		cmocka_unit_test(test_installed),
 		cmocka_unit_test(test_spurious_and_pending),
 		cmocka_unit_test(test_broken_dependency),
 		cmocka_unit_test(test_flaky_reruns),
