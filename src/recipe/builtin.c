@@ -16,11 +16,13 @@ static const char builtin_default[] =
 	 * cannot shadow what the resolver chose; pip itself stays the image's, pointed at the venv
 	 * with --python (pip >= 22.3), so the venv needs no pip of its own. uv, when the image has it
 	 * (src/image/uv.c), installs the same set from the same wheelhouse about ten times faster
-	 * (bench/install); its own configuration files are not read. */
+	 * (bench/install); its own configuration files are not read. PYTI_INSTALLER=pip (pyti run
+	 * -e) keeps pip. Either installer gets the same arguments, on one line. */
 	"run = /usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
 	/* continuation lines join with "\n": each line is one shell command line */
-	"  if [ -x /usr/local/bin/uv ]; then /usr/local/bin/uv pip install --no-config --no-cache --offline --python /tmp/pyti-venv/bin/python --no-index --find-links /io/wheels '{requirement}' {test_requirements};\n"
-	"  else /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input --no-index --find-links /io/wheels '{requirement}' {test_requirements}; fi\n"
+	"  if [ -x /usr/local/bin/uv ] && [ \"$PYTI_INSTALLER\" != pip ]; then set -- /usr/local/bin/uv pip install --no-config --no-cache --offline --python /tmp/pyti-venv/bin/python;\n"
+	"  else set -- /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check --no-input; fi &&\n"
+	"  \"$@\" --no-index --find-links /io/wheels '{requirement}' {test_requirements}\n"
 	"timeout = 10m\n"
 	"\n"
 	"[task:import]\n"

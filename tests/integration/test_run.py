@@ -2,6 +2,7 @@
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -69,9 +70,34 @@ def test_dependency_groups(pyti, tmp_path, form):
     job = Path(res["job_dir"])
     assert (job / "test-requirements.txt").read_text().splitlines() == ["pytest", "pytest-cov", "six"]
     assert any(w.name.startswith("six-") for w in (job / "wheels").iterdir())
+    # one install command takes the file, whichever installer (uv or pip) the image gives it
     install = next(t for t in json.loads((job / "job.json").read_text())["tasks"] if t["name"] == "install")
-    assert install["run"].endswith(" -r /io/test-requirements.txt")
+    assert install["run"].count(" -r /io/test-requirements.txt") == 1, install["run"]
+    assert install["run"].endswith(" -r /io/test-requirements.txt"), install["run"]
+    # and installed it: six is in what pip ("Successfully installed … six-1.x") or uv (" + six==1.x") says
+    assert re.search(r"(?m)^(Successfully installed .*\bsix-\d| \+ six==\d)", task(res, "install")["output"]), \
+        task(res, "install")["output"][-3000:]
     shutil.rmtree(job)
+
+
+def test_install_uv_or_pip(pyti, state_dir, tmp_path):
+    """The default install task uses the image's uv when it has one (`pyti image build` adds it),
+    pip when it has none or the job sets PYTI_INSTALLER=pip; both install the same set."""
+    has_uv = (Path(state_dir) / "images" / "bookworm" / "rootfs" / "usr" / "local" / "bin" / "uv").exists()
+    d = make_demo_project(tmp_path, name="pyti_uv_demo", failing=0)
+    sets = {}
+    for env in ([], ["-e", "PYTI_INSTALLER=pip"]):
+        r, res = run_json(pyti, *env, d)
+        assert r.returncode == 0, r.stderr + json.dumps(res)[:3000]
+        out = task(res, "install")["output"]
+        uv = has_uv and not env
+        assert bool(re.search(r"(?m)^Installed \d+ packages? in ", out)) == uv, out[-3000:]
+        assert bool(re.search(r"(?m)^Successfully installed ", out)) == (not uv), out[-3000:]
+        sets[bool(env)] = sorted(re.findall(r"(?m)^ \+ ([\w.-]+)==", out) if uv else
+                                 re.search(r"(?m)^Successfully installed (.*)$", out).group(1).split())
+    if has_uv:
+        pip = sorted(w.rsplit("-", 1)[0].lower().replace("_", "-") for w in sets[True])
+        assert sets[False] == pip, sets
 
 
 def test_local_project_counts(pyti, demo, tmp_path):

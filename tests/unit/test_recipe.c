@@ -317,15 +317,15 @@ static void test_builtin_default(void **state)
 	assert_null(strstr(r->tasks[0].run, "--system-site-packages"));
 	assert_non_null(strstr(r->tasks[0].run, "/usr/bin/python3 -m venv --without-pip /tmp/pyti-venv"));
 	assert_non_null(strstr(r->tasks[0].run, "--no-index --find-links /io/wheels '{requirement}'"));
-	/* three shell lines: the venv, then uv when the image has it, else pip (each not split) */
+	/* four shell lines: the venv, the installer (uv when the image has it and PYTI_INSTALLER is not
+	 * pip, else pip), then one install command with the same arguments for either */
 	assert_string_equal(r->tasks[0].run,
 			    "/usr/bin/python3 -m venv --without-pip /tmp/pyti-venv &&\n"
-			    "if [ -x /usr/local/bin/uv ]; then /usr/local/bin/uv pip install --no-config --no-cache --offline "
-			    "--python /tmp/pyti-venv/bin/python --no-index --find-links /io/wheels '{requirement}' "
-			    "{test_requirements};\n"
-			    "else /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install --disable-pip-version-check "
-			    "--no-input --no-index "
-			    "--find-links /io/wheels '{requirement}' {test_requirements}; fi");
+			    "if [ -x /usr/local/bin/uv ] && [ \"$PYTI_INSTALLER\" != pip ]; then set -- /usr/local/bin/uv pip "
+			    "install --no-config --no-cache --offline --python /tmp/pyti-venv/bin/python;\n"
+			    "else set -- /usr/bin/python3 -m pip --python /tmp/pyti-venv/bin/python install "
+			    "--disable-pip-version-check --no-input; fi &&\n"
+			    "\"$@\" --no-index --find-links /io/wheels '{requirement}' {test_requirements}");
 	recipe_free(r);
 
 	assert_int_equal(recipe_load("default", &r, &err), 0);
