@@ -104,21 +104,30 @@ static bool is_minimal_name(const char *name)
 	return str_has_suffix(name, MINIMAL_SUFFIX) && strlen(name) > strlen(MINIMAL_SUFFIX);
 }
 
-/* An image whose manifest records another package list than its profile's (or none: images from
- * before the list was recorded) lacks what this pyti's recipes expect, e.g. the build tools. */
-static bool include_matches(const char *manifest, bool minimal)
+/* What an image lacks that this pyti's recipes expect: its manifest records another package list
+ * than its profile's (or none: images from before the list was recorded), e.g. the build tools; or
+ * no "uv" key (its version, or null when the build could not get it: images from before uv). */
+enum image_lack {
+	IMAGE_LACK_NONE,
+	IMAGE_LACK_PACKAGES,
+	IMAGE_LACK_UV
+};
+
+static enum image_lack image_lacks(const char *manifest, bool minimal)
 {
 	_cleanup_json_ json_t *m = pj_load_file(manifest, NULL);
-	/* "uv": its version, or null when the build could not get it (images from before have no key) */
-	return m && strcmp(pj_str(m, "include", ""), minimal ? INCLUDE_MINIMAL : INCLUDE_PKGS) == 0 &&
-	       json_object_get(m, "uv");
+	if (!m || strcmp(pj_str(m, "include", ""), minimal ? INCLUDE_MINIMAL : INCLUDE_PKGS) != 0)
+		return IMAGE_LACK_PACKAGES;
+	return json_object_get(m, "uv") ? IMAGE_LACK_NONE : IMAGE_LACK_UV;
 }
 
-bool image_outdated(const char *state_dir, const char *suite)
+static enum image_lack lacks_of(const char *state_dir, const char *suite)
 {
 	_cleanup_free_ char *m = xasprintf("%s/images/%s/manifest.json", state_dir, suite);
-	return path_exists(m) && !include_matches(m, is_minimal_name(suite));
+	return path_exists(m) ? image_lacks(m, is_minimal_name(suite)) : IMAGE_LACK_NONE;
 }
+
+bool image_outdated(const char *state_dir, const char *suite) { return lacks_of(state_dir, suite) != IMAGE_LACK_NONE; }
 
 /* Complete: a manifest and a root file system. */
 static bool image_complete(const char *state_dir, const char *suite)
@@ -167,12 +176,15 @@ int image_find(const char *state_dir, const char *suite, struct image_info *out,
 	}
 	/* Usable, but without what this pyti installs into images (the build tools): say so once per
 	 * use rather than refuse, so that a dev machine keeps working until it rebuilds. */
-	if (image_outdated(state_dir, suite)) {
+	enum image_lack lack = lacks_of(state_dir, suite);
+	if (lack != IMAGE_LACK_NONE) {
 		bool min = is_minimal_name(suite);
-		log_warn("the %s image in %s/images was built with another package list than this pyti's%s; "
-			 "`pyti image build --suite %.*s%s` rebuilds it",
-			 suite, state_dir, min ? "" : " (without the build tools, C extensions may not build)",
-			 (int)(strlen(suite) - (min ? strlen(MINIMAL_SUFFIX) : 0)), suite,
+		const char *what = lack == IMAGE_LACK_UV ? " was built before images carried uv (the install task uses pip)"
+			: min ? " was built with another package list than this pyti's"
+			      : " was built with another package list than this pyti's (without the build tools, C "
+				"extensions may not build)";
+		log_warn("the %s image in %s/images%s; `pyti image build --suite %.*s%s` rebuilds it", suite, state_dir,
+			 what, (int)(strlen(suite) - (min ? strlen(MINIMAL_SUFFIX) : 0)), suite,
 			 min ? " --profile minimal" : "");
 	}
 	return info_load(state_dir, suite, out, err);

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -62,6 +63,15 @@ def test_image_layout(pyti, state_dir):
     # trimmed
     assert not list((root / "var/lib/apt/lists").glob("*_Packages"))
     assert not (root / "usr/share/doc").exists()
+    # uv (from PyPI, for the install task): its version and the executable, or null and none
+    assert "uv" in m
+    uv = root / "usr" / "local" / "bin" / "uv"
+    if m["uv"] is None:
+        assert not uv.exists()
+    else:
+        assert re.fullmatch(r"[0-9][0-9a-z.]*", m["uv"]), m["uv"]
+        st = uv.lstat()
+        assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o755 and st.st_size > 1 << 20
     # no half-built leftovers next to it
     assert not [p for p in (Path(state_dir) / "images").iterdir() if ".tmp." in p.name]
 

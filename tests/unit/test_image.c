@@ -285,6 +285,16 @@ static void test_up_to_date(void **state)
 	write_text(m, "{\"suite\":\"bookworm\",\"python\":\"3.11.2\"}");
 	assert_true(image_outdated(s, "bookworm"));
 	assert_false(image_up_to_date(s, "bookworm"));
+	/* the current list but no "uv" key: from before uv (rebuilt); "uv": null is current (uv could
+	 * not be fetched: the install task uses pip) */
+	_cleanup_free_ char *no_uv = xasprintf("{\"suite\":\"bookworm\",\"python\":\"3.11.2\",\"include\":\"%s\"}",
+					       image_include_packages());
+	_cleanup_free_ char *uv_null = xasprintf(
+		"{\"suite\":\"bookworm\",\"python\":\"3.11.2\",\"include\":\"%s\",\"uv\":null}", image_include_packages());
+	write_text(m, no_uv);
+	assert_true(image_outdated(s, "bookworm"));
+	write_text(m, uv_null);
+	assert_false(image_outdated(s, "bookworm"));
 	{
 		struct image_info info;
 		assert_int_equal(image_find(s, "bookworm", &info, &err), 0);
