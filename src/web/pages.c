@@ -95,35 +95,44 @@ static const char *const run_cols[][2] = {
 	{"tests_passed", "passed"}, {"tests_failed", "failed"}, {"attempt", "attempt"},
 };
 
-static void query_link(struct buf *b, const char *run_id, const char *state, const char *cls, const char *sort,
+/* the filters of a run page: ?state=…&verdict=…&class=… */
+#define N_FILTERS 3
+static const char *const filter_keys[N_FILTERS] = {"state", "verdict", "class"};
+static const char *const filter_fields[N_FILTERS] = {"state", "verdict", "failure_class"};
+
+static void query_link(struct buf *b, const char *run_id, const char *const f[N_FILTERS], const char *sort,
 		       const char *dir)
 {
 	buf_puts(b, "/run/");
 	h_s(b, run_id);
 	char sep = '?';
-	const char *kv[][2] = {{"state", state}, {"class", cls}, {"sort", sort}, {"dir", dir}};
-	for (size_t i = 0; i < 4; i++)
-		if (kv[i][1]) {
-			buf_printf(b, "%c%s=", sep, kv[i][0]);
-			h_s(b, kv[i][1]); /* states, classes and column keys are plain words */
+	for (size_t i = 0; i < N_FILTERS + 2; i++) {
+		const char *k = i < N_FILTERS ? filter_keys[i] : i == N_FILTERS ? "sort" : "dir";
+		const char *v = i < N_FILTERS ? f[i] : i == N_FILTERS ? sort : dir;
+		if (v) {
+			buf_printf(b, "%c%s=", sep, k);
+			h_s(b, v); /* states, verdicts, classes and column keys are plain words */
 			sep = '&';
 		}
+	}
 }
 
-static void filter_links(struct buf *b, const char *run_id, const char *label, const char *key, json_t *values,
-			 const char *state, const char *cls, const char *sort, const char *dir)
+static void filter_links(struct buf *b, const char *run_id, size_t which, json_t *values, const char *const f[N_FILTERS],
+			 const char *sort, const char *dir)
 {
-	bool is_state = strcmp(key, "state") == 0;
-	const char *cur = is_state ? state : cls;
-	buf_printf(b, "<p class=\"filters\" id=\"filter-%s\">%s: <a href=\"", key, label);
-	query_link(b, run_id, is_state ? NULL : state, is_state ? cls : NULL, sort, dir);
-	buf_printf(b, "\"%s>all</a>", cur ? "" : " class=\"here\"");
+	const char *g[N_FILTERS];
+	memcpy(g, f, sizeof g);
+	g[which] = NULL;
+	buf_printf(b, "<p class=\"filters\" id=\"filter-%s\">%s: <a href=\"", filter_keys[which], filter_keys[which]);
+	query_link(b, run_id, g, sort, dir);
+	buf_printf(b, "\"%s>all</a>", f[which] ? "" : " class=\"here\"");
 	const char *k;
 	json_t *n;
 	json_object_foreach(values, k, n) {
+		g[which] = k;
 		buf_puts(b, " <a href=\"");
-		query_link(b, run_id, is_state ? k : state, is_state ? cls : k, sort, dir);
-		buf_printf(b, "\"%s>", cur && strcmp(cur, k) == 0 ? " class=\"here\"" : "");
+		query_link(b, run_id, g, sort, dir);
+		buf_printf(b, "\"%s>", f[which] && strcmp(f[which], k) == 0 ? " class=\"here\"" : "");
 		h_s(b, k);
 		buf_printf(b, " (%lld)</a>", (long long)json_integer_value(n));
 	}
@@ -139,7 +148,9 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 	*json = doc;
 	const json_t *run = json_object_get(doc, "run");
 	const char *run_id = pj_str(run, "run_id", id);
-	const char *state = page_arg(c->rq, "state"), *cls = page_arg(c->rq, "class");
+	const char *f[N_FILTERS];
+	for (size_t k = 0; k < N_FILTERS; k++)
+		f[k] = page_arg(c->rq, filter_keys[k]);
 	const char *sort = page_arg(c->rq, "sort"), *dir = page_arg(c->rq, "dir");
 	bool known = false;
 	for (size_t i = 0; sort && i < sizeof run_cols / sizeof *run_cols; i++)
@@ -152,22 +163,26 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 	json_t *all = json_object_get(doc, "jobs"), *j;
 	size_t n = 0, i;
 	json_t **rows = xcalloc(json_array_size(all) + 1, sizeof *rows);
-	_cleanup_json_ json_t *classes = json_object(), *states = json_object();
+	json_t *seen[N_FILTERS]; /* value → jobs, for the filter links */
+	for (size_t k = 0; k < N_FILTERS; k++)
+		seen[k] = json_object();
 	long long not_passed = 0;
 	json_array_foreach(all, i, j) {
-		const char *js = pj_str(j, "state", ""), *jc = pj_str(j, "failure_class", NULL);
-		json_object_set_new(states, js, json_integer(jint(states, js) + 1));
-		if (jc)
-			json_object_set_new(classes, jc, json_integer(jint(classes, jc) + 1));
+		const char *js = pj_str(j, "state", "");
 		if ((strcmp(js, "done") == 0 || strcmp(js, "failed") == 0 || strcmp(js, "cancelled") == 0) &&
 		    strcmp(pj_str(j, "verdict", ""), "passed") != 0)
 			not_passed++;
 		json_object_set_new(j, "seq_", json_integer((json_int_t)i));
-		if (state && strcmp(js, state) != 0)
-			continue;
-		if (cls && (!jc || strcmp(jc, cls) != 0))
-			continue;
-		rows[n++] = j;
+		bool keep = true;
+		for (size_t k = 0; k < N_FILTERS; k++) {
+			const char *v = pj_str(j, filter_fields[k], NULL);
+			if (v)
+				json_object_set_new(seen[k], v, json_integer(jint(seen[k], v) + 1));
+			if (f[k] && (!v || strcmp(v, f[k]) != 0))
+				keep = false;
+		}
+		if (keep)
+			rows[n++] = j;
 	}
 	if (sort) {
 		sort_key = sort;
@@ -204,9 +219,11 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 	buf_puts(b, "</dl>");
 	h_bar(b, cn, v, jint(run, "jobs"));
 
-	filter_links(b, run_id, "state", "state", states, state, cls, sort, dir);
-	if (json_object_size(classes))
-		filter_links(b, run_id, "failure class", "class", classes, state, cls, sort, dir);
+	for (size_t q = 0; q < N_FILTERS; q++) {
+		if (json_object_size(seen[q]) || f[q])
+			filter_links(b, run_id, q, seen[q], f, sort, dir);
+		json_decref(seen[q]);
+	}
 
 	/* the chart of job durations (what is shown, in the order shown) */
 	_cleanup_json_ json_t *chart = json_pack("{s:s, s:[], s:[]}", "kind", "durations", "labels", "values");
@@ -224,7 +241,7 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 		bool here = sort && strcmp(sort, run_cols[col][0]) == 0;
 		buf_printf(b, "<th data-col=\"%s\"%s><a href=\"", run_cols[col][0],
 			   here ? (desc ? " aria-sort=\"descending\"" : " aria-sort=\"ascending\"") : "");
-		query_link(b, run_id, state, cls, run_cols[col][0], here && !desc ? "desc" : "asc");
+		query_link(b, run_id, f, run_cols[col][0], here && !desc ? "desc" : "asc");
 		buf_printf(b, "\">%s%s</a></th>", run_cols[col][1], here ? (desc ? " ▼" : " ▲") : "");
 	}
 	buf_puts(b, "</tr></thead><tbody>");

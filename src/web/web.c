@@ -253,7 +253,7 @@ int web_handle(struct store *st, const struct web_request *rq, struct web_respon
 	json_t *doc = NULL;
 	int rc;
 	const char *id;
-	if (strcmp(path, "/") == 0) {
+	if (strcmp(path, "/") == 0 || strcmp(path, "/runs") == 0) {
 		const char *d = page_arg(rq, "dist");
 		if (d) { /* the search box */
 			struct buf loc = BUF_INIT(0);

@@ -92,7 +92,7 @@
         const doc = await r.json();
         going = url.startsWith("/api/run/") ? updateRun(doc) : updateJob(doc);
       } catch (e) { /* try again */ }
-      if (going) setTimeout(poll, every); else location.reload();
+      if (going) setTimeout(poll, every); // else: the run ended; the page stays as it is now
     }
     setTimeout(poll, every);
   }
