@@ -16,6 +16,7 @@
 #include <microhttpd.h>
 
 #include "master-int.h"
+#include "web.h"
 
 /* ---- the event log ---- */
 void master_log(struct master *m, const char *event, const char *fmt, ...)
@@ -134,16 +135,8 @@ void master_work_wait(struct master *m, double deadline, double step)
 /* The grants of an "Authorization: Bearer TOKEN" header: the token's SHA-256 is compared with every
  * configured hash, each comparison reading all 32 bytes, so that the time taken says nothing about
  * how close a guess was (nor which list matched). */
-static unsigned token_grants(const struct master_config *c, const char *header)
+static unsigned grants_of(const struct master_config *c, const char *tok, size_t n)
 {
-	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
-		return 0;
-	const char *tok = header + 7;
-	while (*tok == ' ')
-		tok++;
-	size_t n = strlen(tok);
-	while (n && tok[n - 1] == ' ')
-		n--;
 	if (n == 0)
 		return 0;
 	char hex[65];
@@ -168,6 +161,19 @@ static unsigned token_grants(const struct master_config *c, const char *header)
 	return grants;
 }
 
+static unsigned token_grants(const struct master_config *c, const char *header)
+{
+	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+		return 0;
+	const char *tok = header + 7;
+	while (*tok == ' ')
+		tok++;
+	size_t n = strlen(tok);
+	while (n && tok[n - 1] == ' ')
+		n--;
+	return grants_of(c, tok, n);
+}
+
 /* ---- HTTP ---- */
 struct req {
 	struct master *m;
@@ -176,6 +182,7 @@ struct req {
 	unsigned grants;  /* what its Authorization header proved */
 	size_t accounted; /* bytes of body counted in m->buffered */
 	bool too_large;
+	bool web;  /* a page of the web UI (not /rpc) */
 	bool busy; /* the master's buffer budget was spent: answered -32002 */
 	bool answered;
 };
@@ -223,6 +230,91 @@ static enum MHD_Result too_large(struct master *m, struct MHD_Connection *conn, 
 					    json_pack("{s:I}", "limit", (json_int_t)limit)));
 }
 
+/* ---- the web UI (src/web) ---- */
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct web_request *wr = cls;
+	if (key && wr->n_args < WEB_MAX_ARGS)
+		wr->args[wr->n_args++] = (struct web_arg){key, value ? value : ""};
+	return MHD_YES;
+}
+
+static bool web_user_token(void *ctx, const char *token)
+{
+	const struct master *m = ctx;
+	return (grants_of(m->cfg, token, strlen(token)) & RPC_GRANT_USER) != 0;
+}
+
+static enum MHD_Result serve_web(struct master *m, struct MHD_Connection *conn, const char *url, const char *method,
+				 struct req *rq)
+{
+	struct web_request wr = {
+		.method = method,
+		.path = url,
+		.accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT),
+		.origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"),
+		.host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+		.fetch_site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site"),
+		.user = (rq->grants & RPC_GRANT_USER) != 0,
+		.user_token = web_user_token,
+		.ctx = m,
+	};
+	struct web_response out = {0};
+	_cleanup_free_ char *form = NULL;
+	if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+		const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+		if (rq->too_large || rq->body.truncated)
+			return send_body(conn, MHD_HTTP_CONTENT_TOO_LARGE, xstrdup("form too large\n"), "text/plain");
+		if (ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 &&
+		    web_parse_form(rq->body.data ? rq->body.data : "", rq->body.len, &wr, &form) < 0)
+			return send_body(conn, MHD_HTTP_BAD_REQUEST, xstrdup("not a form\n"), "text/plain");
+	} else {
+		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, &wr);
+	}
+	if (web_is_static(url)) {
+		web_handle(NULL, &wr, &out);
+	} else {
+		struct master_handle h;
+		struct rpc_error e = {0};
+		if (master_handle_get(m, &h, &e) < 0) {
+			rpc_error_clear(&e);
+			return send_body(conn, MHD_HTTP_SERVICE_UNAVAILABLE, xstrdup("the store is busy or unavailable\n"),
+					 "text/plain");
+		}
+		web_handle(h.st, &wr, &out);
+		master_handle_put(&h);
+	}
+	if (out.queued_work) {
+		master_work_signal(m);
+		master_log(m, "rerun", "via=web path=%s", url);
+	}
+	struct MHD_Response *r = MHD_create_response_from_buffer(out.len, out.body ? out.body : (char *)"",
+								 out.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	out.body = NULL;
+	if (!r) {
+		web_response_free(&out);
+		return MHD_NO;
+	}
+	if (out.ctype)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, out.ctype);
+	MHD_add_response_header(r, "Content-Security-Policy", web_csp);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "X-Frame-Options", "DENY");
+	MHD_add_response_header(r, "Referrer-Policy", "same-origin");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, out.static_file ? "max-age=3600" : "no-store");
+	if (out.location)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, out.location);
+	if (out.disposition)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_DISPOSITION, out.disposition);
+	if (out.status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
+	enum MHD_Result ret = MHD_queue_response(conn, out.status, r);
+	MHD_destroy_response(r);
+	web_response_free(&out);
+	return ret;
+}
+
 static bool json_ctype(const char *ct)
 {
 	if (!ct)
@@ -253,11 +345,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		pthread_mutex_lock(&m->mu);
 		m->inflight++;
 		pthread_mutex_unlock(&m->mu);
-		/* answered at once, before any body is read (MHD then closes the connection) */
+		/* the web UI: GET and HEAD at once, a POST (a form) once its small body is in */
 		if (strcmp(url, "/rpc") != 0) {
-			rq->answered = true;
-			return send_body(conn, MHD_HTTP_NOT_FOUND, xstrdup("not found: the API is POST /rpc\n"),
-					 "text/plain");
+			rq->web = true;
+			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+				rq->answered = true;
+				return serve_web(m, conn, url, method, rq);
+			}
+			rq->body.max = WEB_FORM_LIMIT;
+			return MHD_YES;
 		}
 		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
 			rq->answered = true;
@@ -304,6 +400,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	rq->answered = true;
+	if (rq->web)
+		return serve_web(m, conn, url, method, rq);
 	if (rq->too_large)
 		return too_large(m, conn, rq->limit);
 	if (rq->busy) {

@@ -163,7 +163,7 @@ out:
 	return rc;
 }
 
-int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err)
+static int rerun(struct store *st, const char *id, bool failed_only, json_t **out, struct pyti_err *err)
 {
 	*out = NULL;
 	char kind = store_id_kind(id);
@@ -177,8 +177,11 @@ int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err 
 	struct sparam p[] = {P_T(id)};
 	if ((rc = st_begin(st, err)) < 0 ||
 	    (rc = st_query(st,
-			   kind == 'r' ? "SELECT run_id, dist, suite FROM jobs WHERE run_id = ? ORDER BY seq"
-				       : "SELECT run_id, dist, suite FROM jobs WHERE id = ?",
+			   kind == 'j'	  ? "SELECT run_id, dist, suite FROM jobs WHERE id = ?"
+			   : failed_only ? "SELECT run_id, dist, suite FROM jobs WHERE run_id = ?"
+					   " AND state IN ('done', 'failed', 'cancelled')"
+					   " AND (verdict IS NULL OR verdict <> 'passed') ORDER BY seq"
+					 : "SELECT run_id, dist, suite FROM jobs WHERE run_id = ? ORDER BY seq",
 			   p, NP(p), &jobs, err)) < 0)
 		goto out;
 	if (jobs.nrow == 0) {
@@ -214,6 +217,20 @@ int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err 
 out:
 	store_unlock(st);
 	return rc;
+}
+
+int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err)
+{
+	return rerun(st, id, false, out, err);
+}
+
+int store_rerun_failed(struct store *st, const char *run_id, json_t **out, struct pyti_err *err)
+{
+	if (store_id_kind(run_id) != 'r') {
+		*out = NULL;
+		return st_fail(err, STORE_E_INVALID, "rerun: '%s' is not a run id", run_id ? run_id : "");
+	}
+	return rerun(st, run_id, true, out, err);
 }
 
 int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE], struct pyti_err *err)

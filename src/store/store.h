@@ -150,6 +150,9 @@ int store_submit(struct store *st, const struct store_run_spec *spec, json_t **o
  * one job (j…), with the same dists, suites, recipe, backend, env, posargs and priority. *out as
  * store_submit's. */
 int store_rerun(struct store *st, const char *id, json_t **out, struct pyti_err *err);
+/* The same for the jobs of run_id that ended without passing (a verdict other than passed, or
+ * failed/cancelled without one). None: STORE_E_NOTFOUND. */
+int store_rerun_failed(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
 /* A run without jobs (spec->dists is ignored), for jobs recorded as they end (store_record_job). */
 int store_run_new(struct store *st, const struct store_run_spec *spec, char run_id[STORE_ID_SIZE],
 		  struct pyti_err *err);
@@ -252,6 +255,21 @@ int store_runs(struct store *st, const struct store_runs_query *q, json_t **out,
  * "wall_s", "result"}], "testcases": [{"task", "id", "outcome", "message"}], "artefacts": [{"name",
  * "sha256", "size"}]}]}}. A unique prefix of an id (at least 5 characters) is accepted. */
 int store_show(struct store *st, const char *id, json_t **out, struct pyti_err *err);
+
+/* ---- the web UI's tables (web.c) ---- */
+/* {"run": status's run, "jobs": [{"job_id", "dist", "suite", "state", "attempt", "verdict",
+ * "failure_class", "worker_id", "started", "duration_s", "tests_passed", "tests_failed", "progress"}]} */
+int store_run_jobs(struct store *st, const char *run_id, json_t **out, struct pyti_err *err);
+/* {"dist", "jobs": [{"job_id", "run_id", "created" (the run's), "suite", "state", "verdict",
+ * "failure_class", "duration_s", "tests_passed", "tests_failed"}]} newest run first, at most limit
+ * (0: 200) */
+int store_dist_history(struct store *st, const char *dist, int limit, json_t **out, struct pyti_err *err);
+/* {"jobs": [{"job_id", "run_id", "dist", "suite", "state", "priority", "attempt", "max_attempts",
+ * "worker_id", "created", "lease_expires", "progress"}]}: leased first, then queued by priority
+ * (highest first) and age; at most limit (0: 500) */
+int store_queue(struct store *st, int limit, json_t **out, struct pyti_err *err);
+/* Add "dists" and "suites" (distinct counts of its jobs) to each run of store_runs()'s answer. */
+int store_runs_axes(struct store *st, json_t *runs, struct pyti_err *err);
 
 /* ---- blobs: content-addressed (sha256 of the uncompressed bytes), compressed (zstd), deduplicated ---- */
 /* Store len bytes. sha256 (64 lowercase hex) is checked against the data when given (mismatch:
