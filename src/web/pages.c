@@ -206,6 +206,11 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 	if (json_is_string(json_object_get(run, "parent"))) {
 		buf_puts(b, "</dd><dt>parent</dt><dd>");
 		h_link(b, "/run/", pj_str(run, "parent", ""), NULL);
+		buf_puts(b, " (<a id=\"compare-parent\" href=\"/compare/");
+		h_s(b, pj_str(run, "parent", ""));
+		buf_puts(b, "/");
+		h_s(b, run_id);
+		buf_puts(b, "\">compare</a>)");
 	}
 	buf_printf(b, "</dd><dt>jobs</dt><dd id=\"n-jobs\">%lld</dd>", jint(run, "jobs"));
 	const char *k;
@@ -284,6 +289,10 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 			      " <button>Rerun the %lld that did not pass</button></form>",
 			   not_passed);
 	}
+	buf_puts(b, "<form class=\"compare\" method=\"get\" action=\"/compare\"><input type=\"hidden\" name=\"b\" value=\"");
+	h_s(b, run_id);
+	buf_puts(b, "\"><label>compare with the baseline run <input name=\"a\" size=\"20\" placeholder=\"r…\"></label>"
+		    " <button>Compare</button></form>");
 	if (pending) {
 		buf_puts(b, "<div hidden data-live=\"/api/run/");
 		h_s(b, run_id);

@@ -35,5 +35,7 @@ int page_job(struct page_ctx *c, const char *id, struct buf *b, json_t **json);
 int page_dist(struct page_ctx *c, const char *name, struct buf *b, json_t **json);
 int page_workers(struct page_ctx *c, struct buf *b, json_t **json);
 int page_queue(struct page_ctx *c, struct buf *b, json_t **json);
+/* compare_page.c */
+int page_compare(struct page_ctx *c, const char *a, const char *b_id, struct buf *b, json_t **json);
 
 #endif

@@ -270,6 +270,21 @@ int web_handle(struct store *st, const struct web_request *rq, struct web_respon
 	} else if (strncmp(path, "/dist/", 6) == 0 && path[6]) { /* a local path may hold '/' */
 		id = path + 6;
 		rc = page_dist(&c, id, &b, &doc);
+	} else if (strncmp(path, "/compare/", 9) == 0 && strchr(path + 9, '/') &&
+		   !strchr(strchr(path + 9, '/') + 1, '/')) {
+		char a[STORE_ID_SIZE];
+		const char *slash = strchr(path + 9, '/');
+		if (slash - (path + 9) >= STORE_ID_SIZE)
+			return error_answer(out, json, 404, "no such run");
+		snprintf(a, sizeof a, "%.*s", (int)(slash - (path + 9)), path + 9);
+		rc = page_compare(&c, a, slash + 1, &b, &doc);
+	} else if (strcmp(path, "/compare") == 0 && page_arg(rq, "a") && page_arg(rq, "b")) {
+		out->location = xasprintf("/compare/%.*s/%.*s", STORE_ID_SIZE - 1, page_arg(rq, "a"), STORE_ID_SIZE - 1,
+					  page_arg(rq, "b"));
+		for (char *q = out->location + 9; *q; q++)
+			if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '/'))
+				*q = '_'; /* ids are lowercase hex with a kind letter */
+		return answer(out, 303, "text/plain; charset=utf-8", xstrdup("see the comparison\n"));
 	} else if (strcmp(path, "/workers") == 0) {
 		rc = page_workers(&c, &b, &doc);
 	} else if (strcmp(path, "/queue") == 0) {

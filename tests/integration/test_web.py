@@ -221,6 +221,16 @@ def test_pages_show_the_store(pyti, web, tmp_path):
     assert s2["run"]["parent"] == rid and len(s2["jobs"]) == 2, s2
     assert sorted(j["dist"] for j in s2["jobs"]) == sorted(j["dist"] for j in st["jobs"] if j["verdict"] != "passed")
     web.shot("rerun")
+    # the rerun against its parent: a comparison page, the same as its JSON twin
+    wait_for(lambda: all_ended(pyti, m, new), 600, "the rerun")
+    d = web.open(f"/run/{new}")
+    d.find_element(By.ID, "compare-parent").click()
+    assert d.current_url.endswith(f"/compare/{rid}/{new}")
+    cmp = json.loads(get(d.current_url, accept="application/json")[2])
+    assert d.find_element(By.ID, "regressions").text == str(cmp["regressions"])
+    assert len(d.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")) == len(cmp["pairs"]) == 3
+    assert d.execute_script("return window.__pwned === undefined")
+    web.shot("compare")
 
 
 def test_live_update(pyti, web, tmp_path):

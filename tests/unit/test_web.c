@@ -202,7 +202,19 @@ static void test_rerun(void **state)
 	assert_int_equal(json_array_size(jobs), 1); /* only the one that did not pass */
 	assert_string_equal(pj_str(json_array_get(jobs, 0), "dist", ""), "<b>bad</b>");
 	json_decref(st);
+	/* the two as a comparison: the run, the rerun (its job still queued: pending) */
+	_cleanup_free_ char *cp = xasprintf("/compare/%s/%s", e->run, out.location + 5);
 	web_response_free(&out);
+	struct web_response r = get(e, "GET", cp, "application/json");
+	assert_int_equal(r.status, 200);
+	json_t *cmp = json_loads(r.body, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(cmp, "pairs")), 2);
+	json_decref(cmp);
+	web_response_free(&r);
+	r = get(e, "GET", cp, NULL);
+	assert_non_null(strstr(r.body, "id=\"pairs\""));
+	assert_null(strstr(r.body, "<b>bad"));
+	web_response_free(&r);
 }
 
 int main(void)
