@@ -347,9 +347,7 @@ static json_t *job_env(const struct fetch_pipconf *pc)
 {
 	json_t *env = json_object();
 	json_object_update(env, pc->env);
-	json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
-	json_object_set_new(env, "HOME", json_string("/tmp/home"));
-	json_object_set_new(env, "LANG", json_string("C.UTF-8"));
+	sandbox_env_base(env, NULL);
 	json_object_set_new(env, "PIP_CONFIG_FILE", json_string("/io/pip.conf"));
 	json_object_set_new(env, "PIP_NO_INPUT", json_string("1"));
 	json_object_set_new(env, "PIP_ROOT_USER_ACTION", json_string("ignore"));

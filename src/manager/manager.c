@@ -57,10 +57,11 @@ static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *
 /* The job's environment: pyti's, then the user's --env NAME=VALUE (which may override it). */
 static json_t *task_env(const char *const *user, struct pyti_err *err)
 {
-	json_t *env = json_pack("{ssssssssssss}", "PATH",
-				VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME",
-				"/tmp/home", "LANG", "C.UTF-8", "VIRTUAL_ENV", VENV, "PYTHONUNBUFFERED", "1",
-				"PIP_DISABLE_PIP_VERSION_CHECK", "1");
+	json_t *env = json_object();
+	sandbox_env_base(env, VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	json_object_set_new(env, "VIRTUAL_ENV", json_string(VENV));
+	json_object_set_new(env, "PYTHONUNBUFFERED", json_string("1"));
+	json_object_set_new(env, "PIP_DISABLE_PIP_VERSION_CHECK", json_string("1"));
 	for (size_t i = 0; user && user[i]; i++) {
 		const char *eq = strchr(user[i], '=');
 		json_t *v = eq ? json_string(eq + 1) : NULL;
