@@ -581,13 +581,20 @@ static int cache_key(const struct fetch_ctx *c, const char *abs, const struct fe
 	return 0;
 }
 
+static struct fetch_host fetch_host_cfg;
+
+void fetch_set_host(const struct fetch_host *h)
+{
+	fetch_host_cfg = *h;
+}
+
 /* How old a cache entry may be: unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL
  * seconds; 0 = every time, as --refresh does for every fetch, so *refresh is set). */
 static double cache_ttl(const struct fetch_ctx *c, bool *refresh)
 {
 	if (c->kind != FK_REQ || pinned(c->req->dist))
 		return 0;
-	const char *t = getenv("PYTI_FETCH_TTL");
+	const char *t = fetch_host_cfg.ttl;
 	char *end = NULL;
 	double ttl = t && *t ? strtod(t, &end) : 86400;
 	if (t && *t && (*end || !(ttl >= 0))) {
@@ -784,7 +791,7 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	int rc = fetch_miss(&c, &pc, abs, io, key, out, err);
 	if (rc == 0)
 		out->wall_s = now_mono() - t0;
-	if (getenv("PYTI_KEEP_FETCH")) { /* debugging: docs/HACKING.md */
+	if (fetch_host_cfg.keep_scratch) { /* PYTI_KEEP_FETCH, debugging: docs/HACKING.md */
 		log_warn("fetch: scratch directory kept: %s", io);
 	} else {
 		struct pyti_err e2 = {0};
