@@ -102,6 +102,7 @@ struct rerun_ctx {
 	const char *recipe_path;
 	const char *agent;
 	bool quiet;
+	double job_max_s; /* PYTI_JOB_MAX_S (cli_job_max_s), 0 = the manager's default */
 };
 
 /* A new local run linked to parent (the run its jobs come from). */
@@ -124,10 +125,8 @@ static json_t *rerun_job(struct rerun_ctx *rc, const json_t *job, const char *ru
 				  .suite = pj_str(job, "suite", "bookworm"),
 				  .backend = backend && *backend ? backend : "ns",
 				  .recipe_path = rc->recipe_path,
-				  .agent_path = rc->agent};
-	const char *jm = getenv("PYTI_JOB_MAX_S");
-	if (jm && *jm)
-		mo.job_max_s = strtod(jm, NULL);
+				  .agent_path = rc->agent,
+				  .job_max_s = rc->job_max_s};
 	if (!rc->quiet) {
 		_cleanup_free_ char *d = term_safe_dup(mo.dist, 0);
 		fprintf(stderr, "pyti: running %s (%s) again\n", d, mo.suite);
@@ -463,6 +462,9 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	if (do_confirm) {
 		_cleanup_free_ char *agent = cli_find_helper("pyti-agent");
 		struct rerun_ctx rc = {.cli = ctx, .st = st, .recipe_path = recipe, .agent = agent, .quiet = quiet};
+		int jm_rc = cli_job_max_s(&rc.job_max_s);
+		if (jm_rc)
+			return jm_rc;
 		_cleanup_json_ json_t *runs = json_object();
 		if (confirm(&rc, a, b, cmp, times, runs, &err) < 0)
 			return cli_fail(&err);
@@ -762,6 +764,9 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	if (now) {
 		_cleanup_free_ char *agent = cli_find_helper("pyti-agent");
 		struct rerun_ctx rc = {.cli = ctx, .st = st, .recipe_path = recipe, .agent = agent, .quiet = quiet};
+		int jm_rc = cli_job_max_s(&rc.job_max_s);
+		if (jm_rc)
+			return jm_rc;
 		status = rerun_here(&rc, parent, picked, out, &err);
 		if (status < 0)
 			return cli_fail(&err);

@@ -257,6 +257,19 @@ char *cli_find_helper(const char *name)
 	return xasprintf("%s/%s", PYTI_LIBEXECDIR, name);
 }
 
+int cli_job_max_s(double *out)
+{
+	const char *jm = getenv("PYTI_JOB_MAX_S");
+	if (!jm || !*jm)
+		return 0;
+	char *end;
+	double v = strtod(jm, &end);
+	if (*end || !(v > 0) || v > 1e9)
+		return cli_usage("PYTI_JOB_MAX_S must be a number of seconds above 0, not '%s'", jm);
+	*out = v;
+	return 0;
+}
+
 static char *default_state_dir(void)
 {
 	const char *e = getenv("PYTI_STATE_DIR");
