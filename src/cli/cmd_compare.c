@@ -361,6 +361,24 @@ static void compare_usage(FILE *f)
 	      f);
 }
 
+/* The comparison as JSON, Markdown or a table; the exit status (1: regressions). */
+static int compare_print(const struct cli_ctx *ctx, const json_t *cmp, bool markdown)
+{
+	if (ctx->json) {
+		cli_print_json(cmp);
+	} else if (markdown) {
+		compare_markdown(stdout, cmp);
+	} else {
+		compare_table(stdout, cmp);
+		const json_t *cr = json_object_get(cmp, "confirm_runs");
+		if (json_object_size(cr))
+			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"),
+			       pj_str(cr, "b", "-"));
+	}
+	fflush(stdout);
+	return pj_int(cmp, "regressions", 0) > 0 ? PYTI_EXIT_FAILED : PYTI_EXIT_OK;
+}
+
 int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 {
 	enum {
@@ -476,19 +494,7 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	if (control_out)
 		json_object_set(cmp, "control", control_out);
-	if (ctx->json) {
-		cli_print_json(cmp);
-	} else if (markdown) {
-		compare_markdown(stdout, cmp);
-	} else {
-		compare_table(stdout, cmp);
-		const json_t *cr = json_object_get(cmp, "confirm_runs");
-		if (json_object_size(cr))
-			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"),
-			       pj_str(cr, "b", "-"));
-	}
-	fflush(stdout);
-	return pj_int(cmp, "regressions", 0) > 0 ? PYTI_EXIT_FAILED : PYTI_EXIT_OK;
+	return compare_print(ctx, cmp, markdown);
 }
 
 /* ---- pyti rerun ---- */
