@@ -13,23 +13,6 @@
 #define META_MAX_MODULES 4096
 #define META_MAX_EXTRAS 256
 
-char *arch_normalize_name(const char *name)
-{
-	size_t n = strlen(name);
-	char *out = xmalloc(n + 1), *o = out;
-	for (size_t i = 0; i < n; i++) {
-		char ch = name[i];
-		if (ch == '-' || ch == '_' || ch == '.') {
-			if (o == out || o[-1] != '-')
-				*o++ = '-';
-		} else {
-			*o++ = (char)tolower((unsigned char)ch);
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 bool arch_is_identifier(const char *s)
 {
 	if (!s || !*s || isdigit((unsigned char)*s))

@@ -70,8 +70,6 @@ int wheel_read_meta(const char *wheel_path, struct wheel_meta *out, struct pyti_
 /* From the sdist's top-level PKG-INFO (<top>/PKG-INFO): name, version, extras; no modules. */
 int sdist_read_meta(const char *sdist_path, struct wheel_meta *out, struct pyti_err *err);
 
-/* PEP 503 normalised project name: lower case, runs of "-", "_", "." become one "-". Caller frees. */
-char *arch_normalize_name(const char *name);
 /* true when s is an ASCII Python identifier (what a top-level module name must be). */
 bool arch_is_identifier(const char *s);
 

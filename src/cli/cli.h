@@ -40,6 +40,9 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts, co
 /* Path of a helper program shipped with pyti (e.g. "pyti-agent"): $PYTI_<NAME> env override,
  * then beside the pyti binary in a build tree, then the installed libexec dir. Caller frees. */
 char *cli_find_helper(const char *name);
+/* $PYTI_JOB_MAX_S, the wall-clock limit of a job whose tasks have no timeout, into *out (unset or
+ * empty: left alone). 0, or PYTI_EXIT_USAGE after saying it is not a number of seconds above 0. */
+int cli_job_max_s(double *out);
 
 int cmd_run(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_runs(struct cli_ctx *ctx, int argc, char **argv);

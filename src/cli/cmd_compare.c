@@ -102,6 +102,7 @@ struct rerun_ctx {
 	const char *recipe_path;
 	const char *agent;
 	bool quiet;
+	double job_max_s; /* PYTI_JOB_MAX_S (cli_job_max_s), 0 = the manager's default */
 };
 
 /* A new local run linked to parent (the run its jobs come from). */
@@ -124,10 +125,8 @@ static json_t *rerun_job(struct rerun_ctx *rc, const json_t *job, const char *ru
 				  .suite = pj_str(job, "suite", "bookworm"),
 				  .backend = backend && *backend ? backend : "ns",
 				  .recipe_path = rc->recipe_path,
-				  .agent_path = rc->agent};
-	const char *jm = getenv("PYTI_JOB_MAX_S");
-	if (jm && *jm)
-		mo.job_max_s = strtod(jm, NULL);
+				  .agent_path = rc->agent,
+				  .job_max_s = rc->job_max_s};
 	if (!rc->quiet) {
 		_cleanup_free_ char *d = term_safe_dup(mo.dist, 0);
 		fprintf(stderr, "pyti: running %s (%s) again\n", d, mo.suite);
@@ -362,6 +361,24 @@ static void compare_usage(FILE *f)
 	      f);
 }
 
+/* The comparison as JSON, Markdown or a table; the exit status (1: regressions). */
+static int compare_print(const struct cli_ctx *ctx, const json_t *cmp, bool markdown)
+{
+	if (ctx->json) {
+		cli_print_json(cmp);
+	} else if (markdown) {
+		compare_markdown(stdout, cmp);
+	} else {
+		compare_table(stdout, cmp);
+		const json_t *cr = json_object_get(cmp, "confirm_runs");
+		if (json_object_size(cr))
+			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"),
+			       pj_str(cr, "b", "-"));
+	}
+	fflush(stdout);
+	return pj_int(cmp, "regressions", 0) > 0 ? PYTI_EXIT_FAILED : PYTI_EXIT_OK;
+}
+
 int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 {
 	enum {
@@ -463,6 +480,9 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	if (do_confirm) {
 		_cleanup_free_ char *agent = cli_find_helper("pyti-agent");
 		struct rerun_ctx rc = {.cli = ctx, .st = st, .recipe_path = recipe, .agent = agent, .quiet = quiet};
+		int jm_rc = cli_job_max_s(&rc.job_max_s);
+		if (jm_rc)
+			return jm_rc;
 		_cleanup_json_ json_t *runs = json_object();
 		if (confirm(&rc, a, b, cmp, times, runs, &err) < 0)
 			return cli_fail(&err);
@@ -474,19 +494,7 @@ int cmd_compare(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	if (control_out)
 		json_object_set(cmp, "control", control_out);
-	if (ctx->json) {
-		cli_print_json(cmp);
-	} else if (markdown) {
-		compare_markdown(stdout, cmp);
-	} else {
-		compare_table(stdout, cmp);
-		const json_t *cr = json_object_get(cmp, "confirm_runs");
-		if (json_object_size(cr))
-			printf("reruns recorded as runs %s (of A) and %s (of B)\n", pj_str(cr, "a", "-"),
-			       pj_str(cr, "b", "-"));
-	}
-	fflush(stdout);
-	return pj_int(cmp, "regressions", 0) > 0 ? PYTI_EXIT_FAILED : PYTI_EXIT_OK;
+	return compare_print(ctx, cmp, markdown);
 }
 
 /* ---- pyti rerun ---- */
@@ -547,6 +555,132 @@ static bool job_flaky(const json_t *job, const json_t *all_jobs)
 			fail = true;
 	}
 	return pass && fail;
+}
+
+/* The jobs of run that sel picks; --flaky also reads the runs made again from it. NULL with err. */
+static json_t *rerun_pick(struct store *st, const json_t *run, enum rerun_sel sel, struct pyti_err *err)
+{
+	const char *parent = pj_str(json_object_get(run, "run"), "run_id", "");
+	/* --flaky: this run's jobs with those of the runs made again from it */
+	_cleanup_json_ json_t *all_jobs = json_deep_copy(json_object_get(run, "jobs"));
+	if (sel == SEL_FLAKY) {
+		_cleanup_json_ json_t *kids = NULL;
+		struct store_runs_query q = {.limit = 1000, .parent = parent};
+		if (store_runs(st, &q, &kids, err) < 0)
+			return NULL;
+		size_t i;
+		json_t *k;
+		json_array_foreach(json_object_get(kids, "runs"), i, k) {
+			_cleanup_json_ json_t *kr = NULL;
+			if (store_status(st, pj_str(k, "run_id", ""), &kr, err) < 0)
+				return NULL;
+			json_array_extend(all_jobs, json_object_get(kr, "jobs"));
+		}
+	}
+	json_t *picked = json_array();
+	size_t i;
+	json_t *j;
+	json_array_foreach(json_object_get(run, "jobs"), i, j) {
+		const char *state = pj_str(j, "state", "");
+		bool ended = strcmp(state, "done") == 0 || strcmp(state, "failed") == 0;
+		bool take = sel == SEL_ALL	  ? true
+			    : sel == SEL_FAILED	  ? ended && !job_passed(j)
+			    : sel == SEL_SPURIOUS ? ended && compare_job_resource_class(j) != NULL
+						  : job_flaky(j, all_jobs);
+		if (take)
+			json_array_append(picked, j);
+	}
+	return picked;
+}
+
+/* --now: the picked jobs again here, one after the other, as one new run recorded under parent;
+ * its row onto out's "runs". The exit status (1 a job failed, 3 one could not run), or -1 with err. */
+static int rerun_here(struct rerun_ctx *rc, const char *parent, const json_t *picked, json_t *out,
+		      struct pyti_err *err)
+{
+	int status = PYTI_EXIT_OK;
+	char nr[STORE_ID_SIZE];
+	if (rerun_new(rc, parent, pj_str(json_array_get(picked, 0), "suite", NULL), NULL, nr, err) < 0)
+		return -1;
+	json_t *ids = json_array();
+	size_t i;
+	json_t *j;
+	json_array_foreach(picked, i, j) {
+		_cleanup_json_ json_t *d = job_row(rc->st, pj_str(j, "job_id", ""));
+		_cleanup_json_ json_t *row = rerun_job(rc, d ? d : j, nr);
+		if (!row) {
+			status = PYTI_EXIT_INFRA;
+			continue;
+		}
+		json_array_append_new(ids, json_pack("{s:s?, s:s?, s:s?}", "job_id", pj_str(row, "job_id", NULL), "dist",
+						     pj_str(row, "dist", NULL), "verdict", pj_str(row, "verdict", NULL)));
+		if (!job_passed(row) && status == PYTI_EXIT_OK)
+			status = PYTI_EXIT_FAILED;
+	}
+	json_array_append_new(json_object_get(out, "runs"),
+			      json_pack("{s:s, s:s, s:o}", "run_id", nr, "parent", parent, "jobs", ids));
+	return status;
+}
+
+/* Queued, some jobs: their dists and images (the run's recipe is --recipe's or the built-in one),
+ * one run per image (a run is dists × images); each run's row onto out's "runs". */
+static int rerun_queue_some(struct store *st, const char *parent, const char *recipe, const json_t *picked,
+			    json_t *out, struct pyti_err *err)
+{
+	_cleanup_buf_ struct buf rtext = BUF_INIT(1u << 20);
+	if (recipe && read_file(recipe, &rtext, err) < 0)
+		return -1;
+	_cleanup_json_ json_t *done_suites = json_object();
+	size_t i;
+	json_t *j;
+	json_array_foreach(picked, i, j) {
+		const char *suite = pj_str(j, "suite", "bookworm");
+		if (json_object_get(done_suites, suite))
+			continue;
+		json_object_set_new(done_suites, suite, json_true());
+		size_t n = 0, k;
+		json_t *x;
+		_cleanup_free_ const char **dists = calloc(json_array_size(picked), sizeof *dists);
+		json_array_foreach(picked, k, x) {
+			if (strcmp(pj_str(x, "suite", "bookworm"), suite) == 0)
+				dists[n++] = pj_str(x, "dist", "");
+		}
+		const char *suites[] = {suite};
+		struct store_run_spec spec = {.dists = dists,
+					      .n_dists = n,
+					      .suites = suites,
+					      .n_suites = 1,
+					      .recipe = recipe ? rtext.data : NULL,
+					      .parent = parent};
+		_cleanup_json_ json_t *sub = NULL;
+		if (store_submit(st, &spec, &sub, err) < 0)
+			return -1;
+		json_array_append_new(json_object_get(out, "runs"),
+				      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent",
+						parent, "jobs", json_object_get(sub, "jobs")));
+	}
+	return 0;
+}
+
+/* What rerun made, one line a run and one a job. */
+static void rerun_print(const json_t *out, const char *parent, bool now)
+{
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(out, "runs"), i, r) {
+		printf("%s run %s (from %s): %zu job%s\n", now ? "ran" : "queued", pj_str(r, "run_id", "?"), parent,
+		       json_array_size(json_object_get(r, "jobs")),
+		       json_array_size(json_object_get(r, "jobs")) == 1 ? "" : "s");
+		size_t k;
+		json_t *x;
+		json_array_foreach(json_object_get(r, "jobs"), k, x) {
+			if (!json_is_object(x))
+				continue;
+			printf("  %s ", pj_str(x, "job_id", "?"));
+			_cleanup_free_ char *d = term_safe_dup(pj_str(x, "dist", "?"), 0);
+			printf("%s %s\n", d, pj_str(x, "verdict", "-"));
+		}
+	}
 }
 
 int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
@@ -623,35 +757,9 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	if (cli_store_open(ctx, url, &st, &err) < 0 || load_run(st, argv[optind], &run, &err) < 0)
 		return cli_fail(&err);
 	const char *parent = pj_str(json_object_get(run, "run"), "run_id", "");
-	/* --flaky: this run's jobs with those of the runs made again from it */
-	_cleanup_json_ json_t *all_jobs = json_deep_copy(json_object_get(run, "jobs"));
-	if (sel == SEL_FLAKY) {
-		_cleanup_json_ json_t *kids = NULL;
-		struct store_runs_query q = {.limit = 1000, .parent = parent};
-		if (store_runs(st, &q, &kids, &err) < 0)
-			return cli_fail(&err);
-		size_t i;
-		json_t *k;
-		json_array_foreach(json_object_get(kids, "runs"), i, k) {
-			_cleanup_json_ json_t *kr = NULL;
-			if (store_status(st, pj_str(k, "run_id", ""), &kr, &err) < 0)
-				return cli_fail(&err);
-			json_array_extend(all_jobs, json_object_get(kr, "jobs"));
-		}
-	}
-	_cleanup_json_ json_t *picked = json_array();
-	size_t i;
-	json_t *j;
-	json_array_foreach(json_object_get(run, "jobs"), i, j) {
-		const char *state = pj_str(j, "state", "");
-		bool ended = strcmp(state, "done") == 0 || strcmp(state, "failed") == 0;
-		bool take = sel == SEL_ALL	  ? true
-			    : sel == SEL_FAILED	  ? ended && !job_passed(j)
-			    : sel == SEL_SPURIOUS ? ended && compare_job_resource_class(j) != NULL
-						  : job_flaky(j, all_jobs);
-		if (take)
-			json_array_append(picked, j);
-	}
+	_cleanup_json_ json_t *picked = rerun_pick(st, run, sel, &err);
+	if (!picked)
+		return cli_fail(&err);
 	if (json_array_size(picked) == 0) {
 		static const char *const what[] = {"failed", "spurious", "flaky", ""};
 		return cli_usage("rerun: run %s has no %s job to run again", parent, what[sel]);
@@ -662,25 +770,12 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 	if (now) {
 		_cleanup_free_ char *agent = cli_find_helper("pyti-agent");
 		struct rerun_ctx rc = {.cli = ctx, .st = st, .recipe_path = recipe, .agent = agent, .quiet = quiet};
-		char nr[STORE_ID_SIZE];
-		if (rerun_new(&rc, parent, pj_str(json_array_get(picked, 0), "suite", NULL), NULL, nr, &err) < 0)
+		int jm_rc = cli_job_max_s(&rc.job_max_s);
+		if (jm_rc)
+			return jm_rc;
+		status = rerun_here(&rc, parent, picked, out, &err);
+		if (status < 0)
 			return cli_fail(&err);
-		json_t *ids = json_array();
-		json_array_foreach(picked, i, j) {
-			_cleanup_json_ json_t *d = job_row(st, pj_str(j, "job_id", ""));
-			_cleanup_json_ json_t *row = rerun_job(&rc, d ? d : j, nr);
-			if (!row) {
-				status = PYTI_EXIT_INFRA;
-				continue;
-			}
-			json_array_append_new(
-				ids, json_pack("{s:s?, s:s?, s:s?}", "job_id", pj_str(row, "job_id", NULL), "dist",
-					       pj_str(row, "dist", NULL), "verdict", pj_str(row, "verdict", NULL)));
-			if (!job_passed(row) && status == PYTI_EXIT_OK)
-				status = PYTI_EXIT_FAILED;
-		}
-		json_array_append_new(json_object_get(out, "runs"),
-				      json_pack("{s:s, s:s, s:o}", "run_id", nr, "parent", parent, "jobs", ids));
 	} else if (!recipe && json_array_size(picked) == json_array_size(json_object_get(run, "jobs"))) {
 		/* every job: the store's own rerun keeps the run's recipe, backend, env, posargs, priority */
 		_cleanup_json_ json_t *sub = NULL;
@@ -689,62 +784,13 @@ int cmd_rerun(struct cli_ctx *ctx, int argc, char **argv)
 		json_array_append_new(json_object_get(out, "runs"),
 				      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"), "parent",
 						parent, "jobs", json_object_get(sub, "jobs")));
-	} else {
-		/* some jobs: their dists and images (the run's recipe is --recipe's or the built-in one) */
-		_cleanup_buf_ struct buf rtext = BUF_INIT(1u << 20);
-		if (recipe && read_file(recipe, &rtext, &err) < 0)
-			return cli_fail(&err);
-		/* one run per image: a run is dists × images */
-		json_t *done_suites = json_object();
-		json_array_foreach(picked, i, j) {
-			const char *suite = pj_str(j, "suite", "bookworm");
-			if (json_object_get(done_suites, suite))
-				continue;
-			json_object_set_new(done_suites, suite, json_true());
-			size_t n = 0, k;
-			json_t *x;
-			_cleanup_free_ const char **dists = calloc(json_array_size(picked), sizeof *dists);
-			json_array_foreach(picked, k, x) {
-				if (strcmp(pj_str(x, "suite", "bookworm"), suite) == 0)
-					dists[n++] = pj_str(x, "dist", "");
-			}
-			const char *suites[] = {suite};
-			struct store_run_spec spec = {.dists = dists,
-						      .n_dists = n,
-						      .suites = suites,
-						      .n_suites = 1,
-						      .recipe = recipe ? rtext.data : NULL,
-						      .parent = parent};
-			_cleanup_json_ json_t *sub = NULL;
-			if (store_submit(st, &spec, &sub, &err) < 0) {
-				json_decref(done_suites);
-				return cli_fail(&err);
-			}
-			json_array_append_new(json_object_get(out, "runs"),
-					      json_pack("{s:O, s:s, s:O}", "run_id", json_object_get(sub, "run_id"),
-							"parent", parent, "jobs", json_object_get(sub, "jobs")));
-		}
-		json_decref(done_suites);
+	} else if (rerun_queue_some(st, parent, recipe, picked, out, &err) < 0) {
+		return cli_fail(&err);
 	}
-	if (ctx->json) {
+	if (ctx->json)
 		cli_print_json(out);
-	} else {
-		json_t *r;
-		json_array_foreach(json_object_get(out, "runs"), i, r) {
-			printf("%s run %s (from %s): %zu job%s\n", now ? "ran" : "queued", pj_str(r, "run_id", "?"),
-			       parent, json_array_size(json_object_get(r, "jobs")),
-			       json_array_size(json_object_get(r, "jobs")) == 1 ? "" : "s");
-			size_t k;
-			json_t *x;
-			json_array_foreach(json_object_get(r, "jobs"), k, x) {
-				if (!json_is_object(x))
-					continue;
-				printf("  %s ", pj_str(x, "job_id", "?"));
-				_cleanup_free_ char *d = term_safe_dup(pj_str(x, "dist", "?"), 0);
-				printf("%s %s\n", d, pj_str(x, "verdict", "-"));
-			}
-		}
-	}
+	else
+		rerun_print(out, parent, now);
 	fflush(stdout);
 	return status;
 }

@@ -413,13 +413,9 @@ int cmd_run(struct cli_ctx *ctx, int argc, char **argv)
 		long nc = sysconf(_SC_NPROCESSORS_ONLN);
 		r.max_jobs = nc > 0 && nc < 256 ? (unsigned)nc : 1;
 	}
-	const char *jm = getenv("PYTI_JOB_MAX_S");
-	if (jm && *jm) {
-		char *end;
-		r.mo.job_max_s = strtod(jm, &end);
-		if (*end || !(r.mo.job_max_s > 0) || r.mo.job_max_s > 1e9)
-			return cli_usage("PYTI_JOB_MAX_S must be a number of seconds above 0, not '%s'", jm);
-	}
+	int jm_rc = cli_job_max_s(&r.mo.job_max_s);
+	if (jm_rc)
+		return jm_rc;
 	char **dists = NULL;
 	size_t n_dists = 0;
 	for (int i = optind; i < nargs; i++) {

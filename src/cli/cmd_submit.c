@@ -440,12 +440,15 @@ static void xml_put(FILE *f, const char *s)
 	}
 }
 
+/* The results as JUnit XML, built in memory and put in place by write_file_atomic (an unguessable
+ * temporary name, made with O_EXCL, renamed over path). */
 static int write_junit(const json_t *res, const char *path, struct pyti_err *err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
-	FILE *f = fopen(tmp, "we");
+	_cleanup_free_ char *xml = NULL;
+	size_t xml_len = 0;
+	FILE *f = open_memstream(&xml, &xml_len);
 	if (!f)
-		return pyti_err_set(err, errno, "%s", tmp);
+		return pyti_err_set(err, errno, "%s", path);
 	fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"", f);
 	xml_put(f, pj_str(json_object_get(res, "run"), "run_id", ""));
 	fputs("\">\n", f);
@@ -507,19 +510,10 @@ static int write_junit(const json_t *res, const char *path, struct pyti_err *err
 		fputs("  </testsuite>\n", f);
 	}
 	fputs("</testsuites>\n", f);
-	if (fflush(f) != 0 || ferror(f)) {
-		int e = errno;
-		fclose(f);
-		unlink(tmp);
-		return pyti_err_set(err, e, "write %s", path);
-	}
-	fclose(f);
-	if (rename(tmp, path) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return pyti_err_set(err, e, "rename %s", path);
-	}
-	return 0;
+	bool bad = ferror(f) != 0;
+	if (fclose(f) != 0 || bad)
+		return pyti_err_set(err, ENOMEM, "write %s", path);
+	return write_file_atomic(path, xml, xml_len, 0644, err);
 }
 
 int cmd_results(struct cli_ctx *ctx, int argc, char **argv)

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fetch.h"
 #include "sandbox.h"
+#include "vm.h"
 
 #ifndef PYTI_VERSION
 #define PYTI_VERSION "0.0"
@@ -255,6 +257,19 @@ char *cli_find_helper(const char *name)
 	return xasprintf("%s/%s", PYTI_LIBEXECDIR, name);
 }
 
+int cli_job_max_s(double *out)
+{
+	const char *jm = getenv("PYTI_JOB_MAX_S");
+	if (!jm || !*jm)
+		return 0;
+	char *end;
+	double v = strtod(jm, &end);
+	if (*end || !(v > 0) || v > 1e9)
+		return cli_usage("PYTI_JOB_MAX_S must be a number of seconds above 0, not '%s'", jm);
+	*out = v;
+	return 0;
+}
+
 static char *default_state_dir(void)
 {
 	const char *e = getenv("PYTI_STATE_DIR");
@@ -267,7 +282,8 @@ static char *default_state_dir(void)
 	return xasprintf("%s/.cache/pyti", e && *e ? e : "/tmp");
 }
 
-/* The environment variables the sandbox backends obey, read here once (man/pyti.1, ENVIRONMENT). */
+/* The environment variables the sandbox backends, the vm module and the fetch obey, read here once
+ * (man/pyti.1, ENVIRONMENT) and handed down. */
 static unsigned env_uint(const char *name)
 {
 	const char *e = getenv(name);
@@ -285,6 +301,9 @@ static void read_sandbox_env(void)
 		.vm_no_standby = standby && strcmp(standby, "0") == 0,
 	};
 	sandbox_set_host(&h);
+	vm_set_host(&(struct vm_host){.uri = getenv("PYTI_VM_URI"), .accel = getenv("PYTI_VM_ACCEL")});
+	fetch_set_host(&(struct fetch_host){.ttl = getenv("PYTI_FETCH_TTL"),
+					    .keep_scratch = getenv("PYTI_KEEP_FETCH") != NULL});
 }
 
 int main(int argc, char **argv)

@@ -264,6 +264,9 @@ double now_mono(void);                       /* seconds, CLOCK_MONOTONIC */
 bool str_has_suffix(const char *s, const char *suffix);
 /* A source distribution's file name: .tar.gz .tgz .tar.bz2 .tar.xz .tar .zip */
 bool is_sdist_name(const char *name);
+/* The PEP 503 normalised form of the project name s[0..n): lower case, each run of "-", "_", "."
+ * one "-" (none at either end). The one normaliser: fetch and archive use it. Caller frees. */
+char *pep503_name(const char *s, size_t n);
 void iso8601_utc(char out[32], double epoch); /* "2026-11-23T10:00:00Z" */
 double now_wall(void);
 

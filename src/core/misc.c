@@ -1,4 +1,5 @@
 /* Time, logging and hashing. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sha2.h>
@@ -86,6 +87,25 @@ bool str_has_suffix(const char *s, const char *suffix)
 {
 	size_t n = strlen(s), m = strlen(suffix);
 	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+char *pep503_name(const char *s, size_t n)
+{
+	struct buf b = BUF_INIT(0);
+	bool sep = false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '-' || c == '_' || c == '.') {
+			sep = true;
+			continue;
+		}
+		if (sep && b.len)
+			buf_puts(&b, "-");
+		sep = false;
+		char lc = (char)tolower((unsigned char)c);
+		buf_append(&b, &lc, 1);
+	}
+	return buf_steal(&b);
 }
 
 bool is_sdist_name(const char *name)

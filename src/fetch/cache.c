@@ -24,24 +24,12 @@ char *fetch_norm_name(const char *s)
 		s = base + 1;
 		n = strcspn(s, "[=<>!~;@ (\t,");
 	}
-	struct buf b = BUF_INIT(0);
-	bool dash = false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (c == '-' && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9' &&
+	size_t end = 0;
+	for (; end < n; end++)
+		if (s[end] == '-' && end + 1 < n && s[end + 1] >= '0' && s[end + 1] <= '9' &&
 		    (strstr(s, ".whl") || strstr(s, ".tar") || strstr(s, ".zip")))
 			break; /* "name-1.0.tar.gz", "name-1.0-py3-none-any.whl" */
-		if (c == '-' || c == '_' || c == '.') {
-			dash = true;
-			continue;
-		}
-		if (dash && b.len)
-			buf_puts(&b, "-");
-		dash = false;
-		char lc = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-		buf_append(&b, &lc, 1);
-	}
-	return buf_steal(&b);
+	return pep503_name(s, end);
 }
 
 void fetch_cache_key(const char *dist_id, const char *const *extras, const char *const *requires,

@@ -44,4 +44,12 @@ json_t *fetch_testreqs_record(const json_t *in);
 /* One warning per dropped test requirement (at most 20), for the fresh and the cached run alike. */
 void fetch_testreqs_warn(const char *dist, const json_t *record);
 
+/* ---- classify.c ---- */
+/* The last lines (at most max bytes) of pip's output s, trailing blank and spaces dropped; caller frees. */
+char *fetch_tail_lines(const char *s, int lines, size_t max);
+/* Turn a failed pip task ("own" or "deps": what = what it was trying to do) into err with a failure
+ * class (Network, Fetch, BuildFail) and exit status, from its output and its --log (may be NULL). -1. */
+int fetch_classify_pip(const char *dist, const char *what, const char *output, const char *log,
+		       struct pyti_err *err);
+
 #endif

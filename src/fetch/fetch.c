@@ -60,121 +60,6 @@ static bool extra_ok(const char *e)
 	return true;
 }
 
-/* The last lines of pip's output, for an error message. */
-static char *tail_lines(const char *s, int lines, size_t max)
-{
-	size_t n = strlen(s);
-	while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-		n--;
-	size_t start = n;
-	int seen = 0;
-	while (start > 0 && n - start < max) {
-		if (s[start - 1] == '\n' && ++seen >= lines)
-			break;
-		start--;
-	}
-	return xasprintf("%.*s", (int)(n - start), s + start);
-}
-
-static bool has_any(const char *s, const char *const *needles)
-{
-	for (; *needles; needles++)
-		if (strstr(s, *needles))
-			return true;
-	return false;
-}
-
-/* The first line of text containing any of needles (allocated), or NULL. */
-static char *line_with(const char *text, const char *const *needles)
-{
-	for (const char *const *n = needles; *n; n++) {
-		const char *hit = strstr(text, *n);
-		if (!hit)
-			continue;
-		const char *b = hit, *e = strchr(hit, '\n');
-		while (b > text && b[-1] != '\n')
-			b--;
-		size_t len = e ? (size_t)(e - b) : strlen(b);
-		return xasprintf("%.*s", (int)(len > 600 ? 600 : len), b);
-	}
-	return NULL;
-}
-
-/* Turn a failed pip task into an error with a failure class. pip says "No matching distribution"
- * both for a name no index has and for an index it could not reach; only its debug log (--log)
- * tells the two apart, so that is read too. */
-static int classify(const char *dist, const char *what, const char *output, const char *log,
-		    struct pyti_err *err)
-{
-	static const char *const net[] = {
-		"connection error", "NewConnectionError", "Failed to establish a new connection",
-		"Max retries exceeded", "ConnectTimeoutError", "ReadTimeoutError",
-		"Temporary failure in name resolution", "Name or service not known", "Network is unreachable",
-		"Connection refused", "ProxyError", "Cannot connect to proxy", "SSLError",
-		"CERTIFICATE_VERIFY_FAILED", "ConnectionResetError", "No route to host", NULL};
-	static const char *const unknown[] = {"No matching distribution found", "Could not find a version that satisfies",
-					      NULL};
-	if (!output)
-		output = "";
-	_cleanup_free_ char *tail = tail_lines(output, 12, 1500);
-	/* When the package's own build code failed (setup.py, a PEP 517 hook; not pip's subprocess
-	 * installing build dependencies), its output is in the log, and it may say "Connection
-	 * refused" to pass its failure off as the index's: the class is Fetch, whatever it printed. */
-	bool own_build_failed = strstr(output, "subprocess-exited-with-error") &&
-				!strstr(output, "pip subprocess to install");
-	if (own_build_failed) {
-		/* The package's result, not the infrastructure's: its build failed (exit 1, BuildFail),
-		 * with the compiler's first error and the end of the build's output. */
-		static const char *const cc_err[] = {": error:", "fatal error:", "error: command", "Error:", NULL};
-		/* pip run with --log sends the build's own output (the compiler's) to its log only */
-		_cleanup_free_ char *first = log ? line_with(log, cc_err) : NULL;
-		if (!first)
-			first = line_with(output, cc_err);
-		_cleanup_free_ char *btail = tail_lines(output, 25, 1400);
-		pyti_err_class(err, PYTI_FC_BUILDFAIL, "%s failed to build (BuildFail) while trying to %s%s%s\nbuild "
-						       "output (end):\n%s",
-			       dist, what, first ? ": " : "", first ? first : "", btail);
-		err->status = PYTI_EXIT_FAILED;
-		return -1;
-	}
-	_cleanup_free_ char *netline = line_with(output, net);
-	if (!netline && log)
-		netline = line_with(log, net);
-	if (netline)
-		return pyti_err_class(err, PYTI_FC_NETWORK,
-				      "cannot reach the package index to fetch %s (Network): %s\npip said:\n%s", dist,
-				      netline, tail);
-	if (has_any(output, unknown)) {
-		/* a name or version the index does not have is the user's mistake (exit 2); pip's
-		 * "(from versions: …)" in the tail names the versions it has */
-		/* what the index has, as pip tells it: "(from versions: none)" or the versions, the last few */
-		char has[320] = "";
-		const char *fv = strstr(output, "(from versions: ");
-		if (fv) {
-			fv += 16;
-			size_t n = strcspn(fv, ")\n");
-			if (n == 4 && strncmp(fv, "none", 4) == 0) {
-				snprintf(has, sizeof has, "; the index has no release of that name");
-			} else if (n) {
-				const char *start = fv;
-				int commas = 0;
-				for (const char *q = fv + n; q > fv; q--)
-					if (q[-1] == ',' && ++commas == 6) {
-						start = q + 1;
-						break;
-					}
-				snprintf(has, sizeof has, "; the index has %s%.*s", start > fv ? "… " : "",
-					 (int)(fv + n - start > 240 ? 240 : fv + n - start), start);
-			}
-		}
-		pyti_err_class(err, PYTI_FC_FETCH, "unknown distribution %s (%s)%s; pip said:\n%s", dist, what, has,
-			       tail);
-		err->status = PYTI_EXIT_USAGE;
-		return -1;
-	}
-	return pyti_err_class(err, PYTI_FC_FETCH, "pip could not %s for %s; pip said:\n%s", what, dist, tail);
-}
-
 static char *read_log(const char *io, const char *task)
 {
 	_cleanup_free_ char *p = xasprintf("out/pip-%s.log", task);
@@ -341,40 +226,25 @@ static void pip_wheel_all(struct buf *b, const struct fetch_ctx *c, const char *
 	}
 }
 
-static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc, const char *io,
-		       const char *key, struct pyti_err *err)
+/* The fetch sandbox's environment: the pip configuration's variables, then a fixed base and pip's
+ * switches for a run without a terminal. */
+static json_t *job_env(const struct fetch_pipconf *pc)
 {
-	const struct fetch_req *r = c->req;
-	_cleanup_free_ char *conf = xasprintf("%s/pip.conf", io);
-	if (write_file_atomic(conf, pc->conf, strlen(pc->conf), 0644, err) < 0)
-		return -1;
-	static const char *const dirs[] = {"own", "wheels", "sdist", "out"};
-	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-		_cleanup_free_ char *d = xasprintf("%s/%s", io, dirs[i]);
-		if (mkdir_p(d, 0755, err) < 0)
-			return -1;
-	}
-	_cleanup_json_ json_t *job = json_object();
-	_cleanup_free_ char *jobid = xasprintf("fetch-%.12s", key);
-	json_object_set_new(job, "job", json_string(jobid));
-	json_object_set_new(job, "dist", json_string(r->dist));
-	json_object_set_new(job, "recipe", json_string("fetch"));
-	json_object_set_new(job, "backend", json_string("ns"));
-	json_object_set_new(job, "image", json_string(r->image_dir));
-	/* A fetch's downloads are legitimately large (pip keeps them in /tmp until it is done), so
-	 * its bounds are wider than a test job's defaults; bounded all the same. */
-	json_object_set_new(job, "io_limit", json_integer((json_int_t)FETCH_IO_LIMIT));
 	json_t *env = json_object();
 	json_object_update(env, pc->env);
-	json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
-	json_object_set_new(env, "HOME", json_string("/tmp/home"));
-	json_object_set_new(env, "LANG", json_string("C.UTF-8"));
+	sandbox_env_base(env, NULL);
 	json_object_set_new(env, "PIP_CONFIG_FILE", json_string("/io/pip.conf"));
 	json_object_set_new(env, "PIP_NO_INPUT", json_string("1"));
 	json_object_set_new(env, "PIP_ROOT_USER_ACTION", json_string("ignore"));
 	json_object_set_new(env, "PIP_DISABLE_PIP_VERSION_CHECK", json_string("1"));
 	json_object_set_new(env, "PIP_PROGRESS_BAR", json_string("off"));
-	json_object_set_new(job, "env", env);
+	return env;
+}
+
+/* The job's tasks: own, deps and (for a source) testreqs; their order in the module comment. */
+static json_t *job_tasks(const struct fetch_ctx *c)
+{
+	const struct fetch_req *r = c->req;
 	json_t *tasks = json_array();
 	_cleanup_free_ char *qdist = sh_quote(c->dist_arg_in_io);
 	_cleanup_free_ char *own = xasprintf("python3 -m pip wheel --log /io/out/pip-own.log --no-deps -w /io/own %s", qdist);
@@ -416,6 +286,70 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 		_cleanup_free_ char *testreqs_run = buf_steal(&g);
 		json_array_append_new(tasks, task_new("testreqs", testreqs_run, "deps"));
 	}
+	return tasks;
+}
+
+/* The agent's results.json: a failed own or deps task is the fetch's failure, classified. */
+static int check_results(const struct fetch_ctx *c, const char *io, struct pyti_err *err)
+{
+	const struct fetch_req *r = c->req;
+	_cleanup_json_ json_t *res = NULL;
+	{
+		_cleanup_close_ int iofd = safe_opendir_path(io, err);
+		if (iofd >= 0)
+			res = pj_load_beneath(iofd, "out/results.json", 64u << 20, err);
+	}
+	if (!res)
+		return pyti_err_prefix(err, "fetch %s: the agent's results", r->dist);
+	json_t *t;
+	size_t i;
+	json_array_foreach(json_object_get(res, "tasks"), i, t) {
+		const char *name = pj_str(t, "task", "");
+		const char *status = pj_str(t, "status", "");
+		const char *output = pj_str(t, "output", "");
+		log_debug("fetch %s: task %s %s in %.1f s", r->dist, name, status, pj_num(t, "wall_s", 0));
+		if (!strcmp(status, "passed"))
+			continue;
+		if (!strcmp(name, "testreqs")) {
+			/* testreqs.py drops what pip cannot get and goes on: its own failure is rare */
+			_cleanup_free_ char *last = fetch_tail_lines(output, 3, 600);
+			log_warn("fetch %s: reading its test requirements failed; testing without them: %s", r->dist, last);
+		}
+		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
+			_cleanup_free_ char *log = read_log(io, name);
+			const char *what = !strcmp(name, "own") ? "build or download its wheel" : "get its dependencies";
+			return fetch_classify_pip(r->dist, what, output, log, err);
+		}
+	}
+	return 0;
+}
+
+static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc, const char *io,
+		       const char *key, struct pyti_err *err)
+{
+	const struct fetch_req *r = c->req;
+	_cleanup_free_ char *conf = xasprintf("%s/pip.conf", io);
+	if (write_file_atomic(conf, pc->conf, strlen(pc->conf), 0644, err) < 0)
+		return -1;
+	static const char *const dirs[] = {"own", "wheels", "sdist", "out"};
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		_cleanup_free_ char *d = xasprintf("%s/%s", io, dirs[i]);
+		if (mkdir_p(d, 0755, err) < 0)
+			return -1;
+	}
+	_cleanup_json_ json_t *job = json_object();
+	_cleanup_free_ char *jobid = xasprintf("fetch-%.12s", key);
+	json_object_set_new(job, "job", json_string(jobid));
+	json_object_set_new(job, "dist", json_string(r->dist));
+	json_object_set_new(job, "recipe", json_string("fetch"));
+	json_object_set_new(job, "backend", json_string("ns"));
+	json_object_set_new(job, "image", json_string(r->image_dir));
+	/* A fetch's downloads are legitimately large (pip keeps them in /tmp until it is done), so
+	 * its bounds are wider than a test job's defaults; bounded all the same. */
+	json_object_set_new(job, "io_limit", json_integer((json_int_t)FETCH_IO_LIMIT));
+	json_t *env = job_env(pc);
+	json_object_set_new(job, "env", env);
+	json_t *tasks = job_tasks(c);
 	json_object_set_new(job, "tasks", tasks);
 	static const struct {
 		const char *name, *text;
@@ -442,35 +376,7 @@ static int run_sandbox(const struct fetch_ctx *c, const struct fetch_pipconf *pc
 			err->fclass = PYTI_FC_FETCH;
 		return pyti_err_prefix(err, "fetch %s", r->dist);
 	}
-	_cleanup_json_ json_t *res = NULL;
-	{
-		_cleanup_close_ int iofd = safe_opendir_path(io, err);
-		if (iofd >= 0)
-			res = pj_load_beneath(iofd, "out/results.json", 64u << 20, err);
-	}
-	if (!res)
-		return pyti_err_prefix(err, "fetch %s: the agent's results", r->dist);
-	json_t *t;
-	size_t i;
-	json_array_foreach(json_object_get(res, "tasks"), i, t) {
-		const char *name = pj_str(t, "task", "");
-		const char *status = pj_str(t, "status", "");
-		const char *output = pj_str(t, "output", "");
-		log_debug("fetch %s: task %s %s in %.1f s", r->dist, name, status, pj_num(t, "wall_s", 0));
-		if (!strcmp(status, "passed"))
-			continue;
-		if (!strcmp(name, "testreqs")) {
-			/* testreqs.py drops what pip cannot get and goes on: its own failure is rare */
-			_cleanup_free_ char *last = tail_lines(output, 3, 600);
-			log_warn("fetch %s: reading its test requirements failed; testing without them: %s", r->dist, last);
-		}
-		if (!strcmp(name, "own") || !strcmp(name, "deps")) {
-			_cleanup_free_ char *log = read_log(io, name);
-			return classify(r->dist, !strcmp(name, "own") ? "build or download its wheel" : "get its dependencies",
-					output, log, err);
-		}
-	}
-	return 0;
+	return check_results(c, io, err);
 }
 
 /* Scratch directories of fetches that died with their pyti (killed, power loss) are removed
@@ -495,13 +401,11 @@ static void sweep_scratch(const char *tmpdir)
 	closedir(d);
 }
 
-int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyti_err *err)
+/* What the caller asked for, before anything runs: pip would read a leading '-' as one of its options. */
+static int check_req(const struct fetch_req *req, struct pyti_err *err)
 {
-	double t0 = now_mono();
-	memset(out, 0, sizeof *out);
 	if (!req->dist || !*req->dist)
 		return pyti_err_usage(err, "fetch: no distribution given");
-	/* pip would read a leading '-' as one of its options */
 	if (req->dist[0] == '-')
 		return pyti_err_usage(err, "fetch: '%s' is not a requirement, a file or a directory", req->dist);
 	for (size_t i = 0; req->requires && req->requires[i]; i++)
@@ -509,41 +413,46 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 			return pyti_err_usage(err, "fetch: '%s' is not a requirement", req->requires[i]);
 	if (!req->state_dir || !req->io_dir || !req->image_dir || !req->agent_path)
 		return pyti_err_set(err, 0, "fetch: state_dir, io_dir, image_dir and agent_path are required");
-	struct fetch_ctx c = {.req = req, .kind = FK_REQ};
+	return 0;
+}
+
+/* c->kind of the distribution, and *abs its absolute path when it is a local file or directory. */
+static int dist_kind(struct fetch_ctx *c, char **abs, struct pyti_err *err)
+{
+	const struct fetch_req *req = c->req;
 	struct stat st;
-	_cleanup_free_ char *abs = NULL;
+	c->kind = FK_REQ;
 	if (fetch_dist_is_local(req->dist, &st)) {
-		abs = realpath(req->dist, NULL);
-		if (!abs)
+		*abs = realpath(req->dist, NULL);
+		if (!*abs)
 			return pyti_err_set(err, errno, "fetch: %s", req->dist);
 		if (S_ISDIR(st.st_mode))
-			c.kind = FK_DIR;
-		else if (str_has_suffix(abs, ".whl"))
-			c.kind = FK_WHEEL;
-		else if (is_sdist_name(abs))
-			c.kind = FK_SDIST;
+			c->kind = FK_DIR;
+		else if (str_has_suffix(*abs, ".whl"))
+			c->kind = FK_WHEEL;
+		else if (is_sdist_name(*abs))
+			c->kind = FK_SDIST;
 		else
 			return pyti_err_usage(err, "%s is neither a wheel, an sdist nor a source directory",
 					      req->dist);
 	} else if (strchr(req->dist, '/') && !strstr(req->dist, "://") && !strchr(req->dist, '@')) {
 		return pyti_err_usage(err, "%s: no such file or directory", req->dist);
 	}
-	const char *const *extras = req->extras ? req->extras : fetch_test_extras;
-	_cleanup_free_ char *extras_str = extras_list(req->dist, c.kind, extras);
-	c.extras = extras_str;
+	return 0;
+}
 
-	_cleanup_(fetch_pipconf_free) struct fetch_pipconf pc = {0};
-	if (fetch_pipconf_load(req->envp, &pc, err) < 0)
-		return -1;
-
-	/* the cache key */
+/* The cache key: the distribution (a local one by its content), extras, requires, image, pip config. */
+static int cache_key(const struct fetch_ctx *c, const char *abs, const struct fetch_pipconf *pc, char key[65],
+		     struct pyti_err *err)
+{
+	const struct fetch_req *req = c->req;
 	_cleanup_free_ char *dist_id = NULL;
 	char h[65];
-	if (c.kind == FK_DIR) {
+	if (c->kind == FK_DIR) {
 		if (fetch_hash_dir(abs, h, err) < 0)
 			return -1;
 		dist_id = xasprintf("dir:%s", h);
-	} else if (c.kind != FK_REQ) {
+	} else if (c->kind != FK_REQ) {
 		if (sha256_file(abs, h, err) < 0)
 			return -1;
 		const char *base = strrchr(abs, '/') + 1;
@@ -552,27 +461,184 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		dist_id = xasprintf("req:%s", req->dist);
 	}
 	_cleanup_free_ char *img = image_hash(req->image_dir);
-	const char *ex1[] = {c.extras, NULL};
-	char key[65];
-	fetch_cache_key(dist_id, ex1, req->requires, img, pc.key_part, key);
+	const char *ex1[] = {c->extras, NULL};
+	fetch_cache_key(dist_id, ex1, req->requires, img, pc->key_part, key);
+	return 0;
+}
 
-	/* unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL seconds; 0 = every time,
-	 * as --refresh does for every fetch) */
-	double ttl = 0;
-	bool refresh = req->refresh;
-	if (c.kind == FK_REQ && !pinned(req->dist)) {
-		const char *t = getenv("PYTI_FETCH_TTL");
-		char *end = NULL;
-		ttl = t && *t ? strtod(t, &end) : 86400;
-		if (t && *t && (*end || !(ttl >= 0))) {
-			log_warn("PYTI_FETCH_TTL=%s is not a number of seconds: a day it is", t);
-			ttl = 86400;
-		}
-		if (ttl == 0)
-			refresh = true;
+static struct fetch_host fetch_host_cfg;
+
+void fetch_set_host(const struct fetch_host *h)
+{
+	fetch_host_cfg = *h;
+}
+
+/* How old a cache entry may be: unpinned requirements are re-resolved after a day (PYTI_FETCH_TTL
+ * seconds; 0 = every time, as --refresh does for every fetch, so *refresh is set). */
+static double cache_ttl(const struct fetch_ctx *c, bool *refresh)
+{
+	if (c->kind != FK_REQ || pinned(c->req->dist))
+		return 0;
+	const char *t = fetch_host_cfg.ttl;
+	char *end = NULL;
+	double ttl = t && *t ? strtod(t, &end) : 86400;
+	if (t && *t && (*end || !(ttl >= 0))) {
+		log_warn("PYTI_FETCH_TTL=%s is not a number of seconds: a day it is", t);
+		ttl = 86400;
 	}
-	/* Jobs running side by side that want the same fetch wait for the first one and then take
-	 * it from the cache, instead of fetching it twice. */
+	if (ttl == 0)
+		*refresh = true;
+	return ttl;
+}
+
+/* Look in the cache (unless refreshing), then look again once the fetch lock is ours: jobs running
+ * side by side that want the same fetch wait for the first one and then take it from the cache,
+ * instead of fetching it twice. 1 a hit (out filled), 0 a miss with the lock held, -1 an error. */
+static int cache_lookup(const struct fetch_req *req, const char *key, double ttl, bool refresh,
+			struct held_lock *lock, struct fetch_result *out, struct pyti_err *err)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!refresh) {
+			int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
+			if (hit < 0)
+				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
+			if (hit) {
+				if (out->test_requirements)
+					fetch_testreqs_warn(req->dist, out->test_requirements);
+				out->from_cache = true;
+				log_debug("fetch %s: cache hit %s", req->dist, key);
+				return 1;
+			}
+		}
+		if (attempt == 0 && (lock->fd = lock_open_held(lock->path, err)) < 0)
+			return -1;
+		if (refresh)
+			break;
+	}
+	return 0;
+}
+
+/* A local distribution goes into IO/local for the sandbox (c->dist_arg_in_io is its path there, *in_io
+ * owns it); a requirement is handed to pip as it is. *sdist_src: a local sdist's own path. */
+static int stage_local(struct fetch_ctx *c, const char *abs, const char *io, char **in_io, char **sdist_src,
+		       struct pyti_err *err)
+{
+	if (c->kind == FK_REQ) {
+		c->dist_arg_in_io = c->req->dist;
+		return 0;
+	}
+	const char *base = strrchr(abs, '/') + 1;
+	_cleanup_free_ char *local = xasprintf("%s/local", io);
+	_cleanup_free_ char *dst = xasprintf("%s/%s", local, base);
+	if (mkdir_p(local, 0755, err) < 0)
+		return -1;
+	if ((c->kind == FK_DIR ? copy_src_tree(abs, dst, SRC_TREE_KEEP_VCS, err) : copy_file(abs, dst, 0644, err)) < 0)
+		return -1;
+	*in_io = xasprintf("/io/local/%s", base);
+	c->dist_arg_in_io = *in_io;
+	if (c->kind == FK_SDIST)
+		*sdist_src = xstrdup(abs);
+	return 0;
+}
+
+/* The sdist pip downloaded beside a requirement's wheel, or NULL (logged: no tests from its source). */
+static char *downloaded_sdist(const char *dist, const char *io)
+{
+	_cleanup_free_ char *sddir = xasprintf("%s/sdist", io);
+	char *sdist_src = first_sdist(sddir);
+	if (!sdist_src) {
+		/* why: pip's last words on it (no sdist on the index, or one pip could not prepare) */
+		_cleanup_buf_ struct buf why = BUF_INIT(64 * 1024);
+		_cleanup_free_ char *last = safe_read_under(io, "out/sdist.txt", &why, NULL) == 0 && why.len
+						   ? fetch_tail_lines(why.data, 2, 300) : xstrdup("");
+		log_info("fetch %s: no sdist, so no tests from its source%s%s", dist, *last ? ": " : "", last);
+	}
+	return sdist_src;
+}
+
+/* What testreqs.py printed: the sandbox's file, read beneath io without following a link (one to a
+ * host file would put that file's lines into the job and the cache). Never NULL. */
+static char **read_testreqs(const char *dist, const char *io)
+{
+	_cleanup_buf_ struct buf tb = BUF_INIT(FETCH_MAX_REQ_FILE);
+	struct pyti_err e2 = {0};
+	if (safe_read_under(io, "out/testreqs.txt", &tb, &e2) == 0)
+		return fetch_parse_requirements(tb.data, tb.len);
+	if (e2.errnum != ENOENT)
+		log_warn("fetch %s: its test requirements are ignored: %s", dist, pyti_err_str(&e2));
+	return xcalloc(1, sizeof(char *));
+}
+
+/* And testreqs.py's record of what was declared, fetched and dropped (why), rebuilt; or NULL. */
+static json_t *read_testreqs_record(const char *io)
+{
+	_cleanup_close_ int iofd = safe_opendir_path(io, NULL);
+	struct pyti_err e2 = {0};
+	_cleanup_json_ json_t *raw = iofd < 0 ? NULL : pj_load_beneath(iofd, "out/testreqs.json", FETCH_MAX_REQ_FILE, &e2);
+	return raw ? fetch_testreqs_record(raw) : NULL;
+}
+
+/* A miss, in the scratch I/O directory io: the fetch sandbox, then its products into the cache
+ * under key and from there into the caller's I/O directory. */
+static int fetch_miss(struct fetch_ctx *c, const struct fetch_pipconf *pc, const char *abs, const char *io,
+		      const char *key, struct fetch_result *out, struct pyti_err *err)
+{
+	const struct fetch_req *req = c->req;
+	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
+	_cleanup_json_ json_t *trec = NULL; /* testreqs.py's record, rebuilt */
+	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
+	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
+	if (stage_local(c, abs, io, &in_io, &sdist_src, err) < 0)
+		return -1;
+	if (run_sandbox(c, pc, io, key, err) < 0)
+		return -1;
+	own = only_wheel(own_dir);
+	if (!own)
+		return pyti_err_class(err, PYTI_FC_FETCH, "fetch %s: pip produced no wheel of the distribution itself",
+				      req->dist);
+	if (c->kind == FK_REQ)
+		sdist_src = downloaded_sdist(req->dist, io);
+	char **treqs = read_testreqs(req->dist, io);
+	trec = read_testreqs_record(io);
+	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c->kind == FK_REQ, own, treqs,
+				  trec, err);
+	fetch_strv_free(treqs);
+	if (put < 0)
+		return -1;
+	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);
+	if (hit <= 0) {
+		if (hit == 0)
+			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
+		return -1;
+	}
+	if (out->test_requirements)
+		fetch_testreqs_warn(req->dist, out->test_requirements);
+	return 0;
+}
+
+int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyti_err *err)
+{
+	double t0 = now_mono();
+	memset(out, 0, sizeof *out);
+	if (check_req(req, err) < 0)
+		return -1;
+	struct fetch_ctx c = {.req = req};
+	_cleanup_free_ char *abs = NULL;
+	if (dist_kind(&c, &abs, err) < 0)
+		return -1;
+	const char *const *extras = req->extras ? req->extras : fetch_test_extras;
+	_cleanup_free_ char *extras_str = extras_list(req->dist, c.kind, extras);
+	c.extras = extras_str;
+
+	_cleanup_(fetch_pipconf_free) struct fetch_pipconf pc = {0};
+	if (fetch_pipconf_load(req->envp, &pc, err) < 0)
+		return -1;
+	char key[65];
+	if (cache_key(&c, abs, &pc, key, err) < 0)
+		return -1;
+	bool refresh = req->refresh;
+	double ttl = cache_ttl(&c, &refresh);
+
 	_cleanup_free_ char *entries = xasprintf("%s/cache/fetch", req->state_dir);
 	if (mkdir_p(entries, 0755, err) < 0)
 		return -1;
@@ -583,25 +649,12 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 	_cleanup_free_ char *tmpdir = xasprintf("%s/tmp", req->state_dir);
 	owner_sweep(tmpdir);
 	_cleanup_(held_lock_release) struct held_lock lock = {lockp, -1};
-	for (int attempt = 0; attempt < 2; attempt++) {
-		/* look (unless refreshing), then look again once the lock is ours */
-		if (!refresh) {
-			int hit = fetch_cache_get(req->state_dir, key, ttl, req->io_dir, out, err);
-			if (hit < 0)
-				return pyti_err_prefix(err, "fetch %s: from the cache", req->dist);
-			if (hit) {
-				if (out->test_requirements)
-					fetch_testreqs_warn(req->dist, out->test_requirements);
-				out->from_cache = true;
-				out->wall_s = now_mono() - t0;
-				log_debug("fetch %s: cache hit %s", req->dist, key);
-				return 0;
-			}
-		}
-		if (attempt == 0 && (lock.fd = lock_open_held(lockp, err)) < 0)
-			return -1;
-		if (refresh)
-			break;
+	int hit = cache_lookup(req, key, ttl, refresh, &lock, out, err);
+	if (hit < 0)
+		return -1;
+	if (hit) {
+		out->wall_s = now_mono() - t0;
+		return 0;
 	}
 	for (size_t i = 0; i < pc.nwarnings; i++)
 		log_warn("%s", pc.warnings[i]);
@@ -620,85 +673,10 @@ int fetch_dist(const struct fetch_req *req, struct fetch_result *out, struct pyt
 		rmdir(io);
 		return -1;
 	}
-	int rc = -1;
-	_cleanup_free_ char *sdist_src = NULL, *in_io = NULL, *own = NULL;
-	_cleanup_json_ json_t *trec = NULL; /* testreqs.py's record, rebuilt */
-	_cleanup_free_ char *own_dir = xasprintf("%s/own", io);
-	_cleanup_free_ char *wheels = xasprintf("%s/wheels", io);
-	if (c.kind != FK_REQ) {
-		const char *base = strrchr(abs, '/') + 1;
-		_cleanup_free_ char *local = xasprintf("%s/local", io);
-		_cleanup_free_ char *dst = xasprintf("%s/%s", local, base);
-		if (mkdir_p(local, 0755, err) < 0)
-			goto done;
-		if ((c.kind == FK_DIR ? copy_src_tree(abs, dst, SRC_TREE_KEEP_VCS, err) : copy_file(abs, dst, 0644, err)) < 0)
-			goto done;
-		in_io = xasprintf("/io/local/%s", base);
-		c.dist_arg_in_io = in_io;
-		if (c.kind == FK_SDIST)
-			sdist_src = xstrdup(abs);
-	} else {
-		c.dist_arg_in_io = req->dist;
-	}
-	if (run_sandbox(&c, &pc, io, key, err) < 0)
-		goto done;
-	own = only_wheel(own_dir);
-	if (!own) {
-		pyti_err_class(err, PYTI_FC_FETCH, "fetch %s: pip produced no wheel of the distribution itself",
-			       req->dist);
-		goto done;
-	}
-	if (c.kind == FK_REQ) {
-		_cleanup_free_ char *sddir = xasprintf("%s/sdist", io);
-		sdist_src = first_sdist(sddir);
-		if (!sdist_src) {
-			/* why: pip's last words on it (no sdist on the index, or one pip could not prepare) */
-			_cleanup_buf_ struct buf why = BUF_INIT(64 * 1024);
-			_cleanup_free_ char *last = safe_read_under(io, "out/sdist.txt", &why, NULL) == 0 && why.len
-							   ? tail_lines(why.data, 2, 300) : xstrdup("");
-			log_info("fetch %s: no sdist, so no tests from its source%s%s", req->dist, *last ? ": " : "",
-				 last);
-		}
-	}
-	/* what testreqs.py printed: the sandbox's file, read beneath io without following a link (one
-	 * to a host file would put that file's lines into the job and the cache) */
-	char **treqs = NULL;
-	{
-		_cleanup_buf_ struct buf tb = BUF_INIT(FETCH_MAX_REQ_FILE);
-		struct pyti_err e2 = {0};
-		if (safe_read_under(io, "out/testreqs.txt", &tb, &e2) == 0) {
-			treqs = fetch_parse_requirements(tb.data, tb.len);
-		} else {
-			if (e2.errnum != ENOENT)
-				log_warn("fetch %s: its test requirements are ignored: %s", req->dist, pyti_err_str(&e2));
-			treqs = xcalloc(1, sizeof(char *));
-		}
-	}
-	/* and its record of what was declared, fetched and dropped (why) */
-	{
-		_cleanup_close_ int iofd = safe_opendir_path(io, NULL);
-		struct pyti_err e2 = {0};
-		_cleanup_json_ json_t *raw = iofd < 0 ? NULL : pj_load_beneath(iofd, "out/testreqs.json", FETCH_MAX_REQ_FILE, &e2);
-		if (raw)
-			trec = fetch_testreqs_record(raw);
-	}
-	int put = fetch_cache_put(req->state_dir, key, req->dist, wheels, sdist_src, c.kind == FK_REQ, own, treqs,
-				  trec, err);
-	fetch_strv_free(treqs);
-	if (put < 0)
-		goto done;
-	int hit = fetch_cache_get(req->state_dir, key, 0, req->io_dir, out, err);
-	if (hit <= 0) {
-		if (hit == 0)
-			pyti_err_set(err, 0, "fetch %s: the cache entry just written is incomplete", req->dist);
-		goto done;
-	}
-	if (out->test_requirements)
-		fetch_testreqs_warn(req->dist, out->test_requirements);
-	out->wall_s = now_mono() - t0;
-	rc = 0;
-done:
-	if (getenv("PYTI_KEEP_FETCH")) { /* debugging: docs/HACKING.md */
+	int rc = fetch_miss(&c, &pc, abs, io, key, out, err);
+	if (rc == 0)
+		out->wall_s = now_mono() - t0;
+	if (fetch_host_cfg.keep_scratch) { /* PYTI_KEEP_FETCH, debugging: docs/HACKING.md */
 		log_warn("fetch: scratch directory kept: %s", io);
 	} else {
 		struct pyti_err e2 = {0};

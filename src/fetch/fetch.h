@@ -29,6 +29,16 @@ struct fetch_req {
 	void *arg;
 };
 
+/* The host's settings, read from the environment once by the CLI (man/pyti.1, ENVIRONMENT), not
+ * here: how old an unpinned requirement's cache entry may be ($PYTI_FETCH_TTL, seconds, as given:
+ * fetch_dist says when it is not a number; NULL = a day) and keeping the scratch directory
+ * ($PYTI_KEEP_FETCH, debugging). */
+struct fetch_host {
+	const char *ttl;
+	bool keep_scratch;
+};
+void fetch_set_host(const struct fetch_host *h);
+
 /* The extras that name a distribution's test dependencies: "test", "tests", "testing"; NULL-ended.
  * Fetched by default, and installed by {extras} when the distribution declares them. */
 extern const char *const fetch_test_extras[];

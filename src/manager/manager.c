@@ -57,10 +57,11 @@ static int stage_sdist(const char *sdist, const char *src_dir, struct pyti_err *
 /* The job's environment: pyti's, then the user's --env NAME=VALUE (which may override it). */
 static json_t *task_env(const char *const *user, struct pyti_err *err)
 {
-	json_t *env = json_pack("{ssssssssssss}", "PATH",
-				VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME",
-				"/tmp/home", "LANG", "C.UTF-8", "VIRTUAL_ENV", VENV, "PYTHONUNBUFFERED", "1",
-				"PIP_DISABLE_PIP_VERSION_CHECK", "1");
+	json_t *env = json_object();
+	sandbox_env_base(env, VENV "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	json_object_set_new(env, "VIRTUAL_ENV", json_string(VENV));
+	json_object_set_new(env, "PYTHONUNBUFFERED", json_string("1"));
+	json_object_set_new(env, "PIP_DISABLE_PIP_VERSION_CHECK", json_string("1"));
 	for (size_t i = 0; user && user[i]; i++) {
 		const char *eq = strchr(user[i], '=');
 		json_t *v = eq ? json_string(eq + 1) : NULL;
@@ -145,36 +146,33 @@ static char *keep_outputs(const char *state_dir, const char *job_id, const char 
 	return steal_pointer(&dst);
 }
 
-/* Stage the source, fetch, write job.json, run the sandbox and collect: everything that happens
- * inside the job's I/O directory. */
-static int run_job(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
-		   const char *job_id, const char *io, json_t **results, struct pyti_err *err)
+/* A local sdist or source tree is staged into src first: a hostile archive is refused before any of
+ * its code could run anywhere. *local: the distribution is a local file or directory. */
+static int stage_local(const struct manager_opts *o, const char *src, bool *local, struct pyti_err *err)
 {
-	_cleanup_free_ char *src = xasprintf("%s/src", io), *wheels = xasprintf("%s/wheels", io),
-			    *outd = xasprintf("%s/out", io);
-	if (mkdir_p(src, 0755, err) < 0 || mkdir_p(wheels, 0755, err) < 0 || mkdir_p(outd, 0755, err) < 0)
-		return -1;
-
-	/* A local sdist or source tree is staged first: a hostile archive is refused before any of
-	 * its code could run anywhere. */
 	struct stat st;
-	bool local = fetch_dist_is_local(o->dist, &st);
-	if (local && S_ISREG(st.st_mode) && is_sdist_name(o->dist)) {
+	*local = fetch_dist_is_local(o->dist, &st);
+	if (*local && S_ISREG(st.st_mode) && is_sdist_name(o->dist)) {
 		progress(o, "stage: unpacking sdist", NULL);
 		if (stage_sdist(o->dist, src, err) < 0)
 			return -1;
-	} else if (local && S_ISDIR(st.st_mode)) {
+	} else if (*local && S_ISDIR(st.st_mode)) {
 		progress(o, "stage: copying source tree", NULL);
 		if (copy_src_tree(o->dist, src, 0, err) < 0)
 			return -1;
-	} else if (local && !(S_ISREG(st.st_mode) && str_has_suffix(o->dist, ".whl"))) {
+	} else if (*local && !(S_ISREG(st.st_mode) && str_has_suffix(o->dist, ".whl"))) {
 		return pyti_err_usage(err, "%s: not an sdist (.tar.gz, .zip …), a wheel or a source directory",
 				      o->dist);
 	}
+	return 0;
+}
 
-	/* what the fetch does is said once it is known: "from the cache", or the fetch sandbox's own
-	 * steps (pip wheel, pip download) as their events come */
-	struct run_state rs = {.o = o, .phase = "fetch"};
+/* The distribution and what the recipe requires, into the job's I/O directory (fetch_dist). What
+ * the fetch does is said once it is known: "from the cache", or the fetch sandbox's own steps (pip
+ * wheel, pip download) as their events come. */
+static int fetch_for_job(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
+			 const char *io, struct run_state *rs, struct fetch_result *fr, struct pyti_err *err)
+{
 	_cleanup_free_ const char **requires = xcalloc(recipe->n_requires + 1, sizeof *requires);
 	for (size_t i = 0; i < recipe->n_requires; i++)
 		requires[i] = recipe->requires[i];
@@ -187,79 +185,80 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.requires = requires,
 		.refresh = o->refresh,
 		.on_event = on_event,
-		.arg = &rs,
+		.arg = rs,
 	};
-	_cleanup_(fetch_result_free) struct fetch_result fr = {0};
-	if (fetch_dist(&freq, &fr, err) < 0)
+	if (fetch_dist(&freq, fr, err) < 0)
 		return -1;
-	if (fr.from_cache)
+	if (fr->from_cache)
 		progress(o, "fetch: from the cache", NULL);
 	else
 		progress(o, "fetch: done", NULL);
-	if (!local && fr.sdist) {
-		progress(o, "stage: unpacking sdist", NULL);
-		if (stage_sdist(fr.sdist, src, err) < 0)
-			return -1;
-	}
+	return 0;
+}
 
-	/* Name, version, extras and importable modules from the dist's own wheel: read, never run. */
-	_cleanup_free_ char *whl = xasprintf("%s/%s", fr.wheelhouse, fr.dist_wheel);
-	_cleanup_(wheel_meta_free) struct wheel_meta wm = {0};
-	if (wheel_read_meta(whl, &wm, err) < 0)
-		return pyti_err_prefix(err, "reading the metadata of %s", fr.dist_wheel);
-	const char *extras[8];
+/* The test extras (fetch_test_extras, in that order) the wheel declares, into extras[max]; their count. */
+static size_t test_extras(const struct wheel_meta *wm, const char **extras, size_t max)
+{
 	size_t n_extras = 0;
-	for (size_t i = 0; fetch_test_extras[i] && n_extras < ARRAY_SIZE(extras); i++)
-		for (size_t k = 0; k < wm.n_extras; k++)
-			if (strcmp(wm.extras[k], fetch_test_extras[i]) == 0)
+	for (size_t i = 0; fetch_test_extras[i] && n_extras < max; i++)
+		for (size_t k = 0; k < wm->n_extras; k++)
+			if (strcmp(wm->extras[k], fetch_test_extras[i]) == 0)
 				extras[n_extras++] = fetch_test_extras[i];
-	/* The recipe's requires (the test runner) and the test requirements the dist's source
-	 * declares go to the sandbox as one requirements file, which {test_requirements} names. */
-	const char *test_reqs = NULL;
-	if (recipe->n_requires || (fr.test_requires && fr.test_requires[0])) {
-		_cleanup_buf_ struct buf tr = BUF_INIT(0);
-		for (size_t i = 0; i < recipe->n_requires; i++)
-			buf_printf(&tr, "%s\n", recipe->requires[i]);
-		for (size_t i = 0; fr.test_requires && fr.test_requires[i]; i++)
-			buf_printf(&tr, "%s\n", fr.test_requires[i]);
-		_cleanup_free_ char *trp = xasprintf("%s/test-requirements.txt", io);
-		if (write_file_atomic(trp, tr.data, tr.len, 0644, err) < 0)
-			return -1;
-		test_reqs = "/io/test-requirements.txt";
-	}
-	_cleanup_free_ char *dist_pin = xasprintf("%s==%s", wm.name, wm.version);
-	struct recipe_vars vars = {
-		.dist = dist_pin,
-		.name = wm.name,
-		.version = wm.version,
-		.extras = extras,
-		.n_extras = n_extras,
-		.modules = (const char *const *)wm.modules,
-		.n_modules = wm.n_modules,
-		.test_requirements = test_reqs,
-		.posargs = o->posargs,
-		.n_posargs = o->n_posargs,
-	};
-	/* the default test runner and its plan (tox.ini's command, read here without running it) */
-	if (recipe_stage_guest_files(io, recipe, &vars, NULL, err) < 0)
+	return n_extras;
+}
+
+/* The recipe's requires (the test runner) and the test requirements the dist's source declares go
+ * to the sandbox as one requirements file, which {test_requirements} names: *path is its name in
+ * the sandbox, or NULL when there are none. */
+static int write_test_reqs(const char *io, const struct recipe *recipe, const struct fetch_result *fr,
+			   const char **path, struct pyti_err *err)
+{
+	*path = NULL;
+	if (!recipe->n_requires && !(fr->test_requires && fr->test_requires[0]))
+		return 0;
+	_cleanup_buf_ struct buf tr = BUF_INIT(0);
+	for (size_t i = 0; i < recipe->n_requires; i++)
+		buf_printf(&tr, "%s\n", recipe->requires[i]);
+	for (size_t i = 0; fr->test_requires && fr->test_requires[i]; i++)
+		buf_printf(&tr, "%s\n", fr->test_requires[i]);
+	_cleanup_free_ char *trp = xasprintf("%s/test-requirements.txt", io);
+	if (write_file_atomic(trp, tr.data, tr.len, 0644, err) < 0)
 		return -1;
+	*path = "/io/test-requirements.txt";
+	return 0;
+}
+
+/* The guest's files (the default test runner and its plan: tox.ini's command, read here without
+ * running it) and IO/job.json; the job (its "tasks" are what the sandbox runs), or NULL. */
+static json_t *write_job(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
+			 const struct recipe_vars *vars, const char *job_id, const char *io, struct pyti_err *err)
+{
+	if (recipe_stage_guest_files(io, recipe, vars, NULL, err) < 0)
+		return NULL;
 	json_t *env = task_env(o->env, err);
 	if (!env)
-		return -1;
-	json_t *tasks = recipe_to_job_tasks(recipe, &vars, err);
+		return NULL;
+	json_t *tasks = recipe_to_job_tasks(recipe, vars, err);
 	if (!tasks) {
 		json_decref(env);
-		return -1;
+		return NULL;
 	}
-	_cleanup_json_ json_t *job = json_pack("{sssssssssssosIsIso}", "job", job_id, "dist", dist_pin, "recipe",
+	_cleanup_json_ json_t *job = json_pack("{sssssssssssosIsIso}", "job", job_id, "dist", vars->dist, "recipe",
 					       recipe->name, "backend", o->backend, "image", img->display,
 					       "env", env, "tmpfs", (json_int_t)recipe->tmpfs, "io_limit",
 					       (json_int_t)recipe->io_limit, "tasks", tasks);
 	_cleanup_free_ char *job_path = xasprintf("%s/job.json", io);
 	if (pj_dump_file(job, job_path, err) < 0)
-		return -1;
+		return NULL;
+	return steal_pointer(&job);
+}
 
-	rs.phase = "sandbox";
+/* The sandbox, on job's tasks; a job over its backstop says so when no task has a timeout. */
+static int run_job_sandbox(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
+			   const char *io, json_t *tasks, struct run_state *rs, struct sandbox_result *sr,
+			   struct pyti_err *err)
+{
+	rs->phase = "sandbox";
 	progress(o, o->cold ? "sandbox: starting (cold)" : "sandbox: starting", NULL);
 	bool untimed;
 	struct sandbox_spec spec = {
@@ -274,19 +273,27 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		.cold = o->cold,
 		.vm_uri = o->vm_uri,
 		.on_event = on_event,
-		.arg = &rs,
+		.arg = rs,
 	};
-	struct sandbox_result sr;
-	if (sandbox_run(&spec, &sr, err) < 0) {
+	if (sandbox_run(&spec, sr, err) < 0) {
 		if (untimed && err->fclass == PYTI_FC_TIMEOUT)
 			pyti_err_prefix(err, "job over its wall-clock limit of %.0f s (PYTI_JOB_MAX_S; a task has no "
 					     "timeout)", spec.timeout_s);
 		return -1;
 	}
+	return 0;
+}
 
+/* The sandbox's results.json with what the host adds (test counts, timings, test requirements),
+ * out/ capped and kept under runs/<job>/, and the results written there too. */
+static int collect(const struct manager_opts *o, const char *job_id, const char *io, const json_t *job,
+		   const struct sandbox_result *sr, const struct fetch_result *fr, json_t **results,
+		   struct pyti_err *err)
+{
 	progress(o, "collect", NULL);
 	/* Everything under out/ was written by the sandbox: read beneath the I/O directory, never
 	 * through a link (out/ itself may have been replaced by one), regular files only. */
+	_cleanup_free_ char *outd = xasprintf("%s/out", io);
 	_cleanup_close_ int iofd = safe_opendir_path(io, err);
 	_cleanup_close_ int outfd = iofd < 0 ? -1 : safe_opendir_beneath(iofd, "out", err);
 	_cleanup_json_ json_t *res = outfd < 0 ? NULL : pj_load_beneath(outfd, "results.json", RESULTS_MAX, err);
@@ -296,13 +303,13 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		return -1;
 	}
 	report_add_test_counts(res, job, iofd);
-	json_object_set_new(res, "sandbox_setup_s", json_real(sr.setup_s));
-	json_object_set_new(res, "fetch_s", json_real((double)(long long)(fr.wall_s * 1000) / 1000));
-	json_t *vmt = sandbox_vm_times_json(&sr); /* how the vm job got its guest (docs/contracts.md) */
+	json_object_set_new(res, "sandbox_setup_s", json_real(sr->setup_s));
+	json_object_set_new(res, "fetch_s", json_real((double)(long long)(fr->wall_s * 1000) / 1000));
+	json_t *vmt = sandbox_vm_times_json(sr); /* how the vm job got its guest (docs/contracts.md) */
 	if (vmt)
 		json_object_set_new(res, "vm", vmt);
-	if (fr.test_requirements) /* declared, fetched, dropped (why): fresh and cached runs alike */
-		json_object_set(res, "test_requirements", fr.test_requirements);
+	if (fr->test_requirements) /* declared, fetched, dropped (why): fresh and cached runs alike */
+		json_object_set(res, "test_requirements", fr->test_requirements);
 	if (manager_cap_outputs(outd, MANAGER_KEEP_MAX, res, err) < 0)
 		return -1;
 	_cleanup_free_ char *kept = keep_outputs(o->state_dir, job_id, io, outfd, err);
@@ -314,6 +321,62 @@ static int run_job(const struct manager_opts *o, const struct image_info *img, c
 		return -1;
 	*results = steal_pointer(&res);
 	return 0;
+}
+
+/* Stage the source, fetch, write job.json, run the sandbox and collect: everything that happens
+ * inside the job's I/O directory. */
+static int run_job(const struct manager_opts *o, const struct image_info *img, const struct recipe *recipe,
+		   const char *job_id, const char *io, json_t **results, struct pyti_err *err)
+{
+	_cleanup_free_ char *src = xasprintf("%s/src", io), *wheels = xasprintf("%s/wheels", io),
+			    *outd = xasprintf("%s/out", io);
+	if (mkdir_p(src, 0755, err) < 0 || mkdir_p(wheels, 0755, err) < 0 || mkdir_p(outd, 0755, err) < 0)
+		return -1;
+	bool local;
+	if (stage_local(o, src, &local, err) < 0)
+		return -1;
+
+	struct run_state rs = {.o = o, .phase = "fetch"};
+	_cleanup_(fetch_result_free) struct fetch_result fr = {0};
+	if (fetch_for_job(o, img, recipe, io, &rs, &fr, err) < 0)
+		return -1;
+	if (!local && fr.sdist) {
+		progress(o, "stage: unpacking sdist", NULL);
+		if (stage_sdist(fr.sdist, src, err) < 0)
+			return -1;
+	}
+
+	/* Name, version, extras and importable modules from the dist's own wheel: read, never run. */
+	_cleanup_free_ char *whl = xasprintf("%s/%s", fr.wheelhouse, fr.dist_wheel);
+	_cleanup_(wheel_meta_free) struct wheel_meta wm = {0};
+	if (wheel_read_meta(whl, &wm, err) < 0)
+		return pyti_err_prefix(err, "reading the metadata of %s", fr.dist_wheel);
+	const char *extras[8];
+	size_t n_extras = test_extras(&wm, extras, ARRAY_SIZE(extras));
+	const char *test_reqs;
+	if (write_test_reqs(io, recipe, &fr, &test_reqs, err) < 0)
+		return -1;
+	_cleanup_free_ char *dist_pin = xasprintf("%s==%s", wm.name, wm.version);
+	struct recipe_vars vars = {
+		.dist = dist_pin,
+		.name = wm.name,
+		.version = wm.version,
+		.extras = extras,
+		.n_extras = n_extras,
+		.modules = (const char *const *)wm.modules,
+		.n_modules = wm.n_modules,
+		.test_requirements = test_reqs,
+		.posargs = o->posargs,
+		.n_posargs = o->n_posargs,
+	};
+	_cleanup_json_ json_t *job = write_job(o, img, recipe, &vars, job_id, io, err);
+	if (!job)
+		return -1;
+
+	struct sandbox_result sr;
+	if (run_job_sandbox(o, img, recipe, io, json_object_get(job, "tasks"), &rs, &sr, err) < 0)
+		return -1;
+	return collect(o, job_id, io, job, &sr, &fr, results, err);
 }
 
 int manager_run(const struct manager_opts *o, json_t **results, struct pyti_err *err)

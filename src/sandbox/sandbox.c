@@ -91,6 +91,13 @@ static int sandbox_judge(const struct sandbox_spec *spec, const struct sandbox_v
 	return 0;
 }
 
+void sandbox_env_base(json_t *env, const char *path)
+{
+	json_object_set_new(env, "PATH", json_string(path ? path : SANDBOX_ENV_PATH));
+	json_object_set_new(env, "HOME", json_string(SANDBOX_ENV_HOME));
+	json_object_set_new(env, "LANG", json_string(SANDBOX_ENV_LANG));
+}
+
 static struct sandbox_host sandbox_host_cfg;
 
 void sandbox_set_host(const struct sandbox_host *h)

@@ -10,6 +10,14 @@
  * a task writes there also counts against its memory limit (the agent's watchdog). */
 #define SANDBOX_TMPFS_DEFAULT (1ULL << 30)
 
+/* The base environment of what runs in a sandbox, in one place: the agent's own (the ns backend's
+ * execve), a fetch's pip and a job's tasks (job.json's "env") start from it. */
+#define SANDBOX_ENV_PATH "/usr/local/bin:/usr/bin:/bin"
+#define SANDBOX_ENV_HOME "/tmp/home"
+#define SANDBOX_ENV_LANG "C.UTF-8"
+/* Sets PATH (path, NULL = SANDBOX_ENV_PATH), HOME and LANG in the JSON object env, in that order. */
+void sandbox_env_base(json_t *env, const char *path);
+
 struct sandbox_spec {
 	const char *backend;   /* "ns" or "vm" */
 	const char *image_dir; /* $STATE/images/<suite>: rootfs/, manifest.json, vmlinuz, initrd.img, base.qcow2 */

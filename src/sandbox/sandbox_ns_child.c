@@ -632,7 +632,7 @@ void ns_child(const struct ns_ctx *c)
 	snprintf(task_uid, sizeof task_uid, "%u", (unsigned)NS_TASK_UID);
 	char *const argv[] = {"/run/pyti/agent", "--io", "/io", "--confine", c->task_uid ? "--task-uid" : NULL,
 			      task_uid, NULL};
-	char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp/home", "LANG=C.UTF-8",
+	char *const envp[] = {"PATH=" SANDBOX_ENV_PATH, "HOME=" SANDBOX_ENV_HOME, "LANG=" SANDBOX_ENV_LANG,
 			      "TMPDIR=/tmp", NULL};
 	execve(argv[0], argv, envp);
 	child_die(c, errno, "exec the agent");

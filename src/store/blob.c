@@ -16,11 +16,16 @@ static bool ok_sha(const char *s)
 	return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
 }
 
+static int blob_too_big(const struct store *st, size_t len, struct pyti_err *err)
+{
+	return st_fail(err, STORE_E_TOOBIG, "blob of %zu bytes is over the cap of %llu", len,
+		       (unsigned long long)st->lim.blob_max);
+}
+
 int blob_put_locked(struct store *st, const void *data, size_t len, const char *sha, struct pyti_err *err)
 {
 	if (len > st->lim.blob_max)
-		return st_fail(err, STORE_E_TOOBIG, "blob of %zu bytes is over the cap of %llu", len,
-			       (unsigned long long)st->lim.blob_max);
+		return blob_too_big(st, len, err);
 	_cleanup_sres_ struct sres r = {0};
 	struct sparam q[] = {P_T(sha)};
 	int rc = st_query(st, "SELECT 1 FROM blobs WHERE sha256 = ?", q, NP(q), &r, err);
@@ -49,8 +54,7 @@ int store_blob_put(struct store *st, const void *data, size_t len, const char *s
 	if (sha256 && !ok_sha(sha256))
 		return st_fail(err, STORE_E_INVALID, "blob: a sha256 is 64 lowercase hex digits");
 	if (len > st->lim.blob_max)
-		return st_fail(err, STORE_E_TOOBIG, "blob of %zu bytes is over the cap of %llu", len,
-			       (unsigned long long)st->lim.blob_max);
+		return blob_too_big(st, len, err);
 	sha256_hex(data ? data : "", len, sha);
 	if (sha256 && strcmp(sha, sha256))
 		return st_fail(err, STORE_E_INVALID, "blob: the data's sha256 is %s, not %s", sha, sha256);
@@ -64,33 +68,33 @@ int store_blob_put(struct store *st, const void *data, size_t len, const char *s
 	return rc;
 }
 
-int store_blob_has(struct store *st, const char *sha256, bool *has, struct pyti_err *err)
+/* The rows of sql (its one parameter: the blob's name, checked first) under the store's lock. */
+static int blob_query(struct store *st, const char *sha256, const char *sql, struct sres *r, struct pyti_err *err)
 {
-	*has = false;
 	if (!ok_sha(sha256))
 		return st_fail(err, STORE_E_INVALID, "blob: a sha256 is 64 lowercase hex digits");
 	int rc = store_lock(st, err);
 	if (rc < 0)
 		return rc;
-	_cleanup_sres_ struct sres r = {0};
 	struct sparam p[] = {P_T(sha256)};
-	rc = st_query(st, "SELECT 1 FROM blobs WHERE sha256 = ?", p, NP(p), &r, err);
+	rc = st_query(st, sql, p, NP(p), r, err);
 	store_unlock(st);
+	return rc;
+}
+
+int store_blob_has(struct store *st, const char *sha256, bool *has, struct pyti_err *err)
+{
+	*has = false;
+	_cleanup_sres_ struct sres r = {0};
+	int rc = blob_query(st, sha256, "SELECT 1 FROM blobs WHERE sha256 = ?", &r, err);
 	*has = rc == 0 && r.nrow > 0;
 	return rc;
 }
 
 int store_blob_get(struct store *st, const char *sha256, struct buf *out, struct pyti_err *err)
 {
-	if (!ok_sha(sha256))
-		return st_fail(err, STORE_E_INVALID, "blob: a sha256 is 64 lowercase hex digits");
-	int rc = store_lock(st, err);
-	if (rc < 0)
-		return rc;
 	_cleanup_sres_ struct sres r = {0};
-	struct sparam p[] = {P_T(sha256)};
-	rc = st_query(st, "SELECT size, codec, data FROM blobs WHERE sha256 = ?", p, NP(p), &r, err);
-	store_unlock(st);
+	int rc = blob_query(st, sha256, "SELECT size, codec, data FROM blobs WHERE sha256 = ?", &r, err);
 	if (rc < 0)
 		return rc;
 	if (!r.nrow)

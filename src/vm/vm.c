@@ -39,11 +39,18 @@ static int vm_event_loop_ready(struct pyti_err *err)
 	return 0;
 }
 
+static struct vm_host vm_host_cfg;
+
+void vm_set_host(const struct vm_host *h)
+{
+	vm_host_cfg = *h;
+}
+
 int vm_connect(const char *uri, struct vm_conn **out, struct pyti_err *err)
 {
 	*out = NULL;
 	if (!uri || !*uri)
-		uri = getenv("PYTI_VM_URI");
+		uri = vm_host_cfg.uri;
 	if (!uri || !*uri)
 		uri = VM_DEFAULT_URI;
 	if (vm_event_loop_ready(err) < 0)
@@ -92,7 +99,7 @@ const char *vm_domain_type(const char *uri)
 		return "test";
 	if (uri && strncmp(uri, "vbox:", 5) == 0)
 		return "vbox";
-	const char *a = getenv("PYTI_VM_ACCEL");
+	const char *a = vm_host_cfg.accel;
 	if (a && strcmp(a, "kvm") == 0)
 		return "kvm";
 	if (a && strcmp(a, "tcg") == 0)

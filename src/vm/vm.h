@@ -16,13 +16,21 @@
 
 /* ---- connections ---- */
 struct vm_conn; /* a libvirt connection; the default event loop is registered before it opens */
-/* uri NULL = $PYTI_VM_URI, else VM_DEFAULT_URI. */
+/* The host's settings, read from the environment once by the CLI (man/pyti.1, ENVIRONMENT), not
+ * here: the default URI ($PYTI_VM_URI) and the accelerator ($PYTI_VM_ACCEL, kvm|tcg). NULL: unset. */
+struct vm_host {
+	const char *uri;
+	const char *accel;
+};
+void vm_set_host(const struct vm_host *h);
+
+/* uri NULL = the host's (vm_set_host), else VM_DEFAULT_URI. */
 int vm_connect(const char *uri, struct vm_conn **out, struct pyti_err *err);
 void vm_disconnect(struct vm_conn *c); /* NULL ok */
 const char *vm_conn_uri(const struct vm_conn *c);
 
 /* "kvm" when KVM is usable, else "qemu" (TCG); "test" for test:// URIs. KVM counts as usable when
- * /dev/kvm exists and the CPU shows vmx/svm; $PYTI_VM_ACCEL=kvm|tcg overrides (some nested hosts
+ * /dev/kvm exists and the CPU shows vmx/svm; the host's accel (vm_set_host: kvm|tcg) overrides (some nested hosts
  * have a /dev/kvm whose guests hang). */
 const char *vm_domain_type(const char *uri);
 

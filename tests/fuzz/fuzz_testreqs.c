@@ -1,5 +1,6 @@
 /* libFuzzer: reading back the test requirements the fetch sandbox printed (fetch_parse_requirements):
- * whatever a hostile sdist makes testreqs.py print, every line kept is a plain requirement. */
+ * whatever a hostile sdist makes testreqs.py print, every line kept is a plain requirement. The same
+ * bytes as a failed pip task's output go through fetch_classify_pip. */
 #include <stdint.h>
 #include <string.h>
 
@@ -32,5 +33,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(dump);
 	json_decref(rec);
 	json_decref(in);
+
+	/* and as a failed pip task's output and log (classify.c): always an error with a class, its
+	 * message a capped quote */
+	char *text = strndup((const char *)data, size);
+	if (!text)
+		return 0;
+	char *ff = strchr(text, '\f'); /* output, then the log after a form feed */
+	if (ff)
+		*ff = '\0';
+	struct pyti_err err = {0};
+	if (fetch_classify_pip("fuzz", "get its dependencies", text, ff ? ff + 1 : NULL, &err) != -1 ||
+	    err.fclass == PYTI_FC_NONE)
+		__builtin_trap();
+	free(text);
 	return 0;
 }

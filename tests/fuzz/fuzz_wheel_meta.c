@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < m.n_modules; i++)
 			if (!arch_is_identifier(m.modules[i]))
 				__builtin_trap();
-		char *n = arch_normalize_name(m.name);
+		char *n = pep503_name(m.name, strlen(m.name));
 		free(n);
 		wheel_meta_free(&m);
 	}

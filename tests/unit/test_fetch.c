@@ -179,6 +179,36 @@ static void test_cache_key(void **state)
 	assert_string_not_equal(a, b);
 }
 
+/* classify.c: what a failed pip task means, from its output and log alone. */
+static void test_classify_pip(void **state)
+{
+	(void)state;
+	struct pyti_err err = {0};
+	assert_int_equal(fetch_classify_pip("six", "get its dependencies",
+					    "ERROR: No matching distribution found for nosuch\n", NULL, &err), -1);
+	assert_int_equal(err.fclass, PYTI_FC_FETCH);
+	assert_int_equal(err.status, PYTI_EXIT_USAGE);
+	err = (struct pyti_err){0};
+	/* pip says "No matching distribution" for an index it cannot reach too: the log tells */
+	assert_int_equal(fetch_classify_pip("six", "get its dependencies", "No matching distribution found for six\n",
+					    "Failed to establish a new connection: [Errno 111] Connection refused\n",
+					    &err), -1);
+	assert_int_equal(err.fclass, PYTI_FC_NETWORK);
+	err = (struct pyti_err){0};
+	/* the package's own build failing is its result, whatever network words it printed */
+	assert_int_equal(fetch_classify_pip("x", "build or download its wheel",
+					    "Connection refused\nerror: subprocess-exited-with-error\n",
+					    "x.c:1:1: error: expected ';'\n", &err), -1);
+	assert_int_equal(err.fclass, PYTI_FC_BUILDFAIL);
+	assert_int_equal(err.status, PYTI_EXIT_FAILED);
+	assert_non_null(strstr(err.msg, "x.c:1:1: error: expected"));
+	err = (struct pyti_err){0};
+	assert_int_equal(fetch_classify_pip("x", "get its dependencies", NULL, NULL, &err), -1);
+	assert_int_equal(err.fclass, PYTI_FC_FETCH);
+	_cleanup_free_ char *t = fetch_tail_lines("a\nb\nc\n \n", 2, 100);
+	assert_string_equal(t, "b\nc");
+}
+
 static void test_norm_name(void **state)
 {
 	(void)state;
@@ -384,6 +414,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_pipconf_file_urls_and_load),
 		cmocka_unit_test(test_cache_key),
 		cmocka_unit_test(test_norm_name),
+		cmocka_unit_test(test_classify_pip),
 		cmocka_unit_test(test_hash_dir),
 		cmocka_unit_test(test_cache_roundtrip),
 		cmocka_unit_test(test_read_requirements),

@@ -78,11 +78,11 @@ static void test_domain_type(void **state)
 {
 	(void)state;
 	assert_string_equal(vm_domain_type("test:///default"), "test");
-	setenv("PYTI_VM_ACCEL", "tcg", 1);
+	vm_set_host(&(struct vm_host){.accel = "tcg"});
 	assert_string_equal(vm_domain_type("qemu:///system"), "qemu");
-	setenv("PYTI_VM_ACCEL", "kvm", 1);
+	vm_set_host(&(struct vm_host){.accel = "kvm"});
 	assert_string_equal(vm_domain_type("qemu:///system"), "kvm");
-	unsetenv("PYTI_VM_ACCEL");
+	vm_set_host(&(struct vm_host){0});
 }
 
 static void test_replace_file(void **state)
