@@ -6,8 +6,6 @@
 
 #define CMP_SIG_MAX 200 /* bytes of a signature's message part */
 
-/* PEP 503 name of s[0..n) (caller frees). */
-char *cmp_normalise_name(const char *s, size_t n);
 /* s[0..n) with digits masked, at most CMP_SIG_MAX bytes, onto b. */
 void cmp_put_masked(struct buf *b, const char *s, size_t n);
 /* The last line of s that starts with an exception ("Type: …"), or NULL (caller frees). */

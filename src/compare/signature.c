@@ -8,25 +8,6 @@
 
 /* ---- names ---- */
 
-char *cmp_normalise_name(const char *s, size_t n)
-{
-	struct buf b = BUF_INIT(1024);
-	bool sep = false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (c == '-' || c == '_' || c == '.') {
-			sep = true;
-			continue;
-		}
-		if (sep && b.len)
-			buf_puts(&b, "-");
-		sep = false;
-		char lc = (char)tolower((unsigned char)c);
-		buf_append(&b, &lc, 1);
-	}
-	return buf_steal(&b);
-}
-
 char *compare_project_name(const char *dist)
 {
 	if (!dist)
@@ -65,7 +46,7 @@ char *compare_project_name(const char *dist)
 		/* a requirement: the name ends at a specifier, an extra, a marker or a blank */
 		n = strcspn(base, "=<>!~[;@ (\t");
 	}
-	return cmp_normalise_name(base, n);
+	return pep503_name(base, n);
 }
 
 /* ---- signatures ---- */
@@ -258,7 +239,7 @@ char *cmp_dep_from_text(const char *s, const char *own)
 			size_t l = strcspn(n, " \t\r\n,;:()=<>!~[");
 			if (l == 0 || l > 200)
 				continue;
-			char *name = cmp_normalise_name(n, l);
+			char *name = pep503_name(n, l);
 			if (*name && strcmp(name, own) != 0)
 				return name;
 			free(name);
@@ -286,7 +267,7 @@ static json_t *pip_set(const char *line, size_t len)
 			if (w[j] == '-')
 				dash = w + j;
 		if (dash && dash > w && (size_t)(dash - w) + 1 < k && k < CMP_WHEEL_LINE_MAX) {
-			char *name = cmp_normalise_name(w, (size_t)(dash - w));
+			char *name = pep503_name(w, (size_t)(dash - w));
 			if (*name)
 				json_object_set_new(set, name, pj_string_lossy(dash + 1, k - (size_t)(dash - w) - 1));
 			free(name);
@@ -327,7 +308,7 @@ static json_t *uv_set(const char *p)
 		if (len < CMP_WHEEL_LINE_MAX && nl > 0 && nl < len && strncmp(v, "==", 2) == 0) {
 			v += 2;
 			size_t vl = strcspn(v, " \t\r\n");
-			char *n = cmp_normalise_name(name, nl);
+			char *n = pep503_name(name, nl);
 			if (vl == 0 || !*n) {
 				/* not a change line: skip it */
 			} else if (op == '-') {
