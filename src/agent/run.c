@@ -27,12 +27,14 @@ struct agent_hb {
 	const char *task;
 };
 
-static void agent_on_heartbeat(void *arg, double wall_s, uint64_t output_bytes)
+static void agent_on_heartbeat(void *arg, double wall_s, uint64_t output_bytes, const char *tail, size_t tail_len)
 {
 	struct agent_hb *hb = arg;
-	_cleanup_json_ json_t *ev = json_pack("{s:s, s:s, s:f, s:I}", "event", "heartbeat", "task", hb->task,
+	/* the tail: what a user watching the job sees of the running task (valid UTF-8; the host
+	 * escapes it for whatever shows it) */
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:s, s:f, s:I, s:o}", "event", "heartbeat", "task", hb->task,
 					      "wall_s", (double)(long long)(wall_s * 10) / 10, "output_bytes",
-					      (json_int_t)output_bytes);
+					      (json_int_t)output_bytes, "tail", pj_string_lossy(tail, tail_len));
 	agent_emit(hb->fd, ev);
 }
 

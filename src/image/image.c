@@ -334,10 +334,12 @@ static void on_line(void *arg, const char *line, size_t n)
 	b->o->progress(b->o->arg, b->phase, tmp);
 }
 
-static void on_heartbeat(void *arg, double wall_s, uint64_t bytes)
+static void on_heartbeat(void *arg, double wall_s, uint64_t bytes, const char *tail, size_t tail_len)
 {
 	(void)wall_s;
 	(void)bytes;
+	(void)tail;
+	(void)tail_len;
 	struct build *b = arg;
 	if (b->o->progress)
 		b->o->progress(b->o->arg, b->phase, NULL);

@@ -31,6 +31,8 @@ struct proc_out {
 
 /* Take n more bytes of the tree's output. */
 void proc_out_feed(struct proc_out *o, const char *p, size_t n);
+/* The last (at most max) bytes of the output so far, in order, into dst; returns how many. */
+size_t proc_out_tail(const struct proc_out *o, char *dst, size_t max);
 /* The last line to on_line, the capped log completed with head and tail, res->output* filled. */
 void proc_out_finish(struct proc_out *o, struct proc_result *res);
 

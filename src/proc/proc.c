@@ -214,7 +214,9 @@ static void proc_loop(struct proc_run_state *st, struct proc_out *o, int *rfdp, 
 			}
 		}
 		if (spec->on_heartbeat && spec->heartbeat_s > 0 && now >= next_hb) {
-			spec->on_heartbeat(spec->arg, now - start, o->total);
+			char tail[PROC_HEARTBEAT_TAIL];
+			size_t tn = proc_out_tail(o, tail, sizeof tail);
+			spec->on_heartbeat(spec->arg, now - start, o->total, tail, tn);
 			next_hb = now + spec->heartbeat_s;
 		}
 		if (st->child_reaped && rfd >= 0 && drain_until > 0 && now >= drain_until)

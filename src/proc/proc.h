@@ -31,6 +31,8 @@ struct proc_limits {
 	const char *const *full_paths;
 };
 
+#define PROC_HEARTBEAT_TAIL 2048
+
 struct proc_spec {
 	char *const *argv;    /* argv[0] is searched in PATH */
 	char *const *envp;    /* NULL = inherit the caller's environment */
@@ -40,7 +42,9 @@ struct proc_spec {
 	size_t keep_head, keep_tail; /* bytes kept in proc_result.output; 0 = 32 KiB each */
 	/* Optional callbacks, called from proc_run's own loop. */
 	void (*on_line)(void *arg, const char *line, size_t n); /* each complete output line */
-	void (*on_heartbeat)(void *arg, double wall_s, uint64_t output_bytes);
+	/* every heartbeat_s: the wall time so far, the bytes of output, and the output's last
+	 * PROC_HEARTBEAT_TAIL bytes (fewer at the start; raw bytes, not NUL-terminated) */
+	void (*on_heartbeat)(void *arg, double wall_s, uint64_t output_bytes, const char *tail, size_t tail_len);
 	double heartbeat_s; /* 0 = no heartbeats */
 	void *arg;
 	/* Untrusted code (the agent's tasks): empty the capability bounding set and set no_new_privs

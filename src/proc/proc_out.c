@@ -41,6 +41,19 @@ static void out_ring_linear(const struct proc_out *o, char *dst)
 	memcpy(dst + first, o->tail, o->tail_pos);
 }
 
+size_t proc_out_tail(const struct proc_out *o, char *dst, size_t max)
+{
+	/* the head holds the first head_cap bytes, the ring what came after: the last bytes are the
+	 * ring's, preceded (while the ring is short) by the head's end */
+	size_t nr = o->tail_len < max ? o->tail_len : max;
+	size_t nh = max - nr < o->head_len ? max - nr : o->head_len;
+	memcpy(dst, o->head + o->head_len - nh, nh);
+	size_t end = o->tail_len < o->tail_cap ? o->tail_len : o->tail_pos;
+	for (size_t i = 0; i < nr; i++)
+		dst[nh + i] = o->tail[(end + o->tail_cap - nr + i) % o->tail_cap];
+	return nh + nr;
+}
+
 static void out_lines(struct proc_out *o, const char *p, size_t n)
 {
 	const struct proc_spec *s = o->spec;

@@ -236,10 +236,13 @@ static void on_line(void *arg, const char *line, size_t n)
 		l->longest = n;
 }
 
-static void on_beat(void *arg, double wall, uint64_t bytes)
+static char beat_tail[PROC_HEARTBEAT_TAIL + 1];
+static void on_beat(void *arg, double wall, uint64_t bytes, const char *tail, size_t tail_len)
 {
 	(void)wall;
-	(void)bytes;
+	assert_true(tail_len <= PROC_HEARTBEAT_TAIL && tail_len <= bytes);
+	memcpy(beat_tail, tail, tail_len);
+	beat_tail[tail_len] = '\0';
 	((struct lines *)arg)->beats++;
 }
 
@@ -256,6 +259,26 @@ static void test_lines_heartbeat(void **state)
 	assert_int_equal(l.n, 1001);
 	assert_int_equal(l.longest, strlen("no-newline"));
 	assert_true(l.beats >= 2);
+	/* a heartbeat during the sleep saw the output's last 2 KiB, in order */
+	if (!strstr(beat_tail, "998\n999\n1000\n"))
+		fail_msg("tail %zu: [%s]", strlen(beat_tail), beat_tail + (strlen(beat_tail) > 40 ? strlen(beat_tail) - 40 : 0));
+	assert_int_equal(strlen(beat_tail) >= PROC_HEARTBEAT_TAIL - 16, true);
+	proc_result_free(&res);
+}
+
+/* past the head and round the ring: the tail is still the output's last bytes */
+static void test_heartbeat_tail_wraps(void **state)
+{
+	(void)state;
+	char *argv[] = {"sh", "-c", "seq 1 20000; sleep 0.35", NULL};
+	struct lines l = {0};
+	struct proc_spec spec = {.argv = argv, .on_heartbeat = on_beat, .heartbeat_s = 0.1, .arg = &l};
+	struct proc_result res;
+	struct pyti_err err = {0};
+	assert_int_equal(proc_run(&spec, &res, &err), 0);
+	assert_int_equal(strlen(beat_tail), PROC_HEARTBEAT_TAIL);
+	assert_non_null(strstr(beat_tail, "19999\n20000\n"));
+	assert_non_null(strstr(beat_tail, "\n19700\n"));
 	proc_result_free(&res);
 }
 
@@ -391,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_small_output_whole),
 		cmocka_unit_test(test_log_capped),
 		cmocka_unit_test(test_lines_heartbeat),
+		cmocka_unit_test(test_heartbeat_tail_wraps),
 		cmocka_unit_test(test_oom),
 		cmocka_unit_test(test_memory_under_limit),
 		cmocka_unit_test(test_fork_bomb_pids),
