@@ -462,6 +462,12 @@ int page_job(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 		buf_printf(b, " (%lld of %lld)</dd>", jint(pg, "i"), jint(pg, "n"));
 	}
 	buf_puts(b, "</dl>");
+	if (strcmp(pj_str(job, "state", ""), "leased") == 0) {
+		/* the running task's last output, from the worker's latest heartbeat */
+		buf_puts(b, "<h2>Live output</h2><pre class=\"logtext\" id=\"live-tail\">");
+		h_j(b, json_is_string(json_object_get(pg, "tail")) ? json_object_get(pg, "tail") : NULL);
+		buf_puts(b, "</pre>");
+	}
 
 	/* tasks of the last attempt, with their chart */
 	json_t *tasks = json_object_get(last, "tasks"), *t;

@@ -67,6 +67,8 @@
     if (st) setBadge(st, j.state);
     const pg = document.getElementById("job-progress");
     if (pg && j.progress) pg.textContent = "task " + text(j.progress.task) + " (" + text(j.progress.i) + " of " + text(j.progress.n) + ")";
+    const tail = document.getElementById("live-tail");
+    if (tail && j.progress && typeof j.progress.tail === "string") tail.textContent = j.progress.tail;
     return j.state === "leased" || j.state === "queued";
   }
 
