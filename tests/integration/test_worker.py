@@ -348,21 +348,19 @@ def test_two_workers_hundred_jobs(pyti, cluster, tmp_path):
     rows = task_rows(m.store)
     want = sorted((j, 1, "noop") for j in run["jobs"])
     if sorted(rows) != want:
-        # A job that ended in an error before its sandbox ran has no task to report. Seen: four
-        # concurrent jobs on one state directory racing in core's owner records ("rename
-        # STATE/jobs/.owner.…: No such file or directory"), a manager/core bug, not the worker's:
-        # named here, and every other job must have its task exactly once.
         res = json.loads(cli(pyti, m, "results", "--json", run["run_id"], check=False).stdout)
         errs = {j["job_id"]: (j["results"] or {}).get("error") for j in res["jobs"]
                 if (j["results"] or {}).get("status") == "error"}
-        lost = sorted(r for r in set(want) - set(rows) if r[0] not in errs)
+        # every job runs: one that ended in an error before its sandbox ran (as four concurrent
+        # jobs racing in core's owner records once did: "rename STATE/jobs/.owner.…: No such file
+        # or directory") is a failure here
+        assert not errs, errs
+        lost = sorted(set(want) - set(rows))
         if lost and "dbname=" in m.store and all(f"report job={j} attempt=1 task=" in m.log.read_text()
                                                  for j, _, _ in lost):
             # seen once in many runs: the PostgreSQL store answered a report (the master logged it)
             # and the row was not there afterwards: the store's, reported
             pytest.xfail(f"the PostgreSQL store lost accepted report(s): {lost}")
-        assert errs and not lost, (errs, lost)
-        pytest.xfail(f"{len(errs)} job(s) ended in an error before running: {errs}")
     assert sorted(rows) == want
     assert a.stop() == 0 and b.stop() == 0
     # both took a share (the log names each job a worker started)
