@@ -310,6 +310,58 @@ def test_kill_worker_mid_job(pyti, cluster, tmp_path):
     assert b.stop() == 0
 
 
+# a quick task, then a slow one: the worker is killed while the second runs
+QUICK_THEN_SLOW = """\
+[recipe]
+name = quick-then-slow
+description = a quick task, then a slow one
+
+[task:first]
+run = echo first done
+timeout = 60
+
+[task:second]
+needs = first
+run = sleep {secs}; echo second done
+timeout = 120
+"""
+
+
+def test_task_reported_as_it_ends(pyti, cluster, tmp_path):
+    """Each task is reported when it ends, not only at the job's end: kill -9 the worker while the
+    second task runs and the first one's record is in the store (attempt 1, partial); the job then
+    runs again as attempt 2 elsewhere, whose whole records are the job's results."""
+    m = cluster.master(lease_s=6, heartbeat_s=1)
+    pkg = make_demo_project(tmp_path / "p", name="pyti_wpartial")
+    a = cluster.worker(m, "wp")
+    run = submit(pyti, m, tmp_path, [pkg], recipe=QUICK_THEN_SLOW.format(secs=30))
+    job = run["jobs"][0]
+    wait_for(lambda: (job, 1, "first") in task_rows(m.store), 180, "the first task's report")
+    assert f"report job={job} attempt=1 task=\"first\" status=passed" in m.log.read_text()
+    assert (job, 1, "second") not in task_rows(m.store)  # still running
+    a.kill9()
+    (rec,) = sql(m.store, "SELECT result FROM task_results WHERE job_id = ? AND attempt = 1", (job,))
+    first = json.loads(rec[0])
+    assert first["task"] == "first" and first["status"] == "passed" and first["partial"] is True, first
+    assert first["wall_s"] >= 0 and first["failure_class"] is None, first
+    # what show says of attempt 1: the task that ended before the worker died
+    shown = json.loads(pyti("show", "--json", "--store", m.store, job, check=True).stdout)
+    att1 = [x for x in shown["job"]["attempts"] if x["attempt"] == 1][0]
+    assert [t["task"] for t in att1["tasks"]] == ["first"], att1
+    b = cluster.worker(m, "wq")
+    s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "attempt 2")
+    j = s["jobs"][0]
+    assert j["state"] == "done" and j["attempt"] == 2, s
+    rows = task_rows(m.store)
+    assert sorted(rows) == sorted({(job, 1, "first"), (job, 2, "first"), (job, 2, "second")}), rows
+    # attempt 2 ended normally: its records are whole (the partial ones were replaced)
+    for (r,) in sql(m.store, "SELECT result FROM task_results WHERE job_id = ? AND attempt = 2", (job,)):
+        assert "partial" not in json.loads(r), r
+    res = json.loads(cli(pyti, m, "results", "--json", run["run_id"]).stdout)
+    assert [t["task"] for t in res["jobs"][0]["results"]["tasks"]] == ["first", "second"]
+    assert b.stop() == 0
+
+
 def test_kill_master_mid_run(pyti, cluster, tmp_path):
     m = cluster.master(lease_s=30, heartbeat_s=1)
     pkgs = [make_demo_project(tmp_path / "p", name=f"pyti_wmk{i}", failing=0) for i in range(3)]
@@ -318,9 +370,20 @@ def test_kill_master_mid_run(pyti, cluster, tmp_path):
     wait_for(lambda: all(j["state"] == "leased" for j in status(pyti, m, run["run_id"])["jobs"]), 120,
              "three jobs leased")
     m.kill9()
-    # the jobs end while the master is down: their reports (2 each) and finishes wait in the spool
+    # the jobs end while the master is down: their reports (each task's partial record as it
+    # ended, then the whole one: 4 each) and finishes wait in the spool
     spool = Path(w.state) / "worker" / "spool" / w.name
-    wait_for(lambda: len(list(spool.glob("*.json"))) == 9, 300, "9 spooled requests")
+
+    def spooled():
+        out = []
+        for f in spool.glob("*.json"):
+            try:
+                out.append(json.loads(f.read_text())["method"])
+            except (OSError, ValueError):  # removed or being replaced meanwhile
+                pass
+        return out
+    wait_for(lambda: spooled().count("finish") == 3, 300, "3 spooled finishes")
+    assert sorted(spooled()) == ["finish"] * 3 + ["report"] * 12, spooled()
     time.sleep(2)  # a few retries against nobody
     m.start()  # same store, same port
     s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
