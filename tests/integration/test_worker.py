@@ -251,6 +251,17 @@ def task_rows(store):
     return sql(store, "SELECT job_id, attempt, task FROM task_results")
 
 
+def spooled(spool):
+    """The methods of the requests in a worker's spool."""
+    out = []
+    for f in spool.glob("*.json"):
+        try:
+            out.append(json.loads(f.read_text())["method"])
+        except (OSError, ValueError):  # removed or being replaced meanwhile
+            pass
+    return out
+
+
 def artefacts(store, job):
     return {r[0] for r in sql(store, "SELECT name FROM artefacts WHERE job_id = ?", (job,))}
 
@@ -373,17 +384,9 @@ def test_kill_master_mid_run(pyti, cluster, tmp_path):
     # the jobs end while the master is down: their reports (each task's partial record as it
     # ended, then the whole one: 4 each) and finishes wait in the spool
     spool = Path(w.state) / "worker" / "spool" / w.name
-
-    def spooled():
-        out = []
-        for f in spool.glob("*.json"):
-            try:
-                out.append(json.loads(f.read_text())["method"])
-            except (OSError, ValueError):  # removed or being replaced meanwhile
-                pass
-        return out
-    wait_for(lambda: spooled().count("finish") == 3, 300, "3 spooled finishes")
-    assert sorted(spooled()) == ["finish"] * 3 + ["report"] * 12, spooled()
+    wait_for(lambda: spooled(spool).count("finish") == 3, 300, "3 spooled finishes")
+    # (the partial ones of a task that ended before the kill may have gone already)
+    assert 6 <= spooled(spool).count("report") <= 12, spooled(spool)
     time.sleep(2)  # a few retries against nobody
     m.start()  # same store, same port
     s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
@@ -483,7 +486,9 @@ def test_postgres_restart_mid_run(pyti, cluster, tmp_path, pg_cluster):
     pg_cluster.stop("fast")
     try:
         spool = Path(w.state) / "worker" / "spool" / w.name
-        wait_for(lambda: len(list(spool.glob("*.json"))) == 6, 120, "6 requests spooled (-32006 store unavailable)")
+        # each task's partial and whole reports (4 a job) and the finishes
+        wait_for(lambda: spooled(spool).count("finish") == 2, 120, "2 finishes spooled (-32006 store unavailable)")
+        assert 4 <= spooled(spool).count("report") <= 8, spooled(spool)
     finally:
         pg_cluster.start()
     s = wait_for(lambda: all_ended(pyti, m, run["run_id"]), 300, "the spool replayed")
