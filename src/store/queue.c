@@ -282,10 +282,15 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 		_cleanup_json_ json_t *was = old.nrow ? sres_json(&old, 0, 0) : NULL;
 		if (!q_partial(was))
 			return 0; /* the first whole record is kept (idempotent) */
-		struct sparam pu[] = {P_T(pj_str(result, "status", NULL)), P_T(fc), wall, P_T(js),
-				      P_T(job_id), P_I(attempt), P_T(task)};
-		if ((rc = st_exec(st, "DELETE FROM testcases WHERE job_id = ? AND attempt = ? AND task = ?", pk,
-				  NP(pk), err)) < 0 ||
+		struct sparam pu[] = {P_T(pj_str(result, "status", NULL)),
+				      P_T(fc),
+				      wall,
+				      P_T(js),
+				      P_T(job_id),
+				      P_I(attempt),
+				      P_T(task)};
+		if ((rc = st_exec(st, "DELETE FROM testcases WHERE job_id = ? AND attempt = ? AND task = ?", pk, NP(pk),
+				  err)) < 0 ||
 		    (rc = st_exec(st,
 				  "UPDATE task_results SET status = ?, failure_class = ?, wall_s = ?, result = ?"
 				  " WHERE job_id = ? AND attempt = ? AND task = ?",
@@ -541,10 +546,9 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		json_t *config = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "dist", sres_jstr(&r, i, 3), "suite",
 					   sres_jstr(&r, i, 4), "backend", sres_jstr(&r, i, 5), "recipe",
 					   sres_jstr(&rr, 0, 0), "env", env, "posargs", posargs);
-		json_array_append_new(out,
-				      json_pack("{s:s, s:s, s:I, s:s, s:i, s:o}", "job_id", id, "run_id", run, "attempt",
-						attempt, "lease", lease, "lease_expires_in_s", st->lim.lease_s, "config",
-						config));
+		json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:s, s:i, s:o}", "job_id", id, "run_id", run,
+						     "attempt", attempt, "lease", lease, "lease_expires_in_s",
+						     st->lim.lease_s, "config", config));
 	}
 commit:
 	if ((rc = st_commit(st, err)) == 0)
