@@ -3,7 +3,8 @@
  * drops the lock however the process ends (kill -9 included), so a record whose lock can be taken
  * belongs to nobody and its directory may go; a live run's lock cannot be taken, whatever its pid
  * namespace or its age. The record is made under a .new name, locked, then renamed into place,
- * so a sweeper never sees an unlocked record of a live run. A directory without a record (a
+ * so a sweeper never sees an unlocked record of a live run (an unlocked .new one it may remove:
+ * the claimer sees that once it holds the lock, and makes it again). A directory without a record (a
  * --keep job, pyti versions before this one) is never touched here. */
 #include <dirent.h>
 #include <errno.h>
@@ -27,26 +28,37 @@ int owner_claim(const char *parent, const char *name, struct pyti_err *err)
 		return pyti_err_set(err, EINVAL, "owner record: bad name '%s'", name);
 	_cleanup_free_ char *rec = xasprintf("%s/" OWNER_PREFIX "%s", parent, name);
 	_cleanup_free_ char *tmp = xasprintf("%s.new", rec);
-	unlink(tmp);
-	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return pyti_err_set(err, errno, "create %s", tmp);
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return pyti_err_set(err, e, "lock %s", tmp);
+	/* Between its creation and its lock the .new record is unlocked, and a sweeper running
+	 * beside us (another job of a worker or a batch starting) may take it for a killed claimer's
+	 * and unlink it. So the lock is taken waiting (a sweeper holds it only for a moment), and
+	 * then the name must still be this file, as in lock_open_held; if not, start again. */
+	for (int tries = 0; tries < 100; tries++) {
+		unlink(tmp); /* a claimer of this name killed before its rename */
+		_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return pyti_err_set(err, errno, "create %s", tmp);
+		if (flock(fd, LOCK_EX) < 0) {
+			int e = errno;
+			unlink(tmp);
+			return pyti_err_set(err, e, "lock %s", tmp);
+		}
+		struct stat a, b;
+		if (fstat(fd, &a) < 0 || lstat(tmp, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+			continue; /* swept before we held it */
+		char pid[32];
+		int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid()); /* for a human looking; not trusted */
+		if (write(fd, pid, (size_t)n) < 0) {
+			/* only informative */
+		}
+		/* held from here on: no sweeper unlinks it, under either name */
+		if (rename(tmp, rec) < 0) {
+			int e = errno;
+			unlink(tmp);
+			return pyti_err_set(err, e, "rename %s", rec);
+		}
+		return pyti_steal_fd(&fd);
 	}
-	char pid[32];
-	int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid()); /* for a human looking; not trusted */
-	if (write(fd, pid, (size_t)n) < 0) {
-		/* only informative */
-	}
-	if (rename(tmp, rec) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return pyti_err_set(err, e, "rename %s", rec);
-	}
-	return pyti_steal_fd(&fd);
+	return pyti_err_set(err, EAGAIN, "owner record %s: it keeps being swept", rec);
 }
 
 void owner_release(const char *parent, const char *name, int fd)

@@ -245,7 +245,17 @@ int store_run_new(struct store *st, const struct store_run_spec *spec, char run_
 	return rc;
 }
 
-/* One task's raw data and its test cases (from tests.failures), once per job + attempt + task. */
+/* A task's record sent as the task ended, before the job's collect step made it whole (docs/rpc.md
+ * `report`): {"task", "status", "wall_s", "failure_class", "partial": true}. The whole record of the
+ * same job + attempt + task replaces it; nothing replaces a whole one. */
+static bool q_partial(const json_t *result)
+{
+	return json_is_true(json_object_get(result, "partial"));
+}
+
+/* One task's raw data and its test cases (from tests.failures), once per job + attempt + task (a
+ * partial record replaced by the whole one). */
+
 int q_store_task(struct store *st, const char *job_id, int attempt, int seq, const char *task, const json_t *result,
 		 struct pyti_err *err)
 {
@@ -276,8 +286,34 @@ int q_store_task(struct store *st, const char *job_id, int attempt, int seq, con
 			" ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
 			p, NP(p), &r, err);
 	}
-	if (rc < 0 || r.nrow == 0) /* r.nrow == 0: a repeat, already stored with its cases */
+	if (rc < 0)
 		return rc;
+	if (r.nrow == 0) { /* a repeat, already stored with its cases, or a whole record after a partial one */
+		if (q_partial(result))
+			return 0;
+		_cleanup_sres_ struct sres old = {0};
+		struct sparam pk[] = {P_T(job_id), P_I(attempt), P_T(task)};
+		if ((rc = st_query(st, "SELECT result FROM task_results WHERE job_id = ? AND attempt = ? AND task = ?",
+				   pk, NP(pk), &old, err)) < 0)
+			return rc;
+		_cleanup_json_ json_t *was = old.nrow ? sres_json(&old, 0, 0) : NULL;
+		if (!q_partial(was))
+			return 0; /* the first whole record is kept (idempotent) */
+		struct sparam pu[] = {P_T(pj_str(result, "status", NULL)),
+				      P_T(fc),
+				      wall,
+				      P_T(js),
+				      P_T(job_id),
+				      P_I(attempt),
+				      P_T(task)};
+		if ((rc = st_exec(st, "DELETE FROM testcases WHERE job_id = ? AND attempt = ? AND task = ?", pk, NP(pk),
+				  err)) < 0 ||
+		    (rc = st_exec(st,
+				  "UPDATE task_results SET status = ?, failure_class = ?, wall_s = ?, result = ?"
+				  " WHERE job_id = ? AND attempt = ? AND task = ?",
+				  pu, NP(pu), err)) < 0)
+			return rc;
+	}
 	const json_t *fails = json_object_get(json_object_get(result, "tests"), "failures"), *f;
 	size_t i;
 	json_array_foreach(fails, i, f) {
@@ -527,9 +563,9 @@ int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs,
 		json_t *config = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "dist", sres_jstr(&r, i, 3), "suite",
 					   sres_jstr(&r, i, 4), "backend", sres_jstr(&r, i, 5), "recipe",
 					   sres_jstr(&rr, 0, 0), "env", env, "posargs", posargs);
-		json_array_append_new(out,
-				      json_pack("{s:s, s:I, s:s, s:i, s:o}", "job_id", id, "attempt", attempt, "lease",
-						lease, "lease_expires_in_s", st->lim.lease_s, "config", config));
+		json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:s, s:i, s:o}", "job_id", id, "run_id", run,
+						     "attempt", attempt, "lease", lease, "lease_expires_in_s",
+						     st->lim.lease_s, "config", config));
 	}
 commit:
 	if ((rc = st_commit(st, err)) == 0)

@@ -191,7 +191,7 @@ int store_workers(struct store *st, json_t **out, struct pyti_err *err);
 /* claim: atomically lease up to max (1..100) queued jobs the worker can run (its images' suites, its
  * backends), lowest priority first, then oldest. Each gets attempt + 1 and a new lease token expiring
  * lease_s from now. Expired leases are returned first (store_expire). Never waits: the long poll is
- * the caller's loop. *jobs = [{"job_id", "attempt", "lease", "lease_expires_in_s", "config":
+ * the caller's loop. *jobs = [{"job_id", "run_id", "attempt", "lease", "lease_expires_in_s", "config":
  * {"dist", "suite", "backend", "recipe", "env", "posargs"}}] (maybe empty). Unknown worker:
  * STORE_E_NOTFOUND. Updates the worker's last_seen. */
 int store_claim(struct store *st, const char *worker_id, int max, json_t **jobs, struct pyti_err *err);
@@ -211,7 +211,8 @@ int store_heartbeat(struct store *st, const struct store_lease *l, const json_t 
 		    bool *cancel, struct pyti_err *err);
 /* report: one task's raw data (an element of results.json's "tasks"; its "task" must equal task),
  * and its test cases from tests.failures. Idempotent per job + attempt + task: a repeat is accepted
- * and stores nothing new. */
+ * and stores nothing new, except that a whole record replaces a partial one ("partial": true, what
+ * a worker sends as the task ends); finish's results replace partial records too. */
 int store_report(struct store *st, const struct store_lease *l, const char *task, const json_t *result,
 		 struct pyti_err *err);
 

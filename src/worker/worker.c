@@ -430,7 +430,6 @@ static void heartbeat(struct worker *w, struct wjob *j)
 
 static void on_event(struct worker *w, struct wjob *j, const char *line, size_t len)
 {
-	(void)w;
 	_cleanup_json_ json_t *l = pj_loads(line, len, NULL);
 	const char *phase = pj_str(l, "phase", "");
 	json_t *ev = json_object_get(l, "event");
@@ -443,11 +442,28 @@ static void on_event(struct worker *w, struct wjob *j, const char *line, size_t 
 		j->progress = json_pack("{s:O?, s:I, s:I}", "task", json_object_get(ev, "task"), "i",
 					(json_int_t)pj_int(ev, "i", 0), "n", (json_int_t)pj_int(ev, "n", 0));
 	} else if (strcmp(e, "task_end") == 0) {
-		/* The master hears of it at once (a heartbeat now, with the progress). The task's
-		 * report waits for the job's collect step: only then is its raw data whole (the host adds
-		 * its test counts and failures from the JUnit file, and its runtime), and the store keeps
-		 * the first report of a task (idempotent), so a thinner early one would be the one kept. */
+		/* The master hears of it at once: a heartbeat now (the progress), and the task's partial
+		 * record (what the guest said of it), so a worker or job that dies next leaves it in the
+		 * store. The whole record waits for the job's collect step (the host adds test counts
+		 * and failures from the JUnit file, and the runtime) and replaces it (docs/rpc.md). */
 		j->next_hb = 0;
+		json_t *task = json_object_get(ev, "task"), *wall = json_object_get(ev, "wall_s"),
+		       *fc = json_object_get(ev, "failure_class");
+		const char *st = pj_str(ev, "status", "");
+		/* the guest's words: only well-formed ones go on */
+		if (j->abandon || !json_is_string(task) || json_string_length(task) == 0 ||
+		    json_string_length(task) > 256 ||
+		    (strcmp(st, "passed") && strcmp(st, "failed") && strcmp(st, "skipped")) ||
+		    (fc && !json_is_null(fc) && (!json_is_string(fc) || pyti_fclass_parse(json_string_value(fc)) < 0)))
+			return;
+		json_t *r = json_pack("{s:O, s:s, s:O?, s:O?, s:b}", "task", task, "status", st, "wall_s",
+				      json_is_number(wall) ? wall : NULL, "failure_class", fc, "partial", 1);
+		if (!r)
+			return;
+		json_t *p = lease_params(j);
+		json_object_set(p, "task", task);
+		json_object_set_new(p, "result", r);
+		spool_req(w, j, "report", p, NULL);
 	}
 }
 

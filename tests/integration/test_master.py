@@ -86,6 +86,7 @@ def test_worker_cycle(master):
     assert len(got) == 1
     j = got[0]
     assert j["attempt"] == 1 and len(j["lease"]) == 32 and j["config"]["dist"] == "six==1.17.0"
+    assert j["run_id"] == sub["run_id"]
     lease = {"job_id": j["job_id"], "attempt": j["attempt"], "lease": j["lease"]}
     hb = w.call("heartbeat", {**lease, "progress": {"task": "install", "i": 1, "n": 3}})
     assert hb["cancel"] is False and hb["lease_expires_in_s"] > 0

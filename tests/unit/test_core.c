@@ -370,6 +370,50 @@ static void test_owner_sweep(void **state)
 	rm_rf(tmpl, NULL);
 }
 
+/* Claims beside sweeps, as concurrent jobs of one worker (or batch) do: each job sweeps the jobs
+ * directory, then claims its own record. A sweep that found a claimer's .new record before its lock
+ * was taken used to unlink it, and the claim's rename then failed (ENOENT). Every claim must
+ * succeed, and the directory of a live claim must never be swept. */
+static void test_owner_claim_beside_sweeps(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/pyti-test-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	enum { KIDS = 4, ROUNDS = 400 };
+	pid_t kids[KIDS];
+	for (int k = 0; k < KIDS; k++) {
+		kids[k] = fork();
+		assert_true(kids[k] >= 0);
+		if (kids[k] == 0) {
+			for (int i = 0; i < ROUNDS; i++) {
+				_cleanup_free_ char *name = xasprintf("j%d-%d", k, i);
+				owner_sweep(tmpl);
+				struct pyti_err e = {0};
+				int fd = owner_claim(tmpl, name, &e);
+				if (fd < 0)
+					_exit(1);
+				_cleanup_free_ char *dir = xasprintf("%s/%s", tmpl, name);
+				_cleanup_free_ char *f = xasprintf("%s/%s/x", tmpl, name);
+				if (mkdir(dir, 0700) < 0 || write_file_atomic(f, "x", 1, 0600, NULL) < 0)
+					_exit(2);
+				owner_sweep(tmpl);
+				if (!path_exists(f))
+					_exit(3); /* a live job's directory swept */
+				rm_rf(dir, NULL);
+				owner_release(tmpl, name, fd);
+			}
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < KIDS; k++) {
+		int status = -1;
+		assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	rm_rf(tmpl, NULL);
+}
+
 /* What a sandbox leaves in a directory the host then reads: links of every kind are refused, a
  * FIFO neither hangs nor is read, a file past the cap is an error; both the openat2 path and the
  * O_NOFOLLOW walk. */
@@ -503,6 +547,7 @@ int main(void)
 		cmocka_unit_test(test_term_safe_invisible),
 		cmocka_unit_test(test_write_atomic_hostile_dir), cmocka_unit_test(test_beneath),
 		cmocka_unit_test(test_copy_src_tree_modes), cmocka_unit_test(test_owner_sweep),
+		cmocka_unit_test(test_owner_claim_beside_sweeps),
 		cmocka_unit_test(test_tree_walk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

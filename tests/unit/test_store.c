@@ -251,6 +251,7 @@ static void test_state_machine(void **state)
 	assert_int_equal(strlen(pj_str(j0, "lease", "")), 32);
 	assert_string_equal(pj_str(json_object_get(j0, "config"), "suite", ""), "bookworm");
 	assert_int_equal(pj_int(j0, "lease_expires_in_s", 0), 60);
+	assert_string_equal(pj_str(j0, "run_id", ""), run); /* the worker's log lines name the run */
 
 	int exp = 0;
 	bool cancel = true;
@@ -487,6 +488,46 @@ static void test_report_idempotent(void **state)
 	enum store_state s;
 	assert_int_equal(finish(e->st, json_array_get(jobs, 0), "failed", NULL, res, &s), 0);
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results"), 2);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM testcases"), 3);
+}
+
+/* A task's record as it ended (the worker's early report, "partial": true) is kept until the whole
+ * one of the same attempt comes (its report at the job's end, or finish), which replaces it, with its
+ * test cases; nothing replaces a whole record, and a partial one after it changes nothing. */
+static void test_report_partial_superseded(void **state)
+{
+	struct eng *e = engine(state);
+	struct pyti_err err = {0};
+	_cleanup_json_ json_t *sub = submit(e->st, 1, "bookworm");
+	char w[STORE_ID_SIZE];
+	hello(e->st, w);
+	_cleanup_json_ json_t *jobs = claim(e->st, w, 1);
+	struct store_lease l = lease_of(json_array_get(jobs, 0));
+	_cleanup_json_ json_t *early = json_pack("{s:s, s:s, s:f, s:n, s:b}", "task", "test", "status", "failed",
+						 "wall_s", 0.5, "failure_class", "partial", 1);
+	_cleanup_json_ json_t *inst = json_pack("{s:s, s:s, s:f, s:n, s:b}", "task", "install", "status", "passed",
+						"wall_s", 0.2, "failure_class", "partial", 1);
+	assert_int_equal(store_report(e->st, &l, "install", inst, &err), 0);
+	assert_int_equal(store_report(e->st, &l, "test", early, &err), 0);
+	assert_int_equal(store_report(e->st, &l, "test", early, &err), 0); /* a repeat: one row */
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results"), 2);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM testcases"), 0);
+	/* the whole record replaces it, in its place (seq), with its cases */
+	_cleanup_json_ json_t *t = task_result("test", "failed", 3), *other = task_result("install", "passed", 0);
+	assert_int_equal(store_report(e->st, &l, "test", t, &err), 0);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results"), 2);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results WHERE task = 'test' AND seq = 1"), 1);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results WHERE result LIKE '%partial%'"), 1);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM testcases"), 3);
+	/* late partial: changes nothing */
+	assert_int_equal(store_report(e->st, &l, "test", early, &err), 0);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM testcases"), 3);
+	/* finish's whole results replace the partial install record too */
+	_cleanup_json_ json_t *res = json_pack("{s:s, s:[O, O]}", "status", "failed", "tasks", other, t);
+	enum store_state s;
+	assert_int_equal(finish(e->st, json_array_get(jobs, 0), "failed", NULL, res, &s), 0);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results"), 2);
+	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM task_results WHERE result LIKE '%partial%'"), 0);
 	assert_int_equal(raw_count(e, "SELECT COUNT(*) FROM testcases"), 3);
 }
 
@@ -821,6 +862,7 @@ static void test_names_and_verdicts(void **state)
 		cmocka_unit_test_setup_teardown(test_claim_exactly_once, setup, teardown),                             \
 		cmocka_unit_test_setup_teardown(test_lease_expiry_and_fencing, setup, teardown),                       \
 		cmocka_unit_test_setup_teardown(test_report_idempotent, setup, teardown),                              \
+		cmocka_unit_test_setup_teardown(test_report_partial_superseded, setup, teardown),                      \
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),                                         \
 		cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),                                   \
 		cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),                                          \
