@@ -58,6 +58,8 @@ enum wjob_state {
 	WJ_PENDING
 };
 
+#define WORKER_TAIL_MAX 4096 /* bytes of a running task's output sent with a heartbeat */
+
 struct wjob {
 	char *job_id, *lease, *dir, *run_id, *dist;
 	long long attempt;
@@ -441,6 +443,18 @@ static void on_event(struct worker *w, struct wjob *j, const char *line, size_t 
 			json_decref(j->progress);
 		j->progress = json_pack("{s:O?, s:I, s:I}", "task", json_object_get(ev, "task"), "i",
 					(json_int_t)pj_int(ev, "i", 0), "n", (json_int_t)pj_int(ev, "n", 0));
+	} else if (strcmp(e, "heartbeat") == 0) {
+		/* the running task's last output (the agent's heartbeat): the next heartbeat carries it
+		 * to the master, whose web UI shows it; at most WORKER_TAIL_MAX bytes, cut at a character */
+		json_t *tail = json_object_get(ev, "tail");
+		if (!j->progress || !json_is_string(tail) ||
+		    strcmp(pj_str(ev, "task", ""), pj_str(j->progress, "task", "-")) != 0)
+			return;
+		const char *s = json_string_value(tail);
+		size_t n = json_string_length(tail), off = n > WORKER_TAIL_MAX ? n - WORKER_TAIL_MAX : 0;
+		while (off < n && ((unsigned char)s[off] & 0xc0) == 0x80)
+			off++;
+		json_object_set_new(j->progress, "tail", pj_string_lossy(s + off, n - off));
 	} else if (strcmp(e, "task_end") == 0) {
 		/* The master hears of it at once: a heartbeat now (the progress), and the task's partial
 		 * record (what the guest said of it), so a worker or job that dies next leaves it in the

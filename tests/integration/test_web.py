@@ -69,7 +69,8 @@ def get(url, accept=None, data=None, headers=None):
 def web(pyti_bin, image_state, tmp_path):
     made = []
     store = str(tmp_path / "pyti.db")
-    m = Master(pyti_bin, image_state, tmp_path, store).start()
+    # heartbeats every second: a running job's page changes soon after its task's output does
+    m = Master(pyti_bin, image_state, tmp_path, store, lease_s=30, heartbeat_s=1).start()
     made.append(m)
     w = Worker(pyti_bin, image_state, tmp_path, m, "wweb", slots=2).start()
     made.append(w)
@@ -251,6 +252,27 @@ def test_live_update(pyti, web, tmp_path):
     assert d.execute_script("return window.__same_page") == 42  # no reload happened
     assert d.find_element(By.CSS_SELECTOR, '[data-count="done"]').text == "1"
     web.shot("live-done")
+
+
+def test_live_tail(pyti, web, tmp_path):
+    """A running job's page shows its task's last output (the agent's heartbeat, through the worker's
+    heartbeat to the store), updated in place, as text."""
+    from selenium.webdriver.common.by import By
+    m = web.master
+    recipe = ("[recipe]\nname = talk\ndescription = talks while it runs\n\n[task:talk]\n"
+              "run = for i in $(seq 1 40); do echo \"line-$i <b>x</b>\"; sleep 1; done\ntimeout = 120\n")
+    run = submit(pyti, m, tmp_path, [make_demo_project(tmp_path / "p", name="pyti_wtail")], recipe=recipe)
+    job = run["jobs"][0]
+    wait_for(lambda: status(pyti, m, run["run_id"])["jobs"][0]["state"] == "leased", 120, "the job leased")
+    d = web.open(f"/job/{job}")
+    d.execute_script("window.__same_page = 7")
+    wait_for(lambda: "line-" in d.find_element(By.ID, "live-tail").text, 90, "the live output on the page")
+    first = d.find_element(By.ID, "live-tail").text
+    assert "<b>x</b>" in first and not d.find_elements(By.CSS_SELECTOR, "#live-tail b")
+    wait_for(lambda: d.find_element(By.ID, "live-tail").text != first, 60, "the live output to move on")
+    assert d.execute_script("return window.__same_page") == 7
+    web.shot("live-tail")
+    cli(pyti, m, "cancel", job)
 
 
 def test_errors_are_pages(web):
