@@ -61,19 +61,13 @@ int page_compare(struct page_ctx *c, const char *a_id, const char *b_id, struct 
 	size_t i;
 	json_t *p;
 	json_array_foreach(json_object_get(cmp, "pairs"), i, p) {
-		buf_puts(b, "<tr><td>");
-		h_link(b, "/dist/", pj_str(p, "dist", ""), NULL);
-		buf_puts(b, "</td><td data-f=\"verdict\">");
-		h_badge(b, pj_str(p, "verdict", NULL));
-		buf_puts(b, "</td><td>");
-		h_badge(b, pj_str(p, "verdict_a", NULL));
-		buf_puts(b, "</td><td>");
-		h_badge(b, pj_str(p, "verdict_b", NULL));
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(p, "class"));
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(p, "dependency"));
-		buf_puts(b, "</td><td>");
+		static const struct h_col cols[] = {
+			{"dist", H_DIST, false},      {"verdict", H_BADGE, false}, {"verdict_a", H_BADGE, false},
+			{"verdict_b", H_BADGE, false}, {"class", H_TEXT, false},    {"dependency", H_TEXT, false},
+		};
+		buf_puts(b, "<tr>");
+		h_cells(b, p, cols, sizeof cols / sizeof *cols);
+		buf_puts(b, "<td>");
 		const json_t *t = json_object_get(p, "tests");
 		pair_tests(b, t, "newly_failing", "newly failing");
 		pair_tests(b, t, "newly_passing", "newly passing");

@@ -148,6 +148,37 @@ void h_badge(struct buf *b, const char *what)
 	buf_puts(b, "</span>");
 }
 
+void h_cells(struct buf *b, const json_t *row, const struct h_col *cols, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct h_col *c = &cols[i];
+		const json_t *v = json_object_get(row, c->field);
+		buf_puts(b, c->kind == H_NUM ? "<td class=\"n\"" : c->kind == H_RUN || c->kind == H_JOB ? "<td class=\"id\"" : "<td");
+		if (c->live)
+			buf_printf(b, " data-f=\"%s\"", c->field);
+		buf_puts(b, ">");
+		switch (c->kind) {
+		case H_TEXT:
+		case H_NUM:
+			h_j(b, v);
+			break;
+		case H_BADGE:
+			h_badge(b, json_string_value(v));
+			break;
+		case H_RUN:
+		case H_JOB:
+		case H_DIST:
+			if (json_is_string(v))
+				h_link(b, c->kind == H_RUN ? "/run/" : c->kind == H_JOB ? "/job/" : "/dist/", json_string_value(v),
+				       NULL);
+			else
+				buf_puts(b, "–");
+			break;
+		}
+		buf_puts(b, "</td>");
+	}
+}
+
 void h_bar(struct buf *b, const json_t *counts, const json_t *verdicts, long long total)
 {
 	static const char *const parts[] = {"passed", "test-failed", "build-failed", "no-tests", "infra"};

@@ -255,27 +255,15 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 		const char *jid = pj_str(j, "job_id", "");
 		buf_puts(b, "<tr id=\"");
 		h_s(b, jid);
-		buf_puts(b, "\"><td class=\"id\">");
-		h_link(b, "/job/", jid, NULL);
-		buf_puts(b, "</td><td>");
-		h_link(b, "/dist/", pj_str(j, "dist", ""), NULL);
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(j, "suite"));
-		buf_puts(b, "</td><td data-f=\"state\">");
-		h_badge(b, pj_str(j, "state", NULL));
-		buf_puts(b, "</td><td data-f=\"verdict\">");
-		h_badge(b, pj_str(j, "verdict", NULL));
-		buf_puts(b, "</td><td data-f=\"failure_class\">");
-		h_j(b, json_object_get(j, "failure_class"));
-		buf_puts(b, "</td><td class=\"n\" data-f=\"duration_s\">");
-		h_j(b, json_object_get(j, "duration_s"));
-		buf_puts(b, "</td><td class=\"n\" data-f=\"tests_passed\">");
-		h_j(b, json_object_get(j, "tests_passed"));
-		buf_puts(b, "</td><td class=\"n\" data-f=\"tests_failed\">");
-		h_j(b, json_object_get(j, "tests_failed"));
-		buf_puts(b, "</td><td class=\"n\" data-f=\"attempt\">");
-		h_j(b, json_object_get(j, "attempt"));
-		buf_puts(b, "</td></tr>");
+		buf_puts(b, "\">");
+		static const struct h_col cols[] = {
+			{"job_id", H_JOB, false},	    {"dist", H_DIST, false},	       {"suite", H_TEXT, false},
+			{"state", H_BADGE, true},	    {"verdict", H_BADGE, true},	       {"failure_class", H_TEXT, true},
+			{"duration_s", H_NUM, true},	    {"tests_passed", H_NUM, true},     {"tests_failed", H_NUM, true},
+			{"attempt", H_NUM, true},
+		};
+		h_cells(b, j, cols, sizeof cols / sizeof *cols);
+		buf_puts(b, "</tr>");
 	}
 	buf_puts(b, "</tbody></table>");
 	free(rows);
@@ -581,27 +569,15 @@ int page_dist(struct page_ctx *c, const char *name, struct buf *b, json_t **json
 		    "<th>image</th><th>state</th><th>verdict</th><th>class</th><th>duration (s)</th><th>passed</th>"
 		    "<th>failed</th><th>job</th></tr></thead><tbody>");
 	json_array_foreach(jobs, i, j) {
-		buf_puts(b, "<tr><td class=\"id\">");
-		h_link(b, "/run/", pj_str(j, "run_id", ""), NULL);
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(j, "created"));
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(j, "suite"));
-		buf_puts(b, "</td><td>");
-		h_badge(b, pj_str(j, "state", NULL));
-		buf_puts(b, "</td><td>");
-		h_badge(b, pj_str(j, "verdict", NULL));
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(j, "failure_class"));
-		buf_puts(b, "</td><td class=\"n\">");
-		h_j(b, json_object_get(j, "duration_s"));
-		buf_puts(b, "</td><td class=\"n\">");
-		h_j(b, json_object_get(j, "tests_passed"));
-		buf_puts(b, "</td><td class=\"n\">");
-		h_j(b, json_object_get(j, "tests_failed"));
-		buf_puts(b, "</td><td class=\"id\">");
-		h_link(b, "/job/", pj_str(j, "job_id", ""), NULL);
-		buf_puts(b, "</td></tr>");
+		static const struct h_col cols[] = {
+			{"run_id", H_RUN, false},	 {"created", H_TEXT, false},	  {"suite", H_TEXT, false},
+			{"state", H_BADGE, false},	 {"verdict", H_BADGE, false},	  {"failure_class", H_TEXT, false},
+			{"duration_s", H_NUM, false},	 {"tests_passed", H_NUM, false}, {"tests_failed", H_NUM, false},
+			{"job_id", H_JOB, false},
+		};
+		buf_puts(b, "<tr>");
+		h_cells(b, j, cols, sizeof cols / sizeof *cols);
+		buf_puts(b, "</tr>");
 	}
 	buf_puts(b, "</tbody></table>");
 	if (!n)
@@ -688,17 +664,13 @@ int page_queue(struct page_ctx *c, struct buf *b, json_t **json)
 		    "<th>image</th><th>state</th><th>priority</th><th>attempt</th><th>worker</th><th>queued at</th>"
 		    "</tr></thead><tbody>");
 	json_array_foreach(json_object_get(doc, "jobs"), i, j) {
-		buf_puts(b, "<tr><td class=\"id\">");
-		h_link(b, "/job/", pj_str(j, "job_id", ""), NULL);
-		buf_puts(b, "</td><td class=\"id\">");
-		h_link(b, "/run/", pj_str(j, "run_id", ""), NULL);
-		buf_puts(b, "</td><td>");
-		h_link(b, "/dist/", pj_str(j, "dist", ""), NULL);
-		buf_puts(b, "</td><td>");
-		h_j(b, json_object_get(j, "suite"));
-		buf_puts(b, "</td><td>");
-		h_badge(b, pj_str(j, "state", NULL));
-		buf_printf(b, "</td><td class=\"n\">%lld</td><td class=\"n\">%lld of %lld</td><td>", jint(j, "priority"),
+		static const struct h_col cols[] = {
+			{"job_id", H_JOB, false}, {"run_id", H_RUN, false},  {"dist", H_DIST, false},
+			{"suite", H_TEXT, false}, {"state", H_BADGE, false},
+		};
+		buf_puts(b, "<tr>");
+		h_cells(b, j, cols, sizeof cols / sizeof *cols);
+		buf_printf(b, "<td class=\"n\">%lld</td><td class=\"n\">%lld of %lld</td><td>", jint(j, "priority"),
 			   jint(j, "attempt"), jint(j, "max_attempts"));
 		h_j(b, json_object_get(j, "worker_id"));
 		buf_puts(b, "</td><td>");

@@ -19,6 +19,21 @@ void h_link(struct buf *b, const char *prefix, const char *id, const char *label
 void h_attr_json(struct buf *b, const char *name, const json_t *j);
 /* the verdict/state as a coloured label */
 void h_badge(struct buf *b, const char *what);
+/* table cells from one JSON row, a column a field */
+enum h_kind {
+	H_TEXT,	 /* h_j */
+	H_NUM,	 /* h_j, right-aligned */
+	H_BADGE, /* h_badge */
+	H_RUN,	 /* a link to /run/VALUE */
+	H_JOB,	 /* a link to /job/VALUE */
+	H_DIST,	 /* a link to /dist/VALUE */
+};
+struct h_col {
+	const char *field;
+	enum h_kind kind;
+	bool live; /* data-f="field": pyti.js updates it from the JSON twin */
+};
+void h_cells(struct buf *b, const json_t *row, const struct h_col *cols, size_t n);
 /* a small stacked bar of verdict counts (inline SVG, no style attribute) */
 void h_bar(struct buf *b, const json_t *counts, const json_t *verdicts, long long total);
 
