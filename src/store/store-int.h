@@ -3,7 +3,8 @@
  *   store.c        ids, names, verdict rule, opening, limits, the engine-neutral query helpers
  *   schema.c       the schema and its migrations
  *   store_sqlite.c the SQLite engine     store_pg.c  the PostgreSQL engine
- *   queue.c        submit, claim, heartbeat, report, finish, expire, cancel, workers
+ *   queue.c        submit, rerun, runs for local records, a task's record and its test cases
+ *   lease.c        hello and workers, claim, heartbeat, report, finish, expire, cancel
  *   record.c       jobs recorded by a local `pyti run`
  *   read.c         status, results, runs, show
  *   blob.c         blobs (zstd) and copy
