@@ -70,10 +70,15 @@ int page_runs(struct page_ctx *c, struct buf *b, json_t **json)
 }
 
 /* ---- /run/ID ---- */
-static const char *sort_key;
-static int sort_dir;
-static int cmp_jobs(const void *pa, const void *pb)
+/* the master renders pages on many threads at once: the sort's key travels with the call (qsort_r) */
+struct job_sort {
+	const char *key;
+	int dir;
+};
+static int cmp_jobs(const void *pa, const void *pb, void *arg)
 {
+	const struct job_sort *o = arg;
+	const char *sort_key = o->key;
 	const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
 	const json_t *x = json_object_get(a, sort_key), *y = json_object_get(b, sort_key);
 	int r;
@@ -86,7 +91,7 @@ static int cmp_jobs(const void *pa, const void *pb)
 	}
 	if (r == 0) /* stable by job order */
 		r = (int)(jint(a, "seq_") - jint(b, "seq_"));
-	return r * sort_dir;
+	return r * o->dir;
 }
 
 static const char *const run_cols[][2] = {
@@ -185,9 +190,8 @@ int page_run(struct page_ctx *c, const char *id, struct buf *b, json_t **json)
 			rows[n++] = j;
 	}
 	if (sort) {
-		sort_key = sort;
-		sort_dir = desc ? -1 : 1;
-		qsort(rows, n, sizeof *rows, cmp_jobs);
+		struct job_sort o = {sort, desc ? -1 : 1};
+		qsort_r(rows, n, sizeof *rows, cmp_jobs, &o);
 	}
 
 	const json_t *cn = json_object_get(run, "counts"), *v = json_object_get(run, "verdicts");
